@@ -1,0 +1,144 @@
+"""VAE checkpoints: plain, ``weights_only``-loadable torch files.
+
+A model file is a dict of plain types only (tensors, dicts, lists, str, int, float)::
+
+    {"format": "matflow-vae3d/vae-model", "format_version": 1,
+     "config": VAEConfig.to_dict(), "lattice": "hP", "grid": 16,
+     "state_dict": {...}, "training": {...plain record...}}
+
+Lightning's resume checkpoints (``*.ckpt``) carry the same information under the
+key ``"vae3d"`` (added by :class:`~matflow_vae3d.vae.lightning.VAEModule`), so either
+file can be passed as ``--model``. Files are written atomically (temporary file in
+the same folder, then ``os.replace``): a killed run never leaves a truncated model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..microstructure import canonical_lattice
+from .network import ResNetVAE3d, VAEConfig
+
+FORMAT = "matflow-vae3d/vae-model"
+FORMAT_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (identifies the model fingerprints came from)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_record(model: ResNetVAE3d, lattice: str, training: dict | None = None) -> dict:
+    """The plain dict saved by :func:`save_model` (state on CPU, fp32)."""
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}  # torch.compile
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "lattice": canonical_lattice(lattice),
+        "grid": int(model.config.grid),
+        "state_dict": state,
+        "training": dict(training or {}),
+    }
+
+
+def save_model(path, model: ResNetVAE3d, lattice: str, training: dict | None = None) -> Path:
+    """Write a model file atomically. ``training``: plain JSON-like record."""
+    atomic_torch_save(model_record(model, lattice, training), path)
+    return Path(path)
+
+
+def _extract(obj: Any, path) -> dict:
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj
+    if isinstance(obj, dict) and isinstance(obj.get("vae3d"), dict):  # Lightning checkpoint
+        meta = dict(obj["vae3d"])
+        prefix = "net."
+        state = {
+            k[len(prefix):].replace("_orig_mod.", ""): v
+            for k, v in obj.get("state_dict", {}).items()
+            if k.startswith(prefix)
+        }
+        meta["state_dict"] = state
+        return meta
+    raise ValueError(
+        f"{path} is not a matflow-vae3d VAE checkpoint (no format {FORMAT!r} and no 'vae3d' record)"
+    )
+
+
+def load_model(path, map_location="cpu") -> tuple[ResNetVAE3d, dict]:
+    """Load a model file or Lightning checkpoint with ``torch.load(weights_only=True)``.
+
+    Returns (model in eval mode, meta) where meta holds 'config', 'lattice', 'grid',
+    'training', 'sha256' and 'path'. FileNotFoundError / ValueError on bad files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"VAE checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, foreign pickle, not a torch file
+        raise ValueError(f"cannot read VAE checkpoint {path}: {exc}") from exc
+    rec = _extract(obj, path)
+    cfg = VAEConfig.from_dict(rec["config"])
+    model = ResNetVAE3d(cfg)
+    try:
+        model.load_state_dict(rec["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {path} does not match its own config: {exc}") from exc
+    model.eval()
+    meta = {
+        "config": rec["config"],
+        "lattice": canonical_lattice(rec["lattice"]),
+        "grid": int(rec["grid"]),
+        "training": rec.get("training", {}),
+        "sha256": file_sha256(path),
+        "path": str(path),
+    }
+    return model, meta
+
+
+def check_compatible(meta: dict, lattice: str, grid, what: str = "dataset") -> None:
+    """Refuse to encode VEs of another crystal structure or grid than the model's.
+
+    grid: int or 3-tuple of cells. Raises ValueError naming both.
+    """
+    lat = canonical_lattice(lattice)
+    if lat != meta["lattice"]:
+        raise ValueError(
+            f"the VAE was trained on crystal structure {meta['lattice']!r} but the {what} is "
+            f"{lat!r}: train or pick a model for {lat!r}"
+        )
+    g = tuple(int(n) for n in (grid if hasattr(grid, "__len__") else (grid,) * 3))
+    n = meta["grid"]
+    if g != (n, n, n):
+        raise ValueError(
+            f"the VAE expects {n}x{n}x{n} VEs but the {what} has grid {'x'.join(map(str, g))}: "
+            "regenerate/resample the VEs or use a model trained on that grid"
+        )

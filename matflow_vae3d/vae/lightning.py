@@ -1,0 +1,319 @@
+"""Lightning training of the VAE: :class:`VAEModule`, :class:`VEDataModule` and the
+callbacks that write the CSV history and the loss-curve PNG.
+
+* Batches arrive as :class:`~matflow_vae3d.datasets.VEBatch` (grain maps + per-grain
+  orientations, a few kB per VE); the expansion to the normalised Euler image
+  (B, 3, n, n, n) happens in ``on_after_batch_transfer``, i.e. on the GPU when there
+  is one. A plain tensor batch (B, 3, n, n, n) is accepted as well.
+* On CUDA: bf16 autocast (``precision='bf16-mixed'``), ``channels_last_3d`` for the
+  model and its input, optional ``torch.compile``; several GPUs through Lightning's
+  DDP strategy (``strategy='ddp'``, ``devices=N``).
+* Reproducible resume: the training order comes from :class:`EpochSampler` (seed +
+  epoch) and the per-sample latent noise from a generator seeded by (seed, global
+  step, rank), so "train 1 epoch, kill, resume" ends in the same state as an
+  uninterrupted run. Checkpoints are written every epoch, atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader, Sampler
+
+from ..microstructure import canonical_lattice
+from .checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
+from .losses import ALPHA, vae_loss
+from .network import ResNetVAE3d, VAEConfig
+
+LOSS_TERMS = ("loss", "bce", "spectral", "kl")
+
+
+class EpochSampler(Sampler):
+    """Random permutation of range(n) drawn from (seed, epoch); ``set_epoch`` is
+    called by Lightning at each epoch start, so a resumed run sees the same order."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = int(n), int(seed), shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def batch_to_tensor(batch, device, dtype=torch.float32) -> torch.Tensor:
+    """VEBatch / tensor / [tensor, ...] -> (B, C, n, n, n) on ``device``; NaN/inf refused."""
+    if hasattr(batch, "to_tensor"):
+        x = batch.to_tensor(device, dtype)
+    elif isinstance(batch, (list, tuple)):
+        x = batch[0].to(device=device, dtype=dtype)
+    else:
+        x = batch.to(device=device, dtype=dtype)
+    if not torch.isfinite(x).all():
+        raise ValueError("input VEs contain NaN or inf orientations")
+    return x
+
+
+class VAEModule(L.LightningModule):
+    """LightningModule around :class:`ResNetVAE3d`.
+
+    config: VAEConfig as a dict; lattice: crystal structure of the training data;
+    lr, weight_decay: Adam (paper: 1e-4, 1e-4); alpha: BCE weight (0.999);
+    kl_weight: β of the KL term; seed: noise seed; compile: torch.compile the net.
+    """
+
+    def __init__(
+        self,
+        config: dict,
+        lattice: str,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        alpha: float = ALPHA,
+        kl_weight: float = 1e-5,
+        seed: int = 0,
+        compile: bool = False,
+    ):
+        super().__init__()
+        config = VAEConfig.from_dict(dict(config)).to_dict()
+        lattice = canonical_lattice(lattice)
+        self.save_hyperparameters(
+            dict(config=config, lattice=lattice, lr=float(lr), weight_decay=float(weight_decay),
+                 alpha=float(alpha), kl_weight=float(kl_weight), seed=int(seed), compile=bool(compile))
+        )
+        self.net = ResNetVAE3d(VAEConfig.from_dict(config))
+        self.__dict__["_forward"] = self.net  # not a registered submodule (compile wrapper)
+        self.training_record: dict = {}
+
+    # -- device placement ------------------------------------------------------
+    @property
+    def _channels_last(self) -> bool:
+        return self.device.type == "cuda"
+
+    def setup(self, stage: str) -> None:
+        if self._channels_last:
+            self.net.to(memory_format=torch.channels_last_3d)
+        if self.hparams.compile and self._forward is self.net:
+            self.__dict__["_forward"] = torch.compile(self.net)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x = batch_to_tensor(batch, self.device)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        return x
+
+    # -- steps ----------------------------------------------------------------
+    def _noise_generator(self) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
+        return g
+
+    def _log_terms(self, prefix: str, terms: dict, batch_size: int, prog_bar: bool) -> None:
+        for k in LOSS_TERMS:
+            self.log(f"{prefix}_{k}", terms[k], on_step=False, on_epoch=True,
+                     prog_bar=prog_bar and k == "loss", batch_size=batch_size, sync_dist=True)
+
+    def training_step(self, x, batch_idx):
+        self.net.check_input(x)
+        logits, mu, logvar = self._forward(x, generator=self._noise_generator())
+        terms = vae_loss(logits, x, mu, logvar, self.hparams.alpha, self.hparams.kl_weight)
+        if not torch.isfinite(terms["loss"]):
+            raise FloatingPointError(
+                f"training loss became {float(terms['loss'])} at step {self.global_step}: "
+                "lower the learning rate or check the data"
+            )
+        self._log_terms("train", terms, x.shape[0], True)
+        return terms["loss"]
+
+    def validation_step(self, x, batch_idx):
+        self.net.check_input(x)
+        logits, mu, logvar = self._forward(x)
+        terms = vae_loss(logits, x, mu, logvar, self.hparams.alpha, self.hparams.kl_weight)
+        self._log_terms("val", terms, x.shape[0], True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
+
+    # -- checkpoint record -------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vae3d"] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": dict(self.hparams.config),
+            "lattice": self.hparams.lattice,
+            "grid": int(self.hparams.config["grid"]),
+            "training": dict(self.training_record, epoch=int(self.current_epoch),
+                             global_step=int(self.global_step)),
+        }
+        # keep the file weights_only-loadable: hparams as a plain dict
+        if "hyper_parameters" in checkpoint:
+            checkpoint["hyper_parameters"] = dict(checkpoint["hyper_parameters"])
+
+
+class VEDataModule(L.LightningDataModule):
+    """Streams VE datasets (HDF5, ``matflow-vae3d/ve-dataset``) as VEBatches.
+
+    train, val: dataset paths (val optional); batch_size; num_workers: loader
+    processes (0 = in the main process); seed: shuffling seed.
+    """
+
+    def __init__(self, train: str, val: str | None = None, batch_size: int = 8,
+                 num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        self.train_path, self.val_path = str(train), (str(val) if val else None)
+        self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
+        self.train_set = self.val_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        from ..datasets import VETorchDataset
+
+        if self.train_set is None:
+            self.train_set = VETorchDataset(self.train_path)
+            if self.val_path:
+                self.val_set = VETorchDataset(self.val_path)
+
+    def _loader(self, ds, shuffle: bool) -> DataLoader:
+        from ..datasets import collate_ves
+
+        return DataLoader(
+            ds, batch_size=self.batch_size, sampler=EpochSampler(len(ds), self.seed, shuffle),
+            collate_fn=collate_ves, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, False) if self.val_set is not None else []
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write Lightning checkpoints to a temporary file, then rename (never truncated)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        atomic_torch_save(checkpoint, path)
+
+
+class History(Callback):
+    """Appends one row per epoch (losses, wall time) to ``csv_path`` and redraws the
+    loss-curve PNG. On resume, rows of epochs that are re-run are dropped."""
+
+    def __init__(self, csv_path, png_path=None):
+        self.csv_path, self.png_path = Path(csv_path), (Path(png_path) if png_path else None)
+        self._t0 = None
+
+    def _rows(self) -> list[dict]:
+        if not self.csv_path.is_file():
+            return []
+        with open(self.csv_path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _write(self, rows: list[dict]) -> None:
+        keys = ["epoch", "step", "wall_s"] + [f"{p}_{k}" for p in ("train", "val") for k in LOSS_TERMS]
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.csv_path)
+
+    def on_train_start(self, trainer, pl_module):  # after a resume restored the epoch
+        if trainer.is_global_zero:
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+            keep = [r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch]
+            self._write(keep)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+               "wall_s": round(time.perf_counter() - (self._t0 or time.perf_counter()), 3)}
+        row.update({k: m[k] for k in m if k.startswith(("train_", "val_"))})
+        rows = [r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch] + [row]
+        self._write(rows)
+        if self.png_path:
+            plot_loss_curve(self.csv_path, self.png_path)
+
+
+def plot_loss_curve(csv_path, png_path) -> None:
+    """Loss curves (total, BCE, spectral, KL; train and val) vs epoch -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    ep = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    for ax, k in zip(axes, LOSS_TERMS):
+        for p, style in (("train", "-"), ("val", "--")):
+            ys = [float(r[f"{p}_{k}"]) if r.get(f"{p}_{k}") not in (None, "") else math.nan for r in rows]
+            if not all(math.isnan(y) for y in ys):
+                ax.plot(ep, ys, style, marker=".", label=p)
+        ax.set_title(k)
+        ax.set_xlabel("epoch")
+        if k in ("spectral", "kl"):
+            ax.set_yscale("log")
+        ax.legend()
+    fig.tight_layout()
+    png_path = Path(png_path)
+    tmp = png_path.with_name(png_path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def make_trainer(out_dir, max_epochs: int, accelerator: str = "auto", devices="auto",
+                 strategy: str = "auto", precision: str | None = None, progress: bool = True,
+                 limit_train_batches=None, log_every_n_steps: int = 50,
+                 monitor_val: bool = True) -> L.Trainer:
+    """A Trainer writing checkpoints (every epoch ``checkpoints/last.ckpt``; with
+    ``monitor_val`` also ``checkpoints/best.ckpt``, lowest val_loss), ``history.csv``
+    and ``loss_curve.png`` under ``out_dir``.
+
+    precision: None picks 'bf16-mixed' on CUDA, '32-true' otherwise.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    out_dir = Path(out_dir)
+    cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    if precision is None:
+        precision = "bf16-mixed" if cuda else "32-true"
+    ckpts = [ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
+                             every_n_epochs=1)]
+    if monitor_val:
+        ckpts.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
+                                     monitor="val_loss", mode="min", save_top_k=1,
+                                     enable_version_counter=False))
+    return L.Trainer(
+        default_root_dir=str(out_dir), max_epochs=int(max_epochs), accelerator=accelerator,
+        devices=devices, strategy=strategy, precision=precision, logger=False,
+        callbacks=[History(out_dir / "history.csv", out_dir / "loss_curve.png"), *ckpts],
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=progress,
+        enable_model_summary=False, num_sanity_val_steps=0,
+        limit_train_batches=limit_train_batches, log_every_n_steps=log_every_n_steps,
+        benchmark=cuda,
+    )

@@ -1,0 +1,80 @@
+"""Loss of the VAE: BCE reconstruction + α-weighted spectral term + optional KL.
+
+    loss = α·BCE(x̂, x) + (1 − α)·S(x̂, x) + β·KL(q(z|x) ‖ N(0, 1))
+
+* **BCE** with the arguments in the right order: the decoder's *logits* are the
+  prediction and the normalised Euler image ``x`` ∈ [0, 1] is the target
+  (``binary_cross_entropy_with_logits(logits, x)``; the sigmoid is folded in, which
+  is exact and safe under bf16 autocast). The paper's code passed the target as the
+  logits. Because x is not binary, BCE's minimum is the entropy of x, not 0; the
+  logged ``bce`` therefore never reaches 0.
+* **Spectral term S**: mean squared difference of the *magnitudes* of the 3D FFTs
+  (per channel, orthonormal ``rfftn``). The paper's term compared the complex FFTs,
+  which by Parseval's theorem is exactly the voxel MSE times a constant, so it added
+  nothing a pixel loss does not. The magnitude spectrum is the Fourier transform of
+  the image's periodic autocorrelation: it is invariant to translations of the
+  periodic VE and measures how the Euler field is distributed over length scales
+  (grain size, shape and elongation), i.e. the morphology statistics, independently
+  of where the grains sit. The DC term (channel mean) is kept.
+* **KL**: −½ Σ (1 + log σ² − μ² − σ²) summed over latent dimensions, averaged over
+  the batch. Optional (β = 0 switches it off).
+
+All terms are computed in float32 (the FFT and the reductions), whatever the
+autocast dtype, and are returned separately for logging.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: the paper's weight on BCE; the spectral term gets 1 − ALPHA.
+ALPHA = 0.999
+
+
+def bce_term(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean BCE per voxel and channel. logits, target: (B, C, n, n, n); target in [0, 1]."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def spectral_term(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of |rfftn| (orthonormal, over the 3 spatial axes).
+
+    recon, target: (B, C, n, n, n) in [0, 1]. Translation invariant, not a scaled MSE.
+    """
+    fr = torch.fft.rfftn(recon.float(), dim=(-3, -2, -1), norm="ortho").abs()
+    ft = torch.fft.rfftn(target.float(), dim=(-3, -2, -1), norm="ortho").abs()
+    return torch.mean((fr - ft) ** 2)
+
+
+def kl_term(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) ‖ N(0, 1)) summed over latent dims, mean over batch. mu, logvar: (B, L)."""
+    mu, logvar = mu.float(), logvar.float()
+    return torch.mean(-0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp(), dim=1))
+
+
+def vae_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    alpha: float = ALPHA,
+    kl_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """All loss terms. Returns a dict with 'loss' (the weighted total, to minimise),
+    'bce', 'spectral', 'kl' (unweighted, for logging).
+
+    logits: (B, C, n, n, n) decoder output; target: same shape, in [0, 1];
+    mu, logvar: (B, latent). alpha ∈ [0, 1] weights BCE, 1 − alpha the spectral term.
+    """
+    if logits.shape != target.shape:
+        raise ValueError(f"reconstruction shape {tuple(logits.shape)} != input shape {tuple(target.shape)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    bce = bce_term(logits, target)
+    spec = spectral_term(torch.sigmoid(logits.float()), target)
+    kl = kl_term(mu, logvar)
+    loss = alpha * bce + (1.0 - alpha) * spec
+    if kl_weight:
+        loss = loss + kl_weight * kl
+    return {"loss": loss, "bce": bce.detach(), "spectral": spec.detach(), "kl": kl.detach()}
