@@ -1,0 +1,294 @@
+"""The work behind each MatFlow action of the plugin.
+
+Each public function takes the task's inputs as keyword arguments and returns the
+outputs dict (``script_data_in/out: direct``). Files are written under
+``<workflow>/vae3d_data/<action>/`` and returned as paths relative to the workflow
+folder, so that the workflow can be moved. Outside MatFlow (tests, direct calls) the
+current directory plays the workflow's role.
+
+:func:`run_action` wraps every call: an exception is recorded in
+``vae3d_data/failed_runs/run_<id>.json`` (read by :mod:`.export`) and re-raised, so
+the run is marked failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA_DIRNAME = "vae3d_data"
+
+
+# ----------------------------------------------------------------------------- paths
+def workflow_dir() -> Path:
+    """The running workflow's folder (``$MATFLOW_WK_PATH``), else the current directory."""
+    return Path(os.environ.get("MATFLOW_WK_PATH") or os.getcwd())
+
+
+def run_id() -> str:
+    """The running MatFlow run id (``$MATFLOW_RUN_ID``), else a process-unique tag."""
+    rid = os.environ.get("MATFLOW_RUN_ID")
+    return f"run{int(rid):07d}" if rid not in (None, "") else f"pid{os.getpid()}"
+
+
+def output_path(action: str, stem: str, suffix: str = ".h5") -> tuple[Path, str]:
+    """(absolute path, path relative to the workflow folder) of a new output file."""
+    rel = Path(DATA_DIRNAME) / action / f"{stem}_{run_id()}{suffix}"
+    absolute = workflow_dir() / rel
+    absolute.parent.mkdir(parents=True, exist_ok=True)
+    return absolute, rel.as_posix()
+
+
+def resolve_input(path: str | None, what: str) -> Path:
+    """Absolute path of a file-valued input; relative paths are looked up in the
+    workflow folder, then the current directory. FileNotFoundError names ``what``."""
+    if path is None or path == "":
+        raise ValueError(f"{what}: no path given")
+    p = Path(str(path)).expanduser()
+    candidates = [p] if p.is_absolute() else [workflow_dir() / p, Path.cwd() / p]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise FileNotFoundError(f"{what} not found: {path} (looked at {', '.join(map(str, candidates))})")
+
+
+def failure_record_path(wk_path: str | Path, run: int | str) -> Path:
+    """Where :func:`run_action` records the failure of run ``run``."""
+    return Path(wk_path) / DATA_DIRNAME / "failed_runs" / f"run_{int(run)}.json"
+
+
+def run_action(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Call action ``name`` with ``inputs``; on an exception record it (see module doc)
+    and re-raise."""
+    try:
+        return globals()[name](**inputs)
+    except BaseException as exc:
+        rid = os.environ.get("MATFLOW_RUN_ID")
+        if rid not in (None, ""):
+            rec = failure_record_path(workflow_dir(), rid)
+            rec.parent.mkdir(parents=True, exist_ok=True)
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            rec.write_text(json.dumps({"action": name, "error": msg, "traceback": traceback.format_exc()}))
+        raise
+
+
+# ----------------------------------------------------------------------------- helpers
+def _shard_seed(seed: int, shard: int) -> int:
+    """An independent 32-bit seed per (seed, shard) pair."""
+    return int(np.random.SeedSequence([int(seed), int(shard)]).generate_state(1)[0])
+
+
+def _checkpoint(path: str | None) -> Path:
+    if path in (None, "", "pretrained"):
+        from ..vae import pretrained_path
+
+        p = Path(str(pretrained_path()))
+        if not p.is_file():
+            raise FileNotFoundError(f"the shipped pretrained VAE is missing: {p}")
+        return p
+    return resolve_input(path, "VAE checkpoint")
+
+
+def volume_element_id(volume_element: dict) -> str:
+    """A content hash id for a MatFlow ``volume_element`` (same VE -> same id, so that
+    fingerprints and CP results of MatFlow VEs join)."""
+    h = hashlib.sha256()
+    for key in ("element_material_idx", "grid_size", "size"):
+        if key in volume_element and volume_element[key] is not None:
+            h.update(np.ascontiguousarray(np.asarray(volume_element[key])).tobytes())
+    ori = volume_element.get("orientations") or {}
+    if "quaternions" in ori:
+        h.update(np.ascontiguousarray(np.asarray(ori["quaternions"], dtype=np.float64)).tobytes())
+    return "mfve-" + h.hexdigest()[:16]
+
+
+def _from_volume_element(volume_element: dict):
+    from ..microstructure.io import from_matflow_volume_element
+
+    ve = from_matflow_volume_element(volume_element)
+    ve.ve_id = volume_element_id(volume_element)
+    return ve
+
+
+def _write_single_ve_dataset(ve, action: str) -> Path:
+    from ..datasets import write_ves
+
+    path, _ = output_path(action, "ve")
+    write_ves(path, [ve], overwrite=True, progress=False)
+    return path
+
+
+# ----------------------------------------------------------------------------- actions
+def generate_VE(VEs_per_shard, VE_shard=0, VE_preset="train", VE_overrides=None,
+                crystal_structure=None, VE_grid=None, VE_seed=0, VE_id_prefix="ve"):
+    """One shard of VEs -> {'VE_dataset': relative path}. VE ids
+    ``<prefix>-<shard:05d>-<index:06d>``; seed derived from (VE_seed, VE_shard)."""
+    from ..datasets import write_ves
+    from ..microstructure import generate_ves, get_preset
+
+    n = int(VEs_per_shard)
+    if n < 1:
+        raise ValueError(f"VEs_per_shard must be >= 1, got {VEs_per_shard}")
+    overrides = dict(VE_overrides or {})
+    if crystal_structure is not None:
+        overrides["lattice"] = crystal_structure
+    if VE_grid is not None:
+        overrides["grid"] = VE_grid
+    params = get_preset(VE_preset, **overrides)
+    shard = int(VE_shard)
+    ves = generate_ves(params, n, seed=_shard_seed(VE_seed, shard), progress=False)
+
+    def renamed():
+        for i, ve in enumerate(ves):
+            ve.ve_id = f"{VE_id_prefix}-{shard:05d}-{i:06d}"
+            yield ve
+
+    path, rel = output_path("generate_VE", f"ves_shard{shard:05d}")
+    write_ves(path, renamed(), overwrite=True, progress=False, total=n)
+    return {"VE_dataset": rel}
+
+
+def to_volume_element(VE_dataset, VE_index=0):
+    """One VE of a dataset -> {'volume_element': MatFlow volume_element dict}."""
+    from ..datasets import VEDataset
+    from ..microstructure.io import to_matflow_volume_element
+
+    with VEDataset(str(resolve_input(VE_dataset, "VE dataset"))) as ds:
+        ve = ds[int(VE_index)]
+    return {"volume_element": to_matflow_volume_element(ve)}
+
+
+def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
+    """Train the VAE on the (grouped) VE dataset shards -> {'VAE_checkpoint': path}."""
+    from ..vae.train import train_vae_on_files
+
+    paths = [resolve_input(p, "VE dataset") for p in _as_list(VE_dataset)]
+    out, rel = output_path("train_VAE", "vae", ".pt")
+    train_vae_on_files(paths, n_val=int(VAE_val_VEs), out=out, **dict(VAE_config or {}))
+    return {"VAE_checkpoint": rel}
+
+
+def evaluate_VAE(VAE_checkpoint, VE_dataset):
+    """Reconstruction error and plots -> {'VAE_metrics': dict, 'VAE_plots': [paths]}."""
+    from ..vae.checkpoint import load_model
+    from ..vae.encode import evaluate_dataset, plot_reconstructions
+
+    model, meta = load_model(_checkpoint(VAE_checkpoint))
+    res = evaluate_dataset(model, meta, resolve_input(VE_dataset, "VE dataset"), progress=False)
+    png, rel = output_path("evaluate_VAE", "reconstructions", ".png")
+    x, recon = res["examples"]
+    plot_reconstructions(x, recon, png)
+    metrics = {k: float(res[k]) for k in ("quat_mean", "quat_std", "deg_mean", "deg_std")}
+    metrics["n"] = int(res["n"])
+    return {"VAE_metrics": metrics, "VAE_plots": [rel]}
+
+
+def fingerprint_VE(VE_dataset, VAE_checkpoint="pretrained"):
+    """Fingerprints of one VE dataset shard -> {'fingerprints': relative path}."""
+    from ..vae.checkpoint import load_model
+    from ..vae.encode import fingerprint_dataset
+
+    model, meta = load_model(_checkpoint(VAE_checkpoint))
+    data = resolve_input(VE_dataset, "VE dataset")
+    out, rel = output_path("fingerprint_VE", "fingerprints")
+    fingerprint_dataset(model, meta, data, out, progress=False)
+    return {"fingerprints": rel}
+
+
+def fingerprint_volume_element(volume_element, VAE_checkpoint="pretrained"):
+    """Fingerprint of MatFlow's ``volume_element`` -> {'VE_fingerprint': list of
+    floats, 'fingerprints': relative path of a one-row fingerprints file}."""
+    from ..vae.checkpoint import load_model
+    from ..vae.encode import fingerprint_dataset, read_fingerprints
+
+    model, meta = load_model(_checkpoint(VAE_checkpoint))
+    data = _write_single_ve_dataset(_from_volume_element(volume_element), "fingerprint_VE")
+    out, rel = output_path("fingerprint_VE", "fingerprints")
+    fingerprint_dataset(model, meta, data, out, progress=False)
+    mu = read_fingerprints(out)["mu"][0]
+    return {"VE_fingerprint": [float(v) for v in mu], "fingerprints": rel}
+
+
+def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options) -> str:
+    from ..cp.loadcase import LoadCase
+    from ..cp.simulate import simulate_dataset
+
+    load = LoadCase.uniaxial(**dict(uniaxial_load or {}))
+    out, rel = output_path("simulate_uniaxial", "cp_results")
+    simulate_dataset(data, material=CP_material, loadcase=load, solver=CP_solver, out=out,
+                     progress=False, **dict(CP_options or {}))
+    return rel
+
+
+def simulate_uniaxial(VE_dataset, CP_material="Mg", uniaxial_load=None, CP_solver="builtin",
+                      CP_options=None):
+    """CP uniaxial tension of one VE dataset shard -> {'CP_results': relative path}."""
+    data = resolve_input(VE_dataset, "VE dataset")
+    return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options)}
+
+
+def simulate_volume_element(volume_element, CP_material="Mg", uniaxial_load=None,
+                            CP_solver="builtin", CP_options=None):
+    """CP uniaxial tension of MatFlow's ``volume_element`` -> {'CP_results': path}."""
+    data = _write_single_ve_dataset(_from_volume_element(volume_element), "simulate_uniaxial")
+    return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options)}
+
+
+def _as_list(v) -> list:
+    if v is None:
+        return []
+    if isinstance(v, (str, Path)):
+        return [v]
+    return list(v)
+
+
+def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_test_fraction=0.2):
+    """Join the grouped shards and train the surrogate -> {'surrogate_checkpoint': path,
+    'surrogate_dataset': path of the joined dataset (export format)}.
+
+    Shards whose task run failed arrive as None: they are skipped here and appear as
+    failed VEs in ``vae3d matflow export``."""
+    from ..surrogate.lightning import TrainConfig
+    from ..surrogate.lightning import train_surrogate as _train
+    from ..surrogate.table import build_table
+
+    fps = [resolve_input(p, "fingerprints") for p in _as_list(fingerprints) if p is not None]
+    cps = [resolve_input(p, "CP results") for p in _as_list(CP_results) if p is not None]
+    if not fps or not cps:
+        raise ValueError(f"nothing to train on: {len(fps)} fingerprint and {len(cps)} CP result files")
+    cfg = dict(surrogate_config or {})
+    val_fraction = float(cfg.pop("val_fraction", 0.1))
+    component = cfg.pop("component", "xx")
+    table = build_table(fps, cps, component=component, val_fraction=val_fraction,
+                        test_fraction=float(surrogate_test_fraction), seed=int(cfg.get("seed", 0)))
+    ckpt, rel = output_path("train_surrogate", "surrogate", ".pt")
+    log_dir = ckpt.with_suffix("")
+    model = _train(table, TrainConfig(**cfg), log_dir=log_dir, progress=False)
+    model.save(ckpt)
+    # the joined table, for evaluate_surrogate and for users
+    ds, ds_rel = output_path("train_surrogate", "surrogate_dataset", ".json")
+    ds.write_text(json.dumps({"fingerprints": [str(p) for p in fps], "CP_results": [str(p) for p in cps],
+                              "component": component, "val_fraction": val_fraction,
+                              "test_fraction": float(surrogate_test_fraction),
+                              "seed": int(cfg.get("seed", 0))}, indent=1))
+    return {"surrogate_checkpoint": rel, "surrogate_dataset": ds_rel}
+
+
+def evaluate_surrogate(surrogate_checkpoint, surrogate_dataset):
+    """Held-out accuracy -> {'surrogate_metrics': dict, 'surrogate_plots': [paths]}."""
+    from ..surrogate.evaluate import evaluate_on_table
+    from ..surrogate.table import build_table
+
+    spec = json.loads(resolve_input(surrogate_dataset, "surrogate dataset").read_text())
+    table = build_table(spec["fingerprints"], spec["CP_results"], component=spec["component"],
+                        val_fraction=spec["val_fraction"], test_fraction=spec["test_fraction"],
+                        seed=spec["seed"])
+    png, rel = output_path("evaluate_surrogate", "surrogate_test", ".png")
+    metrics = evaluate_on_table(resolve_input(surrogate_checkpoint, "surrogate checkpoint"), table, png)
+    return {"surrogate_metrics": metrics, "surrogate_plots": [rel]}

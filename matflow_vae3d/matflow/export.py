@@ -1,0 +1,293 @@
+"""Query a MatFlow workflow of the plugin's tasks and export one joined dataset.
+
+:func:`export_workflow` returns, for every VE the workflow fingerprinted or simulated:
+its id, fingerprint (the VAE's mu), CP stress curves, per-VE status and failure reason
+(including VEs of shards whose task run failed as a whole), and the provenance (VAE
+checkpoint hash, material, load case, solver). :func:`write_export` stores it as HDF5
+(``format = "matflow-vae3d/workflow-export"``, layout in docs/matflow.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "matflow-vae3d/workflow-export"
+FORMAT_VERSION = 1
+
+#: schema objectives whose file outputs are collected.
+FINGERPRINT_OBJECTIVE = "fingerprint_VE"
+SIMULATE_OBJECTIVE = "simulate_uniaxial"
+
+#: status of VEs that were fingerprinted but never simulated.
+NOT_SIMULATED = "not_simulated"
+
+
+def _open_workflow(workflow):
+    import matflow as mf
+
+    if isinstance(workflow, (str, Path)):
+        path = Path(workflow)
+        if not path.exists():
+            raise FileNotFoundError(f"workflow not found: {path}")
+        if not mf.is_config_loaded:
+            mf.load_config(warn=False)
+        return mf.Workflow(str(path))
+    return workflow
+
+
+def resolve_path(wk_path: str | Path, p: str | None) -> Path | None:
+    """Absolute path of a file-valued parameter (relative ones are relative to the
+    workflow folder)."""
+    if p is None:
+        return None
+    p = Path(p)
+    return p if p.is_absolute() else Path(wk_path) / p
+
+
+def run_failure_message(wk_path: str | Path, run_id: int) -> str:
+    """The failure recorded by the plugin's action wrapper for run ``run_id`` (first
+    line of the exception), or a generic message if none was recorded."""
+    from .actions import failure_record_path
+
+    rec = failure_record_path(wk_path, run_id)
+    if rec.is_file():
+        try:
+            return json.loads(rec.read_text())["error"]
+        except (ValueError, KeyError):
+            pass
+    return "task run failed (no message recorded; see the workflow's std logs)"
+
+
+def _element_status(el) -> tuple[str, int | None]:
+    """(status name of the element's last action run, its run id)."""
+    runs = el.action_runs
+    if not runs:
+        return "pending", None
+    run = runs[-1]
+    return run.status.name, run.id_
+
+
+def workflow_elements(workflow) -> dict[str, list[dict]]:
+    """Per element of the plugin's fingerprint / simulate tasks: task name, element
+    index, run status and id, the output file (absolute, None unless the run
+    succeeded), the VE dataset input (absolute, None for volume_element inputs) and,
+    for failed runs, the failure message. Returns {'fingerprint': [...], 'simulate': [...]}."""
+    wk = _open_workflow(workflow)
+    out: dict[str, list[dict]] = {"fingerprint": [], "simulate": []}
+    for task in wk.tasks:
+        objective = task.template.schema.objective.name
+        if objective == FINGERPRINT_OBJECTIVE:
+            kind, param = "fingerprint", "fingerprints"
+        elif objective == SIMULATE_OBJECTIVE:
+            kind, param = "simulate", "CP_results"
+        else:
+            continue
+        for el in task.elements:
+            status, run_id = _element_status(el)
+            rec = {"task": task.unique_name, "element": el.index, "status": status,
+                   "run_id": run_id, "file": None, "ve_dataset": None, "error": ""}
+            try:
+                rec["ve_dataset"] = resolve_path(wk.path, el.get("inputs.VE_dataset"))
+            except Exception:
+                rec["ve_dataset"] = None
+            if status == "success":
+                rec["file"] = resolve_path(wk.path, el.get(f"outputs.{param}"))
+            elif status == "error" and run_id is not None:
+                rec["error"] = run_failure_message(wk.path, run_id)
+            out[kind].append(rec)
+    return out
+
+
+def _ve_ids_of(dataset: Path | None) -> list[str]:
+    if dataset is None or not Path(dataset).is_file():
+        return []
+    from ..datasets import VEDataset
+
+    with VEDataset(str(dataset)) as ds:
+        return [str(v) for v in ds.ve_ids]
+
+
+def export_workflow(workflow) -> dict[str, Any]:
+    """Join a workflow's fingerprints and CP results by VE id.
+
+    workflow : path of a MatFlow workflow (or a loaded ``Workflow``).
+
+    Returns a dict: ``ve_id`` (n,) str; ``mu`` (n, latent) float32, NaN rows where a VE
+    has no fingerprint; ``has_fingerprint`` (n,) bool; ``status`` (n,) str
+    ('converged', 'failed' or 'not_simulated'); ``reason`` (n,) str; ``t`` (S,) s;
+    ``sigma``, ``F``, ``P`` (n, S, 3, 3) (Pa for stresses; NaN where not simulated or
+    beyond the last converged increment); ``n_converged`` (n,) int (-1 if not
+    simulated); ``shard`` (n,) int: element index of the simulate task (-1 if none);
+    ``provenance``: dict with ``model_sha256``, ``latent_dim``, ``material``,
+    ``loadcase``, ``solver``, ``lattice``, ``workflow``, ``exported_utc``, versions.
+    Raises ValueError if the workflow has no fingerprint or simulate task, or if
+    fingerprints of different VAEs or CP results of different load cases are mixed.
+    """
+    from ..cp.results import read_results
+    from ..vae.encode import read_fingerprints
+
+    wk = _open_workflow(workflow)
+    elems = workflow_elements(wk)
+    if not elems["fingerprint"] and not elems["simulate"]:
+        raise ValueError(
+            f"workflow {wk.path} has no {FINGERPRINT_OBJECTIVE} or {SIMULATE_OBJECTIVE} task"
+        )
+    order: dict[str, int] = {}
+
+    def idx(v: str) -> int:
+        if v not in order:
+            order[v] = len(order)
+        return order[v]
+
+    # ---- CP results
+    cp_rows: dict[str, dict] = {}
+    t = None
+    meta = {"material": set(), "loadcase": set(), "solver": set(), "lattice": set()}
+    failed_rows: dict[str, tuple[str, int]] = {}
+    for rec in elems["simulate"]:
+        if rec["file"] is not None:
+            r = read_results(rec["file"])
+            if t is None:
+                t = r["t"]
+            elif len(r["t"]) != len(t) or not np.allclose(r["t"], t):
+                raise ValueError(f"CP results with different load-case times: {rec['file']}")
+            for k in meta:
+                if r.get(k):
+                    meta[k].add(r[k])
+            for i, v in enumerate(r["ve_id"]):
+                idx(str(v))
+                cp_rows[str(v)] = {k: r[k][i] for k in ("status", "reason", "sigma", "F", "P", "n_converged")}
+                cp_rows[str(v)]["shard"] = rec["element"]
+        elif rec["status"] == "error":
+            reason = f"CP shard failed ({rec['task']} element {rec['element']}): {rec['error']}"
+            for v in _ve_ids_of(rec["ve_dataset"]):
+                idx(v)
+                failed_rows[v] = (reason, rec["element"])
+    for k in ("loadcase",):
+        if len(meta[k]) > 1:
+            raise ValueError(f"workflow mixes CP results of {len(meta[k])} different {k}s")
+
+    # ---- fingerprints
+    fps: dict[str, np.ndarray] = {}
+    sha, latent, lattice_fp = set(), None, set()
+    for rec in elems["fingerprint"]:
+        if rec["file"] is None:
+            for v in _ve_ids_of(rec["ve_dataset"]):
+                idx(v)
+            continue
+        f = read_fingerprints(rec["file"])
+        sha.add(str(f.get("model_sha256", "")))
+        lattice_fp.add(str(f.get("lattice", "")))
+        latent = int(f["mu"].shape[1])
+        for v, m in zip(f["ve_id"], f["mu"]):
+            idx(str(v))
+            fps[str(v)] = m
+    if len(sha) > 1:
+        raise ValueError(f"workflow mixes fingerprints of {len(sha)} different VAE checkpoints")
+
+    n = len(order)
+    S = len(t) if t is not None else 0
+    ve_id = np.array(list(order), dtype=object)
+    mu = np.full((n, latent or 0), np.nan, dtype=np.float32)
+    has_fp = np.zeros(n, bool)
+    status = np.full(n, NOT_SIMULATED, dtype=object)
+    reason = np.full(n, "", dtype=object)
+    sigma = np.full((n, S, 3, 3), np.nan)
+    F = np.full((n, S, 3, 3), np.nan)
+    P = np.full((n, S, 3, 3), np.nan)
+    n_conv = np.full(n, -1, dtype=np.int64)
+    shard = np.full(n, -1, dtype=np.int64)
+    for v, i in order.items():
+        if v in fps:
+            mu[i] = fps[v]
+            has_fp[i] = True
+        if v in cp_rows:
+            r = cp_rows[v]
+            status[i], reason[i] = str(r["status"]), str(r["reason"])
+            sigma[i], F[i], P[i] = r["sigma"], r["F"], r["P"]
+            n_conv[i], shard[i] = int(r["n_converged"]), r["shard"]
+        elif v in failed_rows:
+            status[i] = "failed"
+            reason[i], shard[i] = failed_rows[v]
+    import matflow as mf
+
+    from .. import __version__
+
+    prov = {
+        "model_sha256": ";".join(sorted(sha)),
+        "latent_dim": int(latent or 0),
+        "material": ";".join(sorted(meta["material"])),
+        "loadcase": ";".join(sorted(meta["loadcase"])),
+        "solver": ";".join(sorted(meta["solver"])),
+        "lattice": ";".join(sorted(meta["lattice"] | lattice_fp - {""})),
+        "workflow": str(Path(str(wk.path)).resolve()),
+        "exported_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "matflow_vae3d_version": __version__,
+        "matflow_version": str(getattr(mf, "__version__", "")),
+    }
+    return {
+        "ve_id": ve_id, "mu": mu, "has_fingerprint": has_fp, "status": status,
+        "reason": reason, "t": t if t is not None else np.zeros(0), "sigma": sigma,
+        "F": F, "P": P, "n_converged": n_conv, "shard": shard, "provenance": prov,
+    }
+
+
+def write_export(data: dict[str, Any], out: str | Path, overwrite: bool = False) -> Path:
+    """Write :func:`export_workflow`'s dict to HDF5 (temporary file, then rename).
+    Refuses to replace an existing file unless ``overwrite``."""
+    import h5py
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --force) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    s = h5py.string_dtype("utf-8")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            for k in ("ve_id", "status", "reason"):
+                f.create_dataset(k, data=np.asarray(data[k], dtype=object), dtype=s)
+            for k in ("mu", "has_fingerprint", "t", "sigma", "F", "P", "n_converged", "shard"):
+                f.create_dataset(k, data=np.asarray(data[k]))
+            for k, v in data["provenance"].items():
+                f.attrs[k] = v
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def read_export(path: str | Path) -> dict[str, Any]:
+    """Read a file written by :func:`write_export` back into the same dict."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"export file not found: {path}")
+    with h5py.File(path, "r") as f:
+        fmt = f.attrs.get("format")
+        if fmt != FORMAT:
+            raise ValueError(f"{path} is not a workflow export (format {fmt!r})")
+        out: dict[str, Any] = {}
+        for k in f:
+            v = f[k][()]
+            if f[k].dtype.kind == "O":
+                v = np.array([x.decode() if isinstance(x, bytes) else str(x) for x in v], dtype=object)
+            out[k] = v
+        out["provenance"] = {
+            k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
+            for k, v in f.attrs.items() if k not in ("format", "format_version")
+        }
+    return out

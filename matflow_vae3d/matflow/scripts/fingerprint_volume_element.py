@@ -1,0 +1,8 @@
+"""MatFlow action `fingerprint_volume_element` of matflow-vae3d (thin: the work is done by
+:func:`matflow_vae3d.matflow.actions.fingerprint_volume_element`)."""
+
+
+def fingerprint_volume_element(**inputs):
+    from matflow_vae3d.matflow.actions import run_action
+
+    return run_action("fingerprint_volume_element", inputs)

@@ -1,0 +1,8 @@
+"""MatFlow action `simulate_volume_element` of matflow-vae3d (thin: the work is done by
+:func:`matflow_vae3d.matflow.actions.simulate_volume_element`)."""
+
+
+def simulate_volume_element(**inputs):
+    from matflow_vae3d.matflow.actions import run_action
+
+    return run_action("simulate_volume_element", inputs)
