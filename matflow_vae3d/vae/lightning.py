@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..microstructure import canonical_lattice
 from .checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
+from .encode import batch_to_tensor
 from .losses import ALPHA, vae_loss
 from .network import ResNetVAE3d, VAEConfig
 
@@ -54,19 +55,6 @@ class EpochSampler(Sampler):
             return iter(range(self.n))
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
-
-
-def batch_to_tensor(batch, device, dtype=torch.float32) -> torch.Tensor:
-    """VEBatch / tensor / [tensor, ...] -> (B, C, n, n, n) on ``device``; NaN/inf refused."""
-    if hasattr(batch, "to_tensor"):
-        x = batch.to_tensor(device, dtype)
-    elif isinstance(batch, (list, tuple)):
-        x = batch[0].to(device=device, dtype=dtype)
-    else:
-        x = batch.to(device=device, dtype=dtype)
-    if not torch.isfinite(x).all():
-        raise ValueError("input VEs contain NaN or inf orientations")
-    return x
 
 
 class VAEModule(L.LightningModule):

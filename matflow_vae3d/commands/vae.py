@@ -1,0 +1,343 @@
+"""``vae3d train-vae | fingerprint | evaluate | reconstruct | latent``.
+
+Heavy imports (torch, Lightning) happen inside the commands so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import click
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise click.ClickException(f"unknown device {name!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda requested but no CUDA GPU is available")
+    return dev
+
+
+@contextlib.contextmanager
+def _clear_errors(batch_size: int | None = None):
+    """Turn expected failures into one-line click errors (no traceback)."""
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        hint = f" (batch size {batch_size}); try --batch-size {max(1, batch_size // 2)}" if batch_size else ""
+        raise click.ClickException(f"GPU out of memory{hint}. Nothing was written.") from exc
+    except (ValueError, FileNotFoundError, KeyError, OSError, FloatingPointError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _check_out(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise click.ClickException(f"{path} exists: pass --overwrite to replace it")
+
+
+def _load(model_path):
+    from ..vae.checkpoint import load_model
+
+    return load_model(model_path)
+
+
+# ----------------------------------------------------------------------------- train
+@click.command("train-vae")
+@click.option("--train", "train_path", required=True, type=click.Path(dir_okay=False), help="Training VE dataset (HDF5).")
+@click.option("--val", "val_path", type=click.Path(dir_okay=False), help="Validation VE dataset (HDF5).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder: checkpoints/, history.csv, loss_curve.png, model.pt.")
+@click.option("--preset", default="resnet18", show_default=True,
+              type=click.Choice(["resnet12", "resnet18", "resnet34", "small"], case_sensitive=False))
+@click.option("--widths", help="Four stage widths, e.g. 16,32,64,128 (default: preset's).")
+@click.option("--hidden", type=int, help="Hidden layer width (default: preset's).")
+@click.option("--latent", type=int, help="Latent (fingerprint) size (default: preset's).")
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-4, show_default=True, type=float)
+@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
+@click.option("--alpha", default=0.999, show_default=True, type=float, help="Weight of BCE; 1-alpha on the spectral term.")
+@click.option("--kl-weight", default=1e-5, show_default=True, type=float, help="Weight of the KL term (0: off).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resume/--no-resume", default=None, help="Resume from OUT/checkpoints/last.ckpt (default: refuse if it exists).")
+@click.option("--accelerator", default="auto", show_default=True)
+@click.option("--devices", default="auto", show_default=True, help="Number of devices (DDP over several GPUs).")
+@click.option("--strategy", default="auto", show_default=True, help="Lightning strategy, e.g. ddp.")
+@click.option("--precision", default=None, help="Lightning precision (default: bf16-mixed on CUDA, 32-true on CPU).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network.")
+@click.option("--num-workers", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--progress/--no-progress", default=True)
+def train_vae(train_path, val_path, out_dir, preset, widths, hidden, latent, epochs, batch_size,
+              lr, weight_decay, alpha, kl_weight, seed, resume, accelerator, devices, strategy,
+              precision, compile_, num_workers, progress):
+    """Train the 3D ResNet VAE on VE datasets.
+
+    The grid and crystal structure are taken from the training set (the validation
+    set must match). Checkpoints are written every epoch; a killed run continues
+    with --resume to the same state. The final weights are exported to OUT/model.pt
+    (the best validation epoch when --val is given, else the last).
+    """
+    import lightning as L
+
+    from ..vae.checkpoint import save_model
+    from ..vae.encode import open_dataset
+    from ..vae.lightning import VEDataModule, VAEModule, make_trainer
+    from ..vae.network import preset_config
+
+    out = Path(out_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    if last.exists() and resume is None:
+        raise click.ClickException(f"{last} exists: pass --resume to continue that run or --no-resume to start over")
+    with _clear_errors(batch_size):
+        tr = open_dataset(train_path)
+        g = tuple(tr.grid)
+        if len(set(g)) != 1:
+            raise ValueError(f"the VAE needs cubic grids, training set has {g}")
+        if val_path:
+            va = open_dataset(val_path)
+            if va.lattice != tr.lattice or tuple(va.grid) != g:
+                raise ValueError(f"validation set ({va.lattice}, grid {tuple(va.grid)}) does not match "
+                                 f"the training set ({tr.lattice}, grid {g})")
+        w = tuple(int(s) for s in widths.split(",")) if widths else None
+        cfg = preset_config(preset, grid=g[0], widths=w, hidden=hidden, latent=latent)
+        L.seed_everything(seed, verbose=False)
+        module = VAEModule(cfg.to_dict(), tr.lattice, lr=lr, weight_decay=weight_decay, alpha=alpha,
+                           kl_weight=kl_weight, seed=seed, compile=compile_)
+        data = VEDataModule(train_path, val_path, batch_size=batch_size, num_workers=num_workers, seed=seed)
+        devs = int(devices) if str(devices).isdigit() else devices
+        trainer = make_trainer(out, epochs, accelerator=accelerator, devices=devs, strategy=strategy,
+                               precision=precision, progress=progress, monitor_val=bool(val_path))
+        record = dict(train=str(Path(train_path).resolve()), val=str(Path(val_path).resolve()) if val_path else "",
+                      n_train=len(tr), n_val=len(va) if val_path else 0, preset=preset, epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, alpha=alpha,
+                      kl_weight=kl_weight, seed=seed, precision=str(trainer.precision),
+                      devices=int(trainer.num_devices), accelerator=type(trainer.accelerator).__name__)
+        module.training_record = record
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if (resume and last.exists()) else None)
+        wall = time.perf_counter() - t0
+        if trainer.is_global_zero:
+            best = out / "checkpoints" / "best.ckpt"
+            src = best if (val_path and best.exists()) else last
+            from ..vae.checkpoint import load_model
+
+            model, meta = load_model(src)
+            record.update(meta["training"])
+            record.update(wall_s_this_run=round(wall, 1), exported_from=src.name,
+                          history=(out / "history.csv").read_text() if (out / "history.csv").exists() else "")
+            save_model(out / "model.pt", model, tr.lattice, record)
+            click.echo(f"trained {epochs} epochs in {wall:.0f} s; model -> {out / 'model.pt'} "
+                       f"(from {src.name}); history -> {out / 'history.csv'}")
+
+
+# ----------------------------------------------------------------------------- fingerprint
+@click.command("fingerprint")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="VAE model file (model.pt or a .ckpt).")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="VE dataset (HDF5).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Fingerprint file (HDF5) to write.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--num-workers", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--progress/--no-progress", default=True)
+def fingerprint(model_path, data, out, batch_size, device, num_workers, overwrite, progress):
+    """Encode VEs to fingerprints (the encoder's mean mu, no noise)."""
+    from ..vae.encode import fingerprint_dataset
+
+    _check_out(Path(out), overwrite)
+    with _clear_errors(batch_size):
+        model, meta = _load(model_path)
+        t0 = time.perf_counter()
+        res = fingerprint_dataset(model, meta, data, out, batch_size=batch_size, device=_device(device),
+                                  num_workers=num_workers, progress=progress)
+        dt = time.perf_counter() - t0
+    click.echo(f"{res['n']} fingerprints (latent {res['latent']}) -> {out} in {dt:.1f} s "
+               f"({res['n'] / dt:.1f} VEs/s)")
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, progress):
+    from ..vae.encode import evaluate_dataset
+
+    model, meta = _load(model_path)
+    dev = _device(device)
+    results = {}
+    for path in data:
+        results[path] = evaluate_dataset(model, meta, path, batch_size=batch_size, device=dev,
+                                         num_workers=num_workers, max_ves=max_ves, progress=progress)
+    return meta, results
+
+
+def _table(results) -> str:
+    rows = ["| dataset | VEs | 1-|q.q^| (mean ± std) | disorientation / deg (mean ± std) |",
+            "|---|---|---|---|"]
+    for path, r in results.items():
+        rows.append(f"| {Path(path).name} | {r['n']} | {r['quat_mean']:.3e} ± {r['quat_std']:.1e} "
+                    f"| {r['deg_mean']:.2f} ± {r['deg_std']:.2f} |")
+    return "\n".join(rows)
+
+
+_eval_options = [
+    click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False)),
+    click.option("--data", required=True, multiple=True, type=click.Path(dir_okay=False), help="VE dataset(s); repeatable."),
+    click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
+    click.option("--device", default="auto", show_default=True),
+    click.option("--max-ves", type=click.IntRange(1), help="Use only the first N VEs of each set."),
+    click.option("--num-workers", default=0, show_default=True, type=click.IntRange(0)),
+    click.option("--progress/--no-progress", default=True),
+]
+
+
+def _with(options):
+    def deco(f):
+        for o in reversed(options):
+            f = o(f)
+        return f
+    return deco
+
+
+@click.command("evaluate")
+@_with(_eval_options)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write per-set summaries (and per-VE values) as JSON.")
+@click.option("--png", type=click.Path(dir_okay=False), help="Input vs reconstruction mid-slices of the first set.")
+def evaluate(model_path, data, batch_size, device, max_ves, num_workers, progress, json_out, png):
+    """Reconstruction error (misorientation) of a VAE on VE datasets: per VE the mean
+    over voxels, then mean ± std over each set, as 1-|q.q^| and as disorientation angle."""
+    from ..vae.encode import plot_reconstructions
+
+    with _clear_errors(batch_size):
+        meta, results = _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, progress)
+        click.echo(f"model {Path(model_path).name} ({meta['lattice']}, grid {meta['grid']}, sha256 {meta['sha256'][:12]})")
+        click.echo(_table(results))
+        if png:
+            first = next(iter(results.values()))
+            x, rec = first["examples"]
+            plot_reconstructions(x, rec, png, titles=first["ve_id"][: len(x)])
+            click.echo(f"mid-slices -> {png}")
+        if json_out:
+            doc = {p: {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items() if k != "examples"}
+                   for p, r in results.items()}
+            tmp = Path(str(json_out) + ".tmp")
+            tmp.write_text(json.dumps({"model": str(model_path), "model_sha256": meta["sha256"], "sets": doc}, indent=1))
+            tmp.replace(json_out)
+
+
+@click.command("reconstruct")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--data", required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG of input vs reconstruction mid-slices.")
+@click.option("--index", "indices", multiple=True, type=click.IntRange(0), help="VE indices to draw (default: first 4).")
+@click.option("--device", default="auto", show_default=True)
+def reconstruct(model_path, data, out, indices, device):
+    """Decode VEs and draw input vs reconstruction mid-slices, with each VE's error."""
+    from ..vae.encode import misorientation, open_dataset, plot_reconstructions, prepare, reconstruct as rec_fn, to_input
+
+    with _clear_errors(len(indices) or 4):
+        model, meta = _load(model_path)
+        ds = open_dataset(data, meta)
+        idx = list(indices) or list(range(min(4, len(ds))))
+        bad = [i for i in idx if i >= len(ds)]
+        if bad:
+            raise ValueError(f"indices {bad} out of range: the dataset holds {len(ds)} VEs")
+        dev = _device(device)
+        model = prepare(model, dev)
+        batch = ds.read_batch(idx)
+        x = to_input(batch, dev)
+        _, rec = rec_fn(model, x)
+        mq, md = misorientation(x, rec, meta["lattice"])
+        for i, vid, a, b in zip(idx, batch.ve_ids, mq.tolist(), md.tolist()):
+            click.echo(f"VE {i} ({vid}): 1-|q.q^| = {a:.3e}, disorientation {b:.2f} deg")
+        plot_reconstructions(x, rec, out, titles=[str(v) for v in batch.ve_ids])
+    click.echo(f"mid-slices -> {out}")
+
+
+# ----------------------------------------------------------------------------- latent
+def _fingerprints_of(path, model, meta, device, batch_size, progress):
+    """mu (n, latent) of a fingerprint file, or of a VE dataset (encoded now)."""
+    import h5py
+    import numpy as np
+
+    from ..vae.encode import FINGERPRINT_FORMAT, encode, loader, open_dataset, prepare, read_fingerprints, to_input
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"not found: {path}")
+    with h5py.File(path, "r") as f:
+        fmt = f.attrs.get("format")
+    if fmt == FINGERPRINT_FORMAT:
+        fp = read_fingerprints(path)
+        if fp["model_sha256"] != meta["sha256"]:
+            click.echo(f"warning: {path} was made by another model (sha256 {fp['model_sha256'][:12]})", err=True)
+        return fp["ve_id"], fp["mu"]
+    open_dataset(path, meta)
+    m = prepare(model, device)
+    ids, mus = [], []
+    for batch in loader(path, batch_size):
+        mus.append(encode(m, to_input(batch, device)).cpu().numpy())
+        ids.extend(str(v) for v in batch.ve_ids)
+    return ids, np.concatenate(mus)
+
+
+def _named(spec: str) -> tuple[str, str]:
+    if "=" not in spec:
+        raise click.BadParameter(f"expected NAME=PATH, got {spec!r}")
+    name, path = spec.split("=", 1)
+    return name, path
+
+
+@click.command("latent")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--train", "train_path", required=True, type=click.Path(dir_okay=False),
+              help="Training fingerprints (or VE dataset) to fit the PCA on.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=PATH",
+              help="Labelled set (fingerprints or VE dataset); repeatable. Projected on the PCA and clustered.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--steps", default=8, show_default=True, type=click.IntRange(2))
+@click.option("--pca-components", default=3, show_default=True, type=click.IntRange(2),
+              help="PCA components used for the clustering (paper: 3).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+def latent(model_path, train_path, sets, out_dir, steps, pca_components, device, batch_size, seed):
+    """Latent space: decoded linear path between the first two training fingerprints
+    (path.png), PCA scatter of training fingerprints with the sets projected
+    (pca.png), and spectral clustering of the sets (accuracy after best matching)."""
+    import numpy as np
+
+    from ..latent import decode_path, fit_pca, plot_path, plot_pca, spectral_clustering
+
+    out = Path(out_dir)
+    with _clear_errors(batch_size):
+        model, meta = _load(model_path)
+        dev = _device(device)
+        _, train_mu = _fingerprints_of(train_path, model, meta, dev, batch_size, False)
+        named = dict(_named(s) for s in sets)
+        set_mu = {k: _fingerprints_of(p, model, meta, dev, batch_size, False)[1] for k, p in named.items()}
+        out.mkdir(parents=True, exist_ok=True)
+        if len(train_mu) < 2:
+            raise ValueError("need at least two training fingerprints")
+        model = model.to(dev)
+        plot_path(decode_path(model, train_mu[0], train_mu[1], steps), out / "path.png")
+        pca2 = fit_pca(train_mu, 2)
+        plot_pca(pca2, train_mu, set_mu, out / "pca.png")
+        summary = {"n_train": int(len(train_mu)), "explained_variance_2": pca2.explained_variance_ratio_.tolist()}
+        if len(set_mu) >= 2:
+            pca = fit_pca(train_mu, min(pca_components, train_mu.shape[1]))
+            sc = spectral_clustering(set_mu, pca=pca, seed=seed)
+            summary.update(clustering_accuracy=sc["accuracy"], sets={k: int(len(v)) for k, v in set_mu.items()},
+                           pca_components=int(pca.n_components_))
+            raw = spectral_clustering(set_mu, pca=None, seed=seed)
+            summary["clustering_accuracy_full_latent"] = raw["accuracy"]
+            click.echo(f"spectral clustering of {len(set_mu)} sets: accuracy {100 * sc['accuracy']:.1f} % "
+                       f"on {pca.n_components_} PCA components, {100 * raw['accuracy']:.1f} % on the full latent")
+        (out / "latent.json").write_text(json.dumps(summary, indent=1))
+    click.echo(f"path.png, pca.png, latent.json -> {out}")

@@ -1,0 +1,42 @@
+"""Small hand-built VE datasets for the VAE tests (independent of the generator):
+periodic Voronoi grains on a 16³ grid with random fundamental-zone orientations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from matflow_vae3d import crystal
+from matflow_vae3d.microstructure import VolumeElement
+
+
+def voronoi_ve(grid: int, n_grains: int, rng, lattice: str = "hP", ve_id=None, spread=None) -> VolumeElement:
+    """Periodic Voronoi VE. spread: None = random texture, else (mean quaternion, deg)
+    for a textured VE (small rotations about a mean orientation)."""
+    seeds = rng.random((n_grains, 3)) * grid
+    c = (np.indices((grid,) * 3).reshape(3, -1).T + 0.5)
+    d = c[:, None, :] - seeds[None]
+    d -= grid * np.round(d / grid)
+    gm = np.argmin((d**2).sum(-1), axis=1).reshape((grid,) * 3)
+    if spread is None:
+        q = crystal.random_quaternions(n_grains, rng)
+    else:
+        q0, deg = spread
+        ax = rng.normal(size=(n_grains, 3))
+        ax /= np.linalg.norm(ax, axis=1, keepdims=True)
+        ang = np.radians(deg) * np.abs(rng.normal(size=(n_grains, 1)))
+        dq = np.concatenate([np.cos(ang / 2), np.sin(ang / 2) * ax], axis=1)
+        q = crystal.quaternion_multiply(dq, np.broadcast_to(q0, (n_grains, 4)))
+    q = crystal.reduce_to_fz(q, lattice)
+    used, gm = np.unique(gm, return_inverse=True)
+    return VolumeElement(grain_map=gm.reshape((grid,) * 3).astype(np.int32), quaternions=q[used],
+                         lattice=lattice, ve_id=ve_id)
+
+
+def write_set(path, n, grid=16, n_grains=12, seed=0, lattice="hP", prefix="ve", spread=None):
+    """Write n Voronoi VEs to a VE dataset at ``path``; returns the path."""
+    from matflow_vae3d.datasets import write_ves
+
+    rng = np.random.default_rng(seed)
+    ves = [voronoi_ve(grid, n_grains, rng, lattice, f"{prefix}-{i:04d}", spread) for i in range(n)]
+    write_ves(path, ves, progress=False)
+    return path
