@@ -66,6 +66,10 @@ def failure_record_path(wk_path: str | Path, run: int | str) -> Path:
 def run_action(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """Call action ``name`` with ``inputs``; on an exception record it (see module doc)
     and re-raise."""
+    threads = os.environ.get("MATFLOW_RUN_NUM_THREADS")
+    if threads:  # torch/numpy threads follow the cores the task asked for
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, threads)
     try:
         return globals()[name](**inputs)
     except BaseException as exc:

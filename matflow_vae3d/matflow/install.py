@@ -63,8 +63,6 @@ def environment_spec(python: str | None = None, extra_setup: list[str] | None = 
         setup.append(f'export PATH="{Path(python).parent}:$PATH"')
     if not _package_in_site_packages():
         setup.append(f'export PYTHONPATH="{PLUGIN_DIR.parent.parent}${{PYTHONPATH:+:$PYTHONPATH}}"')
-    # torch/numpy threads follow the cores the task asked for
-    setup.append('export OMP_NUM_THREADS="${MATFLOW_RUN_NUM_THREADS:-1}"')
     setup.extend(extra_setup or [])
     return [
         {
@@ -74,12 +72,14 @@ def environment_spec(python: str | None = None, extra_setup: list[str] | None = 
             "executables": [
                 {
                     "label": "python_script",
+                    # one process; 'shared' (threads) for multi-core tasks
                     "instances": [
                         {
                             "command": f'"{python}" "<<script_path>>" <<args>>',
                             "num_cores": {"start": 1, "stop": 1024},
-                            "parallel_mode": None,
+                            "parallel_mode": mode,
                         }
+                        for mode in (None, "shared")
                     ],
                 }
             ],
