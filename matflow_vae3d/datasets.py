@@ -110,15 +110,42 @@ def _as_tensor(x, device, dtype=None):
     return t if dtype is None else t.to(dtype)
 
 
+def _index_tensor(x, device):
+    """Compact grain indices (numpy uint8/16/32 or tensor) -> tensor on ``device`` in a
+    dtype torch ships everywhere (uint8, int16 bit pattern, int32); widened there."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        x = np.ascontiguousarray(x)
+        if x.dtype == np.uint16:
+            x = x.view(np.int16)  # same bytes; widened with & 0xFFFF on the device
+        elif x.dtype == np.uint32:
+            x = x.view(np.int32)  # grain counts < 2**31
+        x = torch.from_numpy(x)
+    non_blocking = x.is_pinned() if x.device.type == "cpu" else False
+    return x.to(device=device, non_blocking=non_blocking)
+
+
+def _widen(t):
+    import torch
+
+    if t.dtype == torch.int16:
+        return t.to(torch.int32) & 0xFFFF
+    if t.dtype in (torch.int32, torch.int64):
+        return t
+    return t.to(torch.int32)
+
+
 @dataclasses.dataclass
 class VEBatch:
     """A batch of VEs in compact form: grain maps plus a per-grain table.
 
     Attributes
     ----------
-    grain_maps : (B, nx, ny, nz) int32
-        Grain index of each voxel, GLOBAL into the batch tables (VE b's grains
-        are rows ``offsets[b]:offsets[b + 1]``).
+    local_maps : (B, nx, ny, nz) uint8/uint16/uint32
+        Grain index of each voxel LOCAL to its VE, in the dataset's storage dtype
+        (VE b's grain k is table row ``offsets[b] + k``). Kept compact so that it is
+        what crosses to the GPU.
     eulers_norm : (G_total, 3) float32
         FZ Bunge angles / (2 pi, pi, 2 pi) of every grain of the batch, in [0, 1].
     quaternions : (G_total, 4) float32
@@ -130,10 +157,12 @@ class VEBatch:
     indices : (B,) int64 or None
         Row of each VE in its dataset file, when read from one.
 
-    The arrays are numpy arrays, or torch CPU tensors after :meth:`pin_memory`.
+    ``grain_maps`` gives the (B, nx, ny, nz) int32 GLOBAL indices into the tables
+    (computed on first use). The arrays are numpy arrays, or torch CPU tensors after
+    :meth:`pin_memory`.
     """
 
-    grain_maps: Any
+    local_maps: Any
     eulers_norm: Any
     quaternions: Any
     ve_ids: list
@@ -146,24 +175,38 @@ class VEBatch:
     @property
     def grid(self) -> tuple[int, int, int]:
         """Cells per direction (nx, ny, nz)."""
-        return tuple(int(n) for n in self.grain_maps.shape[1:])
+        return tuple(int(n) for n in self.local_maps.shape[1:])
+
+    @property
+    def grain_maps(self) -> np.ndarray:
+        """(B, nx, ny, nz) int32 grain indices GLOBAL into the batch tables."""
+        cached = self.__dict__.get("_global")
+        if cached is None:
+            lm = np.asarray(self.local_maps)
+            off = np.asarray(self.offsets)
+            cached = np.empty(lm.shape, dtype=np.int32)
+            for b in range(len(lm)):
+                np.add(lm[b], off[b], out=cached[b], casting="unsafe")
+            self.__dict__["_global"] = cached
+        return cached
 
     def _expand(self, table, device, dtype):
         import torch
 
-        gm = _as_tensor(self.grain_maps, device)
+        lm = _index_tensor(self.local_maps, device)
         tab = _as_tensor(table, device, dtype)  # (G, C)
-        if gm.dtype not in (torch.int32, torch.int64):
-            gm = gm.to(torch.int64)
-        B, C = gm.shape[0], tab.shape[1]
+        off = [int(o) for o in np.asarray(self.offsets)]
+        B, C = lm.shape[0], tab.shape[1]
         tab_t = tab.t().contiguous()  # (C, G): each channel a contiguous 1-D table
-        out = torch.empty((B, C) + tuple(gm.shape[1:]), dtype=tab.dtype, device=tab.device)
-        # one gather per (VE, channel) straight into the (B, C, nx, ny, nz) layout
-        # (measured 2.5x faster than table[gm].permute(...).contiguous() on CPU).
+        out = torch.empty((B, C) + tuple(lm.shape[1:]), dtype=tab.dtype, device=tab.device)
+        # one gather per (VE, channel) from that VE's slice of the table, straight into
+        # the (B, C, nx, ny, nz) layout (2.5x faster on CPU than
+        # table[global].permute(...).contiguous(), and no global-index pass).
         for b in range(B):
-            flat = gm[b].reshape(-1)
+            flat = _widen(lm[b].reshape(-1))
             for c in range(C):
-                torch.index_select(tab_t[c], 0, flat, out=out[b, c].view(-1))
+                torch.index_select(tab_t[c, off[b]: off[b + 1]], 0, flat,
+                                   out=out[b, c].view(-1))
         return out
 
     def to_tensor(self, device="cpu", dtype=None):
@@ -184,7 +227,8 @@ class VEBatch:
 
     def pin_memory(self) -> "VEBatch":
         """Copy of the batch with its arrays as pinned torch tensors (for DataLoader
-        ``pin_memory=True``; needs CUDA)."""
+        ``pin_memory=True``; needs CUDA). The grain maps keep their compact dtype
+        (uint16 as an int16 bit pattern)."""
         import torch
 
         def pin(x):
@@ -193,18 +237,20 @@ class VEBatch:
 
         return dataclasses.replace(
             self,
-            grain_maps=pin(self.grain_maps),
+            local_maps=_index_tensor(self.local_maps, "cpu").pin_memory(),
             eulers_norm=pin(self.eulers_norm),
             quaternions=pin(self.quaternions),
             offsets=pin(self.offsets),
         )
 
     def volume_element(self, b: int, lattice: str = "cF") -> VolumeElement:
-        """VE ``b`` of the batch as a :class:`VolumeElement` (local grain indices)."""
+        """VE ``b`` of the batch as a :class:`VolumeElement`."""
         lo, hi = int(self.offsets[b]), int(self.offsets[b + 1])
-        gm = np.asarray(self.grain_maps[b]) - lo
+        lm = self.local_maps[b]
+        if not isinstance(lm, np.ndarray):  # pinned tensor
+            lm = _widen(lm).numpy()
         return VolumeElement(
-            grain_map=gm.astype(np.int32),
+            grain_map=np.asarray(lm).astype(np.int32),
             quaternions=np.asarray(self.quaternions[lo:hi], dtype=np.float64),
             lattice=lattice,
             ve_id=self.ve_ids[b],
@@ -215,9 +261,8 @@ def collate_ves(samples: Sequence[dict]) -> VEBatch:
     """Merge per-VE samples (as returned by :class:`VETorchDataset`) into a VEBatch.
 
     Each sample is a dict with ``grain_map`` (nx, ny, nz) local int grain indices,
-    ``eulers_norm`` (g, 3), ``quaternions`` (g, 4), ``ve_id`` and ``index``. Grain
-    indices are made global by adding each VE's table offset. Usable as a DataLoader
-    ``collate_fn`` (also with worker processes).
+    ``eulers_norm`` (g, 3), ``quaternions`` (g, 4), ``ve_id`` and ``index``. Usable as
+    a DataLoader ``collate_fn`` (also with worker processes).
     """
     if len(samples) == 0:
         raise ValueError("collate_ves needs at least one sample")
@@ -227,15 +272,16 @@ def collate_ves(samples: Sequence[dict]) -> VEBatch:
     if offsets[-1] > np.iinfo(np.int32).max:
         raise ValueError("batch has more grains than int32 indices can address")
     shape = samples[0]["grain_map"].shape
-    gm = np.empty((len(samples),) + tuple(shape), dtype=np.int32)
-    for b, s in enumerate(samples):
+    for s in samples:
         if s["grain_map"].shape != shape:
             raise ValueError(
-                f"samples have different grids: {shape} and {s['grain_map'].shape}"
-            )
-        np.add(s["grain_map"], offsets[b], out=gm[b], casting="unsafe")
+                f"samples have different grids: {shape} and {s['grain_map'].shape}")
+    dtype = np.result_type(*[s["grain_map"].dtype for s in samples])
+    if not np.issubdtype(dtype, np.unsignedinteger):
+        dtype = np.dtype(np.int32)
+    lm = np.stack([s["grain_map"] for s in samples]).astype(dtype, copy=False)
     return VEBatch(
-        grain_maps=gm,
+        local_maps=lm,
         eulers_norm=np.concatenate([s["eulers_norm"] for s in samples]).astype(
             np.float32, copy=False),
         quaternions=np.concatenate([s["quaternions"] for s in samples]).astype(
@@ -456,8 +502,8 @@ class VEDataset:
                 return np.frombuffer(buf, dtype=self._dtype).reshape(self.grid)
         return self._gm[i]
 
-    def _read_into(self, i: int, out: np.ndarray, offset: int) -> None:
-        np.add(self._read_grain_map(i), offset, out=out, casting="unsafe")
+    def _read_into(self, i: int, out: np.ndarray) -> None:
+        out[...] = self._read_grain_map(i)
 
     def _map(self, fn, items):
         if self._threads <= 1 or len(items) <= 1 or not self._direct:
@@ -541,7 +587,7 @@ class VEDataset:
         } for b, i in enumerate(idx)]
 
     def read_batch(self, indices) -> VEBatch:
-        """VEs ``indices`` as one :class:`VEBatch` (global grain indices, int32).
+        """VEs ``indices`` as one :class:`VEBatch` (compact local grain maps).
 
         Grain maps are read chunk by chunk and decompressed in a thread pool.
         """
@@ -551,11 +597,11 @@ class VEDataset:
         q, e, off = self._read_tables(idx)
         if off[-1] > np.iinfo(np.int32).max:
             raise ValueError("batch has more grains than int32 indices can address")
-        gm = np.empty((len(idx),) + self.grid, dtype=np.int32)
-        self._map(self._read_into, [(int(i), gm[b], int(off[b])) for b, i in enumerate(idx)])
+        lm = np.empty((len(idx),) + self.grid, dtype=self._dtype)
+        self._map(self._read_into, [(int(i), lm[b]) for b, i in enumerate(idx)])
         ids = self.ve_ids
         return VEBatch(
-            grain_maps=gm,
+            local_maps=lm,
             eulers_norm=np.asarray(e, dtype=np.float32),
             quaternions=np.asarray(q, dtype=np.float32),
             ve_ids=[ids[i] for i in idx],
