@@ -25,7 +25,9 @@ def voronoi_ve(grid: int, n_grains: int, rng, lattice: str = "hP", ve_id=None, s
         ax /= np.linalg.norm(ax, axis=1, keepdims=True)
         ang = np.radians(deg) * np.abs(rng.normal(size=(n_grains, 1)))
         dq = np.concatenate([np.cos(ang / 2), np.sin(ang / 2) * ax], axis=1)
-        q = crystal.quaternion_multiply(dq, np.broadcast_to(q0, (n_grains, 4)))
+        import torch
+
+        q = crystal.torch_quaternion_multiply(torch.as_tensor(dq), torch.as_tensor(np.asarray(q0, float))).numpy()
     q = crystal.reduce_to_fz(q, lattice)
     used, gm = np.unique(gm, return_inverse=True)
     return VolumeElement(grain_map=gm.reshape((grid,) * 3).astype(np.int32), quaternions=q[used],

@@ -198,6 +198,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
+class LastCheckpoint(Callback):
+    """Save the full training state to ``path`` at the end of every epoch (after
+    validation), atomically through the trainer's checkpoint IO."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)
+
+
 class History(Callback):
     """Appends one row per epoch (losses, wall time) to ``csv_path`` and redraws the
     loss-curve PNG. On resume, rows of epochs that are re-run are dropped."""
@@ -290,8 +302,7 @@ def make_trainer(out_dir, max_epochs: int, accelerator: str = "auto", devices="a
     cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     if precision is None:
         precision = "bf16-mixed" if cuda else "32-true"
-    ckpts = [ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0,
-                             every_n_epochs=1)]
+    ckpts = [LastCheckpoint(out_dir / "checkpoints" / "last.ckpt")]
     if monitor_val:
         ckpts.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
                                      monitor="val_loss", mode="min", save_top_k=1,
