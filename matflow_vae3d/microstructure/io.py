@@ -402,6 +402,8 @@ def _matflow_quaternions(oris: dict) -> np.ndarray:
     q = np.atleast_2d(np.asarray(oris["quaternions"], dtype=np.float64))
     if q.ndim != 2 or q.shape[1] != 4:
         raise ValueError(f"quaternions must have shape (R, 4), got {q.shape}")
+    if not np.all(np.isfinite(q)):
+        raise ValueError("orientations contain NaN or inf")
     order = str(oris.get("quat_component_ordering", "scalar-vector")).lower().replace("_", "-")
     if order == "vector-scalar":
         q = np.roll(q, 1, axis=1)
