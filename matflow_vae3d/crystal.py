@@ -102,7 +102,8 @@ def quaternions_to_eulers(q) -> np.ndarray:
     phi1 = np.where(ok, chi - eta, np.where(zero, 2.0 * chi, -2.0 * eta))
     phi2 = np.where(ok, chi + eta, 0.0)
     eu = np.stack([np.mod(phi1, 2.0 * np.pi), Phi, np.mod(phi2, 2.0 * np.pi)], axis=-1)
-    return np.where(eu >= EULER_SCALE, 0.0, eu)     # round-off: 2pi -> 0
+    eu[..., 0::2] = np.where(eu[..., 0::2] >= 2.0 * np.pi, 0.0, eu[..., 0::2])  # round-off: 2pi -> 0
+    return eu
 
 
 def quaternions_to_matrices(q) -> np.ndarray:
