@@ -1,0 +1,214 @@
+"""``vae3d train-surrogate | predict | evaluate-surrogate | acquire``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+_FILES = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _fail(exc: Exception):
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.command("train-surrogate")
+@click.option("--fingerprints", "-f", type=_FILES, multiple=True, required=True,
+              help="Fingerprint HDF5 file(s) (vae3d fingerprint); repeat for several.")
+@click.option("--stresses", "-s", type=_FILES, multiple=True, required=True,
+              help="CP result HDF5 file(s) (vae3d simulate); repeat for several.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Surrogate checkpoint to write (torch, weights_only-loadable).")
+@click.option("--ensemble", "n_members", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of ensemble members (>= 2 gives a spread and enables `acquire`).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10000, show_default=True,
+              help="Maximum epochs (the paper's 10,000); early stopping usually ends sooner.")
+@click.option("--patience", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Stop when no member's validation loss improved for this many epochs.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the initialisation, shuffling and train/val/test split.")
+@click.option("--component", default="xx", show_default=True,
+              help="Stress component to learn (xx = loading direction).")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--test-fraction", type=float, default=0.1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--outputs", type=click.Choice(["non-trivial", "all"]), default="non-trivial",
+              show_default=True,
+              help="Predict the loaded states only (state 0 is 0 MPa) or all (the paper's 21).")
+@click.option("--scaling", type=click.Choice(["global", "per_increment"]), default="global",
+              show_default=True, help="Min-max scaling of the targets.")
+@click.option("--scaling-margin", type=float, default=0.05, show_default=True,
+              help="Widen [min, max] by this fraction of the range on each side (0 = paper).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch threads while training (1 is fastest for these small batches).")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="CSV log and loss.png [default: OUT without suffix + '_logs'].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train_surrogate(fingerprints, stresses, out, n_members, epochs, patience, seed, component,
+                    val_fraction, test_fraction, batch_size, lr, hidden, outputs, scaling,
+                    scaling_margin, threads, log_dir, overwrite, progress):
+    """Train the fingerprint -> stress-curve surrogate (the paper's MLP; an ensemble
+    with --ensemble N).
+
+    Joins fingerprints and CP results by VE id (failed runs excluded and counted),
+    splits train/val/test by a seeded hash of the VE id, trains with early stopping on
+    the validation loss, and writes the checkpoint, a CSV log and a loss-curve PNG.
+    """
+    from matflow_vae3d.surrogate.lightning import TrainConfig, train_surrogate as train
+    from matflow_vae3d.surrogate.table import build_table
+
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
+    try:
+        cfg = TrainConfig(n_members=n_members, hidden=hidden, lr=lr, batch_size=batch_size,
+                          max_epochs=epochs, patience=patience, outputs=outputs,
+                          scaling_mode=scaling, scaling_margin=scaling_margin, seed=seed,
+                          threads=threads)
+        table = build_table(list(fingerprints), list(stresses), component=component,
+                            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    click.echo(table.summary())
+    log_dir = log_dir or out.with_name(out.stem + "_logs")
+    t0 = time.perf_counter()
+    try:
+        model = train(table, cfg, log_dir=log_dir, progress=progress)
+    except ValueError as exc:
+        _fail(exc)
+    wall = time.perf_counter() - t0
+    model.meta["train_wall_s"] = wall
+    model.save(out, overwrite=overwrite)
+    best = model.meta["best_val_loss"]
+    msg = (f"trained {n_members} member(s) for {model.meta['epochs_run']} epochs in {wall:.1f} s"
+           + (f"; best val MSE (scaled) {sum(best) / len(best):.3e}" if best else ""))
+    if model.calibration_scale is not None:
+        msg += f"; spread calibration x{model.calibration_scale:.3f}"
+    click.echo(msg)
+    click.echo(f"wrote {out} and {log_dir}/metrics.csv, {log_dir}/loss.png")
+
+
+@click.command("predict")
+@click.option("--model", "-m", type=_FILES, required=True, help="Surrogate checkpoint.")
+@click.option("--fingerprints", "-f", type=_FILES, multiple=True, required=True,
+              help="Fingerprint HDF5 file(s) of the VEs to predict.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Predictions HDF5 to write (sigma, sigma_std in MPa).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=65536, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def predict(model, fingerprints, out, batch_size, overwrite, progress):
+    """Predict stress-strain curves (MPa) from fingerprints.
+
+    Refuses fingerprints of another dimension or of another VAE than the one the
+    surrogate was trained on.
+    """
+    from matflow_vae3d.surrogate.ensemble import Surrogate, write_predictions
+    from matflow_vae3d.surrogate.table import read_fingerprints
+
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
+    try:
+        sur = Surrogate.load(model)
+        fp = read_fingerprints(list(fingerprints))
+        sur.check_fingerprints(fp)
+        t0 = time.perf_counter()
+        mean, std_raw = sur.predict(fp.mu, batch_size=batch_size, progress=progress,
+                                    calibrated=False)
+        wall = time.perf_counter() - t0
+        std = std_raw * (sur.calibration_scale or 1.0)
+        write_predictions(out, fp.ve_id, mean, std, std_raw, sur, model_path=str(model),
+                          overwrite=overwrite)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    click.echo(f"predicted {len(fp.ve_id)} curves ({sur.n_members} member(s)) in "
+               f"{1000 * wall:.1f} ms; wrote {out}")
+
+
+@click.command("evaluate-surrogate")
+@click.option("--model", "-m", type=_FILES, required=True, help="Surrogate checkpoint.")
+@click.option("--fingerprints", "-f", type=_FILES, multiple=True, required=True)
+@click.option("--stresses", "-s", type=_FILES, multiple=True, required=True)
+@click.option("--out-dir", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for metrics.json, per_increment.csv, summary.txt and the PNGs.")
+@click.option("--split", type=click.Choice(["heldout", "test", "val", "train", "all"]),
+              default="heldout", show_default=True,
+              help="Rows to score: heldout = VEs neither trained on nor used for early "
+                   "stopping/calibration (the model's test VEs and any VE it never saw).")
+@click.option("--overwrite", is_flag=True, help="Replace existing results in --out-dir.")
+def evaluate_surrogate(model, fingerprints, stresses, out_dir, split, overwrite):
+    """Accuracy of a surrogate on held-out VEs: MSE (scaled), mean absolute error per
+    increment (MPa and %), R^2, calibration of the ensemble spread, and plots (best /
+    median / worst curves, error per increment, parity, calibration)."""
+    from matflow_vae3d.surrogate.ensemble import Surrogate
+    from matflow_vae3d.surrogate.evaluate import evaluate, per_increment_csv, summary_lines
+    from matflow_vae3d.surrogate.table import build_table
+
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise click.ClickException(f"{out_dir}/metrics.json exists; pass --overwrite to replace it")
+    try:
+        sur = Surrogate.load(model)
+        sp = sur.meta.get("split", {})
+        table = build_table(list(fingerprints), list(stresses),
+                            component=sur.meta.get("component", "xx"),
+                            val_fraction=sp.get("val_fraction", 0.1),
+                            test_fraction=sp.get("test_fraction", 0.1), seed=sp.get("seed", 0))
+        res = evaluate(sur, table, split=split, out_dir=out_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    res["model"] = str(model)
+    res["table"] = table.summary()
+    (out_dir / "metrics.json").write_text(json.dumps(res, indent=1))
+    per_increment_csv(res, table.strain, out_dir / "per_increment.csv")
+    lines = summary_lines(res)
+    (out_dir / "summary.txt").write_text(table.summary() + "\n" + "\n".join(lines) + "\n")
+    click.echo(table.summary())
+    click.echo("\n".join(lines))
+    click.echo(f"wrote {out_dir}/ (metrics.json, per_increment.csv, summary.txt, *.png)")
+
+
+@click.command("acquire")
+@click.option("--model", "-m", type=_FILES, required=True, help="Ensemble surrogate checkpoint.")
+@click.option("--fingerprints", "-f", type=_FILES, multiple=True, required=True,
+              help="Fingerprints of candidate VEs (fingerprinted, not simulated).")
+@click.option("--top", "-k", type=click.IntRange(min=1), default=None,
+              help="Keep the K highest-ranked candidates [default: all].")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV: rank, ve_id, score_mpa, pred_last_mpa, spread_last_mpa.")
+@click.option("--score", type=click.Choice(["spread", "spread-max"]), default="spread",
+              show_default=True,
+              help="spread: mean over loaded increments of the calibrated ensemble std (MPa); "
+                   "spread-max: its maximum.")
+@click.option("--include-simulated", is_flag=True,
+              help="Also rank VEs that are in the surrogate's table (normally left out).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def acquire(model, fingerprints, top, out, score, include_simulated, overwrite):
+    """Rank unsimulated VEs by the ensemble's predicted spread (active learning):
+    simulate the top of the list next."""
+    from matflow_vae3d.surrogate.acquisition import rank_candidates, write_ranking
+    from matflow_vae3d.surrogate.ensemble import Surrogate
+    from matflow_vae3d.surrogate.table import read_fingerprints
+
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
+    try:
+        sur = Surrogate.load(model)
+        fp = read_fingerprints(list(fingerprints))
+        rows = rank_candidates(sur, fp, top=top, score=score,
+                               skip_ids=set() if include_simulated else None)
+        write_ranking(rows, out, overwrite=overwrite)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    seen = set() if include_simulated else (
+        set(sur.meta.get("train_ids", [])) | set(sur.meta.get("val_ids", []))
+        | set(sur.meta.get("test_ids", [])))
+    n_seen = sum(v in seen for v in fp.ve_id.tolist())
+    click.echo(f"ranked {len(fp.ve_id) - n_seen} candidates by {score} ({n_seen} already "
+               f"simulated left out); wrote {len(rows)} rows to {out}")
+    for r in rows[:5]:
+        click.echo(f"  {r['rank']:4d}  {r['ve_id']}  {r['score_mpa']:.3f} MPa")

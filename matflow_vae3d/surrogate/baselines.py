@@ -1,0 +1,140 @@
+"""Baselines on the same table, so users can see what the VAE fingerprint adds.
+
+1. :func:`mean_curve`: the training rows' mean stress curve for every VE (what a
+   model that ignores the microstructure achieves).
+2. Orientation statistics (:func:`orientation_features`): volume-weighted
+   histograms computed directly from a VE's grains, written as a fingerprint-format
+   file (:func:`write_feature_file`) so that every surrogate command accepts them:
+
+   - loading axis (sample x) in the crystal frame, reduced by the crystal symmetry:
+     for hP, |cos| of its angle to the c axis (6 bins) x its azimuth folded to
+     [0, 30 deg] (3 bins); for cubic, the largest and smallest absolute direction
+     cosines (5 x 5 bins). Under uniaxial load this sets each grain's Schmid factors.
+   - marginal histograms of the FZ Bunge angles / (2 pi, pi, 2 pi) (3 x 8 bins).
+   - log of the mean grain volume in voxels.
+
+   Histograms are volume fractions x number of bins (mean 1), so they need no
+   further input scaling.
+
+Usage: ``python -m matflow_vae3d.surrogate.baselines ves.h5 features.h5``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .table import FINGERPRINT_FORMAT, SurrogateTable
+
+FEATURE_VERSION = "orientation-statistics-v1"
+
+
+def mean_curve(table: SurrogateTable) -> np.ndarray:
+    """(n_states,) MPa: mean curve of the table's train rows."""
+    tr = table.rows("train")
+    if len(tr) == 0:
+        raise ValueError("no training rows for the mean-curve baseline")
+    return table.Y[tr].mean(axis=0)
+
+
+def _hist(values, weights, bins, lo, hi):
+    h, _ = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi), weights=weights)
+    return h
+
+
+def orientation_features(quaternions: np.ndarray, grain_map: np.ndarray, lattice: str,
+                         euler_bins: int = 8) -> np.ndarray:
+    """Volume-weighted orientation statistics of one VE (see module doc).
+
+    quaternions : (G, 4) (w, x, y, z), DAMASK convention, FZ-reduced; grain_map :
+    (nx, ny, nz) int, 0-based grain index. Returns (n_features,) float32: 18 + 3
+    euler_bins + 1 for hP, 25 + 3 euler_bins + 1 for cubic lattices.
+    """
+    import damask
+
+    q = np.asarray(quaternions, dtype=np.float64)
+    gm = np.asarray(grain_map)
+    w = np.bincount(gm.ravel(), minlength=len(q)).astype(np.float64)
+    w /= w.sum()
+    rot = damask.Rotation.from_quaternion(q, accept_homomorph=True)
+    d = rot.as_matrix()[:, :, 0]  # sample x expressed in the crystal frame (passive g)
+    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    if lattice == "hP":
+        cos_c = np.abs(d[:, 2])
+        az = np.degrees(np.arctan2(d[:, 1], d[:, 0])) % 60.0
+        az = np.where(az > 30.0, 60.0 - az, az)
+        h2, _, _ = np.histogram2d(cos_c, az, bins=(6, 3), range=((0, 1), (0, 30)), weights=w)
+    elif lattice in ("cF", "cI"):
+        a = np.sort(np.abs(d), axis=1)
+        h2, _, _ = np.histogram2d(a[:, 2], a[:, 0], bins=(5, 5),
+                                  range=((1 / np.sqrt(3), 1), (0, 1 / np.sqrt(3))), weights=w)
+    else:
+        raise ValueError(f"unknown lattice {lattice!r}")
+    eul = rot.as_Euler_angles() / np.array([2 * np.pi, np.pi, 2 * np.pi])
+    eh = [_hist(eul[:, c], w, euler_bins, 0.0, 1.0) for c in range(3)]
+    h2 = h2.ravel() * h2.size
+    eh = np.concatenate(eh) * euler_bins
+    size = np.log(gm.size / max(len(q), 1))
+    return np.concatenate([h2, eh, [size]]).astype(np.float32)
+
+
+def feature_sha256(lattice: str, euler_bins: int) -> str:
+    """Identifier of the feature definition (stored as ``model_sha256``)."""
+    return hashlib.sha256(f"{FEATURE_VERSION}:{lattice}:{euler_bins}".encode()).hexdigest()
+
+
+def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool = True,
+                       overwrite: bool = False) -> Path:
+    """Orientation-statistics features of every VE of a VE dataset, written as a
+    fingerprint-format HDF5 file (``model_sha256`` = :func:`feature_sha256`)."""
+    import h5py
+    from tqdm import tqdm
+
+    from matflow_vae3d.datasets import VEDataset
+
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists; refusing to overwrite it")
+    with VEDataset(ves_path) as ds:
+        feats, ids, lattice = [], [], None
+        for i in tqdm(range(len(ds)), desc="orientation features", disable=not progress):
+            ve = ds[i]
+            lattice = ve.lattice
+            feats.append(orientation_features(ve.quaternions, ve.grain_map, ve.lattice, euler_bins))
+            ids.append(ve.ve_id if ve.ve_id is not None else str(i))
+        grid = ve.grid if len(ds) else (0, 0, 0)
+    if not feats:
+        raise ValueError(f"{ves_path}: the VE dataset is empty")
+    mu = np.stack(feats)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent if str(out_path.parent) else ".",
+                               prefix=out_path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FINGERPRINT_FORMAT
+            f.attrs["format_version"] = 1
+            f.create_dataset("ve_id", data=np.asarray(ids, dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("mu", data=mu)
+            f.attrs["model_sha256"] = feature_sha256(lattice, euler_bins)
+            f.attrs["latent_dim"] = mu.shape[1]
+            f.attrs["lattice"] = lattice
+            f.attrs["grid"] = np.asarray(grid)
+            f.attrs["source"] = str(ves_path)
+            f.attrs["features"] = FEATURE_VERSION
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m matflow_vae3d.surrogate.baselines VES.h5 OUT_FEATURES.h5")
+    print(write_feature_file(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,264 @@
+"""A trained surrogate: ensemble network + target scaling + provenance, with
+prediction in MPa, spread calibration and a ``weights_only``-loadable checkpoint.
+
+Predictive distribution of an ensemble of M members at one VE and increment:
+mean = average of the members' predictions (MPa); spread = their sample standard
+deviation (ddof=1, MPa; 0 for M = 1). The spread is calibrated by one scalar factor
+``calibration_scale`` fitted on validation VEs (:func:`fit_calibration_scale`), so
+that ``mean +- 2 * scale * spread`` holds 95.45 % of held-out values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .mlp import EnsembleMLP
+from .table import Fingerprints, MinMaxScaling
+
+CHECKPOINT_FORMAT = "matflow-vae3d/surrogate"
+CHECKPOINT_VERSION = 1
+
+#: two-sided Gaussian coverage of +-2 sigma
+COVERAGE_2SIGMA = math.erf(2 / math.sqrt(2))
+
+
+def coverage(y_true, mean, std, k: float = 2.0) -> float:
+    """Fraction of entries with |y_true - mean| <= k * std; arrays of equal shape
+    (any units, the same for all three). Entries with std == 0 and y_true == mean
+    count as inside."""
+    y_true, mean, std = (np.asarray(a, dtype=np.float64) for a in (y_true, mean, std))
+    if not (y_true.shape == mean.shape == std.shape):
+        raise ValueError(f"shapes differ: {y_true.shape}, {mean.shape}, {std.shape}")
+    if y_true.size == 0:
+        raise ValueError("coverage of an empty set")
+    return float(np.mean(np.abs(y_true - mean) <= k * std))
+
+
+def fit_calibration_scale(y_true, mean, std, k: float = 2.0,
+                          target: float = COVERAGE_2SIGMA) -> float:
+    """Scalar s such that a fraction ``target`` of |y_true - mean| <= k * s * std.
+
+    s = quantile(|z|, target) / k with z = (y_true - mean) / std over entries with
+    std > 0 (arrays of equal shape, any common unit). Fitted on validation data,
+    applied unchanged to test data.
+    """
+    y_true, mean, std = (np.asarray(a, dtype=np.float64) for a in (y_true, mean, std))
+    ok = std > 0
+    if not ok.any():
+        raise ValueError("cannot calibrate: every predicted spread is zero (ensemble of 1?)")
+    z = np.abs(y_true[ok] - mean[ok]) / std[ok]
+    return float(np.quantile(z, target) / k)
+
+
+def _to_plain(v):
+    """numpy scalars/arrays -> python types (for a weights_only checkpoint)."""
+    if isinstance(v, dict):
+        return {str(k): _to_plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_to_plain(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _to_plain(v.tolist())
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+class Surrogate:
+    """Trained fingerprint -> stress-curve model.
+
+    net : :class:`EnsembleMLP` over scaled outputs; scaling : :class:`MinMaxScaling`
+    (MPa); meta : plain dict with at least ``latent_dim``, ``model_sha256`` (VAE of the
+    training fingerprints), ``component``, ``t`` (n_states,) s, ``strain`` (n_states,),
+    ``outputs`` ('non-trivial': the network predicts states 1..n and state 0 is the
+    constant ``initial_value`` MPa; 'all': every state), ``calibration_scale`` (float
+    or None), ``train_ids``/``val_ids``/``test_ids``, ``config``, ``history``.
+    """
+
+    def __init__(self, net: EnsembleMLP, scaling: MinMaxScaling, meta: dict[str, Any]):
+        self.net = net.eval()
+        self.scaling = scaling
+        self.meta = meta
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def latent_dim(self) -> int:
+        return int(self.meta["latent_dim"])
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.meta["model_sha256"])
+
+    @property
+    def n_members(self) -> int:
+        return self.net.n_members
+
+    @property
+    def n_states(self) -> int:
+        return len(self.meta["t"])
+
+    @property
+    def calibration_scale(self) -> float | None:
+        s = self.meta.get("calibration_scale")
+        return None if s is None else float(s)
+
+    # ------------------------------------------------------------------ checks
+    def check_fingerprints(self, fp: Fingerprints) -> None:
+        """Refuse fingerprints of another dimension or of another VAE (ValueError)."""
+        if fp.latent_dim != self.latent_dim:
+            raise ValueError(
+                f"the surrogate was trained on {self.latent_dim}-dimensional fingerprints, "
+                f"{fp.source or 'these fingerprints'} are {fp.latent_dim}-dimensional"
+            )
+        if fp.model_sha256 != self.model_sha256:
+            raise ValueError(
+                f"the surrogate was trained on fingerprints of VAE "
+                f"{self.model_sha256[:16] or '(none)'}..., but {fp.source or 'these'} come "
+                f"from VAE {fp.model_sha256[:16] or '(none)'}...: fingerprints of different "
+                "VAEs live in different latent spaces"
+            )
+
+    # ------------------------------------------------------------------ prediction
+    @torch.inference_mode()
+    def predict_members(self, X: np.ndarray | torch.Tensor, batch_size: int | None = None,
+                        progress: bool = False) -> np.ndarray:
+        """Every member's curve: X (n, latent_dim) -> (M, n, n_states) MPa."""
+        X = torch.as_tensor(np.asarray(X, dtype=np.float32) if not torch.is_tensor(X) else X,
+                            dtype=torch.float32)
+        if X.ndim != 2 or X.shape[1] != self.latent_dim:
+            raise ValueError(
+                f"expected fingerprints of shape (n, {self.latent_dim}), got {tuple(X.shape)}"
+            )
+        if not torch.isfinite(X).all():
+            raise ValueError("fingerprints contain NaN/inf")
+        n = X.shape[0]
+        bs = n if not batch_size else int(batch_size)
+        chunks = range(0, max(n, 1), max(bs, 1))
+        if progress and len(chunks) > 1:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="predict", unit="batch")
+        out = [self.net(X[s:s + bs]) for s in chunks] if n else [self.net(X)]
+        s = torch.cat(out, dim=1).double().numpy()  # (M, n, n_out) scaled
+        y = self.scaling.inverse(s)
+        if self.meta.get("outputs", "non-trivial") == "non-trivial":
+            y0 = np.full(y.shape[:2] + (1,), float(self.meta.get("initial_value", 0.0)))
+            y = np.concatenate([y0, y], axis=-1)
+        return y
+
+    def predict(self, X, batch_size: int | None = None, progress: bool = False,
+                calibrated: bool = True):
+        """Predictive mean and spread: X (n, latent_dim) -> (mean, std), each
+        (n, n_states) MPa. std is the members' sample standard deviation times
+        ``calibration_scale`` when ``calibrated`` and a scale was fitted; zeros for a
+        single model."""
+        y = self.predict_members(X, batch_size=batch_size, progress=progress)
+        mean = y.mean(axis=0)
+        std = y.std(axis=0, ddof=1) if y.shape[0] > 1 else np.zeros_like(mean)
+        if calibrated and self.calibration_scale is not None:
+            std = std * self.calibration_scale
+        return mean, std
+
+    # ------------------------------------------------------------------ I/O
+    def to_checkpoint(self) -> dict[str, Any]:
+        net = self.net
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "net": {
+                "latent_dim": net.latent_dim, "hidden": net.hidden, "n_out": net.n_out,
+                "n_members": net.n_members, "negative_slope": net.negative_slope,
+            },
+            "scaling": self.scaling.to_dict(),
+            "latent_dim": self.latent_dim,
+            "model_sha256": self.model_sha256,
+            "meta": _to_plain(self.meta),
+        }
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the checkpoint atomically (temporary file + rename). Refuses to replace
+        an existing file unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; refusing to overwrite it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(self.to_checkpoint(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Surrogate":
+        """Load a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such surrogate checkpoint: {path}")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle errors, truncated files, foreign formats
+            raise ValueError(f"{path}: not a readable surrogate checkpoint ({exc})") from exc
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT!r} checkpoint")
+        if int(ckpt.get("format_version", 0)) > CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{path}: checkpoint format_version {ckpt['format_version']} is newer than "
+                f"this code ({CHECKPOINT_VERSION})"
+            )
+        net = EnsembleMLP(**ckpt["net"])
+        net.load_state_dict(ckpt["state_dict"])
+        return cls(net, MinMaxScaling.from_dict(ckpt["scaling"]), ckpt["meta"])
+
+
+PREDICTIONS_FORMAT = "matflow-vae3d/surrogate-predictions"
+
+
+def write_predictions(path, ve_id, mean, std, std_raw, surrogate: Surrogate,
+                      model_path: str = "", overwrite: bool = False) -> Path:
+    """Write predicted curves to HDF5 (``format = matflow-vae3d/surrogate-predictions``):
+    ve_id (n,) str; sigma (n, n_states) MPa, the ensemble mean; sigma_std (n, n_states)
+    MPa, calibrated spread; sigma_std_raw (n, n_states) MPa, raw member spread (both 0
+    for a single model); t (n_states,) s; strain (n_states,). Atomic; refuses to replace
+    an existing file unless ``overwrite``."""
+    import h5py
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = PREDICTIONS_FORMAT
+            f.attrs["format_version"] = 1
+            f.create_dataset("ve_id", data=np.asarray(list(ve_id), dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("sigma", data=np.asarray(mean, dtype=np.float64))
+            f.create_dataset("sigma_std", data=np.asarray(std, dtype=np.float64))
+            f.create_dataset("sigma_std_raw", data=np.asarray(std_raw, dtype=np.float64))
+            f.create_dataset("t", data=np.asarray(surrogate.meta["t"], dtype=np.float64))
+            f.create_dataset("strain", data=np.asarray(surrogate.meta["strain"], dtype=np.float64))
+            f.attrs["units"] = "MPa"
+            f.attrs["component"] = surrogate.meta.get("component", "xx")
+            f.attrs["model"] = str(model_path)
+            f.attrs["model_sha256"] = surrogate.model_sha256
+            f.attrs["n_members"] = surrogate.n_members
+            f.attrs["calibration_scale"] = (np.nan if surrogate.calibration_scale is None
+                                            else surrogate.calibration_scale)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
