@@ -56,6 +56,21 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def plain(obj: Any) -> Any:
+    """Recursively convert to types ``torch.load(weights_only=True)`` accepts:
+    dict/list/str/int/float/bool/None (tuples -> lists, numpy scalars -> Python,
+    anything else -> str)."""
+    if obj is None or isinstance(obj, (bool, int, float, str)) and type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return plain(obj.item())
+    return str(obj)
+
+
 def model_record(model: ResNetVAE3d, lattice: str, training: dict | None = None) -> dict:
     """The plain dict saved by :func:`save_model` (state on CPU, fp32)."""
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
@@ -67,7 +82,7 @@ def model_record(model: ResNetVAE3d, lattice: str, training: dict | None = None)
         "lattice": canonical_lattice(lattice),
         "grid": int(model.config.grid),
         "state_dict": state,
-        "training": dict(training or {}),
+        "training": plain(dict(training or {})),
     }
 
 

@@ -29,7 +29,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Sampler
 
 from ..microstructure import canonical_lattice
-from .checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save
+from .checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, plain
 from .encode import batch_to_tensor
 from .losses import ALPHA, vae_loss
 from .network import ResNetVAE3d, VAEConfig
@@ -145,8 +145,8 @@ class VAEModule(L.LightningModule):
             "config": dict(self.hparams.config),
             "lattice": self.hparams.lattice,
             "grid": int(self.hparams.config["grid"]),
-            "training": dict(self.training_record, epoch=int(self.current_epoch),
-                             global_step=int(self.global_step)),
+            "training": plain(dict(self.training_record, epoch=int(self.current_epoch),
+                                   global_step=int(self.global_step))),
         }
         # keep the file weights_only-loadable: hparams as a plain dict
         if "hyper_parameters" in checkpoint:
