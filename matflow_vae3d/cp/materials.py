@@ -339,7 +339,7 @@ def builtin_unsupported(phase: Mapping[str, Any]) -> list[str]:
     """Features of a (valid) phase the embedded solver does not model, by name.
 
     Empty when the phase is Hooke elasticity (constant, no temperature terms) with
-    phenopowerlaw or no plasticity, and nothing else (no thermal, damage, eigen).
+    phenopowerlaw plasticity, and nothing else (no thermal, damage, eigen).
     """
     out = []
     for k in ("thermal", "damage"):
@@ -352,13 +352,15 @@ def builtin_unsupported(phase: Mapping[str, Any]) -> list[str]:
     out += [f"phase.mechanical.elastic.{k} (temperature dependence)"
             for k in el if k == "T_ref" or "," in k]
     pl = mech.get("plastic")
-    if pl is not None and pl.get("type") not in ("phenopowerlaw", "none"):
+    if pl is None or pl.get("type") == "none":
+        out.append("a phase without plasticity (mechanical.plastic phenopowerlaw is required)")
+    elif pl.get("type") != "phenopowerlaw":
         out.append(f"plasticity type {pl.get('type')!r} (only phenopowerlaw)")
     if pl is not None and pl.get("type") == "phenopowerlaw":
         for k in ("a_nonSchmid_110", "a_nonSchmid"):
             if k in pl:
                 out.append(f"phase.mechanical.plastic.{k} (non-Schmid terms)")
-        if pl.get("h_int") and any(v != 0 for v in pl["h_int"]):
+        if "h_int" in pl:
             out.append("phase.mechanical.plastic.h_int")
     return out
 

@@ -1,0 +1,104 @@
+"""``vae3d simulate``: crystal-plasticity uniaxial tension on VEs or on a DAMASK grid job.
+
+Heavy imports (torch, damask) happen inside the command so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise click.ClickException(f"unknown device {name!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda requested but no CUDA GPU is available")
+    return str(dev)
+
+
+@click.command("simulate")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+              help="VE dataset (HDF5, from `vae3d generate`).")
+@click.option("--damask-inputs", nargs=3, type=click.Path(dir_okay=False),
+              metavar="GRID.vti MATERIAL.yaml LOAD.yaml",
+              help="Run an existing DAMASK grid job (geometry, material, load case) instead of a dataset.")
+@click.option("--material", default="Mg", show_default=True,
+              help="Material preset (Mg, Cu), a phase YAML file or a material.yaml with one phase "
+                   "(ignored with --damask-inputs, whose material.yaml is used).")
+@click.option("--solver", type=click.Choice(["builtin", "damask"]), default="builtin", show_default=True,
+              help="builtin: embedded torch spectral solver; damask: DAMASK_grid (PATH or $DAMASK_GRID).")
+@click.option("--load", "load_path", type=click.Path(dir_okay=False),
+              help="DAMASK load.yaml (default: uniaxial tension along x, F_xx = 1.01 in 20 increments).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="CP results file (HDF5). An existing one is resumed: VEs already in it are skipped.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="VEs per builtin-solver batch.")
+@click.option("--device", default="cpu", show_default=True, help="Builtin solver device: cpu, cuda, cuda:N or auto.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Builtin solver precision.")
+@click.option("--limit", type=click.IntRange(min=0), help="Only the first N VEs of the dataset.")
+@click.option("--damask-np", default=1, show_default=True, type=click.IntRange(min=1),
+              help="MPI processes per DAMASK_grid job (mpirun -np N when N > 1).")
+@click.option("--damask-exe", type=click.Path(dir_okay=False), help="DAMASK_grid executable (default: $DAMASK_GRID or PATH).")
+@click.option("--mpiexec", default="mpirun", show_default=True, help="MPI launcher for --damask-np > 1.")
+@click.option("--keep-jobs", type=click.Path(file_okay=False),
+              help="Keep every DAMASK job directory under DIR/<ve_id> (default: temporary, kept only when a run fails).")
+@click.option("--timeout", type=float, help="Seconds allowed per DAMASK_grid job.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def simulate(data_path, damask_inputs, material, solver, load_path, out_path, batch_size, device, dtype,
+             limit, damask_np, damask_exe, mpiexec, keep_jobs, timeout, no_progress):
+    """Run crystal-plasticity uniaxial tension and store per-increment volume averages.
+
+    \b
+    Campaign over a VE dataset (appended as VEs finish; rerun to resume):
+      vae3d simulate --data ves.h5 --material Mg --solver builtin --out stress.h5
+    An existing DAMASK grid job on the embedded solver (no DAMASK needed):
+      vae3d simulate --damask-inputs grid.vti material.yaml load.yaml --out result.h5
+
+    Each VE ends 'converged' or 'failed' with a reason; failures do not stop the batch.
+    The results file holds sigma, F, P (n, n_inc+1, 3, 3), t (n_inc+1,), status, reason
+    (see docs/cp_driver.md).
+    """
+    from matflow_vae3d.cp import simulate as sim
+
+    if bool(data_path) == bool(damask_inputs):
+        raise click.UsageError("give exactly one of --data and --damask-inputs")
+    dev = _device(device) if solver == "builtin" else "cpu"
+    try:
+        if damask_inputs:
+            vti, mat, load = damask_inputs
+            if load_path:
+                raise click.UsageError("--load cannot be combined with --damask-inputs (its load.yaml is used)")
+            rec = sim.simulate_damask_inputs(
+                vti, mat, load, solver=solver, out=out_path, device=dev, dtype=dtype,
+                progress=not no_progress, job_dir=keep_jobs, damask_executable=damask_exe,
+                n_proc=damask_np, mpiexec=mpiexec, timeout=timeout)
+            s = rec.sigma_xx_MPa
+            click.echo(f"{rec.ve_id}: {rec.status}, {rec.n_converged}/{len(s) - 1} increments, "
+                       f"sigma_xx at the last converged increment {s[rec.n_converged]:.2f} MPa, "
+                       f"{rec.wall_s:.1f} s -> {out_path}")
+            if not rec.converged:
+                raise click.ClickException(f"simulation failed: {rec.reason}")
+            return
+        summary = sim.simulate_dataset(
+            data_path, out_path, material=material, solver=solver, load=load_path,
+            batch_size=batch_size, device=dev, limit=limit, progress=not no_progress, dtype=dtype,
+            keep_jobs=keep_jobs, damask_executable=damask_exe, n_proc=damask_np, mpiexec=mpiexec,
+            timeout=timeout)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for ve_id, reason in summary["failed"][:10]:
+        click.echo(f"failed {ve_id}: {reason}", err=True)
+    if len(summary["failed"]) > 10:
+        click.echo(f"... and {len(summary['failed']) - 10} more failures (see 'reason' in {out_path})", err=True)
+    click.echo(f"converged {summary['n_converged']}, failed {summary['n_failed']}, "
+               f"skipped {summary['n_skipped']} already in {Path(out_path).name} "
+               f"({summary['wall_s']:.1f} s)")

@@ -1,0 +1,198 @@
+"""The CP results file (``format = "matflow-vae3d/cp-results"``, see docs/formats.md).
+
+One row per VE, appended as VEs finish: every dataset is resizable along its first
+axis, the file is flushed after each row, and the root attribute ``n_committed`` is
+updated last. Rows at or beyond ``n_committed`` (a row interrupted half-way) are
+ignored by readers and overwritten by the next append, so a killed campaign resumes
+where it stopped without losing or duplicating rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import h5py
+import numpy as np
+
+FORMAT = "matflow-vae3d/cp-results"
+FORMAT_VERSION = 1
+
+_STR = h5py.string_dtype("utf-8")
+#: per-row datasets: name -> (trailing shape as a function of n_states, dtype)
+_ROW_FIELDS = {
+    "ve_id": (lambda n: (), _STR),
+    "status": (lambda n: (), _STR),
+    "reason": (lambda n: (), _STR),
+    "sigma": (lambda n: (n, 3, 3), np.float64),
+    "F": (lambda n: (n, 3, 3), np.float64),
+    "P": (lambda n: (n, 3, 3), np.float64),
+    "n_converged": (lambda n: (), np.int64),
+    "wall_s": (lambda n: (), np.float64),
+}
+#: attributes that must agree when appending to an existing file.
+_META = ("material", "loadcase", "solver", "lattice")
+
+
+def _check_format(f: h5py.File, path) -> None:
+    fmt = f.attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT:
+        raise ValueError(f"{path} is not a CP results file (format attribute {fmt!r}, expected {FORMAT!r})")
+    if int(f.attrs.get("format_version", -1)) > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {f.attrs['format_version']} is newer than this reader ({FORMAT_VERSION})")
+
+
+def _attr_str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class ResultsWriter:
+    """Append :class:`~matflow_vae3d.cp.simulate.SimulationRecord` rows to a CP results file.
+
+    Parameters
+    ----------
+    path : file to create, or an existing CP results file to resume.
+    t : (n_inc + 1,) s, time of each state (the load case's ``times()``).
+    material, loadcase : YAML text of the phase and of the DAMASK load case.
+    solver : 'builtin' or 'damask'.
+    lattice : 'cF', 'cI' or 'hP'.
+    extra_attrs : further root attributes (strings/numbers), written on creation.
+
+    An existing file is reopened only when its format, ``t`` and the metadata
+    agree; otherwise ValueError, and the file is left untouched.
+    """
+
+    def __init__(self, path, *, t, material: str, loadcase: str, solver: str, lattice: str,
+                 extra_attrs: dict[str, Any] | None = None):
+        self.path = Path(path)
+        t = np.asarray(t, dtype=np.float64)
+        meta = {"material": material, "loadcase": loadcase, "solver": solver, "lattice": lattice}
+        if self.path.exists():
+            with h5py.File(self.path, "r") as f:
+                _check_format(f, self.path)
+                for k, v in meta.items():
+                    old = _attr_str(f.attrs.get(k, ""))
+                    if old != v:
+                        raise ValueError(
+                            f"{self.path} was written with a different {k}; refusing to "
+                            f"append (old {old[:200]!r}, new {v[:200]!r}); choose another --out"
+                        )
+                if f["t"].shape != t.shape or not np.allclose(f["t"][()], t):
+                    raise ValueError(f"{self.path} holds results for different load-case times")
+            self._f = h5py.File(self.path, "r+")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".creating")
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["format_version"] = FORMAT_VERSION
+                for k, v in meta.items():
+                    f.attrs[k] = v
+                for k, v in (extra_attrs or {}).items():
+                    f.attrs[k] = v
+                f.create_dataset("t", data=t)
+                n = len(t)
+                for name, (shape, dtype) in _ROW_FIELDS.items():
+                    tail = shape(n)
+                    f.create_dataset(name, shape=(0,) + tail, maxshape=(None,) + tail,
+                                     dtype=dtype, chunks=(16,) + tail)
+                f.attrs["n_committed"] = 0
+            tmp.replace(self.path)  # the file appears complete or not at all
+            self._f = h5py.File(self.path, "r+")
+        self.n_states = len(t)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def n_committed(self) -> int:
+        """Rows written completely."""
+        return int(self._f.attrs["n_committed"])
+
+    def done_ids(self) -> set[str]:
+        """VE ids already in the file (committed rows only)."""
+        n = self.n_committed
+        return {_attr_str(v) for v in self._f["ve_id"][:n]}
+
+    # ----------------------------------------------------------------- append
+    def append(self, record) -> None:
+        """Write one record as the next row, flush, then commit it.
+
+        record : SimulationRecord (fields ve_id, status, reason, sigma, F, P,
+            n_converged, wall_s; arrays (n_inc + 1, 3, 3)).
+        """
+        n = self.n_committed
+        row = {
+            "ve_id": str(record.ve_id),
+            "status": str(record.status),
+            "reason": str(record.reason or ""),
+            "sigma": _states(record.sigma, self.n_states, "sigma"),
+            "F": _states(record.F, self.n_states, "F"),
+            "P": _states(record.P, self.n_states, "P"),
+            "n_converged": int(record.n_converged),
+            "wall_s": float(record.wall_s),
+        }
+        if row["status"] not in ("converged", "failed"):
+            raise ValueError(f"status must be 'converged' or 'failed', got {row['status']!r}")
+        for name, value in row.items():
+            d = self._f[name]
+            if d.shape[0] < n + 1:
+                d.resize(n + 1, axis=0)
+            d[n] = value
+        self._f.flush()
+        self._f.attrs["n_committed"] = n + 1
+        self._f.flush()
+
+    def extend(self, records: Iterable) -> None:
+        for r in records:
+            self.append(r)
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            # drop a half-written row left by an interrupted append
+            n = self.n_committed
+            for name in _ROW_FIELDS:
+                if self._f[name].shape[0] > n:
+                    self._f[name].resize(n, axis=0)
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _states(a, n: int, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape != (n, 3, 3):
+        raise ValueError(f"{name} must have shape ({n}, 3, 3), got {a.shape}")
+    return a
+
+
+def read_results(path) -> dict[str, Any]:
+    """Read a CP results file (committed rows only).
+
+    Returns a dict: ``ve_id``, ``status``, ``reason`` (n,) str arrays; ``t``
+    (n_inc + 1,) s; ``sigma``, ``P`` (n, n_inc + 1, 3, 3) Pa; ``F`` (n, n_inc + 1,
+    3, 3); ``n_converged`` (n,) int; ``wall_s`` (n,) s; and the root attributes
+    ``material``, ``loadcase``, ``solver``, ``lattice`` as strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CP results file not found: {path}")
+    with h5py.File(path, "r") as f:
+        _check_format(f, path)
+        n = int(f.attrs["n_committed"])
+        out: dict[str, Any] = {"t": f["t"][()]}
+        for name in _ROW_FIELDS:
+            v = f[name][:n]
+            if f[name].dtype.kind == "O":
+                v = np.array([_attr_str(x) for x in v], dtype=str)
+            out[name] = v
+        for k in _META:
+            out[k] = _attr_str(f.attrs.get(k, ""))
+    return out
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ResultsWriter", "read_results"]

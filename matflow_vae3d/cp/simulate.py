@@ -1,0 +1,539 @@
+"""Crystal-plasticity simulations of VEs: one VE, a VE dataset, or a DAMASK grid job.
+
+Two solvers give the same per-increment record (:class:`SimulationRecord`):
+``builtin`` (the embedded torch spectral solver, :func:`matflow_vae3d.cp.spectral.solve`,
+batched over VEs) and ``damask`` (DAMASK_grid, one job per VE, see
+:mod:`matflow_vae3d.cp.damask_driver`).
+
+Per-VE problems (a VE without usable orientations, a VE whose lattice differs
+from the material's, a solver error, divergence) become ``failed`` records with a
+reason; a batch goes on. Settings that concern every VE (unknown material,
+invalid phase, DAMASK_grid missing) are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from matflow_vae3d.cp.loadcase import LoadCase
+from matflow_vae3d.cp.materials import (
+    HOMOGENIZATION, builtin_unsupported, check_lattice, check_quaternions, load_phase,
+    phase_yaml, validate_phase,
+)
+
+SOLVERS = ("builtin", "damask")
+
+
+# -------------------------------------------------------------------------- record
+@dataclasses.dataclass
+class SimulationRecord:
+    """Per-increment volume averages of one simulation.
+
+    Attributes
+    ----------
+    ve_id : str or None
+    solver : 'builtin' or 'damask'
+    status : 'converged' or 'failed'
+    converged : bool
+    reason : str, why it failed ('' when converged)
+    t : (n_inc + 1,) s, time of each state (0 = initial state)
+    F : (n_inc + 1, 3, 3) mean deformation gradient (NaN beyond n_converged)
+    P : (n_inc + 1, 3, 3) Pa, mean first Piola-Kirchhoff stress
+    sigma : (n_inc + 1, 3, 3) Pa, mean Cauchy stress (plain cell mean of P F^T / det F)
+    n_converged : int, increments that converged
+    iterations : solver iterations (per increment when the solver reports them)
+    wall_s : float, s, solver wall time for this VE
+    """
+
+    ve_id: str | None
+    solver: str
+    status: str
+    converged: bool
+    reason: str
+    t: np.ndarray
+    F: np.ndarray
+    P: np.ndarray
+    sigma: np.ndarray
+    n_converged: int
+    iterations: Any = None
+    wall_s: float = 0.0
+
+    @property
+    def sigma_xx_MPa(self) -> np.ndarray:
+        """(n_inc + 1,) MPa: the tensile curve sigma_xx."""
+        return self.sigma[:, 0, 0] / 1e6
+
+    @classmethod
+    def failed(cls, reason: str, load: LoadCase, *, ve_id=None, solver="builtin",
+               wall_s: float = 0.0) -> "SimulationRecord":
+        """A failure record with every state NaN (nothing was solved)."""
+        n = load.n_increments + 1
+        nan = np.full((n, 3, 3), np.nan)
+        return cls(ve_id=ve_id, solver=solver, status="failed", converged=False, reason=reason,
+                   t=load.times(), F=nan.copy(), P=nan.copy(), sigma=nan.copy(), n_converged=0,
+                   iterations=None, wall_s=float(wall_s))
+
+    @classmethod
+    def from_solve_result(cls, res, load: LoadCase, *, ve_id=None, solver="builtin") -> "SimulationRecord":
+        """Convert a :class:`matflow_vae3d.cp.spectral.SolveResult` (fields converged,
+        reason, t, F, P, sigma, n_converged, iterations, wall_s), padding the states to
+        n_inc + 1 with NaN and checking that converged states are finite."""
+        n = load.n_increments + 1
+        arrays = {}
+        for name in ("F", "P", "sigma"):
+            a = np.asarray(_numpy(getattr(res, name)), dtype=np.float64).reshape(-1, 3, 3)[:n]
+            full = np.full((n, 3, 3), np.nan)
+            full[: len(a)] = a
+            arrays[name] = full
+        n_conv = int(min(int(_numpy(res.n_converged)), n - 1))
+        for a in arrays.values():
+            a[n_conv + 1:] = np.nan
+        converged = bool(res.converged) and n_conv == n - 1
+        reason = "" if converged else (str(getattr(res, "reason", "") or "") or
+                                       f"{n_conv}/{n - 1} increments converged")
+        if converged and not all(np.isfinite(a).all() for a in arrays.values()):
+            converged, reason = False, "solver reported convergence but the states contain NaN/inf"
+        return cls(ve_id=ve_id, solver=solver, status="converged" if converged else "failed",
+                   converged=converged, reason=reason, t=load.times(), n_converged=n_conv,
+                   iterations=_numpy(getattr(res, "iterations", None)),
+                   wall_s=float(getattr(res, "wall_s", 0.0) or 0.0), **arrays)
+
+
+def _numpy(x):
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return x
+
+
+# ----------------------------------------------------------------------- arguments
+def as_loadcase(load) -> LoadCase:
+    """None -> LoadCase.uniaxial() (tension along x to F_xx = 1.01 in 20 increments);
+    a LoadCase; or a DAMASK load case as a dict or a path to load.yaml."""
+    if load is None:
+        return LoadCase.uniaxial()
+    if isinstance(load, LoadCase):
+        return load
+    if isinstance(load, (str, Path)) and not Path(load).is_file():
+        raise FileNotFoundError(f"load case file not found: {load}")
+    return LoadCase.from_damask(load)
+
+
+def _torch_dtype(dtype):
+    if dtype is None or not isinstance(dtype, str):
+        return dtype
+    import torch
+
+    try:
+        return {"float64": torch.float64, "float32": torch.float32, "double": torch.float64,
+                "float": torch.float32}[dtype]
+    except KeyError:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}") from None
+
+
+def _check_solver(solver: str) -> None:
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}: use one of {', '.join(SOLVERS)}")
+
+
+def _safe_name(ve_id) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(ve_id)) or "ve"
+
+
+def _prepare(ve, phase: Mapping[str, Any], what: str) -> None:
+    """Per-VE checks; raise ValueError naming the problem."""
+    check_quaternions(ve.quaternions, what)
+    check_lattice(phase, ve.lattice, what)
+    gm = np.asarray(ve.grain_map)
+    if gm.size == 0 or gm.min() < 0 or gm.max() >= len(ve.quaternions):
+        raise ValueError(f"{what}: grain_map indices do not match its {len(ve.quaternions)} orientations")
+
+
+# ----------------------------------------------------------------- builtin solver
+def _solve_builtin(ves: Sequence, phase, load: LoadCase, *, device="cpu", dtype=None,
+                   progress=False, **numerics) -> list[SimulationRecord]:
+    """Solve VEs of one grid shape in one batch; a batch-level error falls back to
+    one VE at a time so that one bad VE does not fail the others."""
+    from matflow_vae3d.cp.spectral import solve
+
+    kw = dict(device=device, progress=progress, **numerics)
+    if dtype is not None:
+        kw["dtype"] = _torch_dtype(dtype)
+    maps = np.stack([np.asarray(ve.grain_map) for ve in ves])
+    quats = [np.asarray(ve.quaternions, dtype=np.float64) for ve in ves]
+    t0 = time.perf_counter()
+    try:
+        results = solve(maps, quats, phase, load, **kw)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        if len(ves) > 1:
+            out = []
+            for ve in ves:
+                out += _solve_builtin([ve], phase, load, device=device, dtype=dtype,
+                                      progress=progress, **numerics)
+            return out
+        return [SimulationRecord.failed(f"builtin solver error: {type(exc).__name__}: {exc}", load,
+                                        ve_id=ves[0].ve_id, wall_s=time.perf_counter() - t0)]
+    if len(results) != len(ves):
+        raise RuntimeError(f"solver returned {len(results)} results for {len(ves)} VEs")
+    records = [SimulationRecord.from_solve_result(r, load, ve_id=ve.ve_id) for r, ve in zip(results, ves)]
+    for rec in records:  # the solver reports the batch's time; store each VE's share
+        rec.wall_s /= len(ves)
+    return records
+
+
+# ------------------------------------------------------------------ DAMASK solver
+def _solve_damask(ve, phase, phase_name, load, *, job_dir=None, keep_job=True, executable=None,
+                  n_proc=1, mpiexec="mpirun", timeout=None, numerics=None) -> SimulationRecord:
+    from matflow_vae3d.cp import damask_driver
+
+    tmp = job_dir is None
+    job = Path(tempfile.mkdtemp(prefix=f"vae3d-damask-{_safe_name(ve.ve_id)}-")) if tmp else Path(job_dir)
+    rec = damask_driver.simulate_damask(
+        ve.grain_map, ve.quaternions, phase, load, job, phase_name=phase_name, size=ve.size,
+        executable=executable, n_proc=n_proc, mpiexec=mpiexec, timeout=timeout,
+        numerics=numerics, ve_id=ve.ve_id)
+    if rec.converged and (tmp or not keep_job):
+        shutil.rmtree(job, ignore_errors=True)
+    return rec
+
+
+# ------------------------------------------------------------------------- one VE
+def simulate_ve(ve, material="Mg", load=None, solver: str = "builtin", *, device="cpu", dtype=None,
+                progress: bool = False, job_dir=None, keep_job: bool = True, damask_executable=None,
+                n_proc: int = 1, mpiexec="mpirun", timeout: float | None = None,
+                damask_numerics: Mapping[str, Any] | None = None, **numerics) -> SimulationRecord:
+    """Simulate one VE and return its per-increment record.
+
+    ve : VolumeElement (grain_map (nx, ny, nz), quaternions (G, 4), lattice)
+    material : preset name ('Mg', 'Cu'), YAML path or phase dict
+    load : LoadCase, DAMASK load dict/path, or None for uniaxial tension along x
+    solver : 'builtin' (torch; ``device``, ``dtype``, ``**numerics`` go to
+        ``spectral.solve``) or 'damask' (DAMASK_grid in ``job_dir``, a temporary
+        directory when None; kept when the run fails; ``n_proc`` MPI processes).
+
+    Never raises for a bad material, a VE without orientations, a lattice mismatch
+    or divergence: the record is 'failed' with the reason.
+    """
+    _check_solver(solver)
+    load = as_loadcase(load)
+    ve_id = getattr(ve, "ve_id", None)
+    what = f"VE {ve_id!r}" if ve_id is not None else "VE"
+    try:
+        phase_name, phase = load_phase(material)
+        if solver == "builtin":
+            unsupported = builtin_unsupported(phase)
+            if unsupported:
+                raise ValueError("builtin solver does not support: " + ", ".join(unsupported))
+        _prepare(ve, phase, what)
+    except (ValueError, FileNotFoundError) as exc:
+        return SimulationRecord.failed(f"refused: {exc}", load, ve_id=ve_id, solver=solver)
+    if solver == "builtin":
+        return _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress,
+                              **numerics)[0]
+    try:
+        return _solve_damask(ve, phase, phase_name, load, job_dir=job_dir, keep_job=keep_job,
+                             executable=damask_executable, n_proc=n_proc, mpiexec=mpiexec,
+                             timeout=timeout, numerics=damask_numerics)
+    except FileNotFoundError as exc:
+        return SimulationRecord.failed(str(exc), load, ve_id=ve_id, solver=solver)
+
+
+# ------------------------------------------------------------------------ dataset
+def _open_ves(data):
+    """(sequence-like of VEs, ids, lattice or None, closer) for a path or a sequence."""
+    if isinstance(data, (str, Path)):
+        from matflow_vae3d.datasets import VEDataset
+
+        if not Path(data).is_file():
+            raise FileNotFoundError(f"VE dataset not found: {data}")
+        ds = VEDataset(data)
+        return ds, ds.ve_ids, ds.lattice, ds.close
+    ves = list(data)
+    ids = [ve.ve_id if ve.ve_id is not None else f"ve-{i:06d}" for i, ve in enumerate(ves)]
+    for ve, i in zip(ves, ids):
+        if ve.ve_id is None:
+            ve.ve_id = i
+    return ves, ids, None, lambda: None
+
+
+def loadcase_yaml(load: LoadCase) -> str:
+    """The load case as DAMASK load.yaml text (stored in results files)."""
+    return yaml.safe_dump(load.to_damask(), sort_keys=False, default_flow_style=None)
+
+
+def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin", load=None,
+                     batch_size: int = 8, device="cpu", limit: int | None = None,
+                     progress: bool = True, *, dtype=None, keep_jobs=None, damask_executable=None,
+                     n_proc: int = 1, mpiexec="mpirun", timeout: float | None = None,
+                     damask_numerics: Mapping[str, Any] | None = None, **numerics) -> dict[str, Any]:
+    """Simulate the VEs of a dataset and append one row per VE to a CP results file.
+
+    data_path : VE dataset file (``vae3d generate``), or a sequence of VolumeElements
+    out_path : CP results file; an existing one is resumed (VE ids already in it
+        are skipped) when its material, load case, solver and lattice agree
+    batch_size : VEs per call of the builtin solver (DAMASK: one job per VE)
+    limit : only the first ``limit`` VEs of the dataset are considered
+    keep_jobs : folder for DAMASK job directories (``<keep_jobs>/<ve_id>``), kept
+        after the run; by default temporary ones, deleted unless the run failed
+
+    Returns a summary dict: out, n_considered, n_skipped (already in the file),
+    n_run, n_converged, n_failed, wall_s, failed (list of (ve_id, reason)).
+    Raises ValueError/FileNotFoundError, before anything is written, for an
+    unusable material, an unsupported feature, a dataset lattice that differs from
+    the material's, or a missing DAMASK_grid.
+    """
+    from tqdm.auto import tqdm
+
+    from matflow_vae3d.cp.results import ResultsWriter
+
+    _check_solver(solver)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and int(limit) < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    load = as_loadcase(load)
+    phase_name, phase = load_phase(material)
+    if solver == "builtin":
+        unsupported = builtin_unsupported(phase)
+        if unsupported:
+            raise ValueError("builtin solver does not support: " + ", ".join(unsupported))
+        _torch_dtype(dtype)
+    else:
+        from matflow_vae3d.cp.damask_driver import find_damask_grid
+
+        find_damask_grid(damask_executable)
+    ves, ids, lattice, close = _open_ves(data_path)
+    t_start = time.perf_counter()
+    summary = {"out": str(out_path), "n_considered": 0, "n_skipped": 0, "n_run": 0,
+               "n_converged": 0, "n_failed": 0, "wall_s": 0.0, "failed": []}
+    try:
+        if lattice is not None:
+            check_lattice(phase, lattice, "dataset")
+        n = len(ids) if limit is None else min(len(ids), int(limit))
+        writer = ResultsWriter(
+            out_path, t=load.times(), material=phase_yaml(phase), loadcase=loadcase_yaml(load),
+            solver=solver, lattice=phase["lattice"],
+            extra_attrs={"phase_name": phase_name,
+                         "source": str(data_path) if isinstance(data_path, (str, Path)) else ""})
+        with writer:
+            done = writer.done_ids()
+            todo, seen = [], set(done)
+            for i in range(n):
+                if ids[i] in seen:
+                    continue
+                seen.add(ids[i])
+                todo.append(i)
+            summary["n_considered"] = n
+            summary["n_skipped"] = n - len(todo)
+            bar = tqdm(total=len(todo), unit="VE", desc=f"simulate ({solver})", disable=not progress)
+
+            def commit(rec: SimulationRecord) -> None:
+                writer.append(rec)
+                summary["n_run"] += 1
+                if rec.converged:
+                    summary["n_converged"] += 1
+                else:
+                    summary["n_failed"] += 1
+                    summary["failed"].append((rec.ve_id, rec.reason.split("\n")[0]))
+                bar.update(1)
+                bar.set_postfix(converged=summary["n_converged"], failed=summary["n_failed"])
+
+            step = int(batch_size) if solver == "builtin" else 1
+            try:
+                for start in range(0, len(todo), step):
+                    chunk = todo[start:start + step]
+                    ready, records = [], {}
+                    for i in chunk:
+                        try:
+                            ve = ves[i]
+                            if ve.ve_id is None:
+                                ve.ve_id = ids[i]
+                            _prepare(ve, phase, f"VE {ids[i]!r}")
+                            ready.append((i, ve))
+                        except Exception as exc:  # unreadable or invalid VE: record, go on
+                            records[i] = SimulationRecord.failed(
+                                f"refused: {exc}", load, ve_id=ids[i], solver=solver)
+                    if solver == "builtin":
+                        groups: dict[tuple, list] = {}
+                        for i, ve in ready:
+                            groups.setdefault(tuple(np.shape(ve.grain_map)), []).append((i, ve))
+                        for group in groups.values():
+                            recs = _solve_builtin([ve for _, ve in group], phase, load, device=device,
+                                                  dtype=dtype, **numerics)
+                            for (i, _), rec in zip(group, recs):
+                                rec.ve_id = ids[i]
+                                records[i] = rec
+                    else:
+                        for i, ve in ready:
+                            job = None if keep_jobs is None else Path(keep_jobs) / _safe_name(ids[i])
+                            if job is not None and job.exists() and any(job.iterdir()):
+                                job = Path(tempfile.mkdtemp(prefix=_safe_name(ids[i]) + "-",
+                                                            dir=Path(keep_jobs)))
+                            records[i] = _solve_damask(
+                                ve, phase, phase_name, load, job_dir=job, keep_job=True,
+                                executable=damask_executable, n_proc=n_proc, mpiexec=mpiexec,
+                                timeout=timeout, numerics=damask_numerics)
+                    for i in chunk:
+                        commit(records[i])
+            finally:
+                bar.close()
+    finally:
+        close()
+    summary["wall_s"] = time.perf_counter() - t_start
+    return summary
+
+
+# ------------------------------------------------------------------ DAMASK inputs
+def read_damask_inputs(vti, material_yaml, load_yaml, *, solver: str = "builtin") -> dict[str, Any]:
+    """Read and check a DAMASK grid job for the embedded solver.
+
+    Supported: geometry without initial conditions; a material.yaml with one phase
+    (Hooke + phenopowerlaw for the builtin solver), homogenizations of type
+    ``pass`` with one constituent, one constituent per material with ``O`` and
+    v = 1; a load case with dot_F/F and P conditions (:meth:`LoadCase.from_damask`).
+    Anything else is refused by name (ValueError).
+
+    Returns a dict: grain_map (nx, ny, nz) int32 (material index per cell),
+    quaternions (n_materials, 4), phase_name, phase, load (LoadCase), size (3,) m.
+    """
+    import damask
+
+    for p in (vti, material_yaml, load_yaml):
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"DAMASK input not found: {p}")
+    try:
+        geom = damask.GeomGrid.load(vti)
+    except Exception as exc:
+        raise ValueError(f"{vti}: not a DAMASK geometry (.vti) file ({exc})") from exc
+    if geom.initial_conditions:
+        raise ValueError(f"{vti}: initial conditions {sorted(geom.initial_conditions)} are not supported")
+    try:
+        cfg = dict(yaml.safe_load(Path(material_yaml).read_text()))
+    except Exception as exc:
+        raise ValueError(f"{material_yaml}: not a YAML mapping ({exc})") from exc
+    extra = set(cfg) - {"homogenization", "phase", "material"}
+    if extra:
+        raise ValueError(f"{material_yaml}: unsupported top-level keys {sorted(extra)}")
+    for k in ("homogenization", "phase", "material"):
+        if not cfg.get(k):
+            raise ValueError(f"{material_yaml}: missing or empty {k!r}")
+    phases = cfg["phase"]
+    if len(phases) != 1:
+        raise ValueError(f"{material_yaml}: several phases ({', '.join(map(str, phases))}) are not supported; "
+                         "the embedded solver handles single-phase polycrystals")
+    phase_name, phase = next(iter(phases.items()))
+    phase = validate_phase(phase)
+    if solver == "builtin":
+        unsupported = builtin_unsupported(phase)
+        if unsupported:
+            raise ValueError(f"{material_yaml}: builtin solver does not support: " + ", ".join(unsupported))
+    used_h = {m.get("homogenization") for m in cfg["material"]}
+    for h in used_h:
+        if h not in cfg["homogenization"]:
+            raise ValueError(f"{material_yaml}: homogenization {h!r} is used but not defined")
+        hom = cfg["homogenization"][h] or {}
+        extra = set(hom) - {"N_constituents", "mechanical"}
+        if extra:
+            raise ValueError(f"{material_yaml}: homogenization {h!r}: {sorted(extra)} not supported "
+                             "(only mechanical type pass)")
+        mtype = (hom.get("mechanical") or {}).get("type")
+        if mtype != "pass" or set(hom.get("mechanical") or {}) - {"type", "output"}:
+            raise ValueError(f"{material_yaml}: homogenization {h!r}: mechanical type {mtype!r} not "
+                             "supported (only 'pass', one constituent per material point)")
+        if int(hom.get("N_constituents", 1)) != 1:
+            raise ValueError(f"{material_yaml}: homogenization {h!r}: N_constituents "
+                             f"{hom.get('N_constituents')} not supported (only 1)")
+    quats = []
+    for k, m in enumerate(cfg["material"]):
+        cons = m.get("constituents") or []
+        if len(cons) != 1:
+            raise ValueError(f"{material_yaml}: material {k} has {len(cons)} constituents (only 1 supported)")
+        c = cons[0]
+        extra = set(c) - {"phase", "O", "v"}
+        if extra:
+            raise ValueError(f"{material_yaml}: material {k}: constituent keys {sorted(extra)} not supported")
+        if c.get("phase") != phase_name:
+            raise ValueError(f"{material_yaml}: material {k} refers to unknown phase {c.get('phase')!r}")
+        if "O" not in c:
+            raise ValueError(f"{material_yaml}: material {k} has no orientation 'O'")
+        if abs(float(c.get("v", 1.0)) - 1.0) > 1e-12:
+            raise ValueError(f"{material_yaml}: material {k}: volume fraction v={c['v']} (must be 1)")
+        quats.append([float(x) for x in c["O"]])
+    q = check_quaternions(np.asarray(quats), f"{material_yaml}")
+    gm = np.asarray(geom.material)
+    if gm.min() < 0 or gm.max() >= len(q):
+        raise ValueError(f"{vti}: material indices span [{gm.min()}, {gm.max()}] but {material_yaml} "
+                         f"defines {len(q)} materials")
+    load = as_loadcase(load_yaml)
+    return {"grain_map": gm.astype(np.int32), "quaternions": q, "phase_name": str(phase_name),
+            "phase": phase, "load": load, "size": np.asarray(geom.size, dtype=np.float64)}
+
+
+def simulate_damask_inputs(vti, material_yaml, load_yaml, solver: str = "builtin", out=None, *,
+                           device="cpu", dtype=None, progress: bool = False, job_dir=None,
+                           damask_executable=None, n_proc: int = 1, mpiexec="mpirun",
+                           timeout: float | None = None, **numerics) -> SimulationRecord:
+    """Run a DAMASK grid job (geometry .vti, material.yaml, load.yaml) and return its record.
+
+    solver 'builtin' runs it on the embedded solver, without DAMASK (unsupported
+    input features are refused by name, see :func:`read_damask_inputs`); 'damask'
+    runs DAMASK_grid on copies of the same files in ``job_dir``. With ``out``, the
+    record is also written as one row (ve_id = the .vti file's stem) of a CP
+    results file: per-increment volume averages ``sigma``, ``F``, ``P`` (1, n_inc +
+    1, 3, 3) and ``t`` (n_inc + 1,).
+    """
+    from matflow_vae3d.cp.results import ResultsWriter
+
+    _check_solver(solver)
+    job = read_damask_inputs(vti, material_yaml, load_yaml, solver=solver)
+    load, phase = job["load"], job["phase"]
+    ve_id = Path(vti).name.removesuffix(".vti")
+    writer = None
+    if out is not None:
+        writer = ResultsWriter(out, t=load.times(), material=phase_yaml(phase),
+                               loadcase=loadcase_yaml(load), solver=solver, lattice=phase["lattice"],
+                               extra_attrs={"phase_name": job["phase_name"], "source": str(vti)})
+        if ve_id in writer.done_ids():
+            writer.close()
+            raise ValueError(f"{out} already holds a result for {ve_id!r}; choose another --out")
+    try:
+        if solver == "builtin":
+            from matflow_vae3d.microstructure.volume_element import VolumeElement
+
+            ve = VolumeElement(job["grain_map"], job["quaternions"], phase["lattice"], size=job["size"],
+                               ve_id=ve_id)
+            rec = _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress,
+                                 **numerics)[0]
+        else:
+            from matflow_vae3d.cp import damask_driver
+
+            d = Path(job_dir) if job_dir is not None else Path(tempfile.mkdtemp(prefix="vae3d-damask-"))
+            d.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(vti, d / damask_driver.GEOM_FILE)
+            shutil.copyfile(material_yaml, d / damask_driver.MATERIAL_FILE)
+            shutil.copyfile(load_yaml, d / damask_driver.LOAD_FILE)
+            rec = damask_driver.run_job(d, load, executable=damask_executable, n_proc=n_proc,
+                                        mpiexec=mpiexec, timeout=timeout, ve_id=ve_id)
+        rec.ve_id = ve_id
+        if writer is not None:
+            writer.append(rec)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rec
+
+
+__all__ = [
+    "SimulationRecord", "SOLVERS", "as_loadcase", "simulate_ve", "simulate_dataset",
+    "read_damask_inputs", "simulate_damask_inputs", "loadcase_yaml", "HOMOGENIZATION",
+]
