@@ -333,23 +333,24 @@ def torch_reduce_to_fz(q, lattice: str):
     torch = _torch()
     q = _tcheck(q, 4, "quaternions")
     q = _tstandardise(q / torch.linalg.norm(q, dim=-1, keepdim=True))
-    ops = _torch_ops(lattice, q)                                        # (n, 4)
-    eq = torch_quaternion_multiply(ops.view((-1,) + (1,) * (q.ndim - 1) + (4,)), q.unsqueeze(0))
-    w = eq[..., 0]
-    r = eq[..., 1:].abs() * (1.0 - 1e-9)                                 # |rho| * w, no division
+    M = torch.as_tensor(_left_matrices(symmetry_operators(lattice)), dtype=q.dtype, device=q.device)
+    n = M.shape[0]
+    eq = (q @ M.reshape(-1, 4).T).unflatten(-1, (n, 4))               # (..., n, 4): s * q
+    # the FZ test only needs |x_i| / |w| (damask: |rho| * (1 - 1e-9) <= bound)
+    w = eq[..., 0].abs() * (1.0 / (1.0 - 1e-9))
+    r = eq[..., 1:].abs()
     if _family(lattice) == "cubic":
-        ok = (r <= (np.sqrt(2.0) - 1.0) * w.unsqueeze(-1)).all(-1) & (r.sum(-1) <= w)
+        ok = (r.amax(-1) <= (np.sqrt(2.0) - 1.0) * w) & (r.sum(-1) <= w)
     else:
         s3 = np.sqrt(3.0)
-        ok = ((r <= w.unsqueeze(-1)).all(-1)
+        ok = ((r.amax(-1) <= w)
               & (s3 * r[..., 0] + r[..., 1] <= 2.0 * w)
               & (s3 * r[..., 1] + r[..., 0] <= 2.0 * w)
               & (r[..., 2] <= (2.0 - s3) * w))
     # first admissible operator; fall back to largest w (never needed up to round-off)
-    score = ok.to(q.dtype) * 4.0 + w
-    first = torch.argmax(ok.to(torch.int8), dim=0)
-    idx = torch.where(ok.any(0), first, torch.argmax(score, dim=0))
-    return torch.gather(eq, 0, idx.unsqueeze(0).unsqueeze(-1).expand((1,) + eq.shape[1:])).squeeze(0)
+    first = torch.argmax(ok.to(torch.uint8), dim=-1)
+    idx = torch.where(ok.any(-1), first, torch.argmax(w, dim=-1))
+    return _tstandardise(torch.gather(eq, -2, idx[..., None, None].expand(idx.shape + (1, 4))).squeeze(-2))
 
 
 def torch_quaternion_misorientation(q1, q2):
@@ -375,7 +376,7 @@ def torch_disorientation_angle(q1, q2, lattice: str, degrees: bool = False):
     dq = torch_quaternion_multiply(q1, inv)                              # (..., 4)
     ops = _torch_ops(lattice, dq)
     ops_c = torch.cat([ops[:, :1], -ops[:, 1:]], dim=-1)                 # s^-1
-    dots = (dq.unsqueeze(-2) * ops_c).sum(-1).abs()                      # (..., n) = |w(s*dq)|
+    dots = (dq @ ops_c.T).abs()                                          # (..., n) = |w(s*dq)|
     best = torch.argmax(dots, dim=-1)
     s = ops[best]
     r = torch_quaternion_multiply(s, dq)
