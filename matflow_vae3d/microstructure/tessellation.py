@@ -73,6 +73,7 @@ def power_tessellation(seeds: np.ndarray, weights: np.ndarray, grid, aspect=(1.0
     a = normalised_aspect(aspect)
     L = grid / a                                          # box in scaled space
     s_vox = np.mod(np.asarray(seeds, dtype=np.float64), grid)
+    s_vox = np.where(s_vox >= grid, 0.0, s_vox)          # mod round-off
     w = np.asarray(weights, dtype=np.float64)
     G = len(s_vox)
     if G == 1:
@@ -83,29 +84,33 @@ def power_tessellation(seeds: np.ndarray, weights: np.ndarray, grid, aspect=(1.0
     R = np.sqrt(np.maximum(T + w, 0.0))                   # scaled-space stencil radius
     Rq = np.ceil(R * 2.0) / 2.0                           # grouped in 0.5-voxel steps
     w_off = w.max()                                       # p + w_off >= 0
-    best = np.full(n_vox, np.iinfo(np.int64).max, dtype=np.int64)
-    strides = np.array([grid[1] * grid[2], grid[2], 1], dtype=np.int64)
-    labels_all = np.arange(G, dtype=np.int64)
-    for rq in np.unique(Rq[R > 0]):
+    groups = [(rq, _ball_offsets(rq, tuple(a))) for rq in np.unique(Rq[R > 0])]
+    h = np.max([np.abs(o).max(0) for _, o in groups], axis=0) if groups else np.zeros(3, np.int64)
+    pad = grid + 2 * h                                    # halo so that no index wraps
+    if np.prod(pad) >= 2**31:
+        raise ValueError(f"grid {tuple(grid)} too large for the tessellation's int32 indices")
+    st = np.array([pad[1] * pad[2], pad[2], 1], dtype=np.int64)
+    best = np.full(int(np.prod(pad)), np.iinfo(np.int64).max, dtype=np.int64)
+    v0 = np.floor(s_vox).astype(np.int64)
+    f = (s_vox - v0) / a                                  # position inside its voxel, scaled
+    base = ((v0 + h) @ st).astype(np.int32)
+    for rq, off in groups:
         members = np.nonzero((Rq == rq) & (R > 0))[0]
-        half = rq * a                                     # voxel-space half widths
-        m = np.floor(2.0 * half).astype(np.int64) + 1
-        chunk = max(1, int(max_entries // np.prod(m)))
+        o_s = (off + 0.5) / a                             # voxel centre offsets, scaled
+        O = np.column_stack([o_s, np.ones(len(off))]).astype(np.float32)    # (S, 4)
+        oo = np.einsum("sd,sd->s", o_s, o_s).astype(np.float32)
+        ofl = (off @ st).astype(np.int32)
+        chunk = max(1, int(max_entries // len(off)))
         for c0 in range(0, len(members), chunk):
             mem = members[c0:c0 + chunk]
-            sv = s_vox[mem]
-            i0 = np.ceil(sv - half - 0.5).astype(np.int64)  # (g, 3) first voxel per axis
-            d2, flat = [], []
-            for d in range(3):
-                ii = i0[:, d, None] + np.arange(m[d])        # (g, m_d)
-                d2.append((((ii + 0.5 - sv[:, d, None]) / a[d]) ** 2).astype(np.float32))
-                flat.append((np.mod(ii, grid[d]) * strides[d]).astype(np.int32 if n_vox < 2**31 else np.int64))
-            p = (d2[0][:, :, None, None] + d2[1][:, None, :, None]) + d2[2][:, None, None, :]
-            p += (w_off - w[mem]).astype(np.float32)[:, None, None, None]
-            idx = (flat[0][:, :, None, None] + flat[1][:, None, :, None]) + flat[2][:, None, None, :]
-
-            key = (p.view(np.int32).astype(np.int64) << 32) | labels_all[mem][:, None, None, None]
-            np.minimum.at(best, idx.ravel(), key.ravel())
+            fm = f[mem]
+            F = np.column_stack([-2.0 * fm, np.einsum("gd,gd->g", fm, fm) + (w_off - w[mem])]).astype(np.float32)
+            p = F @ O.T                                   # (g, S) = |o - f|^2 - w + w_off - |o|^2
+            p += oo
+            np.maximum(p, 0.0, out=p)                     # round-off; true value >= 0
+            key = (p.view(np.int32).astype(np.int64) << 32) | mem.astype(np.int64)[:, None]
+            np.minimum.at(best, (base[mem, None] + ofl).ravel(), key.ravel())
+    best = _fold(best.reshape(tuple(pad)), grid, h).ravel()
     lab = (best & 0xFFFFFFFF).astype(np.int32)
     pmin = (best >> 32).astype(np.int32).view(np.float32).astype(np.float64) - w_off
     todo = np.nonzero((best == np.iinfo(np.int64).max) | (pmin > T - 1e-4 * (1.0 + abs(T))))[0]
@@ -113,6 +118,42 @@ def power_tessellation(seeds: np.ndarray, weights: np.ndarray, grid, aspect=(1.0
         vox = np.stack(np.unravel_index(todo, tuple(grid)), -1) + 0.5
         lab[todo] = _exact_query(s_vox / a, w, L, a, vox)
     return lab.reshape(tuple(grid))
+
+
+_OFFSETS: dict = {}
+
+
+def _ball_offsets(r: float, a: tuple) -> np.ndarray:
+    """Integer voxel offsets o (S, 3) from the voxel holding a seed such that some point
+    of that voxel lies within scaled distance r of the centre of voxel v0 + o (cached)."""
+    key = (float(r), a)
+    if key not in _OFFSETS:
+        av = np.asarray(a)
+        hw = np.ceil(r * av).astype(np.int64) + 1
+        o = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in hw], indexing="ij"), -1).reshape(-1, 3)
+        dmin = np.where(o == 0, 0.0, np.abs(o) - 0.5) / av      # (o + 0.5 - f), f in [0, 1)
+        o = o[np.einsum("sd,sd->s", dmin, dmin) <= r * r]
+        if len(_OFFSETS) > 256:
+            _OFFSETS.clear()
+        _OFFSETS[key] = o
+    return _OFFSETS[key]
+
+
+def _fold(arr: np.ndarray, grid: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Min-fold a halo-padded array (grid + 2h per axis) back onto the periodic grid."""
+    for d in range(3):
+        n, hd = int(grid[d]), int(h[d])
+        a = np.moveaxis(arr, d, 0)
+        out = np.full((n,) + a.shape[1:], np.iinfo(np.int64).max, dtype=np.int64)
+        for start in range(0, n + 2 * hd, n):
+            chunk = a[start:start + n]
+            t0 = (start - hd) % n
+            k = min(len(chunk), n - t0)
+            np.minimum(out[t0:t0 + k], chunk[:k], out=out[t0:t0 + k])
+            if k < len(chunk):
+                np.minimum(out[:len(chunk) - k], chunk[k:], out=out[:len(chunk) - k])
+        arr = np.moveaxis(out, 0, d)
+    return np.ascontiguousarray(arr)
 
 
 def cell_statistics(labels: np.ndarray, seeds: np.ndarray, n: int):
