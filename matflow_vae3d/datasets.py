@@ -18,10 +18,16 @@ Layout (``format = "matflow-vae3d/ve-dataset"``, ``format_version = 1``)::
     quaternions           (G, 4) float32 (or float64), (w, x, y, z), P = -1,
                           reduced to the fundamental zone
     eulers_norm           (G, 3) float32, FZ Bunge angles / (2 pi, pi, 2 pi), in [0, 1]
-    ve_id                 (N,) UTF-8 str, unique in the file
+    ve_id                 (N,) fixed-length (128 B) UTF-8 str, unique in the file
     seed                  (N,) int64, -1 where None
-    params                (N,) UTF-8 str, generator parameters as JSON
+    params_json           (P,) uint8, UTF-8 JSON of the generator parameters of all
+                          VEs concatenated; VE i's are bytes
+                          params_offsets[i]:params_offsets[i + 1]
+    params_offsets        (N + 1,) int64
     size                  (N, 3) float64, m
+
+No variable-length strings are used: their global heap is not crash-safe (after a
+hard kill during an append, the next append could fail with "bad heap index").
 
 Rows beyond the root attribute ``n_ves`` are ignored by readers and truncated by the
 next append: ``n_ves`` is updated after all rows of an append are written and flushed,
@@ -62,6 +68,8 @@ _DEFAULT_LEVEL = {"gzip": 4, "zstd": 6, "lzf": None, "none": None}
 ZSTD_FILTER_ID = 32015
 
 _COMMIT_ATTR = "n_ves"
+#: maximum length of a VE id (UTF-8 bytes; fixed-length strings, see the layout)
+VE_ID_BYTES = 128
 
 
 # ----------------------------------------------------------------------------------
@@ -313,7 +321,7 @@ def _check_format(f: h5py.File, path) -> None:
             f"(this version of matflow-vae3d reads version {FORMAT_VERSION})"
         )
     for name in ("grain_maps", "grain_offsets", "quaternions", "eulers_norm",
-                 "ve_id", "seed", "params", "size"):
+                 "ve_id", "seed", "params_json", "params_offsets", "size"):
         if name not in f:
             raise ValueError(f"{path}: VE dataset is missing the dataset {name!r}")
 
@@ -481,8 +489,9 @@ class VEDataset:
 
     def params(self, i) -> dict:
         """Generator parameters (dict) of VE ``i``."""
-        s = self._f["params"][self._index(i)]
-        return json.loads(s.decode() if isinstance(s, bytes) else s)
+        i = self._index(i)
+        lo, hi = self._f["params_offsets"][i: i + 2]
+        return json.loads(self._f["params_json"][lo:hi].tobytes().decode("utf-8"))
 
     def seed(self, i) -> int | None:
         """Generator seed of VE ``i`` (None for imported VEs)."""
@@ -619,14 +628,9 @@ def open_dataset(path) -> VEDataset:
 # ----------------------------------------------------------------------------------
 # torch data
 # ----------------------------------------------------------------------------------
-try:  # torch is a dependency, but keep `import matflow_vae3d.datasets` torch-free
-    from torch.utils.data import Dataset as _TorchDataset
-except ImportError:  # pragma: no cover
-    _TorchDataset = object
-
-
-class VETorchDataset(_TorchDataset):
-    """Map-style torch dataset over a VE dataset file.
+class VETorchDataset:
+    """Map-style torch dataset over a VE dataset file (torch's map-style protocol:
+    ``__len__``/``__getitem__``/``__getitems__``; torch itself is not imported).
 
     Items are compact per-VE dicts (see :meth:`VEDataset.read_sample`); use
     :func:`collate_ves` as the DataLoader ``collate_fn`` and
@@ -763,10 +767,12 @@ def _create_layout(f: h5py.File, first: VolumeElement, *, compression: str, leve
                      dtype=od)
     f.create_dataset("eulers_norm", shape=(0, 3), maxshape=(None, 3), chunks=(16384, 3),
                      dtype=np.float32)
-    sdt = h5py.string_dtype("utf-8")
+    sdt = h5py.string_dtype("utf-8", VE_ID_BYTES)
     f.create_dataset("ve_id", shape=(0,), maxshape=(None,), chunks=(1024,), dtype=sdt)
-    f.create_dataset("params", shape=(0,), maxshape=(None,), chunks=(256,), dtype=sdt,
-                     compression="gzip")
+    f.create_dataset("params_json", shape=(0,), maxshape=(None,), chunks=(65536,),
+                     dtype=np.uint8, compression="gzip")
+    f.create_dataset("params_offsets", data=np.zeros(1, np.int64), maxshape=(None,),
+                     chunks=(4096,))
     f.create_dataset("seed", shape=(0,), maxshape=(None,), chunks=(4096,), dtype=np.int64)
     f.create_dataset("size", shape=(0, 3), maxshape=(None, 3), chunks=(4096, 3),
                      dtype=np.float64)
@@ -791,20 +797,24 @@ class _Appender:
         self.direct = self.compression in ("gzip", "zstd", "none")
         off = f["grain_offsets"][: self.n0 + 1]
         self.g0 = int(off[-1])
+        self.p0 = int(f["params_offsets"][self.n0])
         self.truncate()
         ids = f["ve_id"][: self.n0]
         self.ids = {s.decode() if isinstance(s, bytes) else str(s) for s in ids}
         self.n = self.n0
         self.g = self.g0
+        self.p = self.p0
         self.threads = threads
         self.pool = ThreadPoolExecutor(threads) if threads > 1 and self.direct else None
 
     def truncate(self) -> None:
         """Drop rows beyond the committed count (from an interrupted append)."""
         f = self.f
-        for name in ("grain_maps", "ve_id", "params", "seed", "size"):
+        for name in ("grain_maps", "ve_id", "seed", "size"):
             f[name].resize(self.n0, axis=0)
         f["grain_offsets"].resize(self.n0 + 1, axis=0)
+        f["params_offsets"].resize(self.n0 + 1, axis=0)
+        f["params_json"].resize(self.p0, axis=0)
         f["quaternions"].resize(self.g0, axis=0)
         f["eulers_norm"].resize(self.g0, axis=0)
 
@@ -832,6 +842,8 @@ class _Appender:
             ve = dataclasses.replace(ve, ve_id=f"ve-{self.n + k:06d}")
         if not isinstance(ve.ve_id, str) or not ve.ve_id:
             raise ValueError(f"VE {k}: ve_id must be a non-empty string, got {ve.ve_id!r}")
+        if len(ve.ve_id.encode("utf-8")) > VE_ID_BYTES:
+            raise ValueError(f"VE id {ve.ve_id[:40]!r}... is longer than {VE_ID_BYTES} bytes")
         if ve.ve_id in self.ids:
             raise ValueError(f"duplicate VE id {ve.ve_id!r}: ids must be unique in "
                              f"{self.path}")
@@ -842,9 +854,15 @@ class _Appender:
         n, m = self.n, len(ves)
         counts = np.array([ve.n_grains for ve in ves], dtype=np.int64)
         G = int(counts.sum())
-        for name in ("grain_maps", "ve_id", "params", "seed", "size"):
+        pj = [json.dumps(ve.params, sort_keys=True, default=_json_default).encode("utf-8")
+              for ve in ves]
+        plen = np.array([len(b) for b in pj], dtype=np.int64)
+        P = int(plen.sum())
+        for name in ("grain_maps", "ve_id", "seed", "size"):
             f[name].resize(n + m, axis=0)
         f["grain_offsets"].resize(n + m + 1, axis=0)
+        f["params_offsets"].resize(n + m + 1, axis=0)
+        f["params_json"].resize(self.p + P, axis=0)
         f["quaternions"].resize(self.g + G, axis=0)
         f["eulers_norm"].resize(self.g + G, axis=0)
         # grain maps
@@ -863,13 +881,15 @@ class _Appender:
         f["eulers_norm"][self.g: self.g + G] = eulers_norm_of(q)
         f["grain_offsets"][n + 1: n + m + 1] = self.g + np.cumsum(counts)
         f["ve_id"][n: n + m] = [ve.ve_id for ve in ves]
-        f["params"][n: n + m] = [json.dumps(ve.params, sort_keys=True, default=_json_default)
-                                 for ve in ves]
+        if P:
+            f["params_json"][self.p: self.p + P] = np.frombuffer(b"".join(pj), np.uint8)
+        f["params_offsets"][n + 1: n + m + 1] = self.p + np.cumsum(plen)
         f["seed"][n: n + m] = [-1 if ve.seed is None else int(ve.seed) for ve in ves]
         f["size"][n: n + m] = np.stack([ve.size for ve in ves])
         self.ids.update(ve.ve_id for ve in ves)
         self.n += m
         self.g += G
+        self.p += P
 
     def commit(self) -> None:
         self.f.flush()

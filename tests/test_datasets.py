@@ -208,12 +208,14 @@ def test_append_and_interrupted_append(tmp_path, ves):
 
     # a hard kill leaves uncommitted rows behind the committed count: simulate it
     with h5py.File(p, "r+") as f:
-        for name in ("grain_maps", "ve_id", "seed", "params", "size"):
+        for name in ("grain_maps", "ve_id", "seed", "size"):
             f[name].resize(5, axis=0)
         f["grain_maps"][3] = 7
         f["ve_id"][3] = "garbage"
         f["grain_offsets"].resize(6, axis=0)
         f["grain_offsets"][4:] = 10**6
+        f["params_offsets"].resize(6, axis=0)
+        f["params_offsets"][4:] = 10**6
     with VEDataset(p) as ds:  # readers ignore them
         assert len(ds) == 3
         np.testing.assert_array_equal(ds[2].grain_map, ves[2].grain_map)
@@ -279,3 +281,50 @@ def test_bad_input(tmp_path, ves):
     assert not (tmp_path / "bad.h5").exists()
     with pytest.raises(TypeError):
         write_ves(tmp_path / "bad.h5", [np.zeros((4, 4, 4))], progress=False)
+
+
+KILLED_WRITER = r"""
+import time
+import numpy as np
+from matflow_vae3d.datasets import write_ves
+from matflow_vae3d.microstructure import VolumeElement
+
+def gen():
+    rng = np.random.default_rng(0)
+    for s in range(100, 140):
+        if s == 108:  # two blocks of 4 written: tell the parent, then stall
+            print("written", flush=True)
+            time.sleep(60)
+        q = rng.normal(size=(30, 4))
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        yield VolumeElement(rng.integers(0, 30, (12, 12, 12)), q * np.sign(q[:, :1]),
+                            "cF", params={{"late": s}}, ve_id=f"late-{{s}}")
+
+write_ves({path!r}, gen(), append=True, progress=False, block=4)
+"""
+
+
+def test_hard_kill_during_append(tmp_path, ves):
+    """SIGKILL in the middle of an append: committed VEs stay readable, the next
+    append truncates the partial rows and works."""
+    import signal
+    import subprocess
+    import sys
+
+    p = tmp_path / "ves.h5"
+    write_ves(p, ves[:3], progress=False)
+    code = KILLED_WRITER.format(path=str(p))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "written"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with VEDataset(p) as ds:
+        assert ds.ve_ids == [v.ve_id for v in ves[:3]]
+        np.testing.assert_array_equal(ds[2].grain_map, ves[2].grain_map)
+    assert write_ves(p, ves[3:], append=True, progress=False) == 3
+    with VEDataset(p) as ds:
+        assert ds.ve_ids == [v.ve_id for v in ves]
+        assert ds.params(5) == ves[5].params
+        np.testing.assert_array_equal(ds[5].grain_map, ves[5].grain_map)
