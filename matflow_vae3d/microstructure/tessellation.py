@@ -5,14 +5,14 @@ Elongated grains come from tessellating in a scaled space x' = x / a, with the
 aspect ratio a normalised to a_x a_y a_z = 1 (volumes are unchanged, a sphere of
 diameter d in x' space is an ellipsoid with semi-axes a * d / 2 in voxel space).
 
-Power distance: pi_i(x) = |x' - s'_i|^2 - w_i. Lifting every seed to 4-D,
-(s'_i, sqrt(W - w_i)) with W = max w, turns the power diagram into a Euclidean
-nearest-neighbour problem, so a periodic :class:`scipy.spatial.cKDTree` gives exact
-candidate sets. The grid is cut into b^3 blocks; for each block the K nearest lifted
-seeds of its centre are fetched, and if the K-th is farther than D_0 + 2 h (D_0:
-nearest, h: block half-diagonal; triangle inequality) they provably contain the
-winner of every voxel in the block, which is then found by a small dense argmin.
-Blocks failing that test (rare) are resolved voxel by voxel with the tree.
+Power distance: pi_i(x) = |x' - s'_i|^2 - w_i. Every seed scatters its power
+distance, packed with its id into an int64 key, over the voxels of its ball
+|x' - s'_i|^2 <= T + w_i with ``np.minimum.at`` into a halo-padded grid (folded back
+periodically at the end); scores come from one float32 GEMM per chunk. A voxel whose
+minimum is <= T is exact (a seed that does not cover it has power > T there); the few
+others are resolved with a periodic cKDTree on seeds lifted to 4-D,
+(s'_i, sqrt(max w - w_i)), which turns the power diagram into a Euclidean
+nearest-neighbour problem.
 
 :func:`laguerre_grains` iterates (centroidal Laguerre / Lloyd step + weight update)
 so that each cell's voxel count approaches its prescribed volume.
@@ -65,9 +65,9 @@ def power_tessellation(seeds: np.ndarray, weights: np.ndarray, grid, aspect=(1.0
 
     Every seed scatters its power distance over the voxels of its ball
     |x' - s'|^2 <= T + w_i (T = (reach * mean cell radius)^2 - median(w)) with a
-    scatter-min; a voxel whose minimum is <= T is thereby exact (any seed not
-    covering it has power > T there); the remaining voxels (uncovered or > T) are
-    resolved exactly with a lifted 4-D periodic cKDTree.
+    scatter-min into a halo-padded grid; a voxel whose minimum is <= T is thereby
+    exact (any seed not covering it has power > T there); the remaining voxels
+    (uncovered or > T) are resolved exactly with a lifted 4-D periodic cKDTree.
     """
     grid = np.asarray(grid, dtype=np.int64).reshape(3)
     a = normalised_aspect(aspect)
