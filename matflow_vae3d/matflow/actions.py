@@ -83,11 +83,6 @@ def run_action(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _shard_seed(seed: int, shard: int) -> int:
-    """An independent 32-bit seed per (seed, shard) pair."""
-    return int(np.random.SeedSequence([int(seed), int(shard)]).generate_state(1)[0])
-
-
 def _checkpoint(path: str | None) -> Path:
     if path in (None, "", "pretrained"):
         from ..vae import pretrained_path
@@ -112,10 +107,10 @@ def volume_element_id(volume_element: dict) -> str:
     return "mfve-" + h.hexdigest()[:16]
 
 
-def _from_volume_element(volume_element: dict):
+def _from_volume_element(volume_element: dict, lattice: str):
     from ..microstructure.io import from_matflow_volume_element
 
-    ve = from_matflow_volume_element(volume_element)
+    ve = from_matflow_volume_element(volume_element, lattice=lattice)
     ve.ve_id = volume_element_id(volume_element)
     return ve
 
@@ -131,25 +126,44 @@ def _write_single_ve_dataset(ve, action: str) -> Path:
 # ----------------------------------------------------------------------------- actions
 def generate_VE(VEs_per_shard, VE_shard=0, VE_preset="train", VE_overrides=None,
                 crystal_structure=None, VE_grid=None, VE_seed=0, VE_id_prefix="ve"):
-    """One shard of VEs -> {'VE_dataset': relative path}. VE ids
-    ``<prefix>-<shard:05d>-<index:06d>``; seed derived from (VE_seed, VE_shard)."""
+    """One shard of VEs -> {'VE_dataset': relative path}.
+
+    VE_preset: a generator preset (train, large, small, elongated, brass, copper, cube,
+    goss); VE_overrides: VEParams fields replacing the preset's (mean_esd, sigma,
+    aspect_ratio, texture, ...); crystal_structure: lattice (default: the generator's);
+    VE_grid: voxels per edge (default 64). VE ids ``<prefix>-<shard:05d>-<index:06d>``;
+    each VE's seed is drawn from (VE_seed, VE_shard, index), so shards are independent
+    and reproducible. Uses $MATFLOW_RUN_NUM_CORES worker processes.
+    """
+    import dataclasses
+
     from ..datasets import write_ves
-    from ..microstructure import generate_ves, get_preset
+    from ..microstructure import VEParams, generate_ves, get_preset
 
     n = int(VEs_per_shard)
     if n < 1:
         raise ValueError(f"VEs_per_shard must be >= 1, got {VEs_per_shard}")
-    overrides = dict(VE_overrides or {})
-    if crystal_structure is not None:
-        overrides["lattice"] = crystal_structure
-    if VE_grid is not None:
-        overrides["grid"] = VE_grid
-    params = get_preset(VE_preset, **overrides)
     shard = int(VE_shard)
-    ves = generate_ves(params, n, seed=_shard_seed(VE_seed, shard), progress=False)
+    if shard < 0:
+        raise ValueError(f"VE_shard must be >= 0, got {VE_shard}")
+    kw = {}
+    if crystal_structure is not None:
+        kw["lattice"] = crystal_structure
+    if VE_grid is not None:
+        kw["grid"] = VE_grid
+    params = get_preset(str(VE_preset), **kw)
+    overrides = dict(VE_overrides or {})
+    if overrides:
+        known = {f.name for f in dataclasses.fields(VEParams)} - {"grid", "lattice"}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"VE_overrides: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        params = dataclasses.replace(params, **overrides)
+    seeds = [int(x) for x in np.random.SeedSequence([int(VE_seed), shard]).generate_state(n)]
+    workers = max(1, int(os.environ.get("MATFLOW_RUN_NUM_CORES") or 1))
 
     def renamed():
-        for i, ve in enumerate(ves):
+        for i, ve in enumerate(generate_ves(params, seeds, workers=workers, progress=False)):
             ve.ve_id = f"{VE_id_prefix}-{shard:05d}-{i:06d}"
             yield ve
 
@@ -168,14 +182,69 @@ def to_volume_element(VE_dataset, VE_index=0):
     return {"volume_element": to_matflow_volume_element(ve)}
 
 
-def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
-    """Train the VAE on the (grouped) VE dataset shards -> {'VAE_checkpoint': path}."""
-    from ..vae.train import train_vae_on_files
+def _merge_shards(paths: list[Path], n_val: int, train_out: Path, val_out: Path) -> tuple[int, int]:
+    """Stream the VEs of the shard files (in order) into one training file and one
+    validation file (the last ``n_val`` VEs). Returns (n_train, n_val)."""
+    from itertools import islice
 
-    paths = [resolve_input(p, "VE dataset") for p in _as_list(VE_dataset)]
-    out, rel = output_path("train_VAE", "vae", ".pt")
-    train_vae_on_files(paths, n_val=int(VAE_val_VEs), out=out, **dict(VAE_config or {}))
-    return {"VAE_checkpoint": rel}
+    from ..datasets import VEDataset, write_ves
+
+    total = 0
+    for p in paths:
+        with VEDataset(str(p)) as ds:
+            total += len(ds)
+    if not 0 <= n_val < total:
+        raise ValueError(f"VAE_val_VEs={n_val} must be >= 0 and below the {total} VEs generated")
+
+    def all_ves():
+        for p in paths:
+            with VEDataset(str(p)) as ds:
+                yield from ds
+
+    it = all_ves()
+    write_ves(train_out, islice(it, total - n_val), overwrite=True, progress=False, total=total - n_val)
+    if n_val:
+        write_ves(val_out, it, overwrite=True, progress=False, total=n_val)
+    return total - n_val, n_val
+
+
+#: VAE_config keys -> `vae3d train-vae` options.
+_VAE_OPTIONS = ("preset", "widths", "hidden", "latent", "epochs", "batch_size", "lr", "weight_decay",
+                "alpha", "kl_weight", "seed", "accelerator", "devices", "strategy", "precision",
+                "num_workers")
+
+
+def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
+    """Train the VAE on the (grouped) VE dataset shards -> {'VAE_checkpoint': path}.
+
+    The shards are streamed into one training and one validation file (the last
+    VAE_val_VEs VEs), then ``vae3d train-vae`` runs with the VAE_config options
+    (preset, latent, epochs, batch_size, lr, ...; ``latent_dim`` is an alias of latent).
+    """
+    from ..commands.vae import train_vae
+
+    cfg = dict(VAE_config or {})
+    if "latent_dim" in cfg:
+        cfg["latent"] = cfg.pop("latent_dim")
+    unknown = set(cfg) - set(_VAE_OPTIONS)
+    if unknown:
+        raise ValueError(f"VAE_config: unknown keys {sorted(unknown)} (use {', '.join(_VAE_OPTIONS)})")
+    paths = [resolve_input(p, "VE dataset") for p in _as_list(VE_dataset) if p is not None]
+    if not paths:
+        raise ValueError("train_VAE: no VE dataset shards")
+    run_dir, rel_dir = output_path("train_VAE", "vae", "")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    n_val = int(VAE_val_VEs)
+    _merge_shards(paths, n_val, run_dir / "train.h5", run_dir / "val.h5")
+    args = ["--train", str(run_dir / "train.h5"), "--out", str(run_dir), "--no-progress"]
+    if n_val:
+        args += ["--val", str(run_dir / "val.h5")]
+    for k, v in cfg.items():
+        if isinstance(v, (list, tuple)):
+            v = ",".join(str(x) for x in v)
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    train_vae.main(args=args, standalone_mode=False)
+    return {"VAE_checkpoint": f"{rel_dir}/model.pt"}
 
 
 def evaluate_VAE(VAE_checkpoint, VE_dataset):
@@ -205,27 +274,43 @@ def fingerprint_VE(VE_dataset, VAE_checkpoint="pretrained"):
     return {"fingerprints": rel}
 
 
-def fingerprint_volume_element(volume_element, VAE_checkpoint="pretrained"):
+def fingerprint_volume_element(volume_element, VAE_checkpoint="pretrained", crystal_structure=None):
     """Fingerprint of MatFlow's ``volume_element`` -> {'VE_fingerprint': list of
-    floats, 'fingerprints': relative path of a one-row fingerprints file}."""
+    floats, 'fingerprints': relative path of a one-row fingerprints file}. The crystal
+    structure defaults to the VAE's."""
     from ..vae.checkpoint import load_model
     from ..vae.encode import fingerprint_dataset, read_fingerprints
 
     model, meta = load_model(_checkpoint(VAE_checkpoint))
-    data = _write_single_ve_dataset(_from_volume_element(volume_element), "fingerprint_VE")
+    ve = _from_volume_element(volume_element, crystal_structure or meta["lattice"])
+    data = _write_single_ve_dataset(ve, "fingerprint_VE")
     out, rel = output_path("fingerprint_VE", "fingerprints")
     fingerprint_dataset(model, meta, data, out, progress=False)
     mu = read_fingerprints(out)["mu"][0]
     return {"VE_fingerprint": [float(v) for v in mu], "fingerprints": rel}
 
 
-def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options) -> str:
+def loadcase_of(uniaxial_load):
+    """A LoadCase from the ``uniaxial_load`` input: None/{} (the paper's tension to 1 %
+    strain along x in 20 increments), LoadCase.uniaxial keywords {axis, rate (1/s),
+    strain, N}, or a DAMASK load case dict (with 'loadstep')."""
     from ..cp.loadcase import LoadCase
+
+    spec = dict(uniaxial_load or {})
+    if "loadstep" in spec:
+        return LoadCase.from_damask(spec)
+    unknown = set(spec) - {"axis", "rate", "strain", "N"}
+    if unknown:
+        raise ValueError(f"uniaxial_load: unknown keys {sorted(unknown)} (use axis, rate, strain, N)")
+    return LoadCase.uniaxial(**spec)
+
+
+def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options) -> str:
     from ..cp.simulate import simulate_dataset
 
-    load = LoadCase.uniaxial(**dict(uniaxial_load or {}))
+    load = loadcase_of(uniaxial_load)
     out, rel = output_path("simulate_uniaxial", "cp_results")
-    simulate_dataset(data, material=CP_material, loadcase=load, solver=CP_solver, out=out,
+    simulate_dataset(data, out, material=CP_material, solver=CP_solver, load=load,
                      progress=False, **dict(CP_options or {}))
     return rel
 
@@ -237,10 +322,16 @@ def simulate_uniaxial(VE_dataset, CP_material="Mg", uniaxial_load=None, CP_solve
     return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options)}
 
 
-def simulate_volume_element(volume_element, CP_material="Mg", uniaxial_load=None,
-                            CP_solver="builtin", CP_options=None):
-    """CP uniaxial tension of MatFlow's ``volume_element`` -> {'CP_results': path}."""
-    data = _write_single_ve_dataset(_from_volume_element(volume_element), "simulate_uniaxial")
+def simulate_volume_element(volume_element, crystal_structure=None, CP_material="Mg",
+                            uniaxial_load=None, CP_solver="builtin", CP_options=None):
+    """CP uniaxial tension of MatFlow's ``volume_element`` -> {'CP_results': path}.
+    The crystal structure defaults to the material's."""
+    if crystal_structure is None:
+        from ..cp.materials import load_phase
+
+        crystal_structure = load_phase(CP_material)[1]["lattice"]
+    ve = _from_volume_element(volume_element, crystal_structure)
+    data = _write_single_ve_dataset(ve, "simulate_uniaxial")
     return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options)}
 
 

@@ -123,13 +123,16 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _load_config(config_dir: str | Path | None):
+    """MatFlow with the config of ``config_dir`` loaded (default: MatFlow's own
+    resolution, i.e. $MATFLOW_CONFIG_DIR or ~/.matflow); reloads if another is loaded."""
     import matflow as mf
 
     if config_dir is not None:
-        config_dir = Path(config_dir).absolute()
+        config_dir = Path(config_dir).expanduser().absolute()
         config_dir.mkdir(parents=True, exist_ok=True)
-        if mf.is_config_loaded and Path(mf.config.config_directory) != config_dir:
-            mf.unload_config()
+    wanted = Path(mf.get_config_path(config_dir=config_dir)).parent.resolve()
+    if mf.is_config_loaded and Path(mf.config.config_directory).resolve() != wanted:
+        mf.unload_config()
     if not mf.is_config_loaded:
         mf.load_config(config_dir=config_dir, warn=False)
     return mf
@@ -159,14 +162,16 @@ def install(
     out_dir = Path(mf.config.config_directory) / RENDER_DIRNAME
     paths = render(out_dir, python=python, extra_setup=extra_setup)
     added = []
-    for key in _SOURCES:  # parameters first: schemas are validated against them
-        current = mf.config.get(key, callback=False, default=[]) or []
-        if not any(_same(c, paths[key]) for c in current):
-            mf.config.append(key, str(paths[key]))
-            added.append(key)
+    # validate once at the end (MatFlow's per-append check reloads everything each time)
+    with mf.config._without_callbacks("check_load_data_files"):
+        for key in _SOURCES:
+            current = mf.config.get(key, callback=False, default=[]) or []
+            if not any(_same(c, paths[key]) for c in current):
+                mf.config.append(key, str(paths[key]))
+                added.append(key)
+    mf.reload_template_components(warn=False)  # raises before saving if invalid
     if added:
         mf.config.save()
-    mf.reload_template_components(warn=False)
     return {"config_file": str(mf.config.config_file_path), "rendered": {k: str(v) for k, v in paths.items()}, "added": added}
 
 
@@ -176,13 +181,14 @@ def uninstall(config_dir: str | Path | None = None) -> dict[str, Any]:
     mf = _load_config(config_dir)
     out_dir = Path(mf.config.config_directory) / RENDER_DIRNAME
     removed = []
-    for key, name in _SOURCES.items():
-        target = out_dir / name
-        current = list(mf.config.get(key, callback=False, default=[]) or [])
-        for i in reversed(range(len(current))):
-            if _same(current[i], target):
-                mf.config.pop(key, i)
-                removed.append(key)
+    with mf.config._without_callbacks("check_load_data_files"):
+        for key, name in _SOURCES.items():
+            target = out_dir / name
+            current = list(mf.config.get(key, callback=False, default=[]) or [])
+            for i in reversed(range(len(current))):
+                if _same(current[i], target):
+                    mf.config.pop(key, i)
+                    removed.append(key)
     if removed:
         mf.config.save()
     if out_dir.is_dir():
