@@ -275,3 +275,23 @@ def test_custom_texture_tight_scatter():
     a = C.disorientation_angle(ve.quaternions, C.eulers_to_quaternions(np.radians([120, 60, 200])), "cF",
                                degrees=True)
     assert 2.0 < np.median(a) < 4.0 and a.max() < 12.0
+
+
+def test_random_texture_hexagonal():
+    """Random texture, hP (622): a ball of radius tan(w/2) in Rodrigues space stays in
+    the fundamental zone up to w = 30 deg, so the disorientation CDF there is
+    12/pi (w - sin w); binned chi^2 over 6 bins of 5 deg plus the > 30 deg bin
+    (p > 0.001), max <= 93.84 deg. 20,000 grains from the sampler plus one 32^3 VE."""
+    rng = np.random.default_rng(12)
+    ve = generate_ve(get_preset("train", grid=32, lattice="hP"), 5)
+    q = np.concatenate([sample_orientations(20000, "random", "hP", rng), ve.quaternions])
+    perm = rng.permutation(len(q))
+    half = len(q) // 2
+    a = C.disorientation_angle(q[perm[:half]], q[perm[half:2 * half]], "hP")
+    edges = np.radians(np.arange(0, 35, 5))
+    cdf = 12 / np.pi * (edges - np.sin(edges))
+    p = np.append(np.diff(cdf), 1 - cdf[-1])
+    obs = np.append(np.histogram(a, bins=edges)[0], (a >= edges[-1]).sum())
+    exp = p * len(a)
+    assert ((obs - exp) ** 2 / exp).sum() < 22.46      # chi^2_6 at p = 0.001
+    assert np.degrees(a.max()) <= 93.84
