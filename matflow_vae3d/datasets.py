@@ -195,7 +195,9 @@ class VEBatch:
             off = np.asarray(self.offsets)
             cached = np.empty(lm.shape, dtype=np.int32)
             for b in range(len(lm)):
-                np.add(lm[b], off[b], out=cached[b], casting="unsafe")
+                # dtype=int32: with a uint16 map and a small offset numpy would
+                # otherwise add in uint16 and wrap around
+                np.add(lm[b], off[b], out=cached[b], dtype=np.int32, casting="unsafe")
             self.__dict__["_global"] = cached
         return cached
 

@@ -129,6 +129,22 @@ def test_read_batch_and_tensor_expansion(tmp_path, ves):
         np.testing.assert_array_equal(b.volume_element(1).grain_map, ves[0].grain_map)
 
 
+def test_batch_with_more_grains_than_uint16():
+    """Global ids beyond 65535 (large batches of uint16 maps) stay exact."""
+    rng = np.random.default_rng(1)
+    counts = np.array([30000, 30000, 9000])
+    lm = np.stack([rng.integers(0, c, (6, 6, 6)) for c in counts]).astype(np.uint16)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    table = rng.random((offsets[-1], 3)).astype(np.float32)
+    b = VEBatch(local_maps=lm, eulers_norm=table, quaternions=np.zeros((offsets[-1], 4),
+                np.float32), ve_ids=["a", "b", "c"], offsets=offsets)
+    glob = lm.astype(np.int64) + offsets[:-1, None, None, None]
+    np.testing.assert_array_equal(b.grain_maps, glob)
+    assert b.grain_maps.max() > 65535
+    np.testing.assert_array_equal(b.to_tensor().numpy(),
+                                  np.moveaxis(table[glob], -1, 1))
+
+
 def test_torch_dataset_with_workers(tmp_path, ves):
     p = tmp_path / "ves.h5"
     write_ves(p, ves, progress=False)
