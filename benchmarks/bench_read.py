@@ -107,7 +107,7 @@ def main(argv=None):
     print(f"# bench_read: N={args.n} VEs at {args.grid}^3, batch {args.batch}, "
           f"{ncores} cores, torch {torch.__version__} (shared machine: timings noisy)")
     t = time.perf_counter()
-    ves, source = make_ves(args.n, args.grid)
+    ves, source = make_ves(args.n, args.grid, progress=False)
     grains = np.mean([ve.n_grains for ve in ves])
     print(f"# VEs: {source}; mean {grains:.0f} grains/VE; made in "
           f"{time.perf_counter() - t:.1f} s")
