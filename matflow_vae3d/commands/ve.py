@@ -165,6 +165,7 @@ def generate(preset, count, grid, seed, out, lattice, workers, start, append, ov
             ve.ve_id = ve_id_for(preset, seed, i)
             yield ve
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         n = write_ves(out, stream(), append=append, overwrite=overwrite, progress=False,
                       total=count, compression=compression)
