@@ -765,9 +765,9 @@ def _create_layout(f: h5py.File, first: VolumeElement, *, compression: str, leve
     od = np.dtype(orientation_dtype)
     if od not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"orientation_dtype must be float32 or float64, got {od}")
-    f.create_dataset("quaternions", shape=(0, 4), maxshape=(None, 4), chunks=(16384, 4),
+    f.create_dataset("quaternions", shape=(0, 4), maxshape=(None, 4), chunks=(4096, 4),
                      dtype=od)
-    f.create_dataset("eulers_norm", shape=(0, 3), maxshape=(None, 3), chunks=(16384, 3),
+    f.create_dataset("eulers_norm", shape=(0, 3), maxshape=(None, 3), chunks=(4096, 3),
                      dtype=np.float32)
     sdt = h5py.string_dtype("utf-8", VE_ID_BYTES)
     f.create_dataset("ve_id", shape=(0,), maxshape=(None,), chunks=(1024,), dtype=sdt)
