@@ -160,3 +160,14 @@ def test_real_damask_run_on_reference_single_crystal(tmp_path):
     assert np.abs(rec.P[1:, 1, 1]).max() < 1e-3 * np.abs(rec.P[1:, 0, 0]).max()
     if ref is not None:
         np.testing.assert_allclose(rec.sigma[1:, 0, 0], ref["sigma_avg"][1:, 0, 0], rtol=1e-3)
+
+
+def test_written_phase_always_outputs_F_and_P(tmp_path):
+    """The averages are computed from F and P, so they are added to a phase's output."""
+    gm, q = _ve()
+    phase = get_phase("Cu")
+    phase["mechanical"]["output"] = ["O"]
+    paths = D.write_inputs(tmp_path, gm, q, phase, LoadCase.uniaxial(), phase_name="Cu")
+    written = damask.ConfigMaterial.load(paths["material"])["phase"]["Cu"]
+    assert written["mechanical"]["output"] == ["O", "F", "P"]
+    assert phase["mechanical"]["output"] == ["O"]  # the caller's dict is not changed

@@ -10,6 +10,7 @@ partial output included, is kept.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import shlex
@@ -72,7 +73,8 @@ def write_inputs(job_dir, grain_map: np.ndarray, quaternions: np.ndarray, phase:
 
     grain_map : (nx, ny, nz) int, 0-based grain index per cell, [ix, iy, iz].
     quaternions : (G, 4) (w, x, y, z), DAMASK convention.
-    phase : DAMASK phase entry; size : (3,) m.
+    phase : DAMASK phase entry (``F`` and ``P`` are added to its mechanical output
+        when missing: the averages are computed from them); size : (3,) m.
     Returns the paths by role ('geom', 'material', 'load', 'numerics').
     """
     import damask
@@ -87,6 +89,9 @@ def write_inputs(job_dir, grain_map: np.ndarray, quaternions: np.ndarray, phase:
     q = np.asarray(quaternions, dtype=np.float64)
     if gm.min() < 0 or gm.max() >= len(q):
         raise ValueError(f"grain_map indices span [{gm.min()}, {gm.max()}] but {len(q)} orientations are given")
+    phase = copy.deepcopy(dict(phase))
+    outputs = phase.setdefault("mechanical", {}).setdefault("output", [])
+    phase["mechanical"]["output"] = list(outputs) + [o for o in ("F", "P") if o not in outputs]
     paths = {"geom": job_dir / GEOM_FILE, "material": job_dir / MATERIAL_FILE, "load": job_dir / LOAD_FILE}
     damask.GeomGrid(gm.astype(np.int64), np.asarray(size, dtype=np.float64)).save(paths["geom"])
     material_config(q, phase, phase_name).save(paths["material"])
