@@ -99,6 +99,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="fewer storage options")
     ap.add_argument("--dir", default=None, help="scratch directory (default: temp)")
+    ap.add_argument("--skip-storage", action="store_true",
+                    help="only the to_tensor and DataLoader measurements")
     args = ap.parse_args(argv)
 
     import torch
@@ -116,6 +118,8 @@ def main(argv=None):
                ("zstd", 12), ("lzf", None), ("none", None)]
     if args.quick:
         options = [("gzip", 4), ("zstd", 6), ("none", None)]
+    if args.skip_storage:
+        options = []
     tmpdir = tempfile.TemporaryDirectory(dir=args.dir)
     rows = []
     for comp, level in options:
@@ -135,11 +139,12 @@ def main(argv=None):
         path.unlink()
 
     print()
-    print("| storage | bytes/VE | of which grain map | 100k VEs (GB) | write VE/s "
+    if rows:
+        print("| storage | bytes/VE | of which grain map | 100k VEs (GB) | write VE/s "
           "| read VE/s 1 thread | read VE/s %d threads | shuffled, %d threads "
           "| CPU ms/VE | idle-machine VE/s (%d cores / CPU time) |"
           % (ncores, ncores, ncores))
-    print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
     for name, bpv, gbpv, gb, w, r1, rn, rs, cpu in rows:
         print(f"| {name} | {bpv:,.0f} | {gbpv:,.0f} | {gb:.1f} | {w:.0f} | {r1:.0f} "
               f"| {rn:.0f} | {rs:.0f} | {cpu * 1e3:.2f} | {ncores / cpu:.0f} |")
@@ -149,23 +154,29 @@ def main(argv=None):
     # expansion to the (B, 3, N, N, N) float32 tensor on CPU
     path = Path(tmpdir.name) / "expand.h5"
     write_ves(path, ves, progress=False)
-    torch.set_num_threads(ncores)
     with VEDataset(path) as ds:
         batch = ds.read_batch(np.arange(min(args.batch, args.n)))
+    print()
+    for threads in sorted({1, ncores}):
+        torch.set_num_threads(threads)
         batch.to_tensor()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         reps = 3
         for _ in range(reps):
             x = batch.to_tensor()
         dt = (time.perf_counter() - t) / reps
-        naive = time.perf_counter()
+        dc = (time.process_time() - c) / reps
+        naive, naive_c = time.perf_counter(), time.process_time()
         y = torch.from_numpy(batch.eulers_norm)[torch.from_numpy(batch.grain_maps).long()]
         y = y.permute(0, 4, 1, 2, 3).contiguous()
-        naive = time.perf_counter() - naive
+        naive, naive_c = time.perf_counter() - naive, time.process_time() - naive_c
         assert torch.equal(x, y)
-    print(f"\nVEBatch.to_tensor on CPU ({ncores} threads): {len(batch) / dt:.0f} VEs/s "
-          f"({x.numel() * 4 / 1e6 / len(batch):.1f} MB float32 per VE); naive "
-          f"table[gm].permute().contiguous(): {len(batch) / naive:.0f} VEs/s")
+        print(f"VEBatch.to_tensor on CPU, torch threads={threads}: {len(batch) / dt:.0f} VEs/s "
+              f"wall, {dc / len(batch) * 1e3:.2f} ms CPU per VE "
+              f"({x.numel() * 4 / 1e6 / len(batch):.1f} MB float32 per VE); naive "
+              f"table[global].permute().contiguous(): {len(batch) / naive:.0f} VEs/s wall, "
+              f"{naive_c / len(batch) * 1e3:.2f} ms CPU per VE")
+    torch.set_num_threads(ncores)
 
     # torch DataLoader with the collate function (read + collate, no expansion)
     from torch.utils.data import DataLoader
@@ -174,12 +185,13 @@ def main(argv=None):
         tds = VETorchDataset(path, threads=ncores if workers == 0 else 1)
         dl = DataLoader(tds, batch_size=args.batch, shuffle=True, num_workers=workers,
                         collate_fn=collate_ves, persistent_workers=False)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         n = 0
         for b in dl:
             n += len(b)
         print(f"DataLoader(num_workers={workers}, shuffle) + collate_ves: "
-              f"{n / (time.perf_counter() - t):.0f} VEs/s (incl. worker start-up)")
+              f"{n / (time.perf_counter() - t):.0f} VEs/s wall (incl. worker start-up); "
+              f"main-process CPU {(time.process_time() - c) / n * 1e3:.2f} ms/VE")
     tmpdir.cleanup()
     return 0
 
