@@ -146,6 +146,11 @@ def test_results_file_append_commit_and_interrupted_row(tmp_path, single):
         f["x"] = 1
     with pytest.raises(ValueError, match="not a CP results file"):
         read_results(foreign)
+    text = tmp_path / "notes.txt"
+    text.write_text("my notes")
+    with pytest.raises(ValueError, match="not an HDF5 file; refusing to overwrite"):
+        ResultsWriter(text, **kw)
+    assert text.read_text() == "my notes"
 
 
 # --------------------------------------------------------------------------- dataset

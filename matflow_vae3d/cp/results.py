@@ -70,6 +70,8 @@ class ResultsWriter:
         t = np.asarray(t, dtype=np.float64)
         meta = {"material": material, "loadcase": loadcase, "solver": solver, "lattice": lattice}
         if self.path.exists():
+            if not h5py.is_hdf5(self.path):
+                raise ValueError(f"{self.path} exists and is not an HDF5 file; refusing to overwrite it")
             with h5py.File(self.path, "r") as f:
                 _check_format(f, self.path)
                 for k, v in meta.items():
@@ -181,6 +183,8 @@ def read_results(path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CP results file not found: {path}")
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path} is not an HDF5 file (expected a CP results file)")
     with h5py.File(path, "r") as f:
         _check_format(f, path)
         n = int(f.attrs["n_committed"])
