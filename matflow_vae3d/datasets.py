@@ -469,19 +469,24 @@ class VEDataset:
             raise IndexError(f"VE index {i} out of range for a dataset of {self._n} VEs")
         return i
 
-    @property
-    def ve_ids(self) -> list[str]:
-        """Ids of all VEs, in file order."""
+    def _ids(self) -> list[str]:
         if self._ve_ids is None:
             self._ve_ids = [s.decode() if isinstance(s, bytes) else str(s)
                             for s in self._f["ve_id"][: self._n]]
-        return list(self._ve_ids)
+        return self._ve_ids
+
+    @property
+    def ve_ids(self) -> list[str]:
+        """Ids of all VEs, in file order."""
+        return list(self._ids())
 
     def index_of(self, ve_id: str) -> int:
         """Row of the VE with id ``ve_id`` (KeyError if absent)."""
+        if getattr(self, "_id_index", None) is None:
+            self._id_index = {v: k for k, v in enumerate(self._ids())}
         try:
-            return self.ve_ids.index(ve_id)
-        except ValueError:
+            return self._id_index[ve_id]
+        except KeyError:
             raise KeyError(f"no VE with id {ve_id!r} in {self.path}") from None
 
     @property
@@ -563,7 +568,7 @@ class VEDataset:
             size=self.size(i),
             seed=self.seed(i),
             params=self.params(i),
-            ve_id=self.ve_ids[i],
+            ve_id=self._ids()[i],
         )
 
     def __iter__(self) -> Iterator[VolumeElement]:
@@ -580,7 +585,7 @@ class VEDataset:
             "grain_map": self._read_grain_map(i),
             "eulers_norm": self._f["eulers_norm"][lo:hi],
             "quaternions": self._f["quaternions"][lo:hi].astype(np.float32, copy=False),
-            "ve_id": self.ve_ids[i],
+            "ve_id": self._ids()[i],
             "index": i,
         }
 
@@ -589,7 +594,7 @@ class VEDataset:
         idx = np.array([self._index(i) for i in np.atleast_1d(indices)], dtype=np.int64)
         q, e, off = self._read_tables(idx)
         maps = self._map(lambda i: self._read_grain_map(i), [(int(i),) for i in idx])
-        ids = self.ve_ids
+        ids = self._ids()
         return [{
             "grain_map": maps[b],
             "eulers_norm": e[off[b]: off[b + 1]],
@@ -611,7 +616,7 @@ class VEDataset:
             raise ValueError("batch has more grains than int32 indices can address")
         lm = np.empty((len(idx),) + self.grid, dtype=self._dtype)
         self._map(self._read_into, [(int(i), lm[b]) for b, i in enumerate(idx)])
-        ids = self.ve_ids
+        ids = self._ids()
         return VEBatch(
             local_maps=lm,
             eulers_norm=np.asarray(e, dtype=np.float32),
