@@ -147,3 +147,28 @@ def test_misorientation_metric_symmetry_aware():
     x3 = torch.as_tensor(crystal.normalise_eulers(crystal.quaternions_to_eulers(q3)), dtype=torch.float64).movedim(-1, 1)
     _, md3 = misorientation(x, x3, "hP")
     assert torch.allclose(md3, torch.full_like(md3, 10.0), atol=0.05)
+
+
+def test_latent_path_and_clustering_functions():
+    from matflow_vae3d.latent import decode_path, fit_pca, matched_accuracy, spectral_clustering
+
+    torch.manual_seed(0)
+    m = ResNetVAE3d(VAEConfig(**TINY)).eval()
+    a, b = torch.randn(6), torch.randn(6)
+    path = decode_path(m, a, b, steps=5)
+    assert path.shape == (5, 3, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(path[0], m.decode(a[None])[0], atol=1e-6)
+        assert torch.allclose(path[-1], m.decode(b[None])[0], atol=1e-6)
+        assert torch.allclose(path[2], m.decode((0.5 * (a + b))[None])[0], atol=1e-6)
+    # best-matching accuracy: label names are irrelevant, only the partition counts
+    assert matched_accuracy(["x", "x", "y", "y"], [7, 7, 3, 3]) == 1.0
+    assert matched_accuracy([0, 0, 0, 1, 1, 1], [1, 1, 0, 0, 0, 0]) == pytest.approx(5 / 6)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 6, (3, 10))
+    sets = {k: c + rng.normal(0, 1, (40, 10)) for k, c in zip("abc", centres)}
+    pca = fit_pca(np.concatenate(list(sets.values())), 3)
+    assert spectral_clustering(sets, pca=pca)["accuracy"] == 1.0
+    # two indistinguishable sets: no better than about chance
+    same = {"p": rng.normal(0, 1, (60, 10)), "q": rng.normal(0, 1, (60, 10))}
+    assert spectral_clustering(same)["accuracy"] < 0.75

@@ -27,6 +27,12 @@ PRESET_LAYERS = {
     "resnet34": (3, 4, 6, 3),
 }
 
+#: initial bias of the log-variance head: sigma ≈ 0.05 at the start, so the decoder
+#: sees an informative z from the first step (with sigma ≈ 1 and mu ≈ 0 the noise
+#: drowns the code and the decoder learns to ignore z: posterior collapse, observed
+#: on the 16³ hP training set, where the model then stalls at the mean image).
+LOGVAR_INIT = -6.0
+
 #: total down-sampling factor of the encoder (stem ×2, stages 2–4 ×2 each).
 DOWNSAMPLE = 16
 
@@ -238,6 +244,7 @@ class ResNetVAE3d(nn.Module):
             elif isinstance(m, nn.BatchNorm3d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        nn.init.constant_(self.encoder.fc_logvar.bias, LOGVAR_INIT)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless x is (B, in_channels, grid, grid, grid)."""
