@@ -167,8 +167,9 @@ class VEBatch:
         Row of each VE in its dataset file, when read from one.
 
     ``grain_maps`` gives the (B, nx, ny, nz) int32 GLOBAL indices into the tables
-    (computed on first use). The arrays are numpy arrays, or torch CPU tensors after
-    :meth:`pin_memory`.
+    (computed on first use). The arrays are numpy arrays; batches collated inside
+    DataLoader workers and after :meth:`pin_memory` hold torch CPU tensors instead
+    (uint16 maps as an int16 bit pattern); all methods accept either.
     """
 
     local_maps: Any
@@ -186,18 +187,30 @@ class VEBatch:
         """Cells per direction (nx, ny, nz)."""
         return tuple(int(n) for n in self.local_maps.shape[1:])
 
+    def _offsets(self) -> list[int]:
+        o = self.offsets
+        return [int(v) for v in (o.tolist() if hasattr(o, "tolist") else o)]
+
     @property
-    def grain_maps(self) -> np.ndarray:
-        """(B, nx, ny, nz) int32 grain indices GLOBAL into the batch tables."""
+    def grain_maps(self):
+        """(B, nx, ny, nz) int32 grain indices GLOBAL into the batch tables (numpy, or a
+        tensor on the maps' device when the batch holds tensors)."""
         cached = self.__dict__.get("_global")
         if cached is None:
-            lm = np.asarray(self.local_maps)
-            off = np.asarray(self.offsets)
-            cached = np.empty(lm.shape, dtype=np.int32)
-            for b in range(len(lm)):
-                # dtype=int32: with a uint16 map and a small offset numpy would
-                # otherwise add in uint16 and wrap around
-                np.add(lm[b], off[b], out=cached[b], dtype=np.int32, casting="unsafe")
+            off = self._offsets()
+            if isinstance(self.local_maps, np.ndarray):
+                lm = self.local_maps
+                cached = np.empty(lm.shape, dtype=np.int32)
+                for b in range(len(lm)):
+                    # dtype=int32: with a uint16 map and a small offset numpy would
+                    # otherwise add in uint16 and wrap around
+                    np.add(lm[b], off[b], out=cached[b], dtype=np.int32, casting="unsafe")
+            else:
+                import torch
+
+                lm = _widen(self.local_maps)
+                cached = lm + torch.tensor(off[:-1], dtype=torch.int32,
+                                           device=lm.device).view(-1, 1, 1, 1)
             self.__dict__["_global"] = cached
         return cached
 
@@ -206,7 +219,7 @@ class VEBatch:
 
         lm = _index_tensor(self.local_maps, device)
         tab = _as_tensor(table, device, dtype)  # (G, C)
-        off = [int(o) for o in np.asarray(self.offsets)]
+        off = self._offsets()
         B, C = lm.shape[0], tab.shape[1]
         tab_t = tab.t().contiguous()  # (C, G): each channel a contiguous 1-D table
         out = torch.empty((B, C) + tuple(lm.shape[1:]), dtype=tab.dtype, device=tab.device)
@@ -256,13 +269,14 @@ class VEBatch:
 
     def volume_element(self, b: int, lattice: str = "cF") -> VolumeElement:
         """VE ``b`` of the batch as a :class:`VolumeElement`."""
-        lo, hi = int(self.offsets[b]), int(self.offsets[b + 1])
+        off = self._offsets()
+        lo, hi = off[b], off[b + 1]
         lm = self.local_maps[b]
-        if not isinstance(lm, np.ndarray):  # pinned tensor
-            lm = _widen(lm).numpy()
+        if not isinstance(lm, np.ndarray):  # tensor (pinned, from a worker, on a device)
+            lm = _widen(lm).cpu().numpy()
         return VolumeElement(
             grain_map=np.asarray(lm).astype(np.int32),
-            quaternions=np.asarray(self.quaternions[lo:hi], dtype=np.float64),
+            quaternions=np.asarray(_to_numpy(self.quaternions[lo:hi]), dtype=np.float64),
             lattice=lattice,
             ve_id=self.ve_ids[b],
         )
@@ -291,7 +305,7 @@ def collate_ves(samples: Sequence[dict]) -> VEBatch:
     if not np.issubdtype(dtype, np.unsignedinteger):
         dtype = np.dtype(np.int32)
     lm = np.stack([s["grain_map"] for s in samples]).astype(dtype, copy=False)
-    return VEBatch(
+    batch = VEBatch(
         local_maps=lm,
         eulers_norm=np.concatenate([s["eulers_norm"] for s in samples]).astype(
             np.float32, copy=False),
@@ -300,6 +314,33 @@ def collate_ves(samples: Sequence[dict]) -> VEBatch:
         ve_ids=[s["ve_id"] for s in samples],
         offsets=offsets,
         indices=np.array([s.get("index", -1) for s in samples], dtype=np.int64),
+    )
+    return _tensors_in_worker(batch)
+
+
+def _to_numpy(x):
+    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+
+
+def _tensors_in_worker(batch: VEBatch) -> VEBatch:
+    """Inside a DataLoader worker, hold the arrays as CPU tensors: torch sends those
+    to the main process through shared memory instead of pickling them through a
+    pipe (measured ~2.7 ms of main-process CPU per 64^3 VE with numpy arrays)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return batch
+    import torch
+
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return batch
+    return dataclasses.replace(
+        batch,
+        local_maps=_index_tensor(batch.local_maps, "cpu"),
+        eulers_norm=torch.from_numpy(batch.eulers_norm),
+        quaternions=torch.from_numpy(batch.quaternions),
+        offsets=torch.from_numpy(batch.offsets),
     )
 
 

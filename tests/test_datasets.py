@@ -159,6 +159,12 @@ def test_torch_dataset_with_workers(tmp_path, ves):
     with VEDataset(p) as ds:
         ref = ds.read_batch([3, 0]).to_tensor()
     assert torch.equal(batches[1].to_tensor(), ref)
+    # worker batches hold tensors (shared-memory transfer); same content
+    assert isinstance(batches[1].local_maps, torch.Tensor)
+    with VEDataset(p) as ds:
+        np_batch = ds.read_batch([3, 0])
+    np.testing.assert_array_equal(np.asarray(batches[1].grain_maps), np_batch.grain_maps)
+    np.testing.assert_array_equal(batches[1].volume_element(1).grain_map, ves[0].grain_map)
     with pytest.raises(IndexError):
         VETorchDataset(p, indices=[6])
 
