@@ -174,3 +174,13 @@ def test_material_config_one_material_per_grain(tmp_path):
         M.material_config(VolumeElement(ve.grain_map, q, "cF"), M.get_phase("Mg"), "Mg")
     with pytest.raises(ValueError, match="no orientation"):
         M.material_config(np.zeros((2, 4)), M.get_phase("Mg"), "Mg")
+
+
+@pytest.mark.parametrize("name", ["Mg", "Cu"])
+def test_presets_are_read_by_the_embedded_solver(name):
+    """One source for both solvers: the builtin solver's parser accepts every preset."""
+    from matflow_vae3d.cp.phenopowerlaw import from_phase
+
+    phase = M.get_phase(name)
+    assert M.builtin_unsupported(phase) == []
+    from_phase(phase)
