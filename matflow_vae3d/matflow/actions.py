@@ -343,47 +343,66 @@ def _as_list(v) -> list:
     return list(v)
 
 
-def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_test_fraction=0.2):
-    """Join the grouped shards and train the surrogate -> {'surrogate_checkpoint': path,
-    'surrogate_dataset': path of the joined dataset (export format)}.
-
-    Shards whose task run failed arrive as None: they are skipped here and appear as
-    failed VEs in ``vae3d matflow export``."""
-    from ..surrogate.lightning import TrainConfig
-    from ..surrogate.lightning import train_surrogate as _train
+def _surrogate_table(manifest: dict):
     from ..surrogate.table import build_table
 
-    fps = [resolve_input(p, "fingerprints") for p in _as_list(fingerprints) if p is not None]
-    cps = [resolve_input(p, "CP results") for p in _as_list(CP_results) if p is not None]
+    return build_table(manifest["fingerprints"], manifest["CP_results"],
+                       component=manifest["component"], val_fraction=manifest["val_fraction"],
+                       test_fraction=manifest["test_fraction"], seed=manifest["seed"])
+
+
+def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_test_fraction=0.2):
+    """Join the grouped shards by VE id and train the surrogate ->
+    {'surrogate_checkpoint': path, 'surrogate_dataset': path of a JSON manifest
+    (fingerprint and CP-result files, stress component, split fractions and seed) that
+    rebuilds the same table}.
+
+    surrogate_config: TrainConfig fields (n_members, hidden, lr, batch_size,
+    max_epochs, patience, seed, ...) plus ``component`` (default 'xx') and
+    ``val_fraction`` (default 0.1). Failed CP runs are excluded by the table (and
+    counted); shards whose task run failed arrive as None and are skipped here (they
+    appear as failed VEs in ``vae3d matflow export``).
+    """
+    from ..surrogate.lightning import TrainConfig
+    from ..surrogate.lightning import train_surrogate as _train
+
+    fps = [str(resolve_input(p, "fingerprints")) for p in _as_list(fingerprints) if p is not None]
+    cps = [str(resolve_input(p, "CP results")) for p in _as_list(CP_results) if p is not None]
     if not fps or not cps:
         raise ValueError(f"nothing to train on: {len(fps)} fingerprint and {len(cps)} CP result files")
     cfg = dict(surrogate_config or {})
-    val_fraction = float(cfg.pop("val_fraction", 0.1))
-    component = cfg.pop("component", "xx")
-    table = build_table(fps, cps, component=component, val_fraction=val_fraction,
-                        test_fraction=float(surrogate_test_fraction), seed=int(cfg.get("seed", 0)))
+    manifest = {
+        "fingerprints": fps, "CP_results": cps,
+        "component": str(cfg.pop("component", "xx")),
+        "val_fraction": float(cfg.pop("val_fraction", 0.1)),
+        "test_fraction": float(surrogate_test_fraction),
+        "seed": int(cfg.get("seed", 0)),
+    }
+    if "threads" not in cfg and os.environ.get("MATFLOW_RUN_NUM_THREADS"):
+        cfg["threads"] = int(os.environ["MATFLOW_RUN_NUM_THREADS"])
+    table = _surrogate_table(manifest)
+    print(table.summary(), flush=True)
     ckpt, rel = output_path("train_surrogate", "surrogate", ".pt")
-    log_dir = ckpt.with_suffix("")
-    model = _train(table, TrainConfig(**cfg), log_dir=log_dir, progress=False)
-    model.save(ckpt)
-    # the joined table, for evaluate_surrogate and for users
-    ds, ds_rel = output_path("train_surrogate", "surrogate_dataset", ".json")
-    ds.write_text(json.dumps({"fingerprints": [str(p) for p in fps], "CP_results": [str(p) for p in cps],
-                              "component": component, "val_fraction": val_fraction,
-                              "test_fraction": float(surrogate_test_fraction),
-                              "seed": int(cfg.get("seed", 0))}, indent=1))
-    return {"surrogate_checkpoint": rel, "surrogate_dataset": ds_rel}
+    model = _train(table, TrainConfig(**cfg), log_dir=ckpt.with_suffix(""), progress=False)
+    model.save(ckpt, overwrite=True)
+    man, man_rel = output_path("train_surrogate", "surrogate_dataset", ".json")
+    man.write_text(json.dumps(manifest, indent=1))
+    return {"surrogate_checkpoint": rel, "surrogate_dataset": man_rel}
 
 
 def evaluate_surrogate(surrogate_checkpoint, surrogate_dataset):
-    """Held-out accuracy -> {'surrogate_metrics': dict, 'surrogate_plots': [paths]}."""
-    from ..surrogate.evaluate import evaluate_on_table
-    from ..surrogate.table import build_table
+    """Accuracy on the VEs the surrogate neither trained on nor early-stopped on ->
+    {'surrogate_metrics': dict of scalars (MPa, %, R^2), 'surrogate_plots': [PNG paths]}."""
+    from ..surrogate.ensemble import Surrogate
+    from ..surrogate.evaluate import evaluate
 
-    spec = json.loads(resolve_input(surrogate_dataset, "surrogate dataset").read_text())
-    table = build_table(spec["fingerprints"], spec["CP_results"], component=spec["component"],
-                        val_fraction=spec["val_fraction"], test_fraction=spec["test_fraction"],
-                        seed=spec["seed"])
-    png, rel = output_path("evaluate_surrogate", "surrogate_test", ".png")
-    metrics = evaluate_on_table(resolve_input(surrogate_checkpoint, "surrogate checkpoint"), table, png)
-    return {"surrogate_metrics": metrics, "surrogate_plots": [rel]}
+    manifest = json.loads(resolve_input(surrogate_dataset, "surrogate dataset manifest").read_text())
+    model = Surrogate.load(resolve_input(surrogate_checkpoint, "surrogate checkpoint"))
+    table = _surrogate_table(manifest)
+    out_dir, rel_dir = output_path("evaluate_surrogate", "evaluation", "")
+    res = evaluate(model, table, split="heldout", out_dir=out_dir)
+    metrics = {k: float(v) for k, v in res["metrics"].items() if np.isscalar(v)}
+    metrics["n_ve"] = int(res["n_ve"])
+    (out_dir / "metrics.json").write_text(json.dumps(res, indent=1, default=float))
+    plots = sorted(f"{rel_dir}/{p.name}" for p in out_dir.glob("*.png"))
+    return {"surrogate_metrics": metrics, "surrogate_plots": plots}
