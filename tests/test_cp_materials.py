@@ -1,5 +1,6 @@
 """Material presets and phase validation (matflow_vae3d.cp.materials)."""
 
+import importlib.util
 from pathlib import Path
 
 import damask
@@ -11,7 +12,8 @@ from matflow_vae3d.cp import materials as M
 from matflow_vae3d.microstructure.volume_element import VolumeElement
 
 REF = Path(__file__).parent / "data" / "damask_inputs"
-MATFLOW_MG = Path(__import__("matflow").__file__).parent / "data" / "workflows" / "tension_DAMASK_Mg.yaml"
+_MF = importlib.util.find_spec("matflow")  # located, not imported (importing matflow is slow)
+MATFLOW_MG = (Path(_MF.origin).parent if _MF else Path("/nonexistent")) / "data" / "workflows" / "tension_DAMASK_Mg.yaml"
 
 
 def _ref_phase():
