@@ -268,3 +268,18 @@ def test_damask_inputs_cli_on_reference_job(tmp_path, load_yaml):
     run = CliRunner().invoke(cli, args)
     assert run.exit_code != 0 and "already holds a result for 'coarse'" in run.output
     assert _sha(out) == sha
+
+
+def test_damask_inputs_with_failing_damask_records_the_failure(tmp_path):
+    name = "mg16_rand_g20_s0"
+    out = tmp_path / "result.h5"
+    run = CliRunner().invoke(cli, ["simulate", "--damask-inputs", str(DATA / f"{name}.grid.vti"),
+                                   str(DATA / f"{name}.material.yaml"), str(DATA / f"{name}.load.yaml"),
+                                   "--solver", "damask", "--keep-jobs", str(tmp_path / "job"), "--out", str(out)],
+                             env={"DAMASK_GRID": "/bin/false"})
+    assert run.exit_code != 0 and "simulation failed: DAMASK_grid exited with code 1" in run.output
+    r = read_results(out)
+    assert list(r["status"]) == ["failed"] and r["solver"] == "damask"
+    # the user's inputs were copied verbatim into the kept job directory
+    for src, dst in (("grid.vti", "grid.vti"), ("material.yaml", "material.yaml"), ("load.yaml", "load.yaml")):
+        assert _sha(tmp_path / "job" / dst) == _sha(DATA / f"{name}.{src}")
