@@ -108,3 +108,99 @@ def add_fingerprint_cmd(workflow, model, wait, config_dir):
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(r, indent=1, default=str))
+
+
+def _vars(pairs) -> dict[str, str]:
+    return {k: v for k, v in pairs}
+
+
+@matflow_group.command("demo")
+@click.option("--out", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the workflow, the exported dataset and the plots.")
+@click.option("-v", "--var", "variables", type=(str, str), multiple=True,
+              help="Template variable, e.g. --var n_shards 2 (see the template's header).")
+@click.option("--template", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Workflow template (default: the packaged uniaxial_campaign_demo.yaml).")
+@_config_dir
+def demo_cmd(out_dir, variables, template, config_dir):
+    """Register the plugin and run the demo campaign through MatFlow (the same as
+    `matflow go workflow_templates/uniaxial_campaign_demo.yaml --wait`), then export
+    its dataset and copy the surrogate evaluation plots to OUT."""
+    import shutil
+    import time
+
+    from ..matflow.export import export_workflow, write_export
+    from ..matflow.install import TEMPLATES_DIR, install
+
+    out = Path(out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    install(config_dir=config_dir)
+    import matflow as mf
+
+    tpl = Path(template) if template else TEMPLATES_DIR / "uniaxial_campaign_demo.yaml"
+    wk = mf.Workflow.from_YAML_file(str(tpl), path=str(out), variables=_vars(variables),
+                                    overwrite=False, store="zarr")
+    click.echo(f"workflow: {wk.path}")
+    wk.submit(wait=True, add_to_known=False, status=False, quiet=True)
+    wall = time.perf_counter() - t0
+    failed = []
+    for task in wk.tasks:
+        st = [el.action_runs[-1].status.name if el.action_runs else "pending" for el in task.elements]
+        click.echo(f"  {task.unique_name:<22} " + " ".join(st))
+        failed += [(task.unique_name, i) for i, s in enumerate(st) if s != "success"]
+    data = export_workflow(wk)
+    ds = write_export(data, out / "demo_dataset.h5", overwrite=True)
+    st = data["status"]
+    click.echo(f"dataset: {ds} ({len(st)} VEs: {int((st == 'converged').sum())} converged, "
+               f"{int((st == 'failed').sum())} failed)")
+    ev = [t for t in wk.tasks if t.template.schema.name == "evaluate_surrogate"]
+    if ev and ev[0].elements and ev[0].elements[0].action_runs[-1].status.name == "success":
+        el = ev[0].elements[0]
+        for p in el.outputs.surrogate_plots.value:
+            shutil.copy2(Path(wk.path) / p, out / f"surrogate_{Path(p).name}")
+        m = el.outputs.surrogate_metrics.value
+        click.echo(f"surrogate on {m['n_ve']} held-out VEs: MAE {m['mae_mpa_mean']:.2f} MPa, "
+                   f"R^2 {m['r2']:.3f}; plots: {out}/surrogate_*.png")
+    click.echo(f"wall time {wall:.0f} s")
+    if failed:
+        raise click.ClickException(f"{len(failed)} run(s) did not succeed: {failed}")
+
+
+@matflow_group.command("jobscripts")
+@click.argument("template", type=click.Path(dir_okay=False, exists=True))
+@click.option("--scheduler", type=click.Choice(["slurm", "sge", "direct"]), default="slurm", show_default=True)
+@click.option("-v", "--var", "variables", type=(str, str), multiple=True, help="Template variable.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the throw-away workflow and the composed jobscripts.")
+def jobscripts_cmd(template, scheduler, variables, out_dir):
+    """Compose the jobscripts of TEMPLATE for a scheduler without submitting anything
+    (no scheduler needed): prints directives and submit commands, writes the scripts."""
+    import tempfile
+
+    import matflow as mf
+
+    from ..matflow.install import hermetic_overrides
+    from ..matflow.workflows import preview_jobscripts
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scheds = {"direct": {"defaults": {}}, "slurm": {"defaults": {}},
+              "sge": {"defaults": {}, "parallel_environments": {
+                  None: {"num_cores": [1, 1, 1]}, "smp": {"num_cores": [2, 1, 1024]}}}}
+    cfg = Path(tempfile.mkdtemp(prefix="cfg_", dir=out))
+    if mf.is_config_loaded:
+        mf.unload_config()
+    mf.load_config(config_dir=str(cfg), warn=False,
+                   overrides={**hermetic_overrides(cfg / "plugin"), "schedulers": scheds})
+    mf.reload_template_components(warn=False)
+    v = {"scheduler": scheduler, "combine_scripts": "false", **_vars(variables)}
+    wk = mf.Workflow.from_YAML_file(str(template), path=str(out), variables=v)
+    for j in preview_jobscripts(wk):
+        p = out / f"js_{j['index']}_{'_'.join(j['tasks'])}.sh"
+        p.write_text(j["text"])
+        kind = f"array of {j['num_elements']}" if j["is_array"] else f"{j['num_elements']} element(s)"
+        click.echo(f"[{j['index']}] {', '.join(j['tasks'])}: {kind}, {j['num_cores']} core(s) -> {p}")
+        for line in j["directives"]:
+            click.echo(f"      {line}")
+        click.echo(f"      submit: {' '.join(j['submit_command'])}")

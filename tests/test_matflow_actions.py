@@ -1,0 +1,113 @@
+"""The plugin's actions called directly (outside MatFlow): shard reproducibility,
+MatFlow volume_element inputs, load-case parsing, failure records, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from matflow_vae3d.matflow import actions
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("MATFLOW_WK_PATH", "MATFLOW_RUN_ID", "MATFLOW_RUN_NUM_CORES"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(tmp_path_factory):
+    import torch
+
+    from matflow_vae3d.vae import ResNetVAE3d, preset_config, save_model
+
+    torch.manual_seed(1)
+    model = ResNetVAE3d(preset_config("small", latent=8, hidden=32, widths=(4, 8, 8, 8)))
+    return save_model(tmp_path_factory.mktemp("vae") / "vae.pt", model.eval(), "hP")
+
+
+def _ves(path):
+    from matflow_vae3d.datasets import VEDataset
+
+    with VEDataset(str(path)) as ds:
+        return list(ds)
+
+
+def test_generate_shards_reproducible_and_independent(in_tmp, monkeypatch):
+    kw = dict(VEs_per_shard=2, crystal_structure="hP", VE_grid=16, VE_seed=5, VE_id_prefix="x")
+    monkeypatch.setenv("MATFLOW_RUN_ID", "1")
+    a = _ves(in_tmp / actions.generate_VE(VE_shard=0, **kw)["VE_dataset"])
+    monkeypatch.setenv("MATFLOW_RUN_ID", "2")
+    b = _ves(in_tmp / actions.generate_VE(VE_shard=0, **kw)["VE_dataset"])
+    monkeypatch.setenv("MATFLOW_RUN_ID", "3")
+    c = _ves(in_tmp / actions.generate_VE(VE_shard=1, **kw)["VE_dataset"])
+    assert [v.ve_id for v in a] == ["x-00000-000000", "x-00000-000001"]
+    assert [v.ve_id for v in c] == ["x-00001-000000", "x-00001-000001"]
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u.grain_map, v.grain_map)
+        np.testing.assert_array_equal(u.quaternions, v.quaternions)
+    assert all(v.lattice == "hP" and v.grid == (16, 16, 16) for v in a + c)
+    seeds = {v.seed for v in a + c}
+    assert len(seeds) == 4  # no VE repeated across shards
+    assert not np.array_equal(a[0].grain_map, c[0].grain_map)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(VEs_per_shard=0), "VEs_per_shard"),
+    (dict(VEs_per_shard=1, VE_overrides={"colour": 1}), "unknown keys"),
+    (dict(VEs_per_shard=1, VE_preset="nope"), "unknown preset"),
+    (dict(VEs_per_shard=1, VE_shard=-1), "VE_shard"),
+])
+def test_generate_bad_input(in_tmp, bad, match):
+    with pytest.raises(ValueError, match=match):
+        actions.generate_VE(VE_grid=16, **bad)
+    assert not list(in_tmp.rglob("*.h5"))
+
+
+def test_volume_element_inputs_match_dataset(in_tmp, tiny_vae):
+    from matflow_vae3d.vae.checkpoint import load_model
+    from matflow_vae3d.vae.encode import fingerprint_dataset, read_fingerprints
+
+    ds = in_tmp / actions.generate_VE(VEs_per_shard=2, crystal_structure="hP", VE_grid=16)["VE_dataset"]
+    vols = [actions.to_volume_element(str(ds), VE_index=i)["volume_element"] for i in range(2)]
+    ids = [actions.volume_element_id(v) for v in vols]
+    assert ids[0] != ids[1] and ids[0] == actions.volume_element_id(dict(vols[0]))
+    model, meta = load_model(tiny_vae)
+    fingerprint_dataset(model, meta, ds, in_tmp / "ref.h5", progress=False)
+    ref = read_fingerprints(in_tmp / "ref.h5")["mu"]
+    for i, vol in enumerate(vols):
+        out = actions.fingerprint_volume_element(vol, VAE_checkpoint=str(tiny_vae))
+        np.testing.assert_allclose(out["VE_fingerprint"], ref[i], rtol=1e-5, atol=1e-6)
+        f = read_fingerprints(in_tmp / out["fingerprints"])
+        assert f["ve_id"] == [ids[i]] and f["lattice"] == "hP"
+
+
+def test_loadcase_of():
+    from matflow_vae3d.cp.loadcase import LoadCase
+
+    assert actions.loadcase_of(None).to_damask() == LoadCase.uniaxial().to_damask()
+    lc = actions.loadcase_of({"axis": 1, "N": 4, "strain": 0.002})
+    assert lc.n_increments == 4 and lc.steps[0].deformation[1, 1] == pytest.approx(1e-3)
+    assert actions.loadcase_of(LoadCase.uniaxial(N=3).to_damask()).n_increments == 3
+    with pytest.raises(ValueError, match="unknown keys"):
+        actions.loadcase_of({"strain_rate": 1})
+
+
+def test_missing_inputs_and_failure_record(in_tmp, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="VE dataset not found: nope.h5"):
+        actions.simulate_uniaxial("nope.h5")
+    with pytest.raises(FileNotFoundError, match="VAE checkpoint"):
+        actions.fingerprint_VE("nope.h5", VAE_checkpoint="missing.pt")
+    monkeypatch.setenv("MATFLOW_WK_PATH", str(in_tmp))
+    monkeypatch.setenv("MATFLOW_RUN_ID", "42")
+    with pytest.raises(FileNotFoundError):
+        actions.run_action("simulate_uniaxial", {"VE_dataset": "nope.h5"})
+    rec = json.loads(actions.failure_record_path(in_tmp, 42).read_text())
+    assert rec["action"] == "simulate_uniaxial" and "nope.h5" in rec["error"]
+    from matflow_vae3d.matflow.export import run_failure_message
+
+    assert "nope.h5" in run_failure_message(in_tmp, 42)
