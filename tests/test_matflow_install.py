@@ -148,3 +148,24 @@ def test_wheel_ships_plugin_files(tmp_path):
     env["PYTHONPATH"] = str(site)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_damask_env_reused(tmp_path, unloaded):
+    """MatFlow's own damask_env (as env_configure_damask writes it) is folded into
+    vae3d_env: its setup and DAMASK_GRID for a plain executable."""
+    mf = unloaded
+    envs = tmp_path / "damask_envs.yaml"
+    envs.write_text(yaml.safe_dump([{
+        "name": "damask_env", "setup": ["module load damask/3.0"],
+        "executables": [{"label": "damask_grid", "instances": [
+            {"command": "/opt/damask/bin/DAMASK_grid", "num_cores": {"start": 1, "stop": 100},
+             "parallel_mode": None}]}]}]))
+    cdir = tmp_path / "cfg"
+    mf.load_config(config_dir=cdir, warn=False)
+    mf.config.append("environment_sources", str(envs))
+    mf.config.save()
+    inst.install(config_dir=cdir)
+    ours = yaml.safe_load((cdir / inst.RENDER_DIRNAME / "environments.yaml").read_text())[0]
+    assert "module load damask/3.0" in ours["setup"]
+    assert 'export DAMASK_GRID="/opt/damask/bin/DAMASK_grid"' in ours["setup"]
+    assert {e.name for e in mf.envs} >= {"damask_env", "vae3d_env"}

@@ -27,12 +27,16 @@ def matflow_group():
 @click.option("--setup", "extra_setup", multiple=True,
               help="Extra shell line for the environment's setup (repeatable), e.g. "
                    "'module load damask'.")
-def install_cmd(config_dir, python, extra_setup):
-    """Register task schemas, parameters and the `vae3d_env` environment (idempotent)."""
+@click.option("--damask-env/--no-damask-env", default=True, show_default=True,
+              help="Reuse the setup of MatFlow's `damask_env` (if configured) for CP_solver damask.")
+def install_cmd(config_dir, python, extra_setup, damask_env):
+    """Register task schemas, parameters and the `vae3d_env` environment (idempotent;
+    re-running refreshes the rendered files)."""
     from ..matflow.install import install
 
     try:
-        r = install(config_dir=config_dir, python=python, extra_setup=list(extra_setup))
+        r = install(config_dir=config_dir, python=python, extra_setup=list(extra_setup),
+                    use_damask_env=damask_env)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"MatFlow config: {r['config_file']}")

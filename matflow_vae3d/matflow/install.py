@@ -145,22 +145,51 @@ def _same(a: Any, b: Path) -> bool:
         return False
 
 
+def damask_setup_from_matflow(mf) -> list[str]:
+    """Setup lines that give ``vae3d_env`` MatFlow's own DAMASK environment
+    (``damask_env`` with executable ``damask_grid``, as MatFlow's
+    ``env_configure_damask`` writes it), if the loaded config defines one: its setup
+    lines, then ``export DAMASK_GRID=<command>`` when the command is a plain executable
+    (the CP driver looks there first). [] if there is none or the command is a
+    container invocation (then put DAMASK_grid on PATH with ``--setup``)."""
+    try:
+        env = next(e for e in mf.envs if e.name == "damask_env")
+    except StopIteration:
+        return []
+    lines = [str(x) for x in (env.setup or ())]
+    try:
+        exe = next(x for x in env.executables if x.label == "damask_grid")
+        cmd = str(exe.instances[0].command).strip()
+    except (StopIteration, IndexError, AttributeError):
+        return lines
+    if cmd and len(cmd.split()) == 1:
+        lines.append(f'export DAMASK_GRID="{cmd}"')
+    return lines
+
+
 def install(
     config_dir: str | Path | None = None,
     python: str | None = None,
     extra_setup: list[str] | None = None,
+    use_damask_env: bool = True,
 ) -> dict[str, Any]:
     """Register the plugin with MatFlow (idempotent).
 
     config_dir : MatFlow config folder (default: ``$MATFLOW_CONFIG_DIR`` or ``~/.matflow``).
     python : interpreter for the actions (default: the current one).
     extra_setup : extra shell lines for the environment's setup.
+    use_damask_env : append the setup of MatFlow's ``damask_env`` (if the config has
+        one) so that ``CP_solver: damask`` finds DAMASK_grid; see
+        :func:`damask_setup_from_matflow`.
 
     Returns {"config_file": path, "rendered": {config key: path}, "added": [keys]}.
     """
     mf = _load_config(config_dir)
     out_dir = Path(mf.config.config_directory) / RENDER_DIRNAME
-    paths = render(out_dir, python=python, extra_setup=extra_setup)
+    extra = list(extra_setup or [])
+    if use_damask_env:
+        extra = damask_setup_from_matflow(mf) + extra
+    paths = render(out_dir, python=python, extra_setup=extra)
     added = []
     # validate once at the end (MatFlow's per-append check reloads everything each time)
     with mf.config._without_callbacks("check_load_data_files"):
