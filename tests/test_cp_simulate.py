@@ -215,7 +215,7 @@ def test_read_reference_damask_inputs():
                                DATA / "mg16_rand_g20_s0.load.yaml")
     np.testing.assert_array_equal(job["grain_map"], damask.GeomGrid.load(DATA / "mg16_rand_g20_s0.grid.vti").material)
     cfg = yaml.safe_load((DATA / "mg16_rand_g20_s0.material.yaml").read_text())
-    np.testing.assert_array_equal(job["quaternions"][3], cfg["material"][3]["constituents"][0]["O"])
+    np.testing.assert_allclose(job["quaternions"][3], cfg["material"][3]["constituents"][0]["O"], atol=1e-15)
     assert job["phase_name"] == "Mg"
     assert job["phase"] == {k: v for k, v in get_phase("Mg").items() if k != "references"}
     assert job["load"].to_damask() == LoadCase.uniaxial().to_damask()

@@ -367,7 +367,8 @@ def builtin_unsupported(phase: Mapping[str, Any]) -> list[str]:
 
 # ------------------------------------------------------------------- material.yaml
 def check_quaternions(quaternions, what: str = "VE") -> np.ndarray:
-    """(G, 4) float64 unit quaternions; ValueError for none, NaN or non-unit rows."""
+    """(G, 4) float64 unit quaternions, renormalised; ValueError for none, NaN or
+    rows whose norm is off by more than 1e-5."""
     q = np.asarray(quaternions, dtype=np.float64)
     if q.ndim != 2 or q.shape[1] != 4:
         raise ValueError(f"{what}: quaternions must have shape (n_grains, 4), got {q.shape}")
@@ -382,7 +383,7 @@ def check_quaternions(quaternions, what: str = "VE") -> np.ndarray:
     if np.any(np.abs(norm - 1.0) > 1e-5):
         bad = np.flatnonzero(np.abs(norm - 1.0) > 1e-5)
         raise ValueError(f"{what}: orientations {bad[:5].tolist()} are not unit quaternions")
-    return q
+    return q / norm[:, None]  # exact unit length (datasets store float32)
 
 
 def material_config(ve_or_quaternions, phase: Mapping[str, Any], phase_name: str = "phase"):

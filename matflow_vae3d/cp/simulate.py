@@ -168,7 +168,7 @@ def _solve_builtin(ves: Sequence, phase, load: LoadCase, *, device="cpu", dtype=
     if dtype is not None:
         kw["dtype"] = _torch_dtype(dtype)
     maps = np.stack([np.asarray(ve.grain_map) for ve in ves])
-    quats = [np.asarray(ve.quaternions, dtype=np.float64) for ve in ves]
+    quats = [check_quaternions(ve.quaternions, f"VE {ve.ve_id!r}") for ve in ves]
     t0 = time.perf_counter()
     try:
         results = solve(maps, quats, phase, load, **kw)
