@@ -50,7 +50,8 @@ def _device(name: str) -> str:
 @click.option("--damask-exe", type=click.Path(dir_okay=False), help="DAMASK_grid executable (default: $DAMASK_GRID or PATH).")
 @click.option("--mpiexec", default="mpirun", show_default=True, help="MPI launcher for --damask-np > 1.")
 @click.option("--keep-jobs", type=click.Path(file_okay=False),
-              help="Keep every DAMASK job directory under DIR/<ve_id> (default: temporary, kept only when a run fails).")
+              help="Keep every DAMASK job directory under DIR/<ve_id> (with --damask-inputs: DIR is the job "
+                   "directory). Default: temporary, kept only when a run fails.")
 @click.option("--timeout", type=float, help="Seconds allowed per DAMASK_grid job.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def simulate(data_path, damask_inputs, material, solver, load_path, out_path, batch_size, device, dtype,
