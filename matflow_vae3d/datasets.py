@@ -598,10 +598,13 @@ class VEDataset:
     # -- public reading --------------------------------------------------------------
     def __getitem__(self, i) -> VolumeElement:
         """VE ``i`` as a :class:`VolumeElement` (quaternions as stored, float32 by
-        default, promoted to float64)."""
+        default, promoted to float64 and renormalised)."""
         i = self._index(i)
         lo, hi = self._offsets[i], self._offsets[i + 1]
-        q = self._f["quaternions"][lo:hi].astype(np.float64)
+        qs = self._f["quaternions"][lo:hi]
+        q = qs.astype(np.float64)
+        if qs.dtype != np.float64:  # unit norm again after float32 storage
+            q /= np.linalg.norm(q, axis=1, keepdims=True)
         return VolumeElement(
             grain_map=self._read_grain_map(i).astype(np.int32),
             quaternions=q,
