@@ -117,6 +117,7 @@ def test_convert_round_trips(ves_h5, tmp_path):
     run("convert", ves_h5, tmp_path / "v0.vti", "--index", 0)
     assert (tmp_path / "v0_material.yaml").exists()
     run("convert", tmp_path / "v0.vti", back)
+    run("show", tmp_path / "v0.vti", "--out", tmp_path / "v0.png", "--dpi", 40)
     # DREAM.3D and MatFlow (lattice needed: the dict does not record it)
     run("convert", ves_h5, tmp_path / "v1.dream3d", "--ve-id", ref[1].ve_id)
     run("convert", tmp_path / "v1.dream3d", back, "--append")

@@ -207,6 +207,12 @@ def test_matflow_conventions_and_bad_input():
                   constituent_orientation_idx=np.array(
                       [int(np.flatnonzero(perm == g)[0]) for g in range(ve.n_grains)]))
     same_ve(io.from_matflow_volume_element(d_perm, lattice="cF"), ve, "cF")
+    eul_nan = eul.copy()
+    eul_nan[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        io.from_matflow_volume_element(
+            dict(d_eu, orientations=dict(d_eu["orientations"], euler_angles=eul_nan)),
+            lattice="cF")
     with pytest.raises(ValueError, match="crystal structure"):
         io.from_matflow_volume_element(d)
     with pytest.raises(ValueError, match="single-phase"):
