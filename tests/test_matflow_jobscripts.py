@@ -95,3 +95,28 @@ def test_combine_scripts_default_turns_arrays_off(mf_hermetic):
     assert not any("--array" in line for j in js.values() for line in j["directives"])
     js = _preview(mf, d, "direct", small)
     assert all(j["directives"] == [] for j in js.values())
+
+
+def test_add_fingerprint_to_matflow_volume_elements(mf_hermetic):
+    """add_fingerprint picks the volume_element schema for MatFlow VEs and sources its
+    input from the upstream task (structure only: nothing is submitted)."""
+    from matflow_vae3d.matflow.workflows import add_fingerprint
+
+    mf, d = mf_hermetic
+    yml = d / "ve_only.yaml"
+    yml.write_text(
+        "tasks:\n"
+        "  - schema: generate_VE\n"
+        "    inputs: {VEs_per_shard: 1, VE_grid: 16, crystal_structure: hP}\n"
+        "  - schema: to_volume_element\n"
+    )
+    wk = mf.Workflow.from_YAML_file(str(yml), path=str(d / "ve_only"), overwrite=True)
+    with pytest.raises(ValueError, match="source must be"):
+        add_fingerprint(wk, source="grains", submit=False)
+    r = add_fingerprint(wk, source="volume_element", submit=False)
+    assert r["schema"] == "fingerprint_VE_from_volume_element" and r["elements"] == 1
+    new = wk.tasks[r["task_index"]]
+    src = new.template.element_sets[0].input_sources["volume_element"][0]
+    assert src.source_type.name == "TASK" and src.task_ref == wk.tasks[1].insert_ID
+    r2 = add_fingerprint(wk, submit=False)  # auto: our VE_dataset wins
+    assert r2["schema"] == "fingerprint_VE"

@@ -98,9 +98,11 @@ def export_cmd(workflow, out, force, config_dir):
 @click.argument("workflow", type=click.Path(exists=True))
 @click.option("--model", default="pretrained", show_default=True,
               help="VAE checkpoint (path, or 'pretrained' for the shipped model).")
+@click.option("--source", type=click.Choice(["auto", "VE_dataset", "volume_element"]), default="auto",
+              show_default=True, help="Which VEs to fingerprint (auto: VE_dataset if present).")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the new task to finish.")
 @_config_dir
-def add_fingerprint_cmd(workflow, model, wait, config_dir):
+def add_fingerprint_cmd(workflow, model, source, wait, config_dir):
     """Add a fingerprint_VE task to WORKFLOW (which must have VEs: ours or MatFlow's
     `volume_element`) and run only that task."""
     from ..matflow.install import _load_config
@@ -108,7 +110,7 @@ def add_fingerprint_cmd(workflow, model, wait, config_dir):
 
     _load_config(config_dir)
     try:
-        r = add_fingerprint(workflow, model=model, wait=wait)
+        r = add_fingerprint(workflow, model=model, wait=wait, source=source)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(r, indent=1, default=str))

@@ -6,26 +6,32 @@ from pathlib import Path
 from typing import Any
 
 
-def _has_output(wk, param: str) -> bool:
+def _has_param(wk, param: str) -> bool:
+    """True if a task of ``wk`` has ``param`` as an output or an input (MatFlow
+    sources a new task's input from either)."""
     for task in wk.tasks:
-        if any(o.typ == param for o in task.template.schema.outputs):
+        schema = task.template.schema
+        if any(o.typ == param for o in schema.outputs) or any(i.typ == param for i in schema.inputs):
             return True
     return False
 
 
-def add_fingerprint(workflow, model: str = "pretrained", wait: bool = True) -> dict[str, Any]:
-    """Add a ``fingerprint_VE`` task to an existing workflow and submit only it.
+def add_fingerprint(workflow, model: str = "pretrained", wait: bool = True,
+                    source: str = "auto", submit: bool = True) -> dict[str, Any]:
+    """Add a fingerprint task to an existing workflow and submit only it.
 
-    workflow : path of a MatFlow workflow (or a loaded ``Workflow``) with a task that
-        outputs ``VE_dataset`` (ours) or ``volume_element`` (MatFlow's own schemas);
-        ``VE_dataset`` wins when both exist.
+    workflow : path of a MatFlow workflow (or a loaded ``Workflow``) with VEs: a task
+        with ``VE_dataset`` (ours) or MatFlow's ``volume_element`` (as output or input).
     model : VAE checkpoint path, or 'pretrained'.
-    wait : block until the new task's runs finish.
+    source : 'auto' (``VE_dataset`` if present, else ``volume_element``),
+        'VE_dataset' or 'volume_element'; picks ``fingerprint_VE`` or
+        ``fingerprint_VE_from_volume_element``.
+    wait : block until the new task's runs finish. submit : False only adds the task.
 
     The plugin must be registered in the loaded MatFlow config (``vae3d matflow
-    install``). Returns {'task': unique name, 'task_index', 'elements', 'statuses'}.
-    Raises ValueError if the workflow has no VEs, FileNotFoundError for a missing
-    workflow or checkpoint.
+    install``). Returns {'task': unique name, 'task_index', 'schema', 'elements',
+    'statuses'}. ValueError if the workflow has no VEs of that kind,
+    FileNotFoundError for a missing workflow or checkpoint.
     """
     import matflow as mf
 
@@ -41,27 +47,31 @@ def add_fingerprint(workflow, model: str = "pretrained", wait: bool = True) -> d
         model = str(Path(model).expanduser().resolve())
         if not Path(model).is_file():
             raise FileNotFoundError(f"VAE checkpoint not found: {model}")
+    if source not in ("auto", "VE_dataset", "volume_element"):
+        raise ValueError(f"source must be 'auto', 'VE_dataset' or 'volume_element', got {source!r}")
+    if source == "auto":
+        source = "VE_dataset" if _has_param(wk, "VE_dataset") else "volume_element"
+    if not _has_param(wk, source):
+        raise ValueError(f"workflow {wk.path} has no task with {source}")
+    name = "fingerprint_VE" if source == "VE_dataset" else "fingerprint_VE_from_volume_element"
     try:
-        if _has_output(wk, "VE_dataset"):
-            schema = mf.task_schemas.fingerprint_VE
-        elif _has_output(wk, "volume_element"):
-            schema = mf.task_schemas.fingerprint_VE_from_volume_element
-        else:
-            raise ValueError(
-                f"workflow {wk.path} has no task producing VE_dataset or volume_element"
-            )
+        schema = getattr(mf.task_schemas, name)
     except AttributeError as exc:
         raise ValueError(
-            "the fingerprint_VE schemas are not registered in this MatFlow config: run "
+            f"task schema {name} is not registered in this MatFlow config: run "
             "`vae3d matflow install` first"
         ) from exc
     task = mf.Task(schema=schema, inputs={"VAE_checkpoint": model or "pretrained"})
     wk.add_task(task)
     new = wk.tasks[-1]
-    wk.submit(tasks=[new.index], wait=wait, add_to_known=False, status=False, quiet=True)
-    statuses = [el.action_runs[-1].status.name if el.action_runs else "pending" for el in new.elements] if wait else []
-    return {"task": new.unique_name, "task_index": new.index, "elements": len(new.elements),
-            "statuses": statuses}
+    statuses: list[str] = []
+    if submit:
+        wk.submit(tasks=[new.index], wait=wait, add_to_known=False, status=False, quiet=True)
+        if wait:
+            statuses = [el.action_runs[-1].status.name if el.action_runs else "pending"
+                        for el in new.elements]
+    return {"task": new.unique_name, "task_index": new.index, "schema": name,
+            "elements": len(new.elements), "statuses": statuses}
 
 
 def preview_jobscripts(workflow) -> list[dict[str, Any]]:
