@@ -212,29 +212,43 @@ def _material_for(vti: Path, material: Path | None) -> Path:
 
 
 def load_ves(src: Path, fmt: str, *, indices=(), ve_ids=(), lattice=None, material=None):
-    """VEs selected from ``src`` (all of a dataset unless indices/ve_ids are given)."""
+    """VEs selected from ``src`` as (count, iterator); a VE dataset is read lazily
+    (all its VEs unless indices/ve_ids are given)."""
     from ..microstructure import io
 
     if fmt == "dataset":
         from ..datasets import VEDataset
 
-        with VEDataset(src) as ds:
-            sel = list(indices) + [ds.index_of(v) for v in ve_ids]
-            if not sel:
-                sel = range(len(ds))
-            return [ds[i] for i in sel]
+        ds = VEDataset(src)
+        try:
+            sel = [ds._index(i) for i in indices] + [ds.index_of(v) for v in ve_ids]
+        except Exception:
+            ds.close()
+            raise
+        if not sel:
+            sel = list(range(len(ds)))
+
+        def it():
+            try:
+                for i in sel:
+                    yield ds[i]
+            finally:
+                ds.close()
+
+        return len(sel), it()
     if indices or ve_ids:
         raise ValueError(f"--index/--ve-id select VEs of a VE dataset; {src} holds one VE")
     if fmt == "damask":
-        return [io.load_damask(src, _material_for(src, material), lattice=lattice)]
-    if fmt == "dream3d":
-        return [io.load_dream3d(src, lattice=lattice)]
-    if fmt == "matflow":
+        ve = io.load_damask(src, _material_for(src, material), lattice=lattice)
+    elif fmt == "dream3d":
+        ve = io.load_dream3d(src, lattice=lattice)
+    elif fmt == "matflow":
         ve = io.from_matflow_volume_element(io.load_matflow_volume_element(src),
                                             lattice=lattice)
         ve.ve_id = src.stem
-        return [ve]
-    raise ValueError(f"unknown format {fmt!r}")
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return 1, iter([ve])
 
 
 # ----------------------------------------------------------------------------- show
@@ -271,7 +285,7 @@ def show(source, index, ve_id, out, lattice, material, dpi):
             with VEDataset(source) as ds:
                 ve = ds[ds.index_of(ve_id) if ve_id else index]
         else:
-            ve = load_ves(source, fmt, lattice=lattice, material=material)[0]
+            ve = next(load_ves(source, fmt, lattice=lattice, material=material)[1])
     except (ValueError, FileNotFoundError, KeyError, IndexError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     if out.suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
@@ -345,8 +359,10 @@ def _write_one(ve, dst: Path, fmt: str, *, phase, phase_label, material, overwri
 @click.option("--overwrite", is_flag=True, help="Replace existing DEST files.")
 @click.option("--compression", type=click.Choice(COMPRESSIONS), default="zstd",
               show_default=True, help="Grain-map codec of a new VE dataset DEST.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Show a progress bar for several VEs.")
 def convert(source, dest, from_, to, indices, ve_ids, lattice, material, phase, phase_label,
-            append, overwrite, compression):
+            append, overwrite, compression, progress):
     """Import/export VEs between a VE dataset and DAMASK, DREAM.3D and MatFlow files.
 
     \b
@@ -380,32 +396,38 @@ def convert(source, dest, from_, to, indices, ve_ids, lattice, material, phase, 
         phase_def, label = _read_phase(phase)
         phase_label = phase_label or label
         src_material = material if src_fmt == "damask" else None
-        ves = load_ves(source, src_fmt, indices=indices, ve_ids=ve_ids, lattice=lattice,
-                       material=src_material)
+        if dst_fmt == "dataset" and is_dir:
+            raise click.UsageError("a VE dataset DEST is a file (.h5), not a directory")
+        if dst_fmt != "dataset" and append:
+            raise click.UsageError("--append only applies to a VE dataset DEST")
+        count, ves = load_ves(source, src_fmt, indices=indices, ve_ids=ve_ids,
+                              lattice=lattice, material=src_material)
         if dst_fmt == "dataset":
-            if is_dir:
-                raise click.UsageError("a VE dataset DEST is a file (.h5), not a directory")
-            n = write_ves(dest, ves, append=append, overwrite=overwrite, progress=False,
+            n = write_ves(dest, ves, append=append, overwrite=overwrite,
+                          progress=progress and count > 1, total=count,
                           compression=compression)
             click.echo(f"wrote {n} VE(s) to {dest}")
             return
-        if append:
-            raise click.UsageError("--append only applies to a VE dataset DEST")
+        if not is_dir and count != 1:
+            ves.close()
+            raise click.UsageError(
+                f"{source} holds {count} VEs: select one with --index/--ve-id, or give a "
+                f"directory DEST with --to {dst_fmt}")
         if is_dir:
             dest.mkdir(parents=True, exist_ok=True)
-            targets = [dest / f"{ve.ve_id or f've{k:06d}'}{_FORMAT_SUFFIX[dst_fmt]}"
-                       for k, ve in enumerate(ves)]
-        else:
-            if len(ves) != 1:
-                raise click.UsageError(
-                    f"{source} holds {len(ves)} VEs: select one with --index/--ve-id, or "
-                    f"give a directory DEST with --to {dst_fmt}")
-            targets = [dest]
-        for ve, t in zip(ves, targets):
+        from tqdm.auto import tqdm
+
+        for k, ve in enumerate(tqdm(ves, total=count, desc="export", unit="VE",
+                                    disable=not progress or count == 1)):
+            t = dest / f"{ve.ve_id or f've{k:06d}'}{_FORMAT_SUFFIX[dst_fmt]}" if is_dir \
+                else dest
             where = _write_one(ve, t, dst_fmt, phase=phase_def, phase_label=phase_label,
                                material=None if src_material is not None else material,
                                overwrite=overwrite)
-            click.echo(f"{ve.ve_id}: {ve.lattice}, grid {ve.grid}, {ve.n_grains} grains "
-                       f"-> {where}")
+            if count <= 20:
+                click.echo(f"{ve.ve_id}: {ve.lattice}, grid {ve.grid}, {ve.n_grains} "
+                           f"grains -> {where}")
+        if count > 20:
+            click.echo(f"exported {count} VEs to {dest}")
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, IndexError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
