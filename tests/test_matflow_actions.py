@@ -111,3 +111,31 @@ def test_missing_inputs_and_failure_record(in_tmp, monkeypatch):
     from matflow_vae3d.matflow.export import run_failure_message
 
     assert "nope.h5" in run_failure_message(in_tmp, 42)
+
+
+def test_train_and_evaluate_vae_from_shards(in_tmp, monkeypatch):
+    """train_VAE streams the shards into train/val files (the last VAE_val_VEs VEs
+    held out) and trains; evaluate_VAE reports a finite reconstruction error."""
+    from matflow_vae3d.datasets import VEDataset
+    from matflow_vae3d.vae.checkpoint import load_model
+
+    shards = []
+    for s in range(2):
+        monkeypatch.setenv("MATFLOW_RUN_ID", str(10 + s))
+        shards.append(actions.generate_VE(VEs_per_shard=2, VE_shard=s, crystal_structure="hP",
+                                          VE_grid=16, VE_id_prefix="v")["VE_dataset"])
+    monkeypatch.setenv("MATFLOW_RUN_ID", "20")
+    cfg = {"preset": "small", "epochs": 1, "batch_size": 3, "latent_dim": 4, "hidden": 16,
+           "widths": [4, 4, 4, 4], "seed": 0}
+    with pytest.raises(ValueError, match="unknown keys"):
+        actions.train_VAE(shards, VAE_val_VEs=1, VAE_config={"depth": 3})
+    ckpt = actions.train_VAE(shards, VAE_val_VEs=1, VAE_config=cfg)["VAE_checkpoint"]
+    run_dir = (in_tmp / ckpt).parent
+    with VEDataset(str(run_dir / "train.h5")) as tr, VEDataset(str(run_dir / "val.h5")) as va:
+        assert tr.ve_ids == ["v-00000-000000", "v-00000-000001", "v-00001-000000"]
+        assert va.ve_ids == ["v-00001-000001"]
+    model, meta = load_model(in_tmp / ckpt)
+    assert meta["lattice"] == "hP" and meta["grid"] == 16 and model.config.latent == 4
+    ev = actions.evaluate_VAE(ckpt, shards[1])
+    assert ev["VAE_metrics"]["n"] == 2 and 0 <= ev["VAE_metrics"]["deg_mean"] <= 180
+    assert (in_tmp / ev["VAE_plots"][0]).is_file()

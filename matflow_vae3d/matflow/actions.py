@@ -115,6 +115,13 @@ def _from_volume_element(volume_element: dict, lattice: str):
     return ve
 
 
+def _device() -> str:
+    """'cuda' when a GPU is visible (cluster GPU tasks), else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _write_single_ve_dataset(ve, action: str) -> Path:
     from ..datasets import write_ves
 
@@ -253,7 +260,8 @@ def evaluate_VAE(VAE_checkpoint, VE_dataset):
     from ..vae.encode import evaluate_dataset, plot_reconstructions
 
     model, meta = load_model(_checkpoint(VAE_checkpoint))
-    res = evaluate_dataset(model, meta, resolve_input(VE_dataset, "VE dataset"), progress=False)
+    res = evaluate_dataset(model, meta, resolve_input(VE_dataset, "VE dataset"), device=_device(),
+                           progress=False)
     png, rel = output_path("evaluate_VAE", "reconstructions", ".png")
     x, recon = res["examples"]
     plot_reconstructions(x, recon, png)
@@ -270,7 +278,7 @@ def fingerprint_VE(VE_dataset, VAE_checkpoint="pretrained"):
     model, meta = load_model(_checkpoint(VAE_checkpoint))
     data = resolve_input(VE_dataset, "VE dataset")
     out, rel = output_path("fingerprint_VE", "fingerprints")
-    fingerprint_dataset(model, meta, data, out, progress=False)
+    fingerprint_dataset(model, meta, data, out, device=_device(), progress=False)
     return {"fingerprints": rel}
 
 
