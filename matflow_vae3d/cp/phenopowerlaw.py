@@ -43,6 +43,7 @@ SLIPTWIN_KEYS = {"h_0_tw-sl", "h_sl-tw", "h_tw-sl"}
 OTHER_KEYS = {"type", "output", "references", "atol_xi", "atol_gamma"}
 
 _VOIGT = elasticity.VOIGT
+_DEBUG = False
 
 
 def _family(pl, key, N, default=None, positive=False):
@@ -240,7 +241,14 @@ class TorchLaw:
                      "gamma_char", "h_tw_tw", "h_0_tw_sl", "h_sl_tw", "h_tw_sl"):
             setattr(self, name, t(getattr(law, name)))
         self.state0 = t(law.initial_state())
+        for name in ("n_sl", "n_tw", "a_sl", "c_2", "c_3", "c_4"):
+            v = np.asarray(getattr(law, name), dtype=float)
+            if v.size and np.all(v == v.flat[0]):
+                setattr(self, name, float(v.flat[0]))       # scalar exponent: faster pow
         self.eye = torch.eye(3, device=self.device, dtype=dtype)
+        self.I9 = torch.eye(9, device=self.device, dtype=dtype)
+        Qflat = np.einsum("ijkl,akl->aij", C, Psym).reshape(-1, 9)
+        self.PQ = t(np.einsum("ai,aj->aij", P.reshape(-1, 9), Qflat).reshape(len(P), 81))
 
     # ------------------------------------------------------------------ elasticity
     def stress(self, Fe: torch.Tensor) -> torch.Tensor:
@@ -311,84 +319,151 @@ class TorchLaw:
         return out
 
     # ------------------------------------------------------------------ L_p solve
-    def solve_Lp(self, A, state, Lp, dt, *, rtol=1e-10, atol=1e-12, max_iter=60):
-        """Newton on L_p (fixed state), DAMASK's residual L_p - L_p(S(F_e(L_p))).
+    def _jacobian(self, B, CA, k, dt):
+        """dR/dLp (M, 9, 9) = I + dt H kron(M, I), H = sum_a k_a vec(P_a) vec(Q_a)^T,
+        M = B^T A^T A (row-major vec)."""
+        Mm = B.transpose(-1, -2) @ CA
+        H = (k @ self.PQ).reshape(-1, 9, 3, 3)                                   # [i, (k, l)]
+        # (H kron(M, I))[i, (m, l)] = sum_k H[i, (k, l)] M[k, m]
+        HM = torch.matmul(Mm.transpose(-1, -2)[:, None], H).reshape(-1, 9, 9)
+        return self.I9 + dt * HM
 
-        A = F F_p0^-1 (M, 3, 3); returns Lp, S, Sv, Fe, rate, k, J, ok (M,) bool.
+    def _Lp_residual(self, A, state, Lp, dt):
+        M = A.shape[0]
+        B = self.eye - dt * Lp
+        Fe = A @ B
+        S, Sv = self.stress(Fe)
+        rate, k = self.kinetics(Sv, state)
+        Lpc = (rate @ self.Pflat).reshape(M, 3, 3)
+        return B, Fe, S, Sv, rate, k, Lp - Lpc, Lpc
+
+    def solve_Lp(self, A, state, Lp, dt, *, rtol=1e-8, atol=1e-11, max_iter=60):
+        """Newton on L_p (fixed state) with DAMASK's residual L_p - L_p(S(F_e(L_p))) and its
+        backtracking (halve the step while the residual norm does not decrease).
+
+        Only points that have not converged are iterated. A = F F_p0^-1 (M, 3, 3).
+        Returns Lp, S, Sv, Fe, rate, k (all at the returned Lp) and ok (M,) bool.
         """
         M = A.shape[0]
-        eye = self.eye
-        CA = A.transpose(-1, -2) @ A
-        step = torch.ones(M, device=A.device, dtype=A.dtype)
+        dev, dty = A.device, A.dtype
+        B, Fe, S, Sv, rate, k, R, Lpc = self._Lp_residual(A, state, Lp, dt)
+        Lp = Lp.clone()
+        out = [Fe, S, Sv, rate, k]                      # filled in for points as they converge
+        ok = torch.zeros(M, dtype=torch.bool, device=dev)
+        act = torch.arange(M, device=dev)
+        a_A, a_st, a_Lp = A, state, Lp
+        a_R, a_Lpc, a_k, a_B = R, Lpc, k, B
+        a_out = out
+        step = torch.ones(M, device=dev, dtype=dty)
         Lp_good = Lp.clone()
-        res_good = torch.full((M,), float("inf"), device=A.device, dtype=A.dtype)
+        res_good = torch.full((M,), float("inf"), device=dev, dtype=dty)
         delta = torch.zeros_like(Lp)
-        done = torch.zeros(M, dtype=torch.bool, device=A.device)
+        first = True
         for it in range(max_iter):
-            B = eye - dt * Lp
-            Fe = A @ B
-            S, Sv = self.stress(Fe)
-            rate, k = self.kinetics(Sv, state)
-            Lpc = (rate @ self.Pflat).reshape(M, 3, 3)
-            R = Lp - Lpc
-            rn = R.flatten(1).norm(dim=-1)
-            tol = torch.maximum(rtol * torch.maximum(Lp.flatten(1).norm(dim=-1), Lpc.flatten(1).norm(dim=-1)),
-                                torch.full_like(rn, atol))
-            bad = ~torch.isfinite(rn)
-            conv = (rn < tol) & ~bad
-            done = done | conv
-            if bool(done.all()) or it == max_iter - 1:
+            rn = a_R.flatten(1).norm(dim=-1)
+            tol = torch.clamp(rtol * torch.maximum(a_Lp.flatten(1).norm(dim=-1), a_Lpc.flatten(1).norm(dim=-1)), min=atol)
+            finite = torch.isfinite(rn)
+            conv = (rn < tol) & finite
+            last = it == max_iter - 1
+            if bool(conv.any()) or last:
+                sel = conv | last if last else conv
+                ci = act[sel]
+                ok[ci] = conv[sel]
+                Lp[ci] = a_Lp[sel]
+                if not first:
+                    for o, ao in zip(out, a_out):
+                        o[ci] = ao[sel]
+            keep = ~conv
+            if not bool(keep.any()) or last:
                 break
-            improved = (rn < res_good) & ~bad
-            # Jacobian J = I + dt sum_a k_a vec(P_a) vec(M^T Q_a)^T, M = B^T A^T A
-            Mt = B.transpose(-1, -2) @ CA
-            MQ = torch.einsum("mji,ajk->maik", Mt, self.Q).reshape(M, -1, 9)       # M^T Q_a
-            J = torch.eye(9, device=A.device, dtype=A.dtype) + dt * torch.einsum(
-                "ma,ai,maj->mij", k, self.Pflat, MQ)
-            new_delta = -torch.linalg.solve(J, R.reshape(M, 9, 1)).reshape(M, 3, 3)
-            # improved (or first): accept point, new direction, full step
-            upd = improved & ~done
-            Lp_good = torch.where(upd[:, None, None], Lp, Lp_good)
-            res_good = torch.where(upd, rn, res_good)
-            delta = torch.where(upd[:, None, None], new_delta, delta)
-            step = torch.where(upd, torch.ones_like(step), 0.5 * step)
-            Lp_next = Lp_good + step[:, None, None] * delta
-            Lp = torch.where(done[:, None, None], Lp, Lp_next)
-        ok = done
+            # compact to the points still iterating
+            act, a_A, a_st, a_Lp = act[keep], a_A[keep], a_st[keep], a_Lp[keep]
+            a_R, a_k, a_B, rn, finite = a_R[keep], a_k[keep], a_B[keep], rn[keep], finite[keep]
+            step, Lp_good, res_good, delta = step[keep], Lp_good[keep], res_good[keep], delta[keep]
+            m = act.numel()
+            improved = finite & (rn < res_good)
+            CA = a_A.transpose(-1, -2) @ a_A
+            J = self._jacobian(a_B, CA, a_k, dt)
+            sol, info = torch.linalg.solve_ex(J, a_R.reshape(m, 9, 1))
+            new_delta = torch.where((info == 0)[:, None, None], -sol.reshape(m, 3, 3),
+                                    torch.full_like(a_Lp, float("nan")))
+            Lp_good = torch.where(improved[:, None, None], a_Lp, Lp_good)
+            res_good = torch.where(improved, rn, res_good)
+            delta = torch.where(improved[:, None, None], new_delta, delta)
+            step = torch.where(improved, torch.ones_like(step), 0.5 * step)
+            a_Lp = Lp_good + step[:, None, None] * delta
+            a_B, a_Fe, a_S, a_Sv, a_rate, a_k, a_R, a_Lpc = self._Lp_residual(a_A, a_st, a_Lp, dt)
+            a_out = [a_Fe, a_S, a_Sv, a_rate, a_k]
+            if first:
+                out = [o.clone() for o in out]
+                first = False
+        Fe, S, Sv, rate, k = out
         return Lp, S, Sv, Fe, rate, k, ok
 
-    def update(self, F, invFp0, state0, Lp, state, dt, *, tangent=True, rtol_state=1e-9, max_state_iter=40):
+    def update(self, F, invFp0, state0, Lp, state, dt, *, tangent=False, rtol_state=1e-7, rtol_Lp=1e-8, max_state_iter=40):
         """Implicit constitutive update of all points for one time step dt (s).
 
         F, invFp0: (M, 3, 3) deformation gradient at t+dt and F_p^-1 at t; state0 (M, n_state)
-        at t; Lp, state: initial guesses. Returns dict with P (M, 3, 3), K = dP/dF (M, 9, 9)
-        (at frozen state; None if not tangent), Lp, state, invFp, ok (M,) bool.
+        at t; Lp, state: initial guesses. L_p by Newton at fixed state, the state by DAMASK's
+        fixed-point iteration state = state0 + dt dot_state(S, state), alternating until the
+        state converges. Returns dict with P (M, 3, 3), K = dP/dF (M, 9, 9) (at frozen
+        state; None if not tangent), Lp, state, invFp, S, ok (M,) bool.
         """
         A = F @ invFp0
-        atol = torch.cat([torch.full((self.ns + self.nt,), 1.0), torch.full((self.ns + self.nt,), 1e-6 * 1e-3)]).to(
-            device=F.device, dtype=F.dtype)
-        ok_all = torch.ones(F.shape[0], dtype=torch.bool, device=F.device)
+        n = self.ns + self.nt
+        Mtot = F.shape[0]
+        atol_state = torch.cat([torch.full((n,), 1.0), torch.full((n,), 1e-9)]).to(device=F.device, dtype=F.dtype)
+        Lp, state = Lp.clone(), state.clone()
+        S = torch.empty_like(F)
+        ok = torch.zeros(Mtot, dtype=torch.bool, device=F.device)
+        conv = torch.zeros(Mtot, dtype=torch.bool, device=F.device)
+        act = torch.arange(Mtot, device=F.device)
+        a_A, a_s0, a_st, a_Lp = A, state0, state, Lp
+        r_prev = g_prev = None
         for it in range(max_state_iter):
-            Lp, S, Sv, Fe, rate, k, ok = self.solve_Lp(A, state, Lp, dt)
-            ok_all = ok
-            new = state0 + dt * self.dot_state(rate, state)
-            r = (new - state).abs()
-            conv = (r <= torch.maximum(rtol_state * new.abs(), atol)).all(-1)
-            state = new
-            if bool(conv.all()):
+            a_Lp, a_S, _, _, a_rate, _, a_ok = self.solve_Lp(a_A, a_st, a_Lp, dt, rtol=rtol_Lp)
+            g = a_s0 + dt * self.dot_state(a_rate, a_st)          # fixed-point map of the state
+            r = g - a_st
+            a_conv = (r.abs() <= torch.maximum(rtol_state * g.abs(), atol_state)).all(-1)
+            # Anderson(1) acceleration of the fixed point (per point, scaled)
+            new = g
+            if r_prev is not None:
+                w = 1.0 / torch.maximum(g.abs(), atol_state)
+                dr = (r - r_prev) * w
+                den = (dr * dr).sum(-1)
+                theta = torch.where(den > 0, (r * w * dr).sum(-1) / torch.where(den > 0, den, torch.ones_like(den)),
+                                    torch.zeros_like(den)).clamp(-0.9, 0.9)
+                new = g - theta[:, None] * (g - g_prev)
+            new = torch.where(a_conv[:, None], g, new)
+            last = it == max_state_iter - 1
+            # points whose state converged (or at the last iteration, all) are written back
+            sel = torch.ones_like(a_conv) if last else a_conv
+            gi = act[sel]
+            Lp[gi], state[gi], S[gi] = a_Lp[sel], g[sel], a_S[sel]
+            ok[gi], conv[gi] = a_ok[sel], a_conv[sel]
+            keep = ~sel
+            if not bool(keep.any()):
                 break
-        else:
-            ok_all = ok_all & conv
-        # final stress consistent with the final state
-        Lp, S, Sv, Fe, rate, k, ok = self.solve_Lp(A, state, Lp, dt)
-        ok_all = ok_all & ok & torch.isfinite(Lp).flatten(1).all(-1)
+            act, a_A, a_s0, a_st, a_Lp = act[keep], a_A[keep], a_s0[keep], new[keep], a_Lp[keep]
+            r_prev, g_prev = r[keep], g[keep]
+        ok_all = ok & conv & torch.isfinite(Lp).flatten(1).all(-1)
         B = self.eye - dt * Lp
         invFp = invFp0 @ B
         P = F @ invFp @ S @ invFp.transpose(-1, -2)
         out = dict(P=P, Lp=Lp, state=state, invFp=invFp, S=S, ok=ok_all, K=None)
         if tangent:
-            out["K"] = self._tangent(F, A, invFp0, invFp, B, Fe, S, k, dt)
+            out["K"] = self.tangent(F, invFp0, Lp, state, dt)
         return out
+
+    def tangent(self, F, invFp0, Lp, state, dt):
+        """dP/dF (M, 9, 9) at the converged L_p and state (state held fixed)."""
+        A = F @ invFp0
+        B = self.eye - dt * Lp
+        Fe = A @ B
+        S, Sv = self.stress(Fe)
+        _, k = self.kinetics(Sv, state)
+        invFp = invFp0 @ B
+        return self._tangent(F, A, invFp0, invFp, B, Fe, S, k, dt)
 
     def _tangent(self, F, A, invFp0, invFp, B, Fe, S, k, dt):
         """dP/dF (M, 9, 9) of the converged update at frozen state (row: P_ij, col: F_kl)."""
@@ -397,11 +472,10 @@ class TorchLaw:
         E9 = torch.eye(9, device=dev, dtype=dt_).reshape(9, 3, 3)                  # basis dF
         # implicit dLp/dF: J dLp = sum_a k_a P_a (W_a : dF), W_a = Fe Q_a invFp^T
         CA = A.transpose(-1, -2) @ A
-        Mt = B.transpose(-1, -2) @ CA
-        MQ = torch.einsum("mji,ajk->maik", Mt, self.Q).reshape(M, -1, 9)
-        J = torch.eye(9, device=dev, dtype=dt_) + dt * torch.einsum("ma,ai,maj->mij", k, self.Pflat, MQ)
-        W = torch.einsum("mij,ajk,mlk->mail", Fe, self.Q, invFp).reshape(M, -1, 9)   # (M, n, 9)
-        rhs = torch.einsum("ma,ai,maj->mij", k, self.Pflat, W)                      # (M, 9, 9)
+        J = self._jacobian(B, CA, k, dt)
+        # rhs[i, (p, q)] = sum_a k_a P_a,i (Fe Q_a invFp^T)_pq = sum_kl H[i,(k,l)] Fe_pk invFp_ql
+        H = (k @ self.PQ).reshape(M, 9, 3, 3)
+        rhs = torch.einsum("nikl,npk,nql->nipq", H, Fe, invFp).reshape(M, 9, 9)
         dLp = torch.linalg.solve(J, rhs)                                             # (M, 9[Lp], 9[F])
         dLp = dLp.permute(0, 2, 1).reshape(M, 9, 3, 3)                              # (M, dir, 3, 3)
         dF = E9.expand(M, 9, 3, 3)
