@@ -156,3 +156,22 @@ def test_cli_train_predict_evaluate_acquire(tmp_path):
     r = run(cli, ["acquire", "--model", str(ck1), "-f", str(tmp_path / "cand.h5"),
                   "--out", str(tmp_path / "r1.csv")])
     assert r.exit_code == 1 and "needs an ensemble" in r.output
+
+
+def test_training_is_reproducible_and_the_papers_21_outputs_work():
+    rng = np.random.default_rng(3)
+    tab = _table(rng.normal(size=(80, 4)).astype(np.float32))
+    cfg = TrainConfig(n_members=2, hidden=16, max_epochs=3, seed=5)
+    a = train_surrogate(tab, cfg, progress=False)
+    b = train_surrogate(tab, cfg, progress=False)
+    for k, v in a.net.state_dict().items():
+        torch.testing.assert_close(v, b.net.state_dict()[k], rtol=0, atol=0)
+    c = train_surrogate(tab, TrainConfig(hidden=16, max_epochs=3, outputs="all", scaling_margin=0),
+                        progress=False)
+    assert c.net.n_out == 21 and c.scaling.lo[0] == pytest.approx(0.0)  # paper: min over all
+    mean, _ = c.predict(tab.X[:2])
+    assert mean.shape == (2, 21) and a.predict(tab.X[:2])[0].shape == (2, 21)
+    # the initial stress must be the same for every VE unless all 21 states are learned
+    tab.Y[0, 0] = 5.0
+    with pytest.raises(ValueError, match="initial .* differs between VEs"):
+        train_surrogate(tab, TrainConfig(hidden=16, max_epochs=1), progress=False)
