@@ -369,7 +369,7 @@ def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin"
                             groups.setdefault(tuple(np.shape(ve.grain_map)), []).append((i, ve))
                         for group in groups.values():
                             recs = _solve_builtin([ve for _, ve in group], phase, load, device=device,
-                                                  dtype=dtype, **numerics)
+                                                  dtype=dtype, progress=progress, **numerics)
                             for (i, _), rec in zip(group, recs):
                                 rec.ve_id = ids[i]
                                 records[i] = rec
