@@ -10,7 +10,8 @@
      for hP, |cos| of its angle to the c axis (6 bins) x its azimuth folded to
      [0, 30 deg] (3 bins); for cubic, the largest and smallest absolute direction
      cosines (5 x 5 bins). Under uniaxial load this sets each grain's Schmid factors.
-   - marginal histograms of the FZ Bunge angles / (2 pi, pi, 2 pi) (3 x 8 bins).
+   - marginal histograms of the FZ Bunge angles, each over its fundamental-zone range
+     (hP: 360, 90, 60 deg; 3 x 8 bins).
    - log of the mean grain volume in voxels.
 
    Histograms are volume fractions x number of bins (mean 1), so they need no
@@ -31,7 +32,7 @@ import numpy as np
 
 from .table import FINGERPRINT_FORMAT, SurrogateTable
 
-FEATURE_VERSION = "orientation-statistics-v1"
+FEATURE_VERSION = "orientation-statistics-v2"
 
 
 def mean_curve(table: SurrogateTable) -> np.ndarray:
@@ -40,6 +41,13 @@ def mean_curve(table: SurrogateTable) -> np.ndarray:
     if len(tr) == 0:
         raise ValueError("no training rows for the mean-curve baseline")
     return table.Y[tr].mean(axis=0)
+
+
+#: Bunge-angle ranges of the fundamental zones (hP: phi2 < 60 deg, Phi <= 90 deg; the
+#: cubic FZ is not a box, these bound it), used to normalise the Euler histograms.
+_EULER_RANGE = {"hP": (2 * np.pi, np.pi / 2, np.pi / 3),
+                "cF": (2 * np.pi, np.pi / 2, np.pi / 2),
+                "cI": (2 * np.pi, np.pi / 2, np.pi / 2)}
 
 
 def _hist(values, weights, bins, lo, hi):
@@ -75,7 +83,7 @@ def orientation_features(quaternions: np.ndarray, grain_map: np.ndarray, lattice
                                   range=((1 / np.sqrt(3), 1), (0, 1 / np.sqrt(3))), weights=w)
     else:
         raise ValueError(f"unknown lattice {lattice!r}")
-    eul = rot.as_Euler_angles() / np.array([2 * np.pi, np.pi, 2 * np.pi])
+    eul = rot.as_Euler_angles() / np.asarray(_EULER_RANGE[lattice])
     eh = [_hist(eul[:, c], w, euler_bins, 0.0, 1.0) for c in range(3)]
     h2 = h2.ravel() * h2.size
     eh = np.concatenate(eh) * euler_bins
