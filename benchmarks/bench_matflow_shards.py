@@ -17,7 +17,11 @@ array size a SLURM submission would get. Reference (docs/matflow.md and
 /work/shared/notes/matflow.md): about 7 s per element by default, combine_scripts 0.3 s
 per element at 200 elements but superlinear past a few hundred.
 
-    python benchmarks/bench_matflow_shards.py [--k 6] [--shards 100 1000 5000] [--no-torch]
+    python benchmarks/bench_matflow_shards.py [--k 6] [--k-combine 40] [--shards 100 1000 5000]
+        [--no-torch] [--skip-make]
+
+The combine_scripts column uses the larger of the small-workflow slope and the
+per-element cost at --k-combine shards.
 """
 
 from __future__ import annotations
@@ -149,6 +153,8 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=6, help="shards of the larger workflow (default 6)")
     ap.add_argument("--shards", type=int, nargs="+", default=[100, 500, 1000, 5000],
                     help="VEs per shard to tabulate (default 100 500 1000 5000)")
+    ap.add_argument("--k-combine", type=int, default=40,
+                    help="shards of a larger combine_scripts workflow (0: skip; default 40)")
     ap.add_argument("--no-torch", action="store_true", help="no-op actions do not import torch")
     ap.add_argument("--skip-make", action="store_true", help="skip the full-scale make measurements")
     args = ap.parse_args(argv)
@@ -169,13 +175,19 @@ def main(argv=None):
             per_el[combine] = (tk - t1) / (args.k - 1)
             print(f"combine_scripts={combine}: 1 shard {t1:.1f} s, {args.k} shards {tk:.1f} s "
                   f"-> {per_el[combine]:.2f} s per element (3 runs each)", flush=True)
+        if args.k_combine:
+            tb = run_once(d, args.k_combine, True)
+            big = (tb - t1) / (args.k_combine - 1)
+            print(f"combine_scripts=True: {args.k_combine} shards {tb:.1f} s -> {big:.2f} s per "
+                  f"element at that size (superlinear growth shows here)", flush=True)
+            per_el[True] = max(per_el[True], big)
         mf.unload_config()
 
     make = {} if args.skip_make else {s: make_at_scale(s) for s in args.shards}
     print()
     print("Campaign fan-out overhead vs shard size (direct scheduler, zarr store, "
           "2-core shared machine: timings noisy)")
-    print(f"{'VEs/shard':>9} | {'elements @50k':>13} | {'make s (160k VEs)':>17} | {'make GB':>7} | "
+    print(f"{'VEs/shard':>9} | {'elements @50k':>13} | {'make s (160k VEs)':>17} | {'peak GB':>7} | "
           f"{'ms/VE default':>13} | {'ms/VE combine':>13} | SLURM array")
     for s in args.shards:
         n_el = -(-50000 // s)

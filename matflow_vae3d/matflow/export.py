@@ -97,6 +97,16 @@ def workflow_elements(workflow) -> dict[str, list[dict]]:
                 rec["ve_dataset"] = resolve_path(wk.path, el.get("inputs.VE_dataset"))
             except Exception:
                 rec["ve_dataset"] = None
+            rec["ve_ids"] = None  # VE ids of a MatFlow volume_element input (failed runs)
+            if status != "success" and rec["ve_dataset"] is None:
+                try:
+                    vol = el.get("inputs.volume_element")
+                except Exception:
+                    vol = None
+                if isinstance(vol, dict):
+                    from .actions import volume_element_id
+
+                    rec["ve_ids"] = [volume_element_id(vol)]
             if status == "success":
                 rec["file"] = resolve_path(wk.path, el.get(f"outputs.{param}"))
             elif status == "error" and run_id is not None:
@@ -105,7 +115,11 @@ def workflow_elements(workflow) -> dict[str, list[dict]]:
     return out
 
 
-def _ve_ids_of(dataset: Path | None) -> list[str]:
+def _ve_ids_of(rec: dict) -> list[str]:
+    """VE ids an element was given: its VE dataset's, or its volume_element's hash."""
+    if rec.get("ve_ids"):
+        return list(rec["ve_ids"])
+    dataset = rec.get("ve_dataset")
     if dataset is None or not Path(dataset).is_file():
         return []
     from ..datasets import VEDataset
@@ -167,7 +181,7 @@ def export_workflow(workflow) -> dict[str, Any]:
                 cp_rows[str(v)]["shard"] = rec["element"]
         elif rec["status"] == "error":
             reason = f"CP shard failed ({rec['task']} element {rec['element']}): {rec['error']}"
-            for v in _ve_ids_of(rec["ve_dataset"]):
+            for v in _ve_ids_of(rec):
                 idx(v)
                 failed_rows[v] = (reason, rec["element"])
     for k in ("loadcase",):
@@ -179,7 +193,7 @@ def export_workflow(workflow) -> dict[str, Any]:
     sha, latent, lattice_fp = set(), None, set()
     for rec in elems["fingerprint"]:
         if rec["file"] is None:
-            for v in _ve_ids_of(rec["ve_dataset"]):
+            for v in _ve_ids_of(rec):
                 idx(v)
             continue
         f = read_fingerprints(rec["file"])
