@@ -135,8 +135,9 @@ class Surrogate:
             raise ValueError(
                 f"expected fingerprints of shape (n, {self.latent_dim}), got {tuple(X.shape)}"
             )
-        if not torch.isfinite(X).all():
-            raise ValueError("fingerprints contain NaN/inf")
+        if not torch.isfinite(X.sum()):  # one cheap pass; NaN/inf make the sum non-finite
+            bad = int((~torch.isfinite(X).all(dim=1)).sum())
+            raise ValueError(f"fingerprints contain NaN/inf ({bad} row(s)) or values too large")
         n = X.shape[0]
         bs = n if not batch_size else int(batch_size)
         chunks = range(0, max(n, 1), max(bs, 1))
@@ -144,8 +145,11 @@ class Surrogate:
             from tqdm import tqdm
 
             chunks = tqdm(chunks, desc="predict", unit="batch")
-        out = [self.net(X[s:s + bs]) for s in chunks] if n else [self.net(X)]
-        s = torch.cat(out, dim=1).double().numpy()  # (M, n, n_out) scaled
+        if n <= bs:
+            s = self.net(X)
+        else:
+            s = torch.cat([self.net(X[i:i + bs]) for i in chunks], dim=1)
+        s = s.double().numpy()  # (M, n, n_out) scaled
         y = self.scaling.inverse(s)
         if self.meta.get("outputs", "non-trivial") == "non-trivial":
             y0 = np.full(y.shape[:2] + (1,), float(self.meta.get("initial_value", 0.0)))
