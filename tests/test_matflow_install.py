@@ -169,3 +169,23 @@ def test_damask_env_reused(tmp_path, unloaded):
     assert "module load damask/3.0" in ours["setup"]
     assert 'export DAMASK_GRID="/opt/damask/bin/DAMASK_grid"' in ours["setup"]
     assert {e.name for e in mf.envs} >= {"damask_env", "vae3d_env"}
+
+
+@pytest.mark.parametrize("name", ["uniaxial_campaign.yaml", "uniaxial_campaign_demo.yaml"])
+def test_templates_parse_with_defaults(name, tmp_path):
+    """Both templates load with their default variables and use only registered schemas
+    (one template variable per line: MatFlow's substitution is greedy within a line)."""
+    import re
+
+    from hpcflow.sdk.core.utils import read_YAML_str
+
+    text = (inst.TEMPLATES_DIR / name).read_text()
+    for line in text.splitlines():
+        assert line.count("<<var:") <= 1, line
+    data = read_YAML_str(text, variables={})
+    paths = inst.render(tmp_path)
+    schemas = yaml.safe_load(paths["task_schema_sources"].read_text())
+    names = {s["objective"] + (f"_{s['method']}" if "method" in s else "") for s in schemas}
+    assert [t["schema"] for t in data["tasks"]] and all(t["schema"] in names for t in data["tasks"])
+    assert data["resources"]["any"]["combine_scripts"] is True
+    assert re.search(r"VEs_per_shard", text)
