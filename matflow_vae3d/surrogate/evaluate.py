@@ -153,6 +153,10 @@ def plot_error_per_increment(metrics: dict[str, Any], path) -> Path:
     a2.errorbar(k, m, yerr=s, fmt="o-", ms=3, capsize=2, color="C2")
     a2.set_xlabel("increment")
     a2.set_ylabel("|predicted - true| / |true| (%)")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"error per increment, {metrics['n_ve']} held-out VEs", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -204,6 +204,12 @@ def train_surrogate(
         log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         logger = CSVLogger(str(log_dir), name="", version="")
+    import logging
+
+    # Lightning's start-up banner (GPU/TPU availability, tips) is noise for a CPU MLP
+    rz = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    old_level = rz.level
+    rz.setLevel(logging.WARNING)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cfg.threads)))
     with warnings.catch_warnings():
@@ -211,6 +217,7 @@ def train_surrogate(
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
         warnings.filterwarnings("ignore", message=".*LightningModule.*`log_every_n_steps`.*")
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer = L.Trainer(
             max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, logger=logger,
             callbacks=callbacks, enable_checkpointing=False, enable_model_summary=False,
@@ -221,6 +228,7 @@ def train_surrogate(
             trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
         finally:
             torch.set_num_threads(old_threads)
+            rz.setLevel(old_level)
     if len(va):
         net.load_state_dict(module.best_state)
     net.eval()
