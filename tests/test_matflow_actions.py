@@ -139,3 +139,24 @@ def test_train_and_evaluate_vae_from_shards(in_tmp, monkeypatch):
     ev = actions.evaluate_VAE(ckpt, shards[1])
     assert ev["VAE_metrics"]["n"] == 2 and 0 <= ev["VAE_metrics"]["deg_mean"] <= 180
     assert (in_tmp / ev["VAE_plots"][0]).is_file()
+
+
+def test_ensure_split_small_campaign():
+    """A 9-VE campaign whose hash split has no test VE gets the next seed that has one;
+    the manifest records it, and the split is the library's for that seed."""
+    from types import SimpleNamespace
+
+    from matflow_vae3d.surrogate.table import split_by_id
+
+    ids = np.array([f"demo-{s:05d}-{i:06d}" for s in range(3) for i in range(3)], dtype=object)
+    man = {"seed": 0, "val_fraction": 0.15, "test_fraction": 0.25}
+    start = next(sd for sd in range(100) if "test" not in set(split_by_id(ids, 0.15, 0.25, sd)))
+    man["seed"] = start
+    table = SimpleNamespace(ve_id=ids, split=split_by_id(ids, 0.15, 0.25, start), seed=start)
+    actions._ensure_split(table, man)
+    assert man["seed"] > start and table.seed == man["seed"]
+    assert {"train", "val", "test"} <= set(table.split)
+    assert list(table.split) == list(split_by_id(ids, 0.15, 0.25, man["seed"]))
+    with pytest.raises(ValueError, match="cannot split"):
+        actions._ensure_split(SimpleNamespace(ve_id=ids[:1], split=np.array(["train"]), seed=0),
+                              {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.1}, tries=5)

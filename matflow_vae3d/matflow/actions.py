@@ -359,6 +359,28 @@ def _surrogate_table(manifest: dict):
                        test_fraction=manifest["test_fraction"], seed=manifest["seed"])
 
 
+def _ensure_split(table, manifest: dict, tries: int = 1000) -> None:
+    """Small campaigns: make the hash split usable. If the train split is empty, or the
+    test (val) split is empty although its fraction is > 0, take the first seed after
+    manifest['seed'] that fills them (deterministic; the seed used is written back to
+    the manifest so that evaluation rebuilds the same split)."""
+    from ..surrogate.table import split_by_id
+
+    def ok(split):
+        return ((split == "train").any()
+                and ((split == "test").any() or manifest["test_fraction"] == 0)
+                and ((split == "val").any() or manifest["val_fraction"] == 0))
+
+    if ok(table.split):
+        return
+    for seed in range(manifest["seed"] + 1, manifest["seed"] + tries):
+        split = split_by_id(table.ve_id, manifest["val_fraction"], manifest["test_fraction"], seed)
+        if ok(split):
+            table.split, table.seed, manifest["seed"] = split, seed, seed
+            return
+    raise ValueError(f"cannot split {len(table.ve_id)} VEs into non-empty train/val/test sets")
+
+
 def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_test_fraction=0.2):
     """Join the grouped shards by VE id and train the surrogate ->
     {'surrogate_checkpoint': path, 'surrogate_dataset': path of a JSON manifest
@@ -389,6 +411,7 @@ def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_t
     if "threads" not in cfg and os.environ.get("MATFLOW_RUN_NUM_THREADS"):
         cfg["threads"] = int(os.environ["MATFLOW_RUN_NUM_THREADS"])
     table = _surrogate_table(manifest)
+    _ensure_split(table, manifest)
     print(table.summary(), flush=True)
     ckpt, rel = output_path("train_surrogate", "surrogate", ".pt")
     model = _train(table, TrainConfig(**cfg), log_dir=ckpt.with_suffix(""), progress=False)
