@@ -275,6 +275,9 @@ def write_export(data: dict[str, Any], out: str | Path, overwrite: bool = False)
                 f.create_dataset(k, data=np.asarray(data[k]))
             for k, v in data["provenance"].items():
                 f.attrs[k] = v
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
