@@ -39,7 +39,11 @@ DEFAULT_NUMERICS = dict(
     max_cutback=3,       # halvings of the time step before a VE is declared failed
     cg_tol=1e-4,         # relative residual of each linear solve
     cg_maxiter=300,
+    rtol_Lp=1e-8,        # local Newton on L_p (DAMASK: 1e-6)
+    rtol_state=1e-7,     # local state fixed point (DAMASK: 1e-6)
 )
+#: defaults that differ in float32 (its resolution, 1.2e-7, rules out the float64 tolerances)
+FLOAT32_NUMERICS = dict(tol_div=1e-4, tol_bc=1e-4, tol_bc_abs=10.0, tol_div_abs=10.0)
 
 
 @dataclasses.dataclass
@@ -128,7 +132,8 @@ class _Batch:
                 raise ValueError(f"VE {b}: grain index {maps[b].max()} but only {len(q)} orientations")
             Rg = elasticity.quaternion_to_matrix(q)
             R.append(Rg[maps[b].reshape(-1)])
-        R = torch.as_tensor(np.stack(R), device=device, dtype=dtype)             # (B, N, 3, 3)
+        ld = law.dtype                      # local (constitutive) precision: always float64
+        R = torch.as_tensor(np.stack(R), device=device, dtype=ld)                # (B, N, 3, 3)
         # F_p0 = R / det(R)^(1/3) = R  ->  F_p0^-1 = R^T
         self.invFp = R.transpose(-1, -2).reshape(B, *self.cells, 3, 3).contiguous()
         eye = torch.eye(3, device=device, dtype=dtype)
@@ -136,7 +141,7 @@ class _Batch:
         self.dF_last = torch.zeros_like(self.F)                                 # F(t) - F(t - dt_last)
         self.dt_last = torch.zeros(B, device=device, dtype=dtype)
         self.state = law.state0.expand(B, *self.cells, law.law.n_state).clone()
-        self.Lp = torch.zeros_like(self.F)
+        self.Lp = torch.zeros_like(self.invFp)
         self.P = torch.zeros_like(self.F)
         self.G = _Projector(self.cells, size, device, dtype)
 
@@ -151,20 +156,22 @@ class _Batch:
             Lp0, st0 = self.Lp[idx], self.state[idx]
         else:
             Lp0, st0 = guess["Lp"], guess["state"]
-        out = self.law.update(F.reshape(*sh, 3, 3), self.invFp[idx].reshape(*sh, 3, 3),
+        out = self.law.update(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
                               self.state[idx].reshape(*sh, -1), Lp0.reshape(*sh, 3, 3),
                               st0.reshape(*sh, -1), dt, tangent=tangent,
-                              **(dict(rtol_state=1e-5, rtol_Lp=1e-6) if loose else {}))
+                              rtol_state=max(self.num["rtol_state"], 1e-5) if loose else self.num["rtol_state"],
+                              rtol_Lp=max(self.num["rtol_Lp"], 1e-6) if loose else self.num["rtol_Lp"])
         shp = (nb, *self.cells)
         res = {k: (v.reshape(*shp, *v.shape[1:]) if v is not None else None) for k, v in out.items()}
+        res["P"] = res["P"].to(self.dtype)
         return res
 
     def _tangent(self, idx, F, dt, out):
         nb = len(idx)
         sh = (nb * self.N,)
-        K = self.law.tangent(F.reshape(*sh, 3, 3), self.invFp[idx].reshape(*sh, 3, 3),
+        K = self.law.tangent(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
                              out["Lp"].reshape(*sh, 3, 3), out["state"].reshape(*sh, -1), dt)
-        return K.reshape(nb, *self.cells, 9, 9)
+        return K.reshape(nb, *self.cells, 9, 9).to(self.dtype)
 
     def _cg(self, K, mask, b_field, b_mac):
         """Batched CG on [G K G, G K e; e^T K G, e^T K e]_mask for (field, masked mean)."""
@@ -279,7 +286,7 @@ class _Batch:
         return conv, iters, reasons
 
     def record(self):
-        F, P = self.F, self.P
+        F, P = self.F.double(), self.P.double()
         Fbar, Pbar = self._mean(F), self._mean(P)
         sigma = P @ F.transpose(-1, -2) / torch.linalg.det(F)[..., None, None]
         return (Fbar.cpu().numpy(), Pbar.cpu().numpy(), self._mean(sigma).cpu().numpy())
@@ -311,13 +318,17 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
     unknown = set(numerics) - set(DEFAULT_NUMERICS)
     if unknown:
         raise ValueError(f"unknown numerics {sorted(unknown)}; known: {sorted(DEFAULT_NUMERICS)}")
-    num = {**DEFAULT_NUMERICS, **numerics}
+    num = {**DEFAULT_NUMERICS, **(FLOAT32_NUMERICS if dtype == torch.float32 else {}), **numerics}
     if not isinstance(load, LoadCase):
         raise ValueError("load must be a matflow_vae3d.cp.loadcase.LoadCase")
     maps = _as_grain_map(material_maps)
     if len(quaternions) != maps.shape[0]:
         raise ValueError(f"{maps.shape[0]} material maps but {len(quaternions)} orientation sets")
-    law = from_phase(phase).to(device, dtype)
+    if dtype not in (torch.float64, torch.float32):
+        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+    # float32 applies to the fields (FFT, Krylov); the constitutive update stays in float64:
+    # E = (F_e^T F_e - I)/2 loses ~4 digits to cancellation and n = 20 amplifies the rest
+    law = from_phase(phase).to(device, torch.float64)
     batch = _Batch(law, maps, quaternions, size, torch.device(device), dtype, num)
     B = batch.B
 
