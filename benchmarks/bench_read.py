@@ -92,6 +92,23 @@ def time_reads(path, n, batch, threads, shuffle, repeats=2):
     return best, cpu
 
 
+def read_existing(path, batch):
+    """Wall-clock and CPU read rates of an existing dataset, 1 and all threads."""
+    ncores = len(os.sched_getaffinity(0))
+    with VEDataset(path) as ds:
+        n = len(ds)
+        print(f"# {ds!r}; batch {batch}; load average {os.getloadavg()[0]:.1f} "
+              f"on {ncores} cores")
+    for threads in sorted({1, ncores}):
+        best, cpu = 0.0, np.inf
+        for _ in range(3):
+            r, c = time_reads(path, n, batch, threads=threads, shuffle=False)
+            best, cpu = max(best, r), min(cpu, c)
+        print(f"read_batch, {threads} thread(s): {best:.0f} VEs/s wall, "
+              f"{cpu * 1e3:.2f} ms CPU per VE")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200, help="VEs per file")
@@ -101,7 +118,11 @@ def main(argv=None):
     ap.add_argument("--dir", default=None, help="scratch directory (default: temp)")
     ap.add_argument("--skip-storage", action="store_true",
                     help="only the to_tensor and DataLoader measurements")
+    ap.add_argument("--read", default=None, metavar="FILE",
+                    help="only time read_batch on an existing VE dataset FILE")
     args = ap.parse_args(argv)
+    if args.read:
+        return read_existing(args.read, args.batch)
 
     import torch
 
