@@ -243,9 +243,12 @@ class History(Callback):
         self._t0 = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        if not trainer.is_global_zero or trainer.sanity_checking:
+        if trainer.sanity_checking:
             return
+        # callback_metrics reduces sync_dist metrics across ranks: every rank must ask
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if not trainer.is_global_zero:
+            return
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                "wall_s": round(time.perf_counter() - (self._t0 or time.perf_counter()), 3)}
         row.update({k: m[k] for k in m if k.startswith(("train_", "val_"))})
