@@ -115,6 +115,17 @@ def _from_volume_element(volume_element: dict, lattice: str):
     return ve
 
 
+def _progress() -> bool:
+    """tqdm bars in actions: on when $VAE3D_PROGRESS=1 (or stderr is a terminal), off
+    with $VAE3D_PROGRESS=0; MatFlow runs write them to the run's std stream."""
+    flag = os.environ.get("VAE3D_PROGRESS")
+    if flag is not None:
+        return flag.strip() not in ("", "0", "false", "no")
+    import sys
+
+    return sys.stderr.isatty()
+
+
 def _device() -> str:
     """'cuda' when a GPU is visible (cluster GPU tasks), else 'cpu'."""
     import torch
@@ -126,7 +137,7 @@ def _write_single_ve_dataset(ve, action: str) -> Path:
     from ..datasets import write_ves
 
     path, _ = output_path(action, "ve")
-    write_ves(path, [ve], overwrite=True, progress=False)
+    write_ves(path, [ve], overwrite=True, progress=_progress())
     return path
 
 
@@ -170,12 +181,12 @@ def generate_VE(VEs_per_shard, VE_shard=0, VE_preset="train", VE_overrides=None,
     workers = max(1, int(os.environ.get("MATFLOW_RUN_NUM_CORES") or 1))
 
     def renamed():
-        for i, ve in enumerate(generate_ves(params, seeds, workers=workers, progress=False)):
+        for i, ve in enumerate(generate_ves(params, seeds, workers=workers, progress=_progress())):
             ve.ve_id = f"{VE_id_prefix}-{shard:05d}-{i:06d}"
             yield ve
 
     path, rel = output_path("generate_VE", f"ves_shard{shard:05d}")
-    write_ves(path, renamed(), overwrite=True, progress=False, total=n)
+    write_ves(path, renamed(), overwrite=True, progress=_progress(), total=n)
     return {"VE_dataset": rel}
 
 
@@ -209,9 +220,9 @@ def _merge_shards(paths: list[Path], n_val: int, train_out: Path, val_out: Path)
                 yield from ds
 
     it = all_ves()
-    write_ves(train_out, islice(it, total - n_val), overwrite=True, progress=False, total=total - n_val)
+    write_ves(train_out, islice(it, total - n_val), overwrite=True, progress=_progress(), total=total - n_val)
     if n_val:
-        write_ves(val_out, it, overwrite=True, progress=False, total=n_val)
+        write_ves(val_out, it, overwrite=True, progress=_progress(), total=n_val)
     return total - n_val, n_val
 
 
@@ -243,7 +254,8 @@ def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
     run_dir.mkdir(parents=True, exist_ok=True)
     n_val = int(VAE_val_VEs)
     _merge_shards(paths, n_val, run_dir / "train.h5", run_dir / "val.h5")
-    args = ["--train", str(run_dir / "train.h5"), "--out", str(run_dir), "--no-progress"]
+    args = ["--train", str(run_dir / "train.h5"), "--out", str(run_dir),
+            "--progress" if _progress() else "--no-progress"]
     if n_val:
         args += ["--val", str(run_dir / "val.h5")]
     for k, v in cfg.items():
@@ -261,7 +273,7 @@ def evaluate_VAE(VAE_checkpoint, VE_dataset):
 
     model, meta = load_model(_checkpoint(VAE_checkpoint))
     res = evaluate_dataset(model, meta, resolve_input(VE_dataset, "VE dataset"), device=_device(),
-                           progress=False)
+                           progress=_progress())
     png, rel = output_path("evaluate_VAE", "reconstructions", ".png")
     x, recon = res["examples"]
     plot_reconstructions(x, recon, png)
@@ -278,7 +290,7 @@ def fingerprint_VE(VE_dataset, VAE_checkpoint="pretrained"):
     model, meta = load_model(_checkpoint(VAE_checkpoint))
     data = resolve_input(VE_dataset, "VE dataset")
     out, rel = output_path("fingerprint_VE", "fingerprints")
-    fingerprint_dataset(model, meta, data, out, device=_device(), progress=False)
+    fingerprint_dataset(model, meta, data, out, device=_device(), progress=_progress())
     return {"fingerprints": rel}
 
 
@@ -293,7 +305,7 @@ def fingerprint_volume_element(volume_element, VAE_checkpoint="pretrained", crys
     ve = _from_volume_element(volume_element, crystal_structure or meta["lattice"])
     data = _write_single_ve_dataset(ve, "fingerprint_VE")
     out, rel = output_path("fingerprint_VE", "fingerprints")
-    fingerprint_dataset(model, meta, data, out, progress=False)
+    fingerprint_dataset(model, meta, data, out, progress=_progress())
     mu = read_fingerprints(out)["mu"][0]
     return {"VE_fingerprint": [float(v) for v in mu], "fingerprints": rel}
 
@@ -319,7 +331,7 @@ def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options) -> 
     load = loadcase_of(uniaxial_load)
     out, rel = output_path("simulate_uniaxial", "cp_results")
     simulate_dataset(data, out, material=CP_material, solver=CP_solver, load=load,
-                     progress=False, **dict(CP_options or {}))
+                     progress=_progress(), **dict(CP_options or {}))
     return rel
 
 
@@ -414,7 +426,7 @@ def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_t
     _ensure_split(table, manifest)
     print(table.summary(), flush=True)
     ckpt, rel = output_path("train_surrogate", "surrogate", ".pt")
-    model = _train(table, TrainConfig(**cfg), log_dir=ckpt.with_suffix(""), progress=False)
+    model = _train(table, TrainConfig(**cfg), log_dir=ckpt.with_suffix(""), progress=_progress())
     model.save(ckpt, overwrite=True)
     man, man_rel = output_path("train_surrogate", "surrogate_dataset", ".json")
     man.write_text(json.dumps(manifest, indent=1))
