@@ -160,3 +160,12 @@ def test_ensure_split_small_campaign():
     with pytest.raises(ValueError, match="cannot split"):
         actions._ensure_split(SimpleNamespace(ve_id=ids[:1], split=np.array(["train"]), seed=0),
                               {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.1}, tries=5)
+
+
+def test_damask_solver_without_damask_grid_fails_clearly(in_tmp, monkeypatch):
+    monkeypatch.delenv("DAMASK_GRID", raising=False)
+    monkeypatch.setenv("PATH", str(in_tmp))  # no DAMASK_grid anywhere
+    ds = actions.generate_VE(VEs_per_shard=1, crystal_structure="hP", VE_grid=16)["VE_dataset"]
+    with pytest.raises(FileNotFoundError, match="DAMASK_grid"):
+        actions.simulate_uniaxial(ds, CP_solver="damask")
+    assert not list((in_tmp / "vae3d_data").glob("simulate_uniaxial/*.h5"))
