@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,10 +22,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh $(DEMO_OUT)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/vae3d matflow demo --out $(DEMO_OUT)
 
 test: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests
-
-bench: $(BIN)/.installed
-	for b in benchmarks/bench_*.py; do PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python $$b || exit 1; done
