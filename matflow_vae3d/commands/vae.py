@@ -60,8 +60,12 @@ def _set_threads(threads):
 
 
 def _load(model_path):
+    """Load --model; the word 'pretrained' names the shipped small model (hP, 16³)."""
+    from ..vae import pretrained_path
     from ..vae.checkpoint import load_model
 
+    if str(model_path) == "pretrained":
+        model_path = pretrained_path()
     return load_model(model_path)
 
 
@@ -157,7 +161,7 @@ def train_vae(train_path, val_path, out_dir, preset, widths, hidden, latent, epo
 
 # ----------------------------------------------------------------------------- fingerprint
 @click.command("fingerprint")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="VAE model file (model.pt or a .ckpt).")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="VAE model file (model.pt or a .ckpt), or 'pretrained' for the shipped small model.")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="VE dataset (HDF5).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Fingerprint file (HDF5) to write.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
