@@ -58,6 +58,7 @@ tasks:
     nesting_order: {{inputs.VE_dataset: 0}}
     resources: {{any: {{skip_downstream_on_failure: false}}}}
     groups: [{{name: campaign}}]
+  - schema: plot_latent_PCA
   - schema: train_surrogate
     inputs:
       surrogate_test_fraction: 0.3
@@ -105,6 +106,9 @@ def test_runs_finish_despite_failed_shard(campaign):
     sim = _statuses(t["simulate_uniaxial"])
     assert sim[BAD_SHARD] == "error" and sim.count("success") == N_SHARDS - 1
     assert _statuses(t["train_surrogate"]) == ["success"]
+    assert _statuses(t["plot_latent_PCA"]) == ["success"]
+    pca = t["plot_latent_PCA"].elements[0].outputs.latent_plots.value
+    assert (Path(wk.path) / pca[0]).stat().st_size > 1000
     assert _statuses(t["evaluate_surrogate"]) == ["success"]
     ev = t["evaluate_surrogate"].elements[0]
     plots = ev.outputs.surrogate_plots.value

@@ -46,7 +46,7 @@ def test_install_uninstall_idempotent_custom_dir(tmp_path, unloaded):
     names = {s.name for s in mf.task_schemas}
     for s in ("generate_VE", "train_VAE", "fingerprint_VE", "fingerprint_VE_from_volume_element",
               "simulate_uniaxial", "simulate_uniaxial_from_volume_element", "train_surrogate",
-              "evaluate_surrogate", "evaluate_VAE", "to_volume_element"):
+              "evaluate_surrogate", "evaluate_VAE", "to_volume_element", "plot_latent_PCA"):
         assert s in names, s
     assert "vae3d_env" in {e.name for e in mf.envs}
     assert all(inst.is_installed(cdir).values())

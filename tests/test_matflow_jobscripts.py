@@ -49,7 +49,8 @@ def test_slurm_jobscripts(mf_hermetic):
         "gpu_scheduler_args": '{"directives": {"--gres": "gpu:1", "--time": "24:00:00"}}',
         "cp_scheduler_args": '{"directives": {"--time": "12:00:00"}}'})
     assert set(js) == {("generate_VE_1",), ("train_VAE",), ("generate_VE_2",), ("fingerprint_VE",),
-                       ("simulate_uniaxial",), ("train_surrogate",), ("evaluate_surrogate",)}
+                       ("simulate_uniaxial",), ("plot_latent_PCA",), ("train_surrogate",),
+                       ("evaluate_surrogate",)}
     gen, fp, sim = js[("generate_VE_2",)], js[("fingerprint_VE",)], js[("simulate_uniaxial",)]
     assert js[("generate_VE_1",)]["is_array"] and "#SBATCH --array 1-5" in js[("generate_VE_1",)]["directives"]
     for j in (gen, fp, sim):

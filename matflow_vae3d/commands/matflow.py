@@ -160,6 +160,11 @@ def demo_cmd(out_dir, variables, template, config_dir):
     st = data["status"]
     click.echo(f"dataset: {ds} ({len(st)} VEs: {int((st == 'converged').sum())} converged, "
                f"{int((st == 'failed').sum())} failed)")
+    for t in wk.tasks:
+        if t.template.schema.name == "plot_latent_PCA" and t.elements and \
+                t.elements[0].action_runs[-1].status.name == "success":
+            for p in t.elements[0].outputs.latent_plots.value:
+                shutil.copy2(Path(wk.path) / p, out / "latent_pca.png")
     ev = [t for t in wk.tasks if t.template.schema.name == "evaluate_surrogate"]
     if ev and ev[0].elements and ev[0].elements[0].action_runs[-1].status.name == "success":
         el = ev[0].elements[0]
@@ -167,7 +172,7 @@ def demo_cmd(out_dir, variables, template, config_dir):
             shutil.copy2(Path(wk.path) / p, out / f"surrogate_{Path(p).name}")
         m = el.outputs.surrogate_metrics.value
         click.echo(f"surrogate on {m['n_ve']} held-out VEs: MAE {m['mae_mpa_mean']:.2f} MPa, "
-                   f"R^2 {m['r2']:.3f}; plots: {out}/surrogate_*.png")
+                   f"R^2 {m['r2']:.3f}; plots: {out}/surrogate_*.png, {out}/latent_pca.png")
     click.echo(f"wall time {wall:.0f} s")
     if failed:
         raise click.ClickException(f"{len(failed)} run(s) did not succeed: {failed}")

@@ -371,6 +371,22 @@ def _surrogate_table(manifest: dict):
                        test_fraction=manifest["test_fraction"], seed=manifest["seed"])
 
 
+def plot_latent_PCA(fingerprints):
+    """PC1/PC2 scatter of all grouped fingerprint shards -> {'latent_plots': [PNG path]}.
+    Shards whose run failed (None) are skipped."""
+    from ..latent import fit_pca, plot_pca
+    from ..vae.encode import read_fingerprints
+
+    mus = [read_fingerprints(resolve_input(p, "fingerprints"))["mu"]
+           for p in _as_list(fingerprints) if p is not None]
+    if not mus:
+        raise ValueError("plot_latent_PCA: no fingerprint files")
+    mu = np.concatenate(mus)
+    png, rel = output_path("plot_latent_PCA", "latent_pca", ".png")
+    plot_pca(fit_pca(mu, 2), mu, {}, png)
+    return {"latent_plots": [rel]}
+
+
 def _ensure_split(table, manifest: dict, tries: int = 1000) -> None:
     """Small campaigns: make the hash split usable. If the train split is empty, or the
     test (val) split is empty although its fraction is > 0, take the first seed after
