@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/vae3d matflow demo --out $(DEMO_OUT)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/vae3d matflow demo --out $(DEMO_OUT) --config-dir $(DEMO_OUT)/.matflow
 
 test: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests
