@@ -400,8 +400,43 @@ class TorchLaw:
         Fe, S, Sv, rate, k = out
         return Lp, S, Sv, Fe, rate, k, ok
 
-    def update(self, F, invFp0, state0, Lp, state, dt, *, tangent=False, rtol_state=1e-7, rtol_Lp=1e-8, max_state_iter=40):
+    def update(self, F, invFp0, state0, Lp, state, dt, *, F0=None, tangent=False, rtol_state=1e-7,
+               rtol_Lp=1e-8, max_state_iter=40, substeps=(4, 16)):
         """Implicit constitutive update of all points for one time step dt (s).
+
+        Points whose update fails are integrated again in sub-steps (DAMASK's crystallite
+        cutback): F interpolated linearly from F0 (F at t, required for this) to F in
+        ``substeps[i]`` equal steps, each implicit as below.
+        """
+        out = self._update(F, invFp0, state0, Lp, state, dt, rtol_state=rtol_state, rtol_Lp=rtol_Lp,
+                           max_state_iter=max_state_iter)
+        bad = ~out["ok"]
+        if F0 is not None and bool(bad.any()):
+            for nsub in substeps:
+                bi = torch.nonzero(bad).flatten()
+                if bi.numel() == 0:
+                    break
+                iFp, st, lp = invFp0[bi], state0[bi], torch.zeros_like(Lp[bi])
+                ok = torch.ones(bi.numel(), dtype=torch.bool, device=F.device)
+                for j in range(1, nsub + 1):
+                    Fj = F0[bi] + (F[bi] - F0[bi]) * (j / nsub)
+                    o = self._update(Fj, iFp, st, lp, st, dt / nsub, rtol_state=rtol_state, rtol_Lp=rtol_Lp,
+                                     max_state_iter=max_state_iter)
+                    ok = ok & o["ok"]
+                    iFp, st, lp = o["invFp"], o["state"], o["Lp"]
+                good = ok
+                if bool(good.any()):
+                    gi = bi[good]
+                    for key in ("P", "Lp", "state", "invFp", "S"):
+                        out[key][gi] = o[key][good]
+                    out["ok"][gi] = True
+                bad = ~out["ok"]
+        if tangent:
+            out["K"] = self.tangent(F, invFp0, out["Lp"], out["state"], dt)
+        return out
+
+    def _update(self, F, invFp0, state0, Lp, state, dt, *, rtol_state=1e-7, rtol_Lp=1e-8, max_state_iter=40):
+        """One implicit step for all points (see :meth:`update`).
 
         F, invFp0: (M, 3, 3) deformation gradient at t+dt and F_p^-1 at t; state0 (M, n_state)
         at t; Lp, state: initial guesses. L_p by Newton at fixed state, the state by DAMASK's
@@ -450,10 +485,9 @@ class TorchLaw:
         B = self.eye - dt * Lp
         invFp = invFp0 @ B
         P = F @ invFp @ S @ invFp.transpose(-1, -2)
-        out = dict(P=P, Lp=Lp, state=state, invFp=invFp, S=S, ok=ok_all, K=None)
-        if tangent:
-            out["K"] = self.tangent(F, invFp0, Lp, state, dt)
-        return out
+        # DAMASK stores F_p / det(F_p)^(1/3) ("regularize") after computing P with the raw F_p
+        invFp_reg = invFp * torch.linalg.det(invFp)[:, None, None].abs().pow(-1.0 / 3.0)
+        return dict(P=P, Lp=Lp, state=state, invFp=invFp_reg, S=S, ok=ok_all, K=None)
 
     def tangent(self, F, invFp0, Lp, state, dt):
         """dP/dF (M, 9, 9) at the converged L_p and state (state held fixed)."""

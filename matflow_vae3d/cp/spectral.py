@@ -159,6 +159,7 @@ class _Batch:
         out = self.law.update(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
                               self.state[idx].reshape(*sh, -1), Lp0.reshape(*sh, 3, 3),
                               st0.reshape(*sh, -1), dt, tangent=tangent,
+                              F0=self.F[idx].reshape(*sh, 3, 3).to(self.law.dtype),
                               rtol_state=max(self.num["rtol_state"], 1e-5) if loose else self.num["rtol_state"],
                               rtol_Lp=max(self.num["rtol_Lp"], 1e-6) if loose else self.num["rtol_Lp"])
         shp = (nb, *self.cells)
@@ -237,6 +238,7 @@ class _Batch:
         iters = torch.zeros(nb, dtype=torch.long, device=self.device)
         reasons = [""] * nb
         out = None
+        res_base = None
         loose = True     # inexact local solves while far from equilibrium (inexact Newton)
         for it in range(2 * num["max_iter"] + 2):
             out = self._constitutive(idx, F, dt, guess=out, loose=loose)
@@ -264,12 +266,29 @@ class _Batch:
             todo = ~conv & ~failed
             loose = bool((err_div[todo] > 1e3 * num["tol_div"] * scale[todo]).all())
             iters = iters + todo.long()
-            b_field = -rG
-            b_mac = -torch.where(mask_t, Pbar - Paim, torch.zeros_like(Pbar))
-            K = self._tangent(idx, F, dt, out)
-            X, y, _ = self._cg(K, mask_t, b_field, b_mac)
-            upd = X + y[:, None, None, None]
-            F = torch.where(todo[:, None, None, None, None, None], F + upd, F)
+            # globalisation: halve the Newton step while the residual grows (the tangent
+            # holds the state fixed, which can overshoot for fast-hardening materials)
+            res = err_div + err_bc
+            if res_base is None:
+                res_base = torch.full_like(res, float("inf"))
+                step = torch.ones_like(res)
+                F_base, upd = F.clone(), torch.zeros_like(F)
+            back = todo & ((res > res_base) | ~torch.isfinite(res)) & (step > 1.0 / 64)
+            take = todo & ~back
+            if bool(back.any()):
+                step = torch.where(back, 0.5 * step, step)
+            if bool(take.any()):
+                b_field = -rG
+                b_mac = -torch.where(mask_t, Pbar - Paim, torch.zeros_like(Pbar))
+                K = self._tangent(idx, F, dt, out)
+                X, y, _ = self._cg(K, mask_t, b_field, b_mac)
+                t6 = take[:, None, None, None, None, None]
+                F_base = torch.where(t6, F, F_base)
+                upd = torch.where(t6, X + y[:, None, None, None], upd)
+                res_base = torch.where(take, res, res_base)
+                step = torch.where(take, torch.ones_like(step), step)
+            F = torch.where(todo[:, None, None, None, None, None],
+                            F_base + step[:, None, None, None, None, None] * upd, F)
         for j in torch.nonzero(~conv & ~failed).flatten().tolist():
             reasons[j] = f"no convergence in {num['max_iter']} iterations"
         # commit converged VEs
