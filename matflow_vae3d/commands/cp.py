@@ -53,9 +53,12 @@ def _device(name: str) -> str:
               help="Keep every DAMASK job directory under DIR/<ve_id> (with --damask-inputs: DIR is the job "
                    "directory). Default: temporary, kept only when a run fails.")
 @click.option("--timeout", type=float, help="Seconds allowed per DAMASK_grid job.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch CPU threads for the builtin solver (1 is fastest on a busy 2-core machine: "
+                   "its small batched kernels lose to thread contention).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def simulate(data_path, damask_inputs, material, solver, load_path, out_path, batch_size, device, dtype,
-             limit, damask_np, damask_exe, mpiexec, keep_jobs, timeout, no_progress):
+             limit, damask_np, damask_exe, mpiexec, keep_jobs, timeout, threads, no_progress):
     """Run crystal-plasticity uniaxial tension and store per-increment volume averages.
 
     \b
@@ -68,8 +71,11 @@ def simulate(data_path, damask_inputs, material, solver, load_path, out_path, ba
     The results file holds sigma, F, P (n, n_inc+1, 3, 3), t (n_inc+1,), status, reason
     (see docs/cp_driver.md).
     """
+    import torch
+
     from matflow_vae3d.cp import simulate as sim
 
+    torch.set_num_threads(threads)
     if bool(data_path) == bool(damask_inputs):
         raise click.UsageError("give exactly one of --data and --damask-inputs")
     dev = _device(device) if solver == "builtin" else "cpu"
