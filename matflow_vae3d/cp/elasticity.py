@@ -38,6 +38,17 @@ def stiffness_66(elastic: dict, lattice: str) -> np.ndarray:
     c = {k: float(elastic[k]) for k in need}
     if not all(np.isfinite(v) for v in c.values()):
         raise ValueError(f"elastic constants must be finite, got {c}")
+    C = voigt_stiffness(c, lattice)
+    check_positive_definite(C)
+    return C
+
+
+def voigt_stiffness(c: dict, lattice: str) -> np.ndarray:
+    """(6, 6) Pa, Voigt stiffness from the independent constants ``c`` (Pa) of ``lattice``.
+
+    cF/cI: C_11, C_12, C_44; hP: C_11, C_12, C_13, C_33, C_44, and C_66 = (C_11 - C_12)/2.
+    No validation: see :func:`stiffness_66`.
+    """
     C = np.zeros((6, 6))
     if lattice in ("cF", "cI"):
         C[:3, :3] = c["C_12"]
@@ -50,7 +61,6 @@ def stiffness_66(elastic: dict, lattice: str) -> np.ndarray:
         C[0, 2] = C[2, 0] = C[1, 2] = C[2, 1] = c["C_13"]
         C[3, 3] = C[4, 4] = c["C_44"]
         C[5, 5] = 0.5 * (c["C_11"] - c["C_12"])
-    check_positive_definite(C)
     return C
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from matflow_vae3d.microstructure.volume_element import LATTICES, canonical_lattice
+from matflow_vae3d.cp.elasticity import REQUIRED as REQUIRED_HOOKE, voigt_stiffness
 
 #: folder holding one ``<Name>.yaml`` phase entry per preset.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "materials"
@@ -31,11 +32,7 @@ HOMOGENIZATION = {"SX": {"N_constituents": 1, "mechanical": {"type": "pass"}}}
 
 _PHASE_KEYS = {"lattice", "c/a", "rho", "references", "mechanical", "thermal", "damage"}
 _MECH_KEYS = {"output", "elastic", "plastic", "eigen"}
-_HOOKE_KEYS = {
-    "cF": ("C_11", "C_12", "C_44"),
-    "cI": ("C_11", "C_12", "C_44"),
-    "hP": ("C_11", "C_12", "C_13", "C_33", "C_44"),
-}
+_HOOKE_KEYS = REQUIRED_HOOKE  # independent Hooke constants per lattice
 # phenopowerlaw (DAMASK 3.0): parameters given per slip / twin family.
 _SL_FAMILY = ("xi_0_sl", "xi_inf_sl", "dot_gamma_0_sl", "n_sl", "a_sl", "h_0_sl-sl")
 _SL_FAMILY_OPT = ("c_1", "c_2", "f_sat_sl-tw", "h_int")
@@ -309,19 +306,7 @@ def stiffness_voigt(phase: Mapping[str, Any]) -> np.ndarray:
     el = phase["mechanical"]["elastic"]
     lattice = phase["lattice"]
     c = {k: _number(el[k], f"elastic.{k}") for k in _HOOKE_KEYS[lattice]}
-    C = np.zeros((6, 6))
-    if lattice in ("cF", "cI"):
-        C[:3, :3] = c["C_12"]
-        C[[0, 1, 2], [0, 1, 2]] = c["C_11"]
-        C[[3, 4, 5], [3, 4, 5]] = c["C_44"]
-    else:
-        C[0, 0] = C[1, 1] = c["C_11"]
-        C[2, 2] = c["C_33"]
-        C[0, 1] = C[1, 0] = c["C_12"]
-        C[0, 2] = C[2, 0] = C[1, 2] = C[2, 1] = c["C_13"]
-        C[3, 3] = C[4, 4] = c["C_44"]
-        C[5, 5] = 0.5 * (c["C_11"] - c["C_12"])
-    return C
+    return voigt_stiffness(c, lattice)
 
 
 def check_lattice(phase: Mapping[str, Any], lattice: str, what: str = "VE") -> None:
