@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matflow_vae3d.fileio import atomic_output
 
 FORMAT = "matflow-vae3d/workflow-export"
 FORMAT_VERSION = 1
@@ -259,13 +258,8 @@ def write_export(data: dict[str, Any], out: str | Path, overwrite: bool = False)
     import h5py
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --force) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
     s = h5py.string_dtype("utf-8")
-    try:
+    with atomic_output(out, overwrite, "pass overwrite=True (CLI: --force) to replace it") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
@@ -275,14 +269,6 @@ def write_export(data: dict[str, Any], out: str | Path, overwrite: bool = False)
                 f.create_dataset(k, data=np.asarray(data[k]))
             for k, v in data["provenance"].items():
                 f.attrs[k] = v
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return out
 
 

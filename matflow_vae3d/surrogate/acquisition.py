@@ -9,14 +9,13 @@ Higher = more informative; ties are broken by VE id so the order is deterministi
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .ensemble import Surrogate
 from .table import Fingerprints
+from matflow_vae3d.fileio import atomic_output
 
 SCORES = ("spread", "spread-max")
 
@@ -67,19 +66,11 @@ def rank_candidates(surrogate: Surrogate, candidates: Fingerprints, top: int | N
 def write_ranking(rows: list[dict], path: str | Path, overwrite: bool = False) -> Path:
     """Write the ranking as CSV (atomically; refuses to replace a file unless overwrite)."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
+    with atomic_output(path, overwrite) as tmp:
+        with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["rank", "ve_id", "score_mpa", "pred_last_mpa",
                                               "spread_last_mpa"])
             w.writeheader()
             for row in rows:
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

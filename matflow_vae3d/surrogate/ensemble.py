@@ -11,8 +11,6 @@ that ``mean +- 2 * scale * spread`` holds 95.45 % of held-out values.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import torch
 
 from .mlp import EnsembleMLP
 from .table import Fingerprints, MinMaxScaling
+from matflow_vae3d.fileio import atomic_output
 
 CHECKPOINT_FORMAT = "matflow-vae3d/surrogate"
 CHECKPOINT_VERSION = 1
@@ -190,17 +189,8 @@ class Surrogate:
         """Write the checkpoint atomically (temporary file + rename). Refuses to replace
         an existing file unless ``overwrite``."""
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; refusing to overwrite it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_output(path, overwrite) as tmp:
             torch.save(self.to_checkpoint(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod
@@ -238,12 +228,7 @@ def write_predictions(path, ve_id, mean, std, std_raw, surrogate: Surrogate,
     import h5py
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = PREDICTIONS_FORMAT
             f.attrs["format_version"] = 1
@@ -261,8 +246,4 @@ def write_predictions(path, ve_id, mean, std, std_raw, surrogate: Surrogate,
             f.attrs["n_members"] = surrogate.n_members
             f.attrs["calibration_scale"] = (np.nan if surrogate.calibration_scale is None
                                             else surrogate.calibration_scale)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

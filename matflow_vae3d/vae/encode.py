@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 
 from .. import crystal
 from .checkpoint import check_compatible
+from matflow_vae3d.fileio import atomic_output
 
 FINGERPRINT_FORMAT = "matflow-vae3d/fingerprints"
 
@@ -164,26 +164,16 @@ def write_fingerprints(path, ve_ids, mu, model_sha256: str, lattice: str, grid, 
     mu = np.asarray(mu, dtype=np.float32)
     if mu.ndim != 2 or len(mu) != len(ve_ids):
         raise ValueError(f"mu must be (n, latent) with n = {len(ve_ids)}, got {mu.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FINGERPRINT_FORMAT
-            f.attrs["format_version"] = 1
-            f.create_dataset("ve_id", data=np.array(ve_ids, dtype=object), dtype=h5py.string_dtype())
-            f.create_dataset("mu", data=mu)
-            f.attrs["model_sha256"] = model_sha256
-            f.attrs["latent_dim"] = int(mu.shape[1])
-            f.attrs["lattice"] = lattice
-            f.attrs["grid"] = np.asarray(tuple(grid) if hasattr(grid, "__len__") else (grid,) * 3, dtype=np.int64)
-            f.attrs["source"] = source
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FINGERPRINT_FORMAT
+        f.attrs["format_version"] = 1
+        f.create_dataset("ve_id", data=np.array(ve_ids, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("mu", data=mu)
+        f.attrs["model_sha256"] = model_sha256
+        f.attrs["latent_dim"] = int(mu.shape[1])
+        f.attrs["lattice"] = lattice
+        f.attrs["grid"] = np.asarray(tuple(grid) if hasattr(grid, "__len__") else (grid,) * 3, dtype=np.int64)
+        f.attrs["source"] = source
 
 
 def read_fingerprints(path) -> dict:

@@ -1,0 +1,38 @@
+"""Atomic file output shared by every writer of the package."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = True,
+                  overwrite_hint: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` when the block ends
+    without an exception, delete it otherwise. A killed or failing writer never leaves a
+    truncated file under the final name, and an existing file stays untouched.
+
+    overwrite: refuse (FileExistsError) when ``path`` exists and this is False;
+    overwrite_hint: how to allow it, appended to that message (e.g. "pass --overwrite").
+    The file gets the usual umask-derived permissions (mkstemp makes 0600).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        hint = f"; {overwrite_hint}" if overwrite_hint else ""
+        raise FileExistsError(f"{path} exists; refusing to overwrite it{hint}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
