@@ -9,19 +9,7 @@ from pathlib import Path
 
 import click
 
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise click.ClickException(f"unknown device {name!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda requested but no CUDA GPU is available")
-    return str(dev)
+from matflow_vae3d.commands._options import parse_device
 
 
 @click.command("simulate")
@@ -78,7 +66,7 @@ def simulate(data_path, damask_inputs, material, solver, load_path, out_path, ba
     torch.set_num_threads(threads)
     if bool(data_path) == bool(damask_inputs):
         raise click.UsageError("give exactly one of --data and --damask-inputs")
-    dev = _device(device) if solver == "builtin" else "cpu"
+    dev = str(parse_device(device)) if solver == "builtin" else "cpu"
     try:
         if damask_inputs:
             vti, mat, load = damask_inputs

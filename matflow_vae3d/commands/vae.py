@@ -12,19 +12,7 @@ from pathlib import Path
 
 import click
 
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise click.ClickException(f"unknown device {name!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda requested but no CUDA GPU is available")
-    return dev
+from matflow_vae3d.commands._options import parse_device
 
 
 @contextlib.contextmanager
@@ -179,7 +167,7 @@ def fingerprint(model_path, data, out, batch_size, device, num_workers, overwrit
     with _clear_errors(batch_size):
         model, meta = _load(model_path)
         t0 = time.perf_counter()
-        res = fingerprint_dataset(model, meta, data, out, batch_size=batch_size, device=_device(device),
+        res = fingerprint_dataset(model, meta, data, out, batch_size=batch_size, device=parse_device(device),
                                   num_workers=num_workers, progress=progress)
         dt = time.perf_counter() - t0
     click.echo(f"{res['n']} fingerprints (latent {res['latent']}) -> {out} in {dt:.1f} s "
@@ -191,7 +179,7 @@ def _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, p
     from ..vae.encode import evaluate_dataset
 
     model, meta = _load(model_path)
-    dev = _device(device)
+    dev = parse_device(device)
     results = {}
     for path in data:
         results[path] = evaluate_dataset(model, meta, path, batch_size=batch_size, device=dev,
@@ -274,7 +262,7 @@ def reconstruct(model_path, data, out, indices, device, threads):
         bad = [i for i in idx if i >= len(ds)]
         if bad:
             raise ValueError(f"indices {bad} out of range: the dataset holds {len(ds)} VEs")
-        dev = _device(device)
+        dev = parse_device(device)
         model = prepare(model, dev)
         batch = ds.read_batch(idx)
         x = to_input(batch, dev)
@@ -345,7 +333,7 @@ def latent(model_path, train_path, sets, out_dir, steps, pca_components, device,
     out = Path(out_dir)
     with _clear_errors(batch_size):
         model, meta = _load(model_path)
-        dev = _device(device)
+        dev = parse_device(device)
         _, train_mu = _fingerprints_of(train_path, model, meta, dev, batch_size, False)
         named = dict(_named(s) for s in sets)
         set_mu = {k: _fingerprints_of(p, model, meta, dev, batch_size, False)[1] for k, p in named.items()}
