@@ -321,3 +321,22 @@ def test_matches_damask_reference(name):
     assert rms < 0.02
     lateral = np.abs(res.sigma[1:, [1, 2], [1, 2]]).max(-1) / np.abs(res.sigma[1:, 0, 0])
     assert lateral.max() < 1e-3
+
+
+# ----------------------------------------------------------------------------- Cu preset
+def test_copper_preset_converges():
+    """The Cu preset (xi_0 1.5 MPa, h_0 240 MPa, n 20: fast hardening, 30x elastic
+    overshoot) converges with the consistent tangent; Newton is quadratic after yield."""
+    from matflow_vae3d.cp.materials import get_phase
+    from matflow_vae3d.microstructure import generate_ve, get_preset
+
+    ve = generate_ve(get_preset("train", grid=8, lattice="cF"), seed=0)
+    res = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), short_uniaxial(10, 1e-3))[0]
+    assert res.converged, res.reason
+    sxx = res.sigma[1:, 0, 0] / 1e6
+    assert np.all(np.diff(sxx) > 0)                               # hardening, monotone
+    # between a Sachs-like bound on the initial yield (2 xi_0) and Taylor (3.07 xi_inf)
+    assert 2 * 1.5 < sxx[0] and sxx[-1] < 3.07 * 112.5
+    lateral = np.abs(res.sigma[1:, [1, 2], [1, 2]]).max(-1) / np.abs(res.sigma[1:, 0, 0])
+    assert lateral.max() < 1e-3
+    assert res.iterations[2:].max() <= 4, res.iterations

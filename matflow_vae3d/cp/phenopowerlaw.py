@@ -499,6 +499,55 @@ class TorchLaw:
         invFp = invFp0 @ B
         return self._tangent(F, A, invFp0, invFp, B, Fe, S, k, dt)
 
+    def tangent_full(self, F, invFp0, state0, Lp, state, dt):
+        """dP/dF (M, 9, 9) (row: P_ij, col: F_kl) of the converged implicit update including
+        the state's dependence on F (consistent tangent of the coupled L_p / state system).
+
+        Unknowns x = (L_p, state), residual R(x, F) = (L_p - L_p(S, state),
+        state - state0 - dt dot_state(S, state)); dx/dF = -(dR/dx)^-1 dR/dF by the implicit
+        function theorem, derivatives by reverse-mode autograd (one pass per component).
+        Points whose system is singular fall back to the frozen-state tangent.
+        """
+        M = F.shape[0]
+        ns = state.shape[-1]
+        with torch.enable_grad():
+            Fv = F.detach().clone().requires_grad_(True)
+            Lv = Lp.detach().clone().requires_grad_(True)
+            sv = state.detach().clone().requires_grad_(True)
+            A = Fv @ invFp0
+            B = self.eye - dt * Lv
+            S, Sv = self.stress(A @ B)
+            rate, _ = self.kinetics(Sv, sv)
+            R1 = (Lv - (rate @ self.Pflat).reshape(M, 3, 3)).reshape(M, 9)
+            R2 = sv - state0 - dt * self.dot_state(rate, sv)
+            invFp = invFp0 @ B
+            P = (Fv @ invFp @ S @ invFp.transpose(-1, -2)).reshape(M, 9)
+            outs = torch.cat([R1, R2, P], -1)                                   # (M, 18 + ns)
+            n_out = outs.shape[-1]
+            gF = torch.empty(M, n_out, 9, dtype=F.dtype, device=F.device)
+            gL = torch.empty(M, n_out, 9, dtype=F.dtype, device=F.device)
+            gs = torch.empty(M, n_out, ns, dtype=F.dtype, device=F.device)
+            for c in range(n_out):
+                a, b, d = torch.autograd.grad(outs[:, c].sum(), (Fv, Lv, sv), retain_graph=c < n_out - 1,
+                                              allow_unused=True)
+                gF[:, c] = a.reshape(M, 9) if a is not None else 0.0
+                gL[:, c] = b.reshape(M, 9) if b is not None else 0.0
+                gs[:, c] = d if d is not None else 0.0
+        nx = 9 + ns
+        Jx = torch.cat([gL[:, :nx], gs[:, :nx]], -1)                            # (M, nx, nx)
+        JF = gF[:, :nx]                                                          # (M, nx, 9)
+        # scale the state rows/cols to O(1) for a well-conditioned solve
+        sc = torch.cat([torch.ones(M, 9, dtype=F.dtype, device=F.device),
+                        state.abs().clamp_min(1e-6)], -1)                         # (M, nx)
+        Jxs = Jx * sc[:, None, :]
+        sol, info = torch.linalg.solve_ex(Jxs, JF)
+        dx = -sol * sc[:, :, None]                                               # (M, nx, 9)
+        K = gF[:, nx:] + gL[:, nx:] @ dx[:, :9]
+        bad = (info != 0) | ~torch.isfinite(K).flatten(1).all(-1)
+        if bool(bad.any()):
+            K[bad] = self.tangent(F[bad], invFp0[bad], Lp[bad], state[bad], dt)
+        return K.detach()
+
     def _tangent(self, F, A, invFp0, invFp, B, Fe, S, k, dt):
         """dP/dF (M, 9, 9) of the converged update at frozen state (row: P_ij, col: F_kl)."""
         M = F.shape[0]

@@ -43,6 +43,9 @@ DEFAULT_NUMERICS = dict(
     rtol_state=1e-7,     # local state fixed point (DAMASK: 1e-6)
 )
 #: defaults that differ in float32 (its resolution, 1.2e-7, rules out the float64 tolerances)
+_DEBUG = False
+#: Newton iterations in one increment after which the consistent (state-coupled) tangent is used
+FULL_TANGENT_AFTER = 5
 FLOAT32_NUMERICS = dict(tol_div=1e-4, tol_bc=1e-4, tol_bc_abs=10.0, tol_div_abs=10.0)
 
 
@@ -144,6 +147,9 @@ class _Batch:
         self.Lp = torch.zeros_like(self.invFp)
         self.P = torch.zeros_like(self.F)
         self.G = _Projector(self.cells, size, device, dtype)
+        # switched on (for the rest of the run) once Newton needs more than FULL_TANGENT_AFTER
+        # iterations in an increment; Mg never gets there and keeps the cheap frozen-state tangent
+        self.full_tangent = False
 
     # ---------------------------------------------------------------- helpers
     def _mean(self, X):
@@ -170,8 +176,15 @@ class _Batch:
     def _tangent(self, idx, F, dt, out):
         nb = len(idx)
         sh = (nb * self.N,)
-        K = self.law.tangent(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
-                             out["Lp"].reshape(*sh, 3, 3), out["state"].reshape(*sh, -1), dt)
+        if not self.full_tangent:
+            K = self.law.tangent(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
+                                 out["Lp"].reshape(*sh, 3, 3), out["state"].reshape(*sh, -1), dt)
+            return K.reshape(nb, *self.cells, 9, 9).to(self.dtype)
+        # consistent tangent of the coupled L_p / state update (~10x the cost): the
+        # frozen-state tangent makes Newton crawl on fast-hardening materials (Cu: h_0/xi_0 = 160)
+        K = self.law.tangent_full(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
+                                  self.state[idx].reshape(*sh, -1), out["Lp"].reshape(*sh, 3, 3),
+                                  out["state"].reshape(*sh, -1), dt)
         return K.reshape(nb, *self.cells, 9, 9).to(self.dtype)
 
     def _cg(self, K, mask, b_field, b_mac):
@@ -256,6 +269,9 @@ class _Batch:
             if loose and bool((now & ~conv).any()):
                 loose = False            # re-evaluate with tight local tolerances, then decide
                 continue
+            if _DEBUG:
+                print(f"  it {it} dt {dt:.3g} loose {loose} div {(err_div / scale).tolist()} bc {err_bc.tolist()} "
+                      f"local_ok {local_ok.tolist()}")
             newly_bad = ~finite & ~failed & ~conv
             for j in torch.nonzero(newly_bad).flatten().tolist():
                 reasons[j] = "NaN/inf in the stress field"
@@ -280,6 +296,8 @@ class _Batch:
             if bool(take.any()):
                 b_field = -rG
                 b_mac = -torch.where(mask_t, Pbar - Paim, torch.zeros_like(Pbar))
+                if int(iters.max()) > FULL_TANGENT_AFTER:
+                    self.full_tangent = True
                 K = self._tangent(idx, F, dt, out)
                 X, y, _ = self._cg(K, mask_t, b_field, b_mac)
                 t6 = take[:, None, None, None, None, None]
