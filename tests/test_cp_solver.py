@@ -23,15 +23,6 @@ from matflow_vae3d.cp.spectral import solve
 REF = Path(__file__).parent / "data" / "damask_ref"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The solver's small batched ops run fastest single-threaded (and the machine is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def mg_phase():
     mat = yaml.safe_load((REF / "mg16_rand_g20_s0.material.yaml").read_text())
     return mat["phase"]["Mg"]

@@ -18,15 +18,6 @@ from matflow_vae3d.vae import pretrained_path
 from matflow_vae3d.vae.checkpoint import load_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (the shared 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 #: measured with the shipped model, see docs/vae.md
 CUBE_GOSS_MIN_ACCURACY = 0.9
 

@@ -15,16 +15,6 @@ from matflow_vae3d.vae.network import BasicBlock, ResNetVAE3d, VAEConfig, preset
 
 TINY = dict(layers=(1, 1, 1, 1), widths=(4, 8, 8, 16), grid=16, hidden=16, latent=6)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on the shared 2-core machine two OpenMP threads contend
-    with other processes and run 10x slower; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 def test_paper_presets():
     for name, layers in (("resnet12", (1, 1, 1, 1)), ("resnet18", (2, 2, 2, 2)), ("resnet34", (3, 4, 6, 3))):

@@ -13,16 +13,6 @@ from matflow_vae3d.vae.network import ResNetVAE3d, VAEConfig
 
 CFG = dict(layers=[1, 1, 1, 1], widths=[4, 8, 8, 16], grid=16, hidden=16, latent=6)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on the shared 2-core machine two OpenMP threads contend
-    with other processes and run 10x slower; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
