@@ -272,3 +272,17 @@ def test_orientation_features_are_volume_weighted_and_symmetry_invariant():
     c_along_x = damask.Rotation.from_Euler_angles([90, 90, 0], degrees=True).quaternion
     f1 = orientation_features(c_along_x[None], np.zeros((4, 4, 4), int), "hP")
     assert f1[:18].reshape(6, 3)[-1].sum() == pytest.approx(18.0)
+
+
+def test_read_stresses_ignores_rows_of_an_interrupted_append(tmp_path):
+    """Rows at or beyond the CP results file's n_committed (a simulate run killed mid-row)
+    are not part of the table."""
+    import h5py
+
+    sxx = np.linspace(0, 80, len(T))[None].repeat(3, 0)
+    write_stresses(tmp_path / "st.h5", ["a", "b", ""], sxx)
+    with h5py.File(tmp_path / "st.h5", "a") as f:
+        f.attrs["n_committed"] = 2
+    st = read_stresses(tmp_path / "st.h5")
+    assert [str(v) for v in st.ve_id] == ["a", "b"]
+    assert st.sigma.shape[0] == 2 and len(st.status) == 2 and len(st.n_converged) == 2

@@ -236,16 +236,17 @@ def read_stresses(paths: str | Path | Sequence[str | Path]) -> Stresses:
             for name in ("ve_id", "status", "t", "sigma"):
                 if name not in f:
                     raise ValueError(f"{p}: CP result file lacks dataset {name!r}")
-            n = f["ve_id"].shape[0]
+            # rows at or beyond n_committed are an interrupted append (cp.results): skip them
+            n = int(f.attrs.get("n_committed", f["ve_id"].shape[0]))
             parts.append(
                 Stresses(
-                    ve_id=f["ve_id"][()],
-                    status=f["status"][()],
-                    reason=f["reason"][()] if "reason" in f else np.full(n, ""),
+                    ve_id=f["ve_id"][:n],
+                    status=f["status"][:n],
+                    reason=f["reason"][:n] if "reason" in f else np.full(n, ""),
                     t=f["t"][()],
-                    sigma=f["sigma"][()],
-                    F=f["F"][()] if "F" in f else None,
-                    n_converged=f["n_converged"][()] if "n_converged" in f else None,
+                    sigma=f["sigma"][:n],
+                    F=f["F"][:n] if "F" in f else None,
+                    n_converged=f["n_converged"][:n] if "n_converged" in f else None,
                     lattice=_attr_str(f.attrs.get("lattice", "")),
                     loadcase=_attr_str(f.attrs.get("loadcase", "")),
                     source=str(p),
