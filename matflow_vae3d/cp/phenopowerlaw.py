@@ -222,20 +222,20 @@ def _voigt_vec(P: np.ndarray) -> np.ndarray:
 class TorchLaw:
     """Torch tensors of a :class:`Phenopowerlaw` and the vectorised constitutive update."""
 
+    #: local Newton globalisation (see :meth:`solve_Lp`): power-law cap at CAP_FACTOR |E_tr|
+    #: of shear per step, largest change of any tau/xi per Newton step
+    CAP_FACTOR = 10.0
+    ETA = 0.2
+
     def __init__(self, law: Phenopowerlaw, device, dtype):
         self.law = law
         self.device, self.dtype = torch.device(device), dtype
         t = lambda a: torch.as_tensor(np.asarray(a, dtype=float), device=self.device, dtype=dtype)  # noqa: E731
         self.ns, self.nt = law.n_slip, law.n_twin
         P = np.concatenate([law.P_sl, law.P_tw], 0)                     # (n, 3, 3)
-        self.P = t(P)
         self.Pflat = t(P.reshape(-1, 9))                                  # (n, 9)
         self.pv = t(_voigt_vec(P))                                        # (n, 6): tau = S_v . pv
         self.C66 = t(law.C66)
-        C = elasticity.C66_to_3333(law.C66)
-        self.C3333 = t(C)
-        Psym = 0.5 * (P + np.swapaxes(P, 1, 2))
-        self.Q = t(np.einsum("ijkl,akl->aij", C, Psym))                  # (n, 3, 3) = C : sym(P)
         for name in ("dot_gamma_0_sl", "n_sl", "a_sl", "h_0_sl_sl", "xi_inf_sl", "c_1", "c_2",
                      "f_sat_sl_tw", "h_sl_sl", "dot_gamma_0_tw", "n_tw", "h_0_tw_tw", "c_3", "c_4",
                      "gamma_char", "h_tw_tw", "h_0_tw_sl", "h_sl_tw", "h_tw_sl"):
@@ -245,160 +245,279 @@ class TorchLaw:
             v = np.asarray(getattr(law, name), dtype=float)
             if v.size and np.all(v == v.flat[0]):
                 setattr(self, name, float(v.flat[0]))       # scalar exponent: faster pow
+        # per-system (slip then twin) reference rate and exponent for :meth:`kinetics`
+        self.g0 = t(np.concatenate([law.dot_gamma_0_sl, law.dot_gamma_0_tw]))
+        n_exp = np.concatenate([law.n_sl, law.n_tw])
+        self.n_exp = float(n_exp[0]) if np.all(n_exp == n_exp[0]) else t(n_exp)
         self.eye = torch.eye(3, device=self.device, dtype=dtype)
-        self.I9 = torch.eye(9, device=self.device, dtype=dtype)
-        Qflat = np.einsum("ijkl,akl->aij", C, Psym).reshape(-1, 9)
-        self.PQ = t(np.einsum("ai,aj->aij", P.reshape(-1, 9), Qflat).reshape(len(P), 81))
+        # V: vec(X) (row-major 3x3) -> Voigt vector X_11, X_22, X_33, X_23 + X_32, X_13 + X_31,
+        # X_12 + X_21 (the engineering strain of sym(X), and S : X = S_v . voigt(X) for symmetric S)
+        V = np.zeros((9, 6))
+        for v, (i, j) in enumerate(_VOIGT):
+            V[3 * i + j, v] = V[3 * j + i, v] = 1.0
+        # stress as linear maps: Sv = vec(Fe^T Fe) @ _CE + _Sv0 (E = (Fe^T Fe - I)/2), S = Sv @ _V2M
+        CE = 0.5 * V @ law.C66.T
+        self._CE = t(CE)
+        self._Sv0 = t(-np.eye(3).reshape(9) @ CE)
+        self._V2M = t(V.T)
+        self._VC = t(V @ law.C66.T)                                     # vec(X) -> C66 voigt(X)
+        # Zv[(i, k), a, v]: voigt(M P_a) = vec(M) @ Zv[:, a] (M P_a)_ij = M_ik P_a,kj
+        Zv = np.einsum("akj,ijv->ikav", P, V.reshape(3, 3, 6)).reshape(9, len(P), 6)
+        self.Zv = t(Zv.reshape(9, -1))
+        # _ZC[(x, a), (i, j)] = (C66 Zv[x, a])_i pv_a,j, so that
+        # sum_a k_a C66 voigt(M P_a) pv_a^T = (vec(M) outer k) @ _ZC (the local Jacobian)
+        self._ZC = t(np.einsum("iv,xav,aj->xaij", law.C66, Zv, _voigt_vec(P)).reshape(9 * len(P), 36))
+        self._I6flat = t(np.eye(6).reshape(1, 36))
 
     # ------------------------------------------------------------------ elasticity
-    def stress(self, Fe: torch.Tensor) -> torch.Tensor:
-        """S (..., 3, 3) Pa from Fe (..., 3, 3): S = C : (Fe^T Fe - I)/2."""
-        E = 0.5 * (Fe.transpose(-1, -2) @ Fe - self.eye)
-        Ev = torch.stack([E[..., 0, 0], E[..., 1, 1], E[..., 2, 2],
-                          2 * E[..., 1, 2], 2 * E[..., 0, 2], 2 * E[..., 0, 1]], -1)
-        Sv = Ev @ self.C66.T
-        S = torch.stack([Sv[..., 0], Sv[..., 5], Sv[..., 4],
-                         Sv[..., 5], Sv[..., 1], Sv[..., 3],
-                         Sv[..., 4], Sv[..., 3], Sv[..., 2]], -1)
-        return S.reshape(Sv.shape[:-1] + (3, 3)), Sv
+    def stress(self, Fe: torch.Tensor):
+        """S (..., 3, 3) Pa and its Voigt vector Sv (..., 6) from Fe (..., 3, 3):
+        S = C : (Fe^T Fe - I)/2."""
+        Sv = self.stress_voigt(Fe)
+        return self.voigt_to_matrix(Sv), Sv
+
+    def stress_voigt(self, Fe: torch.Tensor) -> torch.Tensor:
+        """Sv (..., 6) Pa, Voigt order 11, 22, 33, 23, 13, 12, of S = C : (Fe^T Fe - I)/2."""
+        C = (Fe.transpose(-1, -2) @ Fe).flatten(-2)
+        return torch.addmm(self._Sv0, C.reshape(-1, 9), self._CE).reshape(C.shape[:-1] + (6,))
+
+    def voigt_to_matrix(self, Sv: torch.Tensor) -> torch.Tensor:
+        """(..., 6) Voigt vector -> symmetric (..., 3, 3)."""
+        return (Sv @ self._V2M).unflatten(-1, (3, 3))
 
     # ------------------------------------------------------------------ kinetics
-    def kinetics(self, Sv, state):
-        """Shear rates (M, n) and d rate / d tau (M, n) of slip and twin systems."""
-        ns, nt = self.ns, self.nt
-        tau = Sv @ self.pv.T                                               # (M, n)
-        xi = state[:, : ns + nt]
-        rate = torch.zeros_like(tau)
-        k = torch.zeros_like(tau)
-        if ns:
-            ts, xs = tau[:, :ns], xi[:, :ns]
-            r = self.dot_gamma_0_sl * (ts.abs() / xs) ** self.n_sl
-            rate[:, :ns] = torch.sign(ts) * r
-            k[:, :ns] = torch.where(r > 0, self.n_sl * r / ts.abs().clamp_min(1e-300), torch.zeros_like(r))
-        if nt:
-            tt, xt = tau[:, ns:], xi[:, ns:]
-            f = self.twin_fraction(state)
-            pos = tt > 0
-            r = (1.0 - f)[:, None] * self.dot_gamma_0_tw * (tt.clamp_min(0.0) / xt) ** self.n_tw
-            r = torch.where(pos, r, torch.zeros_like(r))
-            rate[:, ns:] = r
-            k[:, ns:] = torch.where(pos & (r != 0), self.n_tw * r / tt.clamp_min(1e-300), torch.zeros_like(r))
-        return rate, k
+    def kinetics(self, Sv, state, cap=None):
+        """Shear rates (M, n) of the slip then twin systems, d rate / d tau (M, n), and
+        (with ``cap``) which points (M,) have a system beyond its cap.
+
+        gamma_dot = dot_gamma_0 x^n sign(tau), x = |tau|/xi (slip); (1 - f) dot_gamma_0 x^n
+        for tau > 0, x = tau/xi, else 0 (twins). cap: None, or (M, n) ratios x above which
+        the power law is continued by its tangent line (C1): a regularisation for the local
+        Newton iterations only, where far above the flow stress the power law makes Newton
+        converge linearly, by a factor (1 - 1/n) per step.
+        """
+        ns = self.ns
+        tau, tau_eff, x = self._ratio(Sv, state)
+        xi = state[:, : self.ns + self.nt]
+        pl = self.g0 * x ** self.n_exp
+        over = None
+        if cap is not None:
+            beyond = x > cap
+            pl_c = self.g0 * cap ** self.n_exp
+            pl = torch.where(beyond, pl_c * (1.0 + self.n_exp * (x / cap - 1.0)), pl)
+            dpl = torch.where(beyond, self.n_exp * pl_c / (cap * xi), self.n_exp * pl / tau_eff.clamp_min(1e-300))
+            over = beyond.any(-1)
+        else:
+            dpl = self.n_exp * pl / tau_eff.clamp_min(1e-300)
+        dpl = torch.where(tau_eff > 0, dpl, torch.zeros_like(dpl))
+        if self.nt:
+            scale = torch.cat([torch.sign(tau[:, :ns]),
+                               (1.0 - self.twin_fraction(state))[:, None].expand(-1, self.nt) * (tau[:, ns:] > 0)], -1)
+            rate, k = scale * pl, scale.abs() * dpl
+        else:
+            rate, k = torch.sign(tau) * pl, dpl
+        return rate, k, over
+
+    def _ratio(self, Sv, state):
+        """tau (M, n), the driving |tau| (slip) / max(tau, 0) (twins), and x = that / xi."""
+        tau = Sv @ self.pv.T
+        if self.nt:
+            tau_eff = torch.cat([tau[:, : self.ns].abs(), tau[:, self.ns:].clamp_min(0.0)], -1)
+        else:
+            tau_eff = tau.abs()
+        return tau, tau_eff, tau_eff / state[:, : self.ns + self.nt]
+
+    def rate_cap(self, A, dt, factor=10.0):
+        """(M, n) ratios |tau|/xi at which a system would shear by ``factor`` times the trial
+        strain |E_tr| = |(A^T A - I)/2| in dt: no converged step comes near them."""
+        E = 0.5 * (A.transpose(-1, -2) @ A - self.eye)
+        dg = factor * E.flatten(1).norm(dim=-1).clamp_min(1e-12)[:, None]      # (M, 1)
+        return (dg / (dt * self.g0)) ** (1.0 / self.n_exp)
 
     def twin_fraction(self, state):
+        """(...,) twinned volume fraction f = sum_tw gamma_tw / gamma_char."""
         ns, nt = self.ns, self.nt
         if nt == 0:
-            return torch.zeros(state.shape[0], device=state.device, dtype=state.dtype)
-        g_tw = state[:, 2 * ns + nt:]
-        return (g_tw / self.gamma_char).sum(-1)
+            return torch.zeros(state.shape[:-1], device=state.device, dtype=state.dtype)
+        return (state[..., 2 * ns + nt:] / self.gamma_char).sum(-1)
 
     def dot_state(self, rate, state):
-        """(M, n_state) rate of xi_sl, xi_tw, gamma_sl, gamma_tw."""
+        """(..., n_state) rate of xi_sl, xi_tw, gamma_sl, gamma_tw from the shear rates
+        (..., n) and the state (..., n_state) (also for single points, as torch.func needs)."""
         ns, nt = self.ns, self.nt
-        out = torch.zeros_like(state)
-        f = self.twin_fraction(state)
+        f = self.twin_fraction(state)[..., None]
+        r_sl = rate[..., :ns].abs()
+        r_tw = rate[..., ns:]
+        parts = []
+        if ns:
+            xi_sl = state[..., :ns]
+            sat = self.xi_inf_sl + self.f_sat_sl_tw * f.clamp_min(0.0).sqrt()
+            x = 1.0 - xi_sl / sat
+            left = torch.sign(x) * x.abs() ** self.a_sl
+            d = self.h_0_sl_sl * (1.0 + self.c_1 * f ** self.c_2) * left * (r_sl @ self.h_sl_sl.T)
+            if nt:
+                d = d + r_tw @ self.h_sl_tw.T
+            parts.append(d)
+        if nt:
+            G = state[..., ns + nt: 2 * ns + nt].sum(-1, keepdim=True)
+            d = self.h_0_tw_tw * f ** self.c_4 * (r_tw @ self.h_tw_tw.T)
+            if ns:
+                d = d + self.h_0_tw_sl * G ** self.c_3 * (r_sl @ self.h_tw_sl.T)
+            parts.append(d)
+        return torch.cat(parts + [r_sl, r_tw], -1)
+
+    def dot_state_jacobian(self, rate, state):
+        """d dot_state / d rate (M, n_state, n) and d dot_state / d state at fixed rates
+        (M, n_state, n_state), analytic (see :meth:`dot_state`). Where f = 0, the derivative of
+        sqrt(f) (f_sat_sl-tw) and of f^c with c < 1 is taken as 0 (f cannot decrease)."""
+        ns, nt = self.ns, self.nt
+        n = ns + nt
+        M = rate.shape[0]
+        dev, dty = rate.device, rate.dtype
+        Dr = torch.zeros(M, 2 * n, n, device=dev, dtype=dty)
+        Ds = torch.zeros(M, 2 * n, 2 * n, device=dev, dtype=dty)
+        f = self.twin_fraction(state)[:, None]
+        pos = f > 0
+
+        def dpow(x, c):                    # d x^c / dx, 0 where c = 0 or (x = 0 and c < 1)
+            c = torch.as_tensor(c, device=dev, dtype=dty)
+            return torch.where((c == 0) | ((x <= 0) & (c < 1)), torch.zeros_like(x * c),
+                               c * x.clamp_min(1e-300) ** (c - 1.0))
+
+        sg = torch.sign(rate[:, :ns])
         r_sl = rate[:, :ns].abs()
         r_tw = rate[:, ns:]
         if ns:
-            xi_sl = state[:, :ns]
-            sat = self.xi_inf_sl + self.f_sat_sl_tw * f.clamp_min(0.0).sqrt()[:, None]
-            x = 1.0 - xi_sl / sat
+            xi = state[:, :ns]
+            sq = f.clamp_min(0.0).sqrt()
+            sat = self.xi_inf_sl + self.f_sat_sl_tw * sq
+            x = 1.0 - xi / sat
             left = torch.sign(x) * x.abs() ** self.a_sl
-            d = self.h_0_sl_sl * (1.0 + self.c_1 * f[:, None] ** self.c_2) * left * (r_sl @ self.h_sl_sl.T)
+            dleft = self.a_sl * x.abs() ** (self.a_sl - 1.0)                     # d left / d x
+            A = self.h_0_sl_sl * (1.0 + self.c_1 * f ** self.c_2)
+            hsum = r_sl @ self.h_sl_sl.T
+            Dr[:, :ns, :ns] = (A * left)[:, :, None] * self.h_sl_sl * sg[:, None, :]
+            Ds[:, range(ns), range(ns)] = A * hsum * dleft * (-1.0 / sat)
+            Dr[:, range(n, n + ns), range(ns)] = sg                                 # gamma_sl = |rate|
             if nt:
-                d = d + r_tw @ self.h_sl_tw.T
-            out[:, :ns] = d
-            out[:, ns + nt: 2 * ns + nt] = r_sl
+                Dr[:, :ns, ns:] = self.h_sl_tw
+                # through f (gamma_tw): A(f) and sat(f)
+                dsq = torch.where(pos, 0.5 / sq.clamp_min(1e-300), torch.zeros_like(sq))
+                d_f = (self.h_0_sl_sl * self.c_1 * dpow(f, self.c_2) * left * hsum
+                       + A * hsum * dleft * xi / sat ** 2 * self.f_sat_sl_tw * dsq)      # (M, ns)
+                Ds[:, :ns, 2 * ns + nt:] = d_f[:, :, None] / self.gamma_char
         if nt:
-            G = state[:, ns + nt: 2 * ns + nt].sum(-1)
-            d = self.h_0_tw_tw * f[:, None] ** self.c_4 * (r_tw @ self.h_tw_tw.T)
+            htw = r_tw @ self.h_tw_tw.T
+            Dr[:, ns:n, ns:] = (self.h_0_tw_tw * f ** self.c_4)[:, :, None] * self.h_tw_tw
+            Ds[:, ns:n, 2 * ns + nt:] = (self.h_0_tw_tw * dpow(f, self.c_4) * htw)[:, :, None] / self.gamma_char
+            Dr[:, range(n + ns, 2 * n), range(ns, n)] = 1.0
             if ns:
-                d = d + self.h_0_tw_sl * G[:, None] ** self.c_3 * (r_sl @ self.h_tw_sl.T)
-            out[:, ns: ns + nt] = d
-            out[:, 2 * ns + nt:] = r_tw
-        return out
+                G = state[:, n: n + ns].sum(-1, keepdim=True)
+                hts = r_sl @ self.h_tw_sl.T
+                Dr[:, ns:n, :ns] = (self.h_0_tw_sl * G ** self.c_3)[:, :, None] * self.h_tw_sl * sg[:, None, :]
+                Ds[:, ns:n, n: n + ns] = (self.h_0_tw_sl * dpow(G, self.c_3) * hts)[:, :, None]
+        return Dr, Ds
 
     # ------------------------------------------------------------------ L_p solve
-    def _jacobian(self, B, CA, k, dt):
-        """dR/dLp (M, 9, 9) = I + dt H kron(M, I), H = sum_a k_a vec(P_a) vec(Q_a)^T,
-        M = B^T A^T A (row-major vec)."""
-        Mm = B.transpose(-1, -2) @ CA
-        H = (k @ self.PQ).reshape(-1, 9, 3, 3)                                   # [i, (k, l)]
-        # (H kron(M, I))[i, (m, l)] = sum_k H[i, (k, l)] M[k, m]
-        HM = torch.matmul(Mm.transpose(-1, -2)[:, None], H).reshape(-1, 9, 9)
-        return self.I9 + dt * HM
-
-    def _Lp_residual(self, A, state, Lp, dt):
+    def _flow(self, A, state, Sv, dt, cap):
+        """Plastic flow at the stress iterate Sv (M, 6): rates, L_p = sum gamma_dot_a P_a,
+        B = I - dt L_p, F_e = A B and the stress S' (Voigt) that F_e gives."""
         M = A.shape[0]
+        rate, k, over = self.kinetics(Sv, state, cap)
+        Lp = (rate @ self.Pflat).reshape(M, 3, 3)
         B = self.eye - dt * Lp
         Fe = A @ B
-        S, Sv = self.stress(Fe)
-        rate, k = self.kinetics(Sv, state)
-        Lpc = (rate @ self.Pflat).reshape(M, 3, 3)
-        return B, Fe, S, Sv, rate, k, Lp - Lpc, Lpc
+        return dict(rate=rate, k=k, over=over, Lp=Lp, B=B, Fe=Fe, Sv2=self.stress_voigt(Fe))
 
     def solve_Lp(self, A, state, Lp, dt, *, rtol=1e-8, atol=1e-11, max_iter=60):
-        """Newton on L_p (fixed state) with DAMASK's residual L_p - L_p(S(F_e(L_p))) and its
-        backtracking (halve the step while the residual norm does not decrease).
+        """Implicit plastic flow at fixed state: L_p with DAMASK's residual
+        R = L_p - L_p(S(F_e(L_p))) below rtol |L_p| (atol).
 
-        Only points that have not converged are iterated. A = F F_p0^-1 (M, 3, 3).
-        Returns Lp, S, Sv, Fe, rate, k (all at the returned Lp) and ok (M,) bool.
+        Solved by Newton on the 2nd Piola-Kirchhoff stress (6 unknowns), residual
+        G(S) = S - S(F_e(L_p(S))), whose solutions are DAMASK's (L_p = L_p(S)); R is
+        measured as its linearisation dL_p/dS G. Newton on L_p itself (9 unknowns) converges
+        slowly far above the flow stress: the skew part of L_p has almost no effect on S, so
+        Newton sets it to the plastic spin of the overshooting trial stress. Globalisation:
+        a guess far above the flow stress starts on the trial stress scaled down to the
+        ratio tau/xi where one step would shear by |E_tr| (:meth:`rate_cap`); no Newton
+        step changes any tau/xi by more than ``eta``; the step is halved while |G| does not
+        decrease; the iterations use the power law capped (linearly continued) far above the
+        flow stress, and a point counts as converged only below the cap (true law).
+        Only points that have not converged are iterated. A = F F_p0^-1 (M, 3, 3); Lp:
+        (M, 3, 3) initial guess. Returns Lp, S, Sv, Fe, rate, k (at the returned Lp) and ok (M,).
         """
         M = A.shape[0]
         dev, dty = A.device, A.dtype
-        B, Fe, S, Sv, rate, k, R, Lpc = self._Lp_residual(A, state, Lp, dt)
-        Lp = Lp.clone()
-        out = [Fe, S, Sv, rate, k]                      # filled in for points as they converge
+        n = self.ns + self.nt
+        CA = A.transpose(-1, -2) @ A
+        cap = self.rate_cap(A, dt, factor=self.CAP_FACTOR)
+        Sv = self.stress_voigt(A @ (self.eye - dt * Lp))                  # stress of the initial guess
+        x0 = self._ratio(Sv, state)[2]
+        far = (x0 > cap).any(-1)
+        if bool(far.any()):
+            x_start = self.rate_cap(A, dt, factor=1.0)
+            sc = (x_start / x0.clamp_min(1e-300)).amin(-1).clamp(max=1.0)
+            Sv = torch.where(far[:, None], Sv * sc[:, None], Sv)
+        f = self._flow(A, state, Sv, dt, cap)
+        keys = ("Lp", "Sv2", "Fe", "rate", "k")
+        out = {key: f[key].clone() for key in keys}                   # filled in as points converge
         ok = torch.zeros(M, dtype=torch.bool, device=dev)
         act = torch.arange(M, device=dev)
-        a_A, a_st, a_Lp = A, state, Lp
-        a_R, a_Lpc, a_k, a_B = R, Lpc, k, B
-        a_out = out
+        a_A, a_CA, a_st, a_cap, a_Sv = A, CA, state, cap, Sv
         step = torch.ones(M, device=dev, dtype=dty)
-        Lp_good = Lp.clone()
+        Sv_good = Sv.clone()
         res_good = torch.full((M,), float("inf"), device=dev, dtype=dty)
-        delta = torch.zeros_like(Lp)
-        first = True
+        delta = torch.zeros_like(Sv)
         for it in range(max_iter):
-            rn = a_R.flatten(1).norm(dim=-1)
-            tol = torch.clamp(rtol * torch.maximum(a_Lp.flatten(1).norm(dim=-1), a_Lpc.flatten(1).norm(dim=-1)), min=atol)
-            finite = torch.isfinite(rn)
-            conv = (rn < tol) & finite
+            G = a_Sv - f["Sv2"]
+            gn = G.norm(dim=-1)
+            R = ((G @ self.pv.T) * f["k"]) @ self.Pflat                       # dL_p/dS G (M, 9)
+            rn = R.norm(dim=-1)
+            tol = torch.clamp(rtol * f["Lp"].flatten(1).norm(dim=-1), min=atol)
+            finite = torch.isfinite(rn) & torch.isfinite(gn)
+            conv = (rn < tol) & finite & ~f["over"]
             last = it == max_iter - 1
             if bool(conv.any()) or last:
                 sel = conv | last if last else conv
                 ci = act[sel]
                 ok[ci] = conv[sel]
-                Lp[ci] = a_Lp[sel]
-                if not first:
-                    for o, ao in zip(out, a_out):
-                        o[ci] = ao[sel]
+                for key in keys:
+                    out[key][ci] = f[key][sel]
             keep = ~conv
             if not bool(keep.any()) or last:
                 break
             # compact to the points still iterating
-            act, a_A, a_st, a_Lp = act[keep], a_A[keep], a_st[keep], a_Lp[keep]
-            a_R, a_k, a_B, rn, finite = a_R[keep], a_k[keep], a_B[keep], rn[keep], finite[keep]
-            step, Lp_good, res_good, delta = step[keep], Lp_good[keep], res_good[keep], delta[keep]
+            act, a_A, a_CA, a_st, a_cap, a_Sv = act[keep], a_A[keep], a_CA[keep], a_st[keep], a_cap[keep], a_Sv[keep]
+            f = {key: v[keep] for key, v in f.items()}
+            G, gn, finite = G[keep], gn[keep], finite[keep]
+            step, Sv_good, res_good, delta = step[keep], Sv_good[keep], res_good[keep], delta[keep]
             m = act.numel()
-            improved = finite & (rn < res_good)
-            CA = a_A.transpose(-1, -2) @ a_A
-            J = self._jacobian(a_B, CA, a_k, dt)
-            sol, info = torch.linalg.solve_ex(J, a_R.reshape(m, 9, 1))
-            new_delta = torch.where((info == 0)[:, None, None], -sol.reshape(m, 3, 3),
-                                    torch.full_like(a_Lp, float("nan")))
-            Lp_good = torch.where(improved[:, None, None], a_Lp, Lp_good)
-            res_good = torch.where(improved, rn, res_good)
-            delta = torch.where(improved[:, None, None], new_delta, delta)
+            # converged on the capped law beyond the cap: go on with the true law
+            lift = f["over"] & (gn <= 1e-6 * a_Sv.norm(dim=-1))
+            improved = finite & (gn < res_good) & ~lift
+            # dG/dS = I + dt sum_a k_a C66 voigt(M P_a) pv_a^T, M = B^T A^T A: one GEMM
+            Mm = f["B"].transpose(-1, -2) @ a_CA
+            J = torch.addmm(self._I6flat, (Mm.reshape(m, 9, 1) * f["k"][:, None, :]).reshape(m, 9 * n),
+                            self._ZC, alpha=dt).reshape(m, 6, 6)
+            sol, info = torch.linalg.solve_ex(J, G[:, :, None])
+            new_delta = torch.where((info == 0)[:, None], -sol[:, :, 0], torch.full_like(G, float("nan")))
+            # no system's tau/xi changes by more than ETA in one step
+            dx = ((new_delta @ self.pv.T).abs() / a_st[:, :n]).amax(-1)
+            new_delta = new_delta * (self.ETA / dx.clamp_min(self.ETA))[:, None]
+            Sv_good = torch.where(improved[:, None], a_Sv, Sv_good)
+            res_good = torch.where(improved, gn, res_good)
+            delta = torch.where(improved[:, None], new_delta, delta)
             step = torch.where(improved, torch.ones_like(step), 0.5 * step)
-            a_Lp = Lp_good + step[:, None, None] * delta
-            a_B, a_Fe, a_S, a_Sv, a_rate, a_k, a_R, a_Lpc = self._Lp_residual(a_A, a_st, a_Lp, dt)
-            a_out = [a_Fe, a_S, a_Sv, a_rate, a_k]
-            if first:
-                out = [o.clone() for o in out]
-                first = False
-        Fe, S, Sv, rate, k = out
-        return Lp, S, Sv, Fe, rate, k, ok
+            if bool(lift.any()):
+                a_cap = torch.where(lift[:, None], torch.full_like(a_cap, float("inf")), a_cap)
+                Sv_good = torch.where(lift[:, None], a_Sv, Sv_good)
+                res_good = torch.where(lift, torch.full_like(res_good, float("inf")), res_good)
+                delta = torch.where(lift[:, None], torch.zeros_like(delta), delta)
+                step = torch.where(lift, torch.ones_like(step), step)
+            a_Sv = Sv_good + step[:, None] * delta
+            f = self._flow(a_A, a_st, a_Sv, dt, a_cap)
+        Sv2 = out["Sv2"]
+        return out["Lp"], self.voigt_to_matrix(Sv2), Sv2, out["Fe"], out["rate"], out["k"], ok
 
     def update(self, F, invFp0, state0, Lp, state, dt, *, F0=None, tangent=False, rtol_state=1e-7,
                rtol_Lp=1e-8, max_state_iter=40, substeps=(4, 16)):
@@ -489,89 +608,77 @@ class TorchLaw:
         invFp_reg = invFp * torch.linalg.det(invFp)[:, None, None].abs().pow(-1.0 / 3.0)
         return dict(P=P, Lp=Lp, state=state, invFp=invFp_reg, S=S, ok=ok_all, K=None)
 
-    def tangent(self, F, invFp0, Lp, state, dt):
-        """dP/dF (M, 9, 9) at the converged L_p and state (state held fixed)."""
+    def tangent(self, F, invFp0, Lp, state, dt, state0=None):
+        """dP/dF (M, 9, 9) (row: P_ij, col: F_kl) of the converged implicit update.
+
+        Differentiates the local equations of :meth:`solve_Lp`, G(S) = S - S(F_e(L_p(S))) = 0
+        (implicit function theorem). state0 None: at frozen state (the L_p solve only);
+        otherwise the consistent tangent of the coupled L_p / state system, with
+        state = state0 + dt dot_state(S, state) among the unknowns. The frozen tangent makes
+        Newton crawl on fast-hardening materials (Cu: h_0/xi_0 = 160), where the state
+        changes as much as the stress within an increment.
+        """
+        M = F.shape[0]
+        n = self.ns + self.nt
         A = F @ invFp0
         B = self.eye - dt * Lp
         Fe = A @ B
-        S, Sv = self.stress(Fe)
-        _, k = self.kinetics(Sv, state)
         invFp = invFp0 @ B
-        return self._tangent(F, A, invFp0, invFp, B, Fe, S, k, dt)
-
-    def tangent_full(self, F, invFp0, state0, Lp, state, dt):
-        """dP/dF (M, 9, 9) (row: P_ij, col: F_kl) of the converged implicit update including
-        the state's dependence on F (consistent tangent of the coupled L_p / state system).
-
-        Unknowns x = (L_p, state), residual R(x, F) = (L_p - L_p(S, state),
-        state - state0 - dt dot_state(S, state)); dx/dF = -(dR/dx)^-1 dR/dF by the implicit
-        function theorem, derivatives by reverse-mode autograd (one pass per component).
-        Points whose system is singular fall back to the frozen-state tangent.
-        """
-        M = F.shape[0]
-        ns = state.shape[-1]
-        with torch.enable_grad():
-            Fv = F.detach().clone().requires_grad_(True)
-            Lv = Lp.detach().clone().requires_grad_(True)
-            sv = state.detach().clone().requires_grad_(True)
-            A = Fv @ invFp0
-            B = self.eye - dt * Lv
-            S, Sv = self.stress(A @ B)
-            rate, _ = self.kinetics(Sv, sv)
-            R1 = (Lv - (rate @ self.Pflat).reshape(M, 3, 3)).reshape(M, 9)
-            R2 = sv - state0 - dt * self.dot_state(rate, sv)
-            invFp = invFp0 @ B
-            P = (Fv @ invFp @ S @ invFp.transpose(-1, -2)).reshape(M, 9)
-            outs = torch.cat([R1, R2, P], -1)                                   # (M, 18 + ns)
-            n_out = outs.shape[-1]
-            gF = torch.empty(M, n_out, 9, dtype=F.dtype, device=F.device)
-            gL = torch.empty(M, n_out, 9, dtype=F.dtype, device=F.device)
-            gs = torch.empty(M, n_out, ns, dtype=F.dtype, device=F.device)
-            for c in range(n_out):
-                a, b, d = torch.autograd.grad(outs[:, c].sum(), (Fv, Lv, sv), retain_graph=c < n_out - 1,
-                                              allow_unused=True)
-                gF[:, c] = a.reshape(M, 9) if a is not None else 0.0
-                gL[:, c] = b.reshape(M, 9) if b is not None else 0.0
-                gs[:, c] = d if d is not None else 0.0
-        nx = 9 + ns
-        Jx = torch.cat([gL[:, :nx], gs[:, :nx]], -1)                            # (M, nx, nx)
-        JF = gF[:, :nx]                                                          # (M, nx, 9)
-        # scale the state rows/cols to O(1) for a well-conditioned solve
-        sc = torch.cat([torch.ones(M, 9, dtype=F.dtype, device=F.device),
-                        state.abs().clamp_min(1e-6)], -1)                         # (M, nx)
-        Jxs = Jx * sc[:, None, :]
-        sol, info = torch.linalg.solve_ex(Jxs, JF)
-        dx = -sol * sc[:, :, None]                                               # (M, nx, 9)
-        K = gF[:, nx:] + gL[:, nx:] @ dx[:, :9]
-        bad = (info != 0) | ~torch.isfinite(K).flatten(1).all(-1)
-        if bool(bad.any()):
-            K[bad] = self.tangent(F[bad], invFp0[bad], Lp[bad], state[bad], dt)
-        return K.detach()
-
-    def _tangent(self, F, A, invFp0, invFp, B, Fe, S, k, dt):
-        """dP/dF (M, 9, 9) of the converged update at frozen state (row: P_ij, col: F_kl)."""
-        M = F.shape[0]
-        dev, dt_ = F.device, F.dtype
-        E9 = torch.eye(9, device=dev, dtype=dt_).reshape(9, 3, 3)                  # basis dF
-        # implicit dLp/dF: J dLp = sum_a k_a P_a (W_a : dF), W_a = Fe Q_a invFp^T
-        CA = A.transpose(-1, -2) @ A
-        J = self._jacobian(B, CA, k, dt)
-        # rhs[i, (p, q)] = sum_a k_a P_a,i (Fe Q_a invFp^T)_pq = sum_kl H[i,(k,l)] Fe_pk invFp_ql
-        H = (k @ self.PQ).reshape(M, 9, 3, 3)
-        rhs = torch.einsum("nikl,npk,nql->nipq", H, Fe, invFp).reshape(M, 9, 9)
-        dLp = torch.linalg.solve(J, rhs)                                             # (M, 9[Lp], 9[F])
-        dLp = dLp.permute(0, 2, 1).reshape(M, 9, 3, 3)                              # (M, dir, 3, 3)
-        dF = E9.expand(M, 9, 3, 3)
-        dFe = dF @ invFp[:, None] - dt * A[:, None] @ dLp
-        FeT = Fe.transpose(-1, -2)[:, None]
-        dE = FeT @ dFe
-        dE = 0.5 * (dE + dE.transpose(-1, -2))
-        dS = torch.einsum("ijkl,mdkl->mdij", self.C3333, dE)
+        Sv = self.stress_voigt(Fe)
+        S = self.voigt_to_matrix(Sv)
+        rate, k, _ = self.kinetics(Sv, state)
+        Mm = B.transpose(-1, -2) @ (A.transpose(-1, -2) @ A)
+        J = torch.addmm(self._I6flat, (Mm.reshape(M, 9, 1) * k[:, None, :]).reshape(M, 9 * n),
+                        self._ZC, alpha=dt).reshape(M, 6, 6)                       # dG/dS
+        # d S(F_e)/dF at fixed L_p: C66 voigt(F_e^T dF F_p^-1), rows Voigt, cols F_kl
+        Y = (Fe[:, :, None, :, None] * invFp[:, None, :, None, :]).reshape(M, 9, 9)  # [(k,l),(i,j)]
+        dPhi = (Y @ self._VC).transpose(1, 2)                                       # (M, 6, 9)
+        dr_dS = k[:, :, None] * self.pv                                              # (M, n, 6)
+        if state0 is None:
+            dS = torch.linalg.solve(J, dPhi)
+            dr = dr_dS @ dS
+        else:
+            # unknowns (S, state); only the state that feeds back: xi, and with twins also gamma
+            ns_ = n if self.nt == 0 else 2 * n
+            dr_ds = self._rate_state_jacobian(rate, state)[:, :, :ns_]                  # (M, n, ns_)
+            Dr, Ds = self.dot_state_jacobian(rate, state)
+            Dr, Ds = Dr[:, :ns_], Ds[:, :ns_, :ns_]
+            EV = (Mm.reshape(M, 9) @ self.Zv).reshape(M, n, 6) @ self.C66.T            # C66 voigt(M P_a)
+            sc = state[:, :ns_].abs().clamp_min(1e-6)                                  # O(1) state unknowns
+            J12 = dt * (EV.transpose(1, 2) @ dr_ds) * sc[:, None, :]
+            J21 = -dt * (Dr @ dr_dS) / sc[:, :, None]
+            J22 = (torch.eye(ns_, device=F.device, dtype=F.dtype)
+                   - dt * (Ds + Dr @ dr_ds) * sc[:, None, :] / sc[:, :, None])
+            Jf = torch.cat([torch.cat([J, J12], -1), torch.cat([J21, J22], -1)], 1)
+            rhs = torch.cat([dPhi, torch.zeros(M, ns_, 9, device=F.device, dtype=F.dtype)], 1)
+            sol, info = torch.linalg.solve_ex(Jf, rhs)
+            bad = (info != 0) | ~torch.isfinite(sol).flatten(1).all(-1)
+            if bool(bad.any()):                                      # singular: frozen state there
+                sol[bad] = torch.cat([torch.linalg.solve(J[bad], dPhi[bad]),
+                                      torch.zeros(int(bad.sum()), ns_, 9, device=F.device, dtype=F.dtype)], 1)
+            dS = sol[:, :6]
+            dr = dr_dS @ dS + dr_ds @ (sol[:, 6:] * sc[:, :, None])
+        dLp = (self.Pflat.T @ dr).transpose(1, 2).reshape(M, 9, 3, 3)              # (M, dir F_kl, 3, 3)
+        dS = self.voigt_to_matrix(dS.transpose(1, 2))                               # (M, dir, 3, 3)
+        # P = F F_p^-1 S F_p^-T, F_p^-1 = F_p0^-1 (I - dt L_p)
+        E9 = torch.eye(9, device=F.device, dtype=F.dtype).reshape(1, 9, 3, 3)
         dinvFp = -dt * invFp0[:, None] @ dLp
-        Sref = invFp @ S @ invFp.transpose(-1, -2)
-        Fi = F[:, None] @ invFp[:, None]
-        dP = (dF @ Sref[:, None]
-              + F[:, None] @ (dinvFp @ (S @ invFp.transpose(-1, -2))[:, None])
-              + Fi @ dS @ invFp.transpose(-1, -2)[:, None]
-              + Fi @ S[:, None] @ dinvFp.transpose(-1, -2))
-        return dP.reshape(M, 9, 9).transpose(1, 2)                                   # (M, P_ij, F_kl)
+        SiT = S @ invFp.transpose(-1, -2)
+        Fi = F @ invFp
+        dP = (E9 @ (invFp @ SiT)[:, None] + F[:, None] @ dinvFp @ SiT[:, None]
+              + Fi[:, None] @ dS @ invFp.transpose(-1, -2)[:, None]
+              + (Fi @ S)[:, None] @ dinvFp.transpose(-1, -2))
+        return dP.reshape(M, 9, 9).transpose(1, 2)
+
+    def _rate_state_jacobian(self, rate, state):
+        """d rate / d state (M, n, n_state) at fixed stress: -n rate / xi on the diagonal of the
+        xi block; twin rates through (1 - f), f = sum gamma_tw / gamma_char."""
+        ns, nt = self.ns, self.nt
+        n = ns + nt
+        M = rate.shape[0]
+        D = torch.zeros(M, n, 2 * n, device=rate.device, dtype=rate.dtype)
+        D[:, range(n), range(n)] = -self.n_exp * rate / state[:, :n]
+        if nt:
+            f = self.twin_fraction(state)
+            D[:, ns:, n + ns:] = (-rate[:, ns:] / (1.0 - f)[:, None].clamp_min(1e-12))[:, :, None] / self.gamma_char
+        return D

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
@@ -46,6 +47,12 @@ DEFAULT_NUMERICS = dict(
 _DEBUG = False
 #: Newton iterations in one increment after which the consistent (state-coupled) tangent is used
 FULL_TANGENT_AFTER = 5
+#: a Newton iteration that has not gained a factor STALL_RATIO on its residual (in units of the
+#: tolerance) between its first and its STALL_ITERS-th step is given up for a cutback; after a
+#: sub-step that converged within GROW_ITERS iterations, the next one is twice as long
+STALL_ITERS = 6
+STALL_RATIO = 0.1
+GROW_ITERS = 6
 FLOAT32_NUMERICS = dict(tol_div=1e-4, tol_bc=1e-4, tol_bc_abs=10.0, tol_div_abs=10.0)
 
 
@@ -174,17 +181,13 @@ class _Batch:
         return res
 
     def _tangent(self, idx, F, dt, out):
+        """dP/dF (nb, cells, 9, 9) at the current local solution: at frozen state, or (once
+        ``full_tangent`` is on) the consistent tangent of the coupled L_p / state update."""
         nb = len(idx)
         sh = (nb * self.N,)
-        if not self.full_tangent:
-            K = self.law.tangent(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
-                                 out["Lp"].reshape(*sh, 3, 3), out["state"].reshape(*sh, -1), dt)
-            return K.reshape(nb, *self.cells, 9, 9).to(self.dtype)
-        # consistent tangent of the coupled L_p / state update (~10x the cost): the
-        # frozen-state tangent makes Newton crawl on fast-hardening materials (Cu: h_0/xi_0 = 160)
-        K = self.law.tangent_full(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
-                                  self.state[idx].reshape(*sh, -1), out["Lp"].reshape(*sh, 3, 3),
-                                  out["state"].reshape(*sh, -1), dt)
+        state0 = self.state[idx].reshape(*sh, -1) if self.full_tangent else None
+        K = self.law.tangent(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
+                             out["Lp"].reshape(*sh, 3, 3), out["state"].reshape(*sh, -1), dt, state0=state0)
         return K.reshape(nb, *self.cells, 9, 9).to(self.dtype)
 
     def _cg(self, K, mask, b_field, b_mac):
@@ -227,11 +230,14 @@ class _Batch:
         return X, y, it
 
     # ---------------------------------------------------------------- one (sub)increment
-    def increment(self, idx, Fbar_aim, P_aim, mask, dt):
+    def increment(self, idx, Fbar_aim, P_aim, mask, dt, give_up=False):
         """Solve one time step for the VEs ``idx`` (LongTensor). Commits the converged ones.
 
         Fbar_aim: (3, 3) target mean F on deformation-controlled components (t + dt);
         P_aim: (3, 3) Pa on stress components; mask: (3, 3) bool, True = stress-controlled.
+        give_up: stop a VE early whose Newton iteration stagnates (after ``STALL_ITERS``
+        iterations the residual, in units of the tolerance, is still above ``STALL_RATIO``
+        times its value after the first iteration); set when a cutback is still possible.
         Returns (converged (nb,) bool, iterations (nb,) int, reason list).
         """
         num = self.num
@@ -252,6 +258,8 @@ class _Batch:
         reasons = [""] * nb
         out = None
         res_base = None
+        rho1 = torch.full((nb,), float("inf"), device=self.device, dtype=self.dtype)
+        stalled = torch.zeros(nb, dtype=torch.bool, device=self.device)
         loose = True     # inexact local solves while far from equilibrium (inexact Newton)
         for it in range(2 * num["max_iter"] + 2):
             out = self._constitutive(idx, F, dt, guess=out, loose=loose)
@@ -263,9 +271,9 @@ class _Batch:
             err_bc = torch.where(mask_t, (Pbar - Paim).abs(), torch.zeros_like(Pbar)).flatten(1).amax(-1)
             local_ok = out["ok"].flatten(1).all(-1)
             finite = torch.isfinite(err_div) & torch.isfinite(err_bc) & torch.isfinite(F).flatten(1).all(-1)
-            now = (err_div <= torch.clamp(num["tol_div"] * scale, min=num["tol_div_abs"])) & \
-                  (err_bc <= torch.clamp(num["tol_bc"] * Pbar.abs().flatten(1).amax(-1), min=num["tol_bc_abs"])) & \
-                  local_ok & finite
+            tol_div = torch.clamp(num["tol_div"] * scale, min=num["tol_div_abs"])
+            tol_bc = torch.clamp(num["tol_bc"] * Pbar.abs().flatten(1).amax(-1), min=num["tol_bc_abs"])
+            now = (err_div <= tol_div) & (err_bc <= tol_bc) & local_ok & finite
             if loose and bool((now & ~conv).any()):
                 loose = False            # re-evaluate with tight local tolerances, then decide
                 continue
@@ -277,9 +285,16 @@ class _Batch:
                 reasons[j] = "NaN/inf in the stress field"
             failed = failed | newly_bad
             conv = conv | (now & ~failed)
-            if bool((conv | failed).all()) or int(iters.max()) >= num["max_iter"]:
+            rho = torch.maximum(err_div / tol_div, err_bc / tol_bc)       # distance in tolerances
+            rho1 = torch.where(iters == 1, rho, rho1)
+            if give_up:
+                stuck = ~conv & ~failed & ~stalled & (iters >= STALL_ITERS) & ~(rho <= STALL_RATIO * rho1)
+                for j in torch.nonzero(stuck).flatten().tolist():
+                    reasons[j] = f"stagnating after {int(iters[j])} iterations"
+                stalled = stalled | stuck
+            if bool((conv | failed | stalled).all()) or int(iters.max()) >= num["max_iter"]:
                 break
-            todo = ~conv & ~failed
+            todo = ~conv & ~failed & ~stalled
             loose = bool((err_div[todo] > 1e3 * num["tol_div"] * scale[todo]).all())
             iters = iters + todo.long()
             # globalisation: halve the Newton step while the residual grows (the tangent
@@ -327,6 +342,15 @@ class _Batch:
         Fbar, Pbar = self._mean(F), self._mean(P)
         sigma = P @ F.transpose(-1, -2) / torch.linalg.det(F)[..., None, None]
         return (Fbar.cpu().numpy(), Pbar.cpu().numpy(), self._mean(sigma).cpu().numpy())
+
+
+def _fit_level(level, left):
+    """The sub-step level (dt / 2^level) nearest ``level`` whose sub-step fits in ``left``
+    (a Fraction of dt that is a multiple of the sub-steps taken so far)."""
+    level = max(int(level), 0)
+    while Fraction(1, 2 ** level) > left:
+        level += 1
+    return level
 
 
 def _step_targets(step, Fbar_start, t_in_step):
@@ -381,39 +405,47 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
     n_total = load.n_increments
     bar = tqdm(total=n_total, disable=not progress, desc="CP increments", leave=False)
     inc = 0
+    start_level = np.zeros(B, dtype=int)          # sub-step level each VE starts its next increment on
     for step in load.steps:
         mask = step.stress_mask
         Fbar_start = batch._mean(batch.F).cpu().numpy()            # (B, 3, 3)
         dt = step.t / step.N
         for k in range(step.N):
             inc += 1
-            # sub-stepping for VEs that fail: queue of (VE indices, level)
+            # sub-steps of dt / 2^level: a VE that fails is cut back (level + 1, at most
+            # max_cutback); one that converged quickly doubles its next sub-step, within this
+            # increment and into the next (so a cutback, e.g. at the onset of plasticity, does
+            # not slow the rest of the run down)
             todo = np.nonzero(alive)[0]
-            t_sub = {int(b): 0.0 for b in todo}
-            level = {int(b): 0 for b in todo}
+            done = {int(b): Fraction(0) for b in todo}          # fraction of dt done
+            level = {int(b): _fit_level(start_level[b], Fraction(1)) for b in todo}
             it_sum = {int(b): 0 for b in todo}
             pending = list(todo)
             while pending:
                 # group VEs by their current sub-step level and progress
                 groups = {}
                 for b in pending:
-                    groups.setdefault((level[b], t_sub[b]), []).append(b)
+                    groups.setdefault((level[b], done[b]), []).append(b)
                 pending = []
-                for (lev, ts), members in groups.items():
+                for (lev, fr), members in groups.items():
                     ddt = dt / 2 ** lev
-                    tt = k * dt + ts + ddt
+                    tt = k * dt + float(fr) * dt + ddt
                     members = np.array(members)
                     idx = torch.as_tensor(members, device=batch.device)
                     # targets per VE (start of step may differ per VE for stress comps; deformation
                     # comps are identical) -> use the first VE's (all share the load)
                     Faim = _step_targets(step, Fbar_start[members[0]], tt)
-                    conv, its, why = batch.increment(idx, Faim, step.stress, mask, ddt)
+                    conv, its, why = batch.increment(idx, Faim, step.stress, mask, ddt,
+                                                     give_up=lev < num["max_cutback"])
                     for j, b in enumerate(members):
                         b = int(b)
                         it_sum[b] += int(its[j])
                         if bool(conv[j]):
-                            t_sub[b] = ts + ddt
-                            if t_sub[b] < dt * (1 - 1e-12):
+                            done[b] = fr + Fraction(1, 2 ** lev)
+                            grow = lev > 0 and int(its[j]) <= GROW_ITERS
+                            start_level[b] = lev - 1 if grow else lev
+                            if done[b] < 1:
+                                level[b] = _fit_level(start_level[b], 1 - done[b])
                                 pending.append(b)
                         elif lev < num["max_cutback"]:
                             level[b] = lev + 1
