@@ -1,0 +1,187 @@
+"""The local (material-point) update of the embedded CP solver and its sub-stepping.
+
+Checks the implicit phenopowerlaw update against DAMASK's own residual evaluated
+independently, its robustness far above the flow stress, the analytic derivatives
+(d dot_state, consistent tangent) against automatic and finite differences, and the
+solver's cutback / regrowth of time steps.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from torch.func import jacfwd, vmap
+
+from matflow_vae3d.cp import elasticity, spectral
+from matflow_vae3d.cp.loadcase import LoadCase
+from matflow_vae3d.cp.materials import get_phase
+from matflow_vae3d.cp.phenopowerlaw import TorchLaw, from_phase
+from matflow_vae3d.cp.spectral import _fit_level, solve
+
+
+def _law(material):
+    return from_phase(get_phase(material) if isinstance(material, str) else material).to()
+
+
+def _mg_with_exponents():
+    """Mg with the optional hardening exponents switched on (c_1..c_4 non-default)."""
+    p = get_phase("Mg")
+    pl = p["mechanical"]["plastic"]
+    pl.update({"c_1": [0.5] * 5, "c_2": [0.7] * 5, "c_3": [1.3] * 3, "c_4": [0.6] * 3})
+    return p
+
+
+def _random_points(law, M, seed, strain=1e-3):
+    """Random orientations, F = R-rotated stretch of size ``strain``, a hardened random state."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(M, 4, generator=g, dtype=torch.float64)
+    q = q / q.norm(dim=-1, keepdim=True)
+    R = torch.as_tensor(elasticity.quaternion_to_matrix(q.numpy()))
+    F = torch.eye(3, dtype=torch.float64) + strain * torch.randn(M, 3, 3, generator=g, dtype=torch.float64)
+    n = law.ns + law.nt
+    state = law.state0.expand(M, -1).clone()
+    state[:, :n] *= 1 + 0.3 * torch.rand(M, n, generator=g, dtype=torch.float64)
+    state[:, n:] = 1e-3 * torch.rand(M, n, generator=g, dtype=torch.float64)
+    return F, R.transpose(1, 2).contiguous(), state
+
+
+def _damask_residual(law, A, Lp, state, dt):
+    """|L_p - sum_a gamma_dot_a(S(F_e(L_p))) P_a| (1/s), written out independently of the solver."""
+    Fe = A @ (torch.eye(3, dtype=A.dtype) - dt * Lp)
+    E = 0.5 * (Fe.transpose(1, 2) @ Fe - torch.eye(3, dtype=A.dtype))
+    C = torch.as_tensor(elasticity.C66_to_3333(law.law.C66))
+    S = torch.einsum("ijkl,mkl->mij", C, E)
+    P = law.Pflat.reshape(-1, 3, 3)
+    tau = torch.einsum("mij,aij->ma", S, P)
+    ns = law.ns
+    xi = state[:, : law.ns + law.nt]
+    rate = torch.zeros_like(tau)
+    rate[:, :ns] = torch.as_tensor(law.law.dot_gamma_0_sl) * (tau[:, :ns].abs() / xi[:, :ns]) ** \
+        torch.as_tensor(law.law.n_sl) * torch.sign(tau[:, :ns])
+    if law.nt:
+        f = (state[:, 2 * ns + law.nt:] / torch.as_tensor(law.law.gamma_char)).sum(-1, keepdim=True)
+        rate[:, ns:] = (1 - f) * torch.as_tensor(law.law.dot_gamma_0_tw) * \
+            (tau[:, ns:].clamp_min(0) / xi[:, ns:]) ** torch.as_tensor(law.law.n_tw)
+    Lpc = torch.einsum("ma,aij->mij", rate, P)
+    return (Lp - Lpc).flatten(1).norm(dim=-1)
+
+
+# ------------------------------------------------------------------------- L_p solve
+@pytest.mark.parametrize("material", ["Cu", "Mg"])
+def test_flow_solve_far_above_flow_stress_converges_to_damask_residual(material):
+    """Trial stresses far above xi_0 (Cu: ~100x at 1e-3 strain) converge, and the result
+    satisfies DAMASK's residual with the true (uncapped) power law."""
+    law = _law(material)
+    F, invFp0, _ = _random_points(law, 200, seed=1)
+    state = law.state0.expand(200, -1).clone()           # virgin state: xi = xi_0
+    A = F @ invFp0
+    dt = 0.5
+    x_trial = law._ratio(law.stress_voigt(A), state)[2].amax(-1)
+    if material == "Cu":
+        assert x_trial.median() > 30
+    Lp, S, Sv, Fe, rate, k, ok = law.solve_Lp(A, state, torch.zeros_like(A), dt, max_iter=25)
+    assert ok.all()
+    # DAMASK's criterion at the solver's tolerances (rtol 1e-8, atol 1e-11 /s), with margin
+    tol = torch.clamp(1e-8 * Lp.flatten(1).norm(dim=-1), min=1e-11)
+    assert (_damask_residual(law, A, Lp, state, dt) < 2 * tol).all()
+    assert (Lp.flatten(1).norm(dim=-1) > 1e-5).sum() > 100          # most points flow plastically
+    # S is the stress of the returned L_p
+    np.testing.assert_allclose(S, law.stress(A @ (torch.eye(3, dtype=A.dtype) - dt * Lp))[0], rtol=0, atol=1e-3)
+
+
+def test_flow_solve_lifts_the_cap_where_the_solution_lies_beyond_it(monkeypatch):
+    """With a cap below the solution, the point goes on uncapped and ends on the true law.
+    (The default cap, 10 |E_tr| of shear per step, lies 30x above this test's 0.3, where
+    every point's solution is beyond the cap.)"""
+    law = _law("Cu")
+    F, invFp0, _ = _random_points(law, 50, seed=2)
+    state = law.state0.expand(50, -1).clone()
+    A = F @ invFp0
+    ref = law.solve_Lp(A, state, torch.zeros_like(A), 0.5)
+    monkeypatch.setattr(TorchLaw, "CAP_FACTOR", 0.3)
+    low = law.rate_cap(A, 0.5, factor=0.3)
+    assert (law._ratio(ref[2], state)[2] > low).any(-1).all()       # every solution beyond the cap
+    out = law.solve_Lp(A, state, torch.zeros_like(A), 0.5, max_iter=40)
+    assert out[-1].all()
+    np.testing.assert_allclose(out[0], ref[0], rtol=0, atol=1e-9 * ref[0].abs().max().item())
+
+
+# ----------------------------------------------------------------------- derivatives
+@pytest.mark.parametrize("phase", ["Cu", "Mg", "Mg-exponents"])
+def test_dot_state_jacobian_equals_automatic_differentiation(phase):
+    law = _law(_mg_with_exponents() if phase == "Mg-exponents" else phase)
+    M = 64
+    _, _, state = _random_points(law, M, seed=3)
+    g = torch.Generator().manual_seed(4)
+    rate = 1e-3 * torch.randn(M, law.ns + law.nt, generator=g, dtype=torch.float64)
+    rate[:, law.ns:] = rate[:, law.ns:].abs()
+    Dr_ad, Ds_ad = vmap(jacfwd(law.dot_state, argnums=(0, 1)))(rate, state)
+    Dr, Ds = law.dot_state_jacobian(rate, state)
+    np.testing.assert_allclose(Dr, Dr_ad, rtol=1e-12, atol=1e-12 * Dr_ad.abs().max().item())
+    np.testing.assert_allclose(Ds, Ds_ad, rtol=1e-12, atol=1e-12 * Ds_ad.abs().max().item())
+
+
+@pytest.mark.parametrize("material", ["Cu", "Mg"])
+def test_consistent_tangent_equals_finite_differences_of_the_update(material):
+    """The coupled (L_p, state) tangent is the derivative of the whole implicit update; the
+    frozen-state one is not (for these hardening rates it is off by ~1e-2)."""
+    law = _law(material)
+    F, invFp0, _ = _random_points(law, 16, seed=5, strain=2e-3)
+    state0 = law.state0.expand(16, -1).clone()
+    dt = 0.5
+    tight = dict(rtol_state=1e-12, rtol_Lp=1e-13)
+    o = law.update(F, invFp0, state0, torch.zeros_like(F), state0.clone(), dt, **tight)
+    assert o["ok"].all()
+    K = law.tangent(F, invFp0, o["Lp"], o["state"], dt, state0=state0)
+    K0 = law.tangent(F, invFp0, o["Lp"], o["state"], dt)
+    eps = 1e-7
+    fd = torch.zeros_like(K)
+    for c in range(9):
+        dF = torch.zeros(9, dtype=torch.float64)
+        dF[c] = eps
+        dF = dF.reshape(3, 3)
+        Pp = law.update(F + dF, invFp0, state0, o["Lp"], o["state"], dt, **tight)["P"]
+        Pm = law.update(F - dF, invFp0, state0, o["Lp"], o["state"], dt, **tight)["P"]
+        fd[:, :, c] = ((Pp - Pm) / (2 * eps)).reshape(-1, 9)
+    rel = lambda X: ((X - fd).flatten(1).norm(dim=-1) / fd.flatten(1).norm(dim=-1)).max().item()  # noqa: E731
+    assert rel(K) < 2e-3
+    assert rel(K0) > 3 * rel(K)
+
+
+# ----------------------------------------------------------------------- sub-steps
+def test_fit_level_picks_the_longest_fitting_sub_step():
+    assert _fit_level(0, Fraction(1)) == 0
+    assert _fit_level(-2, Fraction(1)) == 0
+    assert _fit_level(1, Fraction(3, 8)) == 2          # 1/2 does not fit in 3/8, 1/4 does
+    assert _fit_level(3, Fraction(1, 2)) == 3          # never longer than asked
+
+
+def test_copper_first_increment_is_cut_back_then_grows_back(monkeypatch):
+    """Cu at DAMASK's step (dt = 0.5 s, 5e-4 strain): the elastic-plastic transition of the
+    first increment stagnates at full step and is cut back; the sub-steps then double, and
+    the later increments run at full step again."""
+    from matflow_vae3d.microstructure import generate_ve, get_preset
+
+    steps = []
+    orig = spectral._Batch.increment
+
+    def spy(self, idx, Faim, Paim, mask, dt, give_up=False):
+        out = orig(self, idx, Faim, Paim, mask, dt, give_up=give_up)
+        steps.append((dt, bool(out[0][0])))
+        return out
+
+    monkeypatch.setattr(spectral._Batch, "increment", spy)
+    ve = generate_ve(get_preset("train", grid=8, lattice="cF"), seed=0)
+    res = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), LoadCase.uniaxial(N=4, strain=2e-3))[0]
+    assert res.converged, res.reason
+    assert steps[0] == (0.5, False)                          # full step given up ...
+    done = np.cumsum([d if c else 0.0 for d, c in steps])
+    inc1 = [d for (d, c), t in zip(steps, done) if c and t <= 0.5 + 1e-12]   # sub-steps of increment 1
+    assert sum(inc1) == pytest.approx(0.5) and max(inc1) < 0.5
+    assert max(inc1) >= 2 * min(inc1)                        # ... sub-steps grew again ...
+    assert steps[-1] == (0.5, True)                          # ... and back at full step
+    assert done[-1] == pytest.approx(2.0)                    # converged sub-steps cover t
+    assert np.all(np.diff(res.sigma[1:, 0, 0]) > 0)
