@@ -106,6 +106,151 @@ def test_interaction_matrices_follow_damask_types():
         lattice.interaction_slip_slip([3, 3, 6, 0, 6], [1.0] * 10, "hP")
 
 
+def _same_line(a, b):
+    """(n, 3), (m, 3) -> (n, m) bool: the two vectors are parallel or antiparallel."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.isclose(np.abs(a @ b.T), 1.0)
+
+
+def _cubic_rotations():
+    """The 24 proper rotations of the cube (signed permutation matrices, det +1)."""
+    import itertools
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            R = np.zeros((3, 3))
+            R[range(3), perm] = signs
+            if np.linalg.det(R) > 0:
+                out.append(R)
+    return out
+
+
+def test_ci_interaction_tables_follow_crystallography():
+    """cI tables (DAMASK crystal.f90): shapes, ranges, and the types DAMASK names
+    (self, collinear, coplanar, ...) found again from the geometry of CI_SLIP/CI_TWIN."""
+    data = lattice.LATTICE_DATA["cI"]
+    SS, ST, TS, TT = (data[k] for k in ("slipslip", "sliptwin", "twinslip", "twintwin"))
+    assert SS.shape == (48, 48) and ST.shape == (48, 12)
+    assert TS.shape == (12, 48) and TT.shape == (12, 12)
+    assert set(np.unique(SS)) == set(range(1, 29))          # 28 types, all used
+    assert set(np.unique(ST)) == {1, 2, 3, 4} and set(np.unique(TT)) == {1, 2, 3}
+    assert np.all(TS == 1)                                   # one twin-slip type in DAMASK
+    assert np.all(np.diag(SS) == 1) and np.all(np.diag(TT) == 1)
+    assert np.all(SS[~np.eye(48, dtype=bool)] != 1)          # type 1 is self only
+
+    d, n = data["slip"][:, :3], data["slip"][:, 3:]
+    fam = np.repeat([0, 1, 2], [12, 12, 24])                 # {110}, {112}, {123}
+    off = ~np.eye(48, dtype=bool)
+    same_b = _same_line(d, d) & off
+    same_plane = _same_line(n, n) & off
+    nn = np.abs((n / np.linalg.norm(n, axis=1, keepdims=True))
+                @ (n / np.linalg.norm(n, axis=1, keepdims=True)).T)
+    fi, fj = np.meshgrid(fam, fam, indexing="ij")
+    # coplanar pairs exist only among {110} (each {112}/{123} plane holds one <111>): type 3
+    assert not np.any(same_plane & (fi > 0))
+    np.testing.assert_array_equal(SS == 3, same_plane)
+    # same Burgers vector within {110} or within {112}: type 2
+    np.testing.assert_array_equal(SS == 2, same_b & (fi == fj) & (fi < 2))
+    # same Burgers vector between {110} and {112}: 8 with perpendicular planes, 9 otherwise
+    mixed = same_b & (fi + fj == 1)
+    np.testing.assert_array_equal(SS == 8, mixed & np.isclose(nn, 0.0))
+    np.testing.assert_array_equal(SS == 9, mixed & ~np.isclose(nn, 0.0))
+    # with {123}: 25/26/27 for the same Burgers vector ({110}, {112}, {123} partner), 28 else
+    with123 = off & ((fi == 2) | (fj == 2))
+    partner = np.where(fi == 2, fj, fi)
+    for t, f in ((25, 0), (26, 1), (27, 2)):
+        np.testing.assert_array_equal(SS == t, with123 & same_b & (partner == f))
+    np.testing.assert_array_equal(SS == 28, with123 & ~same_b)
+    # each of the other types (4-7, 10-24) joins one pair of families
+    for t in list(range(4, 8)) + list(range(10, 25)):
+        assert len(set(zip(fi[SS == t], fj[SS == t]))) == 1, t
+
+    # cubic symmetry: rotating the crystal permutes the systems (d (x) n up to sign) and the
+    # types with them. DAMASK's table passes for every type but 21/22 ({112}-{112} pairs
+    # it tells apart beyond the cubic symmetry), which are compared as one class here.
+    P = lattice.schmid_slip([12, 12, 24], "cI")                       # unit d (x) unit n
+    merged = np.where(SS == 22, 21, SS)
+    for R in _cubic_rotations():
+        Q = np.einsum("ij,sjk,lk->sil", R, P, R)
+        hit = np.isclose(np.abs(np.einsum("sij,tij->st", Q, P)), 1.0)   # Q_s = +-P_t
+        assert np.all(hit.sum(1) == 1)
+        perm = hit.argmax(1)
+        np.testing.assert_array_equal(merged[np.ix_(perm, perm)], merged)
+
+    # slip-twin: 1 slip plane = twin plane, 2 same direction (screw cross slip), 3 other;
+    # 4 for every {123} system. Twin-twin: 1 self, 2 same direction, 3 other
+    dt, nt = data["twin"][:, :3], data["twin"][:, 3:]
+    np.testing.assert_array_equal(ST[:24] == 1, _same_line(n[:24], nt))
+    np.testing.assert_array_equal(ST[:24] == 2, _same_line(d[:24], dt) & ~_same_line(n[:24], nt))
+    assert np.all(ST[24:] == 4)
+    np.testing.assert_array_equal(TT == 2, _same_line(dt, dt) & ~np.eye(12, dtype=bool))
+
+    # partial families take the first N systems of each family, as DAMASK
+    vals = np.arange(1.0, 29.0)
+    h = lattice.interaction_slip_slip([12, 0, 24], vals, "cI")
+    idx = np.r_[0:12, 24:48]
+    np.testing.assert_array_equal(h, SS[np.ix_(idx, idx)].astype(float))
+    np.testing.assert_array_equal(lattice.interaction_slip_twin([2, 12, 3], [5], vals[:4], "cI"),
+                                  ST[np.ix_(np.r_[0:2, 12:24, 24:27], np.arange(5))])
+    assert lattice.interaction_twin_slip([12], [12, 12, 24], [0.5], "cI").shape == (12, 48)
+    with pytest.raises(ValueError, match="h_sl-sl"):               # {123} needs 28 values
+        lattice.interaction_slip_slip([12, 12, 1], vals[:24], "cI")
+    assert lattice.interaction_slip_slip([12, 12], vals[:24], "cI").shape == (24, 24)
+
+
+def fe_phase(**plastic):
+    """bcc ferrite: DAMASK examples/config/phase/mechanical/plastic/
+    phenopowerlaw_DP-steel-ferrite.yaml (Tasan et al. 2014; DAMASK 3.0 key dot_gamma_0_sl) and
+    elastic/Hooke_Fe.yaml at T_ref (temperature coefficients left out)."""
+    pl = {"type": "phenopowerlaw", "N_sl": [12, 12], "dot_gamma_0_sl": [1e-3, 1e-3],
+          "n_sl": [20, 20], "a_sl": [2.25, 2.25], "xi_0_sl": [95e6, 96e6],
+          "xi_inf_sl": [222e6, 412e6], "h_0_sl-sl": [1e9, 1e9],
+          "h_sl-sl": [1, 1.4, 1, 1.4] + [1.4] * 20}
+    pl.update(plastic)
+    return {"lattice": "cI", "mechanical": {
+        "elastic": {"type": "Hooke", "C_11": 232.1e9, "C_12": 135.9e9, "C_44": 117.0e9},
+        "plastic": pl}}
+
+
+#: DAMASK examples/config/phase/mechanical/plastic/phenopowerlaw_polygonal-ferrite.yaml
+#: (Gallardo-Basile et al. 2023): all three cI slip families, 28 interaction values
+POLYGONAL_FERRITE = {
+    "N_sl": [12, 12, 24], "dot_gamma_0_sl": [4e-2] * 3, "n_sl": [20.0] * 3, "a_sl": [2.1] * 3,
+    "xi_0_sl": [61e6, 54e6, 52e6], "xi_inf_sl": [277e6, 248e6, 237e6], "h_0_sl-sl": [1e9] * 3,
+    "h_sl-sl": [1.0, 1.4, 1.0] + [1.4] * 25}
+
+
+def test_ci_phase_parses_and_refuses_non_schmid():
+    law = from_phase(fe_phase())
+    assert law.h_sl_sl.shape == (24, 24) and law.P_sl.shape == (24, 3, 3)
+    np.testing.assert_allclose(np.diag(law.h_sl_sl), 1.0)
+    # all three families (DAMASK example phenopowerlaw_polygonal-ferrite.yaml: 28 values)
+    law = from_phase(fe_phase(**POLYGONAL_FERRITE))
+    assert law.h_sl_sl.shape == (48, 48)
+    with pytest.raises(ValueError, match="a_nonSchmid_110"):
+        from_phase(fe_phase(a_nonSchmid_110=[0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("plastic", [{}, POLYGONAL_FERRITE], ids=["DP-ferrite", "polygonal-ferrite"])
+def test_ci_polycrystal_converges_and_hardens(plastic):
+    phase = fe_phase(**plastic)
+    pl = phase["mechanical"]["plastic"]
+    gm = voronoi_map(4, 4, seed=3)
+    q = random_quats(4, 4)
+    res = solve(gm[None], [q], phase, short_uniaxial(3, 1.5e-3))[0]
+    assert res.converged, res.reason
+    sxx = res.sigma[:, 0, 0]
+    assert np.all(np.diff(sxx) > 0)                                   # monotone hardening
+    # plastic flow by the end: the last increment is much softer than the first (elastic)
+    assert sxx[3] - sxx[2] < 0.8 * (sxx[1] - sxx[0])
+    # flowing above the lowest critical resolved shear stress (Schmid factors <= 0.5, rate
+    # factor (1e-3 / (0.5 dot_gamma_0))^(1/20) >= 0.86) and below Taylor (3.07 xi_inf)
+    assert min(pl["xi_0_sl"]) < sxx[-1] < 3.07 * max(pl["xi_inf_sl"])
+    lateral = np.abs(res.sigma[1:, [1, 2], [1, 2]]).max(-1) / np.abs(res.sigma[1:, 0, 0])
+    assert lateral.max() < 1e-3
+
+
 def test_quaternion_convention_matches_damask():
     damask = pytest.importorskip("damask")
     q = random_quats(5, 1)
