@@ -1,12 +1,16 @@
 """DAMASK_grid driver: input files, running, failure handling, output reading."""
 
+import json
 import shutil
+import sys
 from pathlib import Path
 
 import damask
 import numpy as np
 import pytest
 import yaml
+
+from dadf5 import cell_order, format_sta, write_dadf5
 
 from matflow_vae3d.cp import damask_driver as D
 from matflow_vae3d.cp.loadcase import LoadCase
@@ -171,3 +175,208 @@ def test_written_phase_always_outputs_F_and_P(tmp_path):
     written = damask.ConfigMaterial.load(paths["material"])["phase"]["Cu"]
     assert written["mechanical"]["output"] == ["O", "F", "P"]
     assert phase["mechanical"]["output"] == ["O"]  # the caller's dict is not changed
+
+
+# ------------------------------------------- reading DAMASK's result format (no DAMASK_grid)
+# tests/dadf5.py writes files in DAMASK_grid 3.0.x's result layout (DADF5 0.14); it is test
+# infrastructure for the reading path only: read_result and the success path of run_job.
+CELLS = (3, 4, 5)                  # non-cubic: an axis swap or a wrong cell order shows
+SIZE = (3e-6, 4e-6, 5e-6)
+
+
+def _known_fields(n_frames=4, seed=7):
+    """Per-cell F and P differing per cell and frame (frame 0: the initial state, F = I, P = 0)."""
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(CELLS))
+    F = np.eye(3) + 0.02 * rng.standard_normal((n_frames, n, 3, 3))
+    P = 1e8 * rng.standard_normal((n_frames, n, 3, 3))
+    F[0], P[0] = np.eye(3), 0.0
+    return F, P
+
+
+def _numpy_means(F, P):
+    sigma = P @ np.swapaxes(F, -1, -2) / np.linalg.det(F)[..., None, None]
+    return F.mean(axis=1), P.mean(axis=1), sigma.mean(axis=1)
+
+
+def test_dadf5_helper_is_read_by_damask_in_damasks_cell_order(tmp_path):
+    """The helper's file opens with damask.Result, and cell k is where DAMASK puts it (x fastest)."""
+    ix, iy, iz = np.meshgrid(*(np.arange(c) for c in CELLS), indexing="ij")
+    field = np.zeros(CELLS + (3, 3))
+    field[..., 0, 0] = 1 + 0.1 * ix + 0.01 * iy + 0.001 * iz           # encodes [ix, iy, iz]
+    F = cell_order(field)[None] + np.zeros((2, 1, 3, 3))
+    F[:, :, 1, 1] = F[:, :, 2, 2] = 1.0
+    path = write_dadf5(tmp_path / "job.hdf5", F, np.zeros_like(F), [0.0, 1.0], CELLS, SIZE,
+                       materials="homogenization: {}\n")
+    r = damask.Result(path)
+    assert (r.version_major, r.version_minor) == (0, 14)
+    np.testing.assert_array_equal(r.cells, CELLS)
+    assert r.phases == ["Mg"] and r.homogenizations == ["SX"] and r.fields == ["mechanical"]
+    assert r.N_constituents == 1 and r.simulation_setup_files == ["material.yaml"]
+    placed = r.view(increments=1).place("F")
+    i = np.floor(r.coordinates0_point / (np.array(SIZE) / CELLS)).astype(int)   # DAMASK's own cell positions
+    np.testing.assert_allclose(placed[:, 0, 0], 1 + 0.1 * i[:, 0] + 0.01 * i[:, 1] + 0.001 * i[:, 2], rtol=1e-15)
+    # same order as damask.GeomGrid's material.flatten(order='F') (what DAMASK_grid reads)
+    np.testing.assert_array_equal(cell_order(ix + 10 * iy + 100 * iz), (ix + 10 * iy + 100 * iz).flatten(order="F"))
+
+
+def test_format_sta_reproduces_damask_sta_files():
+    """The stand-in's .sta writer lays rows out as DAMASK_grid 3.0.2 did in the reference runs."""
+    for name in ("mg16_rand_g20_s0", "mg16_sx_c_par_x"):
+        text = (DATA / f"{name}.sta").read_text()
+        s = D.read_sta(DATA / f"{name}.sta")
+        rows = zip(s["increment"], s["time"], s["cutback_level"], s["converged"], s["iterations"],
+                   s["stag_iterations"])
+        assert format_sta(list(rows)) == text
+
+
+def test_read_result_on_damask_result_layout(tmp_path):
+    """read_result: increments, times, plain cell means of F and P and of P F^T / det F."""
+    F, P = _known_fields(4)
+    t = [0.0, 0.5, 1.0, 1.5]
+    path = write_dadf5(tmp_path / "job.hdf5", F, P, t, CELLS, SIZE)
+    Fm, Pm, Sm = _numpy_means(F, P)
+    out = D.read_result(path)
+    np.testing.assert_array_equal(out["increment"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(out["t"], t)
+    for k, ref in (("F", Fm), ("P", Pm), ("sigma", Sm)):
+        assert out[k].shape == (4, 3, 3)
+        np.testing.assert_allclose(out[k], ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    # on the full state grid: increments beyond those written are NaN rows
+    full = D.read_result(path, n_increments=6)
+    np.testing.assert_array_equal(full["increment"], [0, 1, 2, 3])
+    for k, ref in (("F", Fm), ("P", Pm), ("sigma", Sm)):
+        assert full[k].shape == (7, 3, 3)
+        np.testing.assert_allclose(full[k][:4], ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+        assert np.isnan(full[k][4:]).all()
+
+
+def test_read_result_places_sparse_increments_in_natural_order(tmp_path):
+    """Increments written with f_out > 1 (0, 5, 10): rows by increment number, NaN between."""
+    F, P = _known_fields(3, seed=8)
+    path = write_dadf5(tmp_path / "job.hdf5", F, P, [0.0, 2.5, 5.0], CELLS, SIZE, increments=[0, 5, 10])
+    Fm, Pm, Sm = _numpy_means(F, P)
+    out = D.read_result(path, n_increments=10)
+    np.testing.assert_array_equal(out["increment"], [0, 5, 10])    # increment_10 after increment_5
+    np.testing.assert_array_equal(out["t"], [0.0, 2.5, 5.0])
+    np.testing.assert_allclose(out["sigma"][[0, 5, 10]], Sm, rtol=1e-12, atol=1e-12 * np.abs(Sm).max())
+    np.testing.assert_allclose(out["F"][[0, 5, 10]], Fm, rtol=1e-12)
+    assert np.isnan(np.delete(out["P"], [0, 5, 10], axis=0)).all()
+
+
+# A stand-in for DAMASK_grid: started by run_damask like the real one (same arguments, job
+# directory as cwd), it reads the inputs written there and writes job.sta and job.hdf5
+# (tests/dadf5.py) with homogeneous known fields. Not mechanics: F_xx = 1 + a t from the
+# load case's dot_F_xx = a, F_yy = F_zz = 1 - NU a t, P_xx = E a t, other components 0.
+E_STAND_IN, NU_STAND_IN = 5e10, 0.3
+
+STAND_IN = '''#!{python}
+"""stand_in_DAMASK_grid: test stand-in for DAMASK_grid (tests of the reading path only)."""
+import json, os, sys
+sys.path.insert(0, {tests!r})
+import damask, numpy as np, yaml
+from dadf5 import format_sta, write_dadf5
+
+E, NU, DROP = {E!r}, {NU!r}, {drop!r}
+argv = sys.argv[1:]
+args = dict(zip(argv[::2], argv[1::2]))
+with open("stand_in_call.json", "w") as fh:
+    json.dump({{"argv": argv, "cwd": os.getcwd()}}, fh)
+print("stand_in_DAMASK_grid: reading", args["--geom"], args["--load"], args["--material"])
+g = damask.GeomGrid.load(args["--geom"])
+load = yaml.safe_load(open(args["--load"]))
+mat = yaml.safe_load(open(args["--material"]))
+(step,) = load["loadstep"]
+T, N, f_out = step["discretization"]["t"], step["discretization"]["N"], step.get("f_out", 1)
+a = step["boundary_conditions"]["mechanical"]["dot_F"][0][0]
+dt = T / N
+rows = []
+for n in range(1, N + 1):
+    if n == 2:    # a cutback: two sub-steps at cutback level 1, each a row
+        rows += [(n, (n - 0.5) * dt, 1, True, 3, 1), (n, n * dt, 1, True, 4, 1)]
+    else:
+        rows.append((n, n * dt, 0, True, 2 + n % 3, 1))
+open(args["--jobname"] + ".sta", "w").write(format_sta(rows))
+incs = [n for n in range(N + 1) if n % f_out == 0 and n not in DROP]
+t = np.array(incs) * dt
+n_cells = int(np.prod(g.cells))
+F = np.zeros((len(t), n_cells, 3, 3))
+P = np.zeros_like(F)
+F[:, :, 0, 0] = (1 + a * t)[:, None]
+F[:, :, 1, 1] = F[:, :, 2, 2] = (1 - NU * a * t)[:, None]
+P[:, :, 0, 0] = (E * a * t)[:, None]
+files = {{os.path.basename(args[k]): open(args[k]).read() for k in ("--geom", "--load")}}
+write_dadf5(args["--jobname"] + ".hdf5", F, P, t, g.cells, g.size,
+            phase=next(iter(mat["phase"])), homogenization=next(iter(mat["homogenization"])),
+            materials=open(args["--material"]).read(), increments=incs, origin=g.origin,
+            setup=files, command=sys.argv)
+sys.exit(0)
+'''
+
+
+def _stand_in(tmp_path, drop=()):
+    exe = tmp_path / "stand_in_DAMASK_grid"
+    exe.write_text(STAND_IN.format(python=sys.executable, tests=str(Path(__file__).parent),
+                                   E=E_STAND_IN, NU=NU_STAND_IN, drop=tuple(drop)))
+    exe.chmod(0o755)
+    return exe
+
+
+def _stand_in_expected(load):
+    a = load.steps[0].deformation[0, 0]
+    t = load.times()
+    F = np.zeros((len(t), 3, 3))
+    F[:, 0, 0], F[:, 1, 1], F[:, 2, 2] = 1 + a * t, 1 - NU_STAND_IN * a * t, 1 - NU_STAND_IN * a * t
+    P = np.zeros_like(F)
+    P[:, 0, 0] = E_STAND_IN * a * t
+    sigma = np.zeros_like(F)
+    sigma[:, 0, 0] = E_STAND_IN * a * t / (1 - NU_STAND_IN * a * t) ** 2    # P F^T / det F
+    iterations = [7 if n == 2 else 2 + n % 3 for n in range(1, load.n_increments + 1)]
+    return F, P, sigma, iterations
+
+
+@pytest.mark.parametrize("f_out", [1, 2])
+def test_successful_run_with_stand_in_damask_grid(tmp_path, f_out):
+    """Success path of simulate_damask/run_job: a converged record with the .sta's iterations
+    and the result file's averages (increments not written with f_out > 1 are NaN)."""
+    gm, q = _ve()
+    load = LoadCase.uniaxial(N=4, strain=0.002)
+    load.steps[0].f_out = f_out
+    job = tmp_path / "job"
+    rec = D.simulate_damask(gm, q, get_phase("Mg"), load, job, phase_name="Mg", size=(2e-5, 2.5e-5, 3e-5),
+                            executable=str(_stand_in(tmp_path)), ve_id="ve-ok")
+    assert rec.status == "converged" and rec.converged and rec.reason == "", rec.reason
+    assert rec.solver == "damask" and rec.ve_id == "ve-ok" and rec.n_converged == 4
+    F, P, sigma, iterations = _stand_in_expected(load)
+    np.testing.assert_array_equal(rec.iterations, iterations)      # sub-steps of the cutback summed
+    np.testing.assert_array_equal(rec.t, load.times())
+    written = np.arange(5) % f_out == 0
+    for got, ref in ((rec.F, F), (rec.P, P), (rec.sigma, sigma)):
+        np.testing.assert_allclose(got[written], ref[written], rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+        assert np.isnan(got[~written]).all()
+    # started like DAMASK_grid: relative input names, the job directory as working directory
+    call = json.loads((job / "stand_in_call.json").read_text())
+    assert call["argv"] == ["--geom", "grid.vti", "--load", "load.yaml", "--material", "material.yaml",
+                            "--jobname", "job"]
+    assert call["cwd"] == str(job.resolve())
+    assert "stand_in_DAMASK_grid: reading grid.vti" in (job / "job.log").read_text()
+    r = damask.Result(job / "job.hdf5")
+    assert r.phases == ["Mg"] and r.homogenizations == ["SX"]
+    np.testing.assert_array_equal(r.cells, gm.shape)
+    assert sorted(r.simulation_setup_files) == ["grid.vti", "load.yaml", "material.yaml"]
+
+
+def test_result_file_lacking_a_converged_increment_fails(tmp_path):
+    """Exit 0 and all increments converged in job.sta, but job.hdf5 lacks increment 3."""
+    gm, q = _ve()
+    load = LoadCase.uniaxial(N=4, strain=0.002)
+    rec = D.simulate_damask(gm, q, get_phase("Mg"), load, tmp_path / "job", phase_name="Mg",
+                            executable=str(_stand_in(tmp_path, drop=[3])))
+    assert rec.status == "failed" and not rec.converged
+    assert "result file lacks converged increments" in rec.reason
+    assert "exited with code" not in rec.reason and "increments converged" not in rec.reason
+    assert rec.n_converged == 4
+    F, P, sigma, _ = _stand_in_expected(load)
+    assert np.isnan(rec.sigma[3]).all()
+    keep = [0, 1, 2, 4]
+    np.testing.assert_allclose(rec.sigma[keep], sigma[keep], rtol=1e-12, atol=1e-12 * np.abs(sigma).max())
