@@ -199,6 +199,91 @@ def test_ci_interaction_tables_follow_crystallography():
     assert lattice.interaction_slip_slip([12, 12], vals[:24], "cI").shape == (24, 24)
 
 
+def test_cf_interaction_tables_follow_crystallography():
+    """cF tables (DAMASK crystal.f90, commits 0396332b7b69 and f71b1c4dc310, identical for cF
+    and hP): the Madec & Kubin types found again from the geometry of CF_SLIP/CF_TWIN."""
+    data = lattice.LATTICE_DATA["cF"]
+    SS, ST, TS, TT = (data[k] for k in ("slipslip", "sliptwin", "twinslip", "twintwin"))
+    assert SS.shape == (18, 18) and ST.shape == (18, 12)
+    assert TS.shape == (12, 18) and TT.shape == (12, 12)
+    assert set(np.unique(SS)) == set(range(1, 14))          # 13 types, all used
+    assert np.all(np.diag(SS) == 1) and np.all(SS[~np.eye(18, dtype=bool)] != 1)
+
+    d, n = data["slip"][:, :3], data["slip"][:, 3:]
+    fam = np.repeat([0, 1], [12, 6])                         # <110>{111}, <110>{110}
+    fi, fj = np.meshgrid(fam, fam, indexing="ij")
+    off = ~np.eye(18, dtype=bool)
+    same_b = _same_line(d, d) & off
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    bb, nn = np.abs(unit(d) @ unit(d).T), np.abs(unit(n) @ unit(n).T)
+    octa = off & (fi == 0) & (fj == 0)
+    # <110>{111}: 2 coplanar (no other pair shares a plane), 3 collinear, 4 Hirth (b at 90 deg)
+    np.testing.assert_array_equal(SS == 2, _same_line(n, n) & off)
+    np.testing.assert_array_equal(SS == 3, same_b & octa)
+    np.testing.assert_array_equal(SS == 4, octa & np.isclose(bb, 0.0))
+    # b at 60 deg on different planes: the junction b_r +- b_a that is again a <110>/2 is
+    # a Lomer lock (7) if it lies in neither plane, a glissile junction if it lies in one:
+    # 5 (I) in the acting plane, 6 (II) in the reacting plane -- except reacting AC(d) and
+    # CB(d) on acting AB(c) (systems 1, 2 on 6), which DAMASK lists as 5 (26 fives, 22 sixes)
+    s, t = d[:, None] + d[None], d[:, None] - d[None]
+    b3 = np.where((s ** 2).sum(-1, keepdims=True) == 2, s, t)
+    in_r = np.isclose(np.einsum("rak,rk->ra", b3, n), 0.0)
+    in_a = np.isclose(np.einsum("rak,ak->ra", b3, n), 0.0)
+    sixty = octa & np.isclose(bb, 0.5) & ~_same_line(n, n)
+    assert not np.any(sixty & in_r & in_a)
+    np.testing.assert_array_equal(SS == 7, sixty & ~in_r & ~in_a)
+    quirk = np.zeros((18, 18), dtype=bool)
+    quirk[[0, 1], [5, 5]] = True
+    assert np.all(in_r[quirk]) and np.all(SS[quirk] == 5) and np.all(SS[quirk.T] == 5)
+    np.testing.assert_array_equal(SS == 5, sixty & (in_a | quirk))
+    np.testing.assert_array_equal(SS == 6, sixty & in_r & ~quirk)
+    # <110>{110}: 8 b at 90 deg (crossing), 9 b at 60 deg
+    f11 = off & (fi == 1) & (fj == 1)
+    np.testing.assert_array_equal(SS == 8, f11 & np.isclose(bb, 0.0))
+    np.testing.assert_array_equal(SS == 9, f11 & np.isclose(bb, 0.5))
+    # {111}-{110}, both orders: 13 collinear, 12 b at 90 deg, 10/11 b at 60 deg with the
+    # planes perpendicular / inclined
+    mix = fi != fj
+    np.testing.assert_array_equal(SS == 13, mix & same_b)
+    np.testing.assert_array_equal(SS == 12, mix & np.isclose(bb, 0.0))
+    np.testing.assert_array_equal(SS == 10, mix & np.isclose(bb, 0.5) & np.isclose(nn, 0.0))
+    np.testing.assert_array_equal(SS == 11, mix & np.isclose(bb, 0.5) & ~np.isclose(nn, 0.0))
+
+    # cubic symmetry: rotations permute the slip systems (d (x) n up to sign) and the types
+    # with them, once 5 and 6 are one class (the two entries above break it for 5 vs 6)
+    P = lattice.schmid_slip([12, 6], "cF")
+    merged = np.where(SS == 6, 5, SS)
+    # twins keep their sense: a rotation maps each twin's d (x) n onto +(another twin's)
+    Pt = lattice.schmid_twin([12], "cF")
+    for R in _cubic_rotations():
+        hit = np.isclose(np.abs(np.einsum("ij,sjk,lk,til->st", R, P, R, P)), 1.0)
+        assert np.all(hit.sum(1) == 1)
+        perm = hit.argmax(1)
+        np.testing.assert_array_equal(merged[np.ix_(perm, perm)], merged)
+        hit_t = np.isclose(np.einsum("ij,sjk,lk,til->st", R, Pt, R, Pt), 1.0)
+        assert np.all(hit_t.sum(1) == 1)
+
+    # slip-twin: 1 slip plane = twin plane, 2 slip direction in the twin plane (screw trace),
+    # 3 other; 4 for every {110} system. Twin-twin: 1 same plane (self included), 2 other.
+    # Twin-slip: a single type. {111}<112> twinning shear 1/sqrt(2)
+    dt, nt = data["twin"][:, :3], data["twin"][:, 3:]
+    np.testing.assert_allclose(dt @ nt.T * np.eye(12), 0.0)
+    same_p = _same_line(n[:12], nt)
+    np.testing.assert_array_equal(ST[:12] == 1, same_p)
+    np.testing.assert_array_equal(ST[:12] == 2, np.isclose(d[:12] @ nt.T, 0.0) & ~same_p)
+    np.testing.assert_array_equal(ST[:12] == 3, ~np.isclose(d[:12] @ nt.T, 0.0))
+    assert np.all(ST[12:] == 4) and np.all(TS == 1)
+    np.testing.assert_array_equal(TT, np.where(_same_line(nt, nt), 1, 2))
+    np.testing.assert_allclose(lattice.characteristic_shear_twin([12], "cF"), 1 / np.sqrt(2))
+
+    # the Cu preset (N_sl [12], 7 values) uses the first family only; {110} needs 13 values
+    vals = np.arange(1.0, 14.0)
+    np.testing.assert_array_equal(lattice.interaction_slip_slip([12], vals[:7], "cF"), SS[:12, :12])
+    np.testing.assert_array_equal(lattice.interaction_slip_slip([0, 6], vals, "cF"), SS[12:, 12:])
+    with pytest.raises(ValueError, match="h_sl-sl"):
+        lattice.interaction_slip_slip([12, 6], vals[:7], "cF")
+
+
 def fe_phase(**plastic):
     """bcc ferrite: DAMASK examples/config/phase/mechanical/plastic/
     phenopowerlaw_DP-steel-ferrite.yaml (Tasan et al. 2014; DAMASK 3.0 key dot_gamma_0_sl) and
