@@ -9,6 +9,7 @@ solver's cutback / regrowth of time steps.
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from matflow_vae3d.cp.loadcase import LoadCase
 from matflow_vae3d.cp.materials import get_phase
 from matflow_vae3d.cp.phenopowerlaw import TorchLaw, from_phase
 from matflow_vae3d.cp.spectral import _fit_level, solve
+
+REF = Path(__file__).parent / "data" / "damask_ref"
 
 
 def _law(material):
@@ -79,7 +82,7 @@ def test_flow_solve_far_above_flow_stress_converges_to_damask_residual(material)
     state = law.state0.expand(200, -1).clone()           # virgin state: xi = xi_0
     A = F @ invFp0
     dt = 0.5
-    x_trial = law._ratio(law.stress_voigt(A), state)[2].amax(-1)
+    x_trial = law.flow_ratio(law.stress_voigt(A), state)[2].amax(-1)
     if material == "Cu":
         assert x_trial.median() > 30
     Lp, S, Sv, Fe, rate, k, ok = law.solve_Lp(A, state, torch.zeros_like(A), dt, max_iter=25)
@@ -103,7 +106,7 @@ def test_flow_solve_lifts_the_cap_where_the_solution_lies_beyond_it(monkeypatch)
     ref = law.solve_Lp(A, state, torch.zeros_like(A), 0.5)
     monkeypatch.setattr(TorchLaw, "CAP_FACTOR", 0.3)
     low = law.rate_cap(A, 0.5, factor=0.3)
-    assert (law._ratio(ref[2], state)[2] > low).any(-1).all()       # every solution beyond the cap
+    assert (law.flow_ratio(ref[2], state)[2] > low).any(-1).all()       # every solution beyond the cap
     out = law.solve_Lp(A, state, torch.zeros_like(A), 0.5, max_iter=40)
     assert out[-1].all()
     np.testing.assert_allclose(out[0], ref[0], rtol=0, atol=1e-9 * ref[0].abs().max().item())
@@ -159,12 +162,8 @@ def test_fit_level_picks_the_longest_fitting_sub_step():
     assert _fit_level(3, Fraction(1, 2)) == 3          # never longer than asked
 
 
-def test_copper_first_increment_is_cut_back_then_grows_back(monkeypatch):
-    """Cu at DAMASK's step (dt = 0.5 s, 5e-4 strain): the elastic-plastic transition of the
-    first increment stagnates at full step and is cut back; the sub-steps then double, and
-    the later increments run at full step again."""
-    from matflow_vae3d.microstructure import generate_ve, get_preset
-
+def _spy_steps(monkeypatch):
+    """Record (dt, converged) of every (sub-)increment solve."""
     steps = []
     orig = spectral._Batch.increment
 
@@ -174,14 +173,50 @@ def test_copper_first_increment_is_cut_back_then_grows_back(monkeypatch):
         return out
 
     monkeypatch.setattr(spectral._Batch, "increment", spy)
+    return steps
+
+
+def test_copper_first_increment_starts_on_sub_steps_that_grow_back(monkeypatch):
+    """Cu at DAMASK's step (dt = 0.5 s, 5e-4 strain): the elastic predictor overshoots the
+    flow stress ~16x, so the first increment starts on sub-steps overshooting ~2x; they
+    double as they converge, and the later increments run at full step."""
+    from matflow_vae3d.microstructure import generate_ve, get_preset
+
+    steps = _spy_steps(monkeypatch)
     ve = generate_ve(get_preset("train", grid=8, lattice="cF"), seed=0)
     res = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), LoadCase.uniaxial(N=4, strain=2e-3))[0]
     assert res.converged, res.reason
-    assert steps[0] == (0.5, False)                          # full step given up ...
+    assert steps[0][0] == 0.5 / 8                            # 16x overshoot: start at 2^-3
     done = np.cumsum([d if c else 0.0 for d, c in steps])
     inc1 = [d for (d, c), t in zip(steps, done) if c and t <= 0.5 + 1e-12]   # sub-steps of increment 1
     assert sum(inc1) == pytest.approx(0.5) and max(inc1) < 0.5
-    assert max(inc1) >= 2 * min(inc1)                        # ... sub-steps grew again ...
+    assert max(inc1) >= 2 * min(inc1)                        # sub-steps grew again ...
     assert steps[-1] == (0.5, True)                          # ... and back at full step
     assert done[-1] == pytest.approx(2.0)                    # converged sub-steps cover t
     assert np.all(np.diff(res.sigma[1:, 0, 0]) > 0)
+
+
+def test_stagnating_newton_is_cut_back(monkeypatch):
+    """Without the first-increment sub-steps, Cu's full step stagnates: given up after
+    STALL_ITERS iterations, cut back, and the run still converges to the same curve."""
+    from matflow_vae3d.microstructure import generate_ve, get_preset
+
+    ve = generate_ve(get_preset("train", grid=8, lattice="cF"), seed=0)
+    load = LoadCase.uniaxial(N=2, strain=1e-3)
+    ref = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), load)[0]
+    steps = _spy_steps(monkeypatch)
+    monkeypatch.setattr(spectral, "TRIAL_OVERSHOOT", 1e9)     # no sub-steps up front
+    res = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), load)[0]
+    assert res.converged, res.reason
+    assert steps[0] == (0.5, False) and min(d for d, _ in steps) < 0.5
+    np.testing.assert_allclose(res.sigma[1:, 0, 0], ref.sigma[1:, 0, 0], rtol=5e-3)
+
+
+def test_magnesium_reference_runs_at_full_step(monkeypatch):
+    """The Mg reference VE's elastic predictor stays below the flow stress: no sub-steps
+    (the DAMASK reference was integrated at full step too)."""
+    d = np.load(REF / "mg16_rand_g20_s0.npz")
+    gm = d["material_idx_xyz"][::2, ::2, ::2]
+    steps = _spy_steps(monkeypatch)
+    res = solve(gm[None], [d["quaternions"]], get_phase("Mg"), LoadCase.uniaxial(N=2, strain=1e-3))[0]
+    assert res.converged and [d_ for d_, _ in steps] == [0.5, 0.5]

@@ -297,7 +297,7 @@ class TorchLaw:
         converge linearly, by a factor (1 - 1/n) per step.
         """
         ns = self.ns
-        tau, tau_eff, x = self._ratio(Sv, state)
+        tau, tau_eff, x = self.flow_ratio(Sv, state)
         xi = state[:, : self.ns + self.nt]
         pl = self.g0 * x ** self.n_exp
         over = None
@@ -318,8 +318,10 @@ class TorchLaw:
             rate, k = torch.sign(tau) * pl, dpl
         return rate, k, over
 
-    def _ratio(self, Sv, state):
-        """tau (M, n), the driving |tau| (slip) / max(tau, 0) (twins), and x = that / xi."""
+    def flow_ratio(self, Sv, state):
+        """Resolved shear stress tau (M, n) of the slip then twin systems for the Voigt stress
+        Sv (M, 6), the driving stress |tau| (slip) or max(tau, 0) (twins), and the ratio
+        x = driving / xi to the current resistance (x ~ 1 at the flow stress)."""
         tau = Sv @ self.pv.T
         if self.nt:
             tau_eff = torch.cat([tau[:, : self.ns].abs(), tau[:, self.ns:].clamp_min(0.0)], -1)
@@ -452,7 +454,7 @@ class TorchLaw:
         CA = A.transpose(-1, -2) @ A
         cap = self.rate_cap(A, dt, factor=self.CAP_FACTOR)
         Sv = self.stress_voigt(A @ (self.eye - dt * Lp))                  # stress of the initial guess
-        x0 = self._ratio(Sv, state)[2]
+        x0 = self.flow_ratio(Sv, state)[2]
         far = (x0 > cap).any(-1)
         if bool(far.any()):
             x_start = self.rate_cap(A, dt, factor=1.0)

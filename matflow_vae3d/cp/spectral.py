@@ -53,6 +53,10 @@ FULL_TANGENT_AFTER = 5
 STALL_ITERS = 6
 STALL_RATIO = 0.1
 GROW_ITERS = 6
+#: first increment: elastic-predictor overshoot of the flow stress (tau/xi) above which it
+#: starts on sub-steps (at most 2^-MAX_PRE_LEVEL of the step)
+TRIAL_OVERSHOOT = 2.0
+MAX_PRE_LEVEL = 6
 FLOAT32_NUMERICS = dict(tol_div=1e-4, tol_bc=1e-4, tol_bc_abs=10.0, tol_div_abs=10.0)
 
 
@@ -337,6 +341,16 @@ class _Batch:
             self.P[g] = out["P"][ci]
         return conv, iters, reasons
 
+    def trial_overshoot(self, Fbar):
+        """(B,) the largest tau/xi of any system in any cell if each VE took the mean
+        deformation gradient ``Fbar`` (3, 3) homogeneously and elastically from its current
+        plastic state: how far an elastic predictor overshoots the flow stress."""
+        sh = (self.B * self.N,)
+        Fb = torch.as_tensor(Fbar, device=self.device, dtype=self.law.dtype)
+        Sv = self.law.stress_voigt(Fb @ self.invFp.reshape(*sh, 3, 3))
+        x = self.law.flow_ratio(Sv, self.state.reshape(*sh, -1))[2]
+        return x.reshape(self.B, -1).amax(-1).cpu().numpy()
+
     def record(self):
         F, P = self.F.double(), self.P.double()
         Fbar, Pbar = self._mean(F), self._mean(P)
@@ -410,6 +424,15 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
         mask = step.stress_mask
         Fbar_start = batch._mean(batch.F).cpu().numpy()            # (B, 3, 3)
         dt = step.t / step.N
+        pre = np.zeros(B, dtype=int)               # sub-step levels taken before any Newton failed
+        if inc == 0:
+            # first increment, nothing to extrapolate from: where the elastic predictor overshoots
+            # the flow stress by more than TRIAL_OVERSHOOT (Cu preset: 16x at dt = 0.5 s), start
+            # on sub-steps that overshoot by about that much; cutbacks come on top
+            Ftr = np.where(mask, np.eye(3), np.nan_to_num(_step_targets(step, np.eye(3), dt)))
+            x = batch.trial_overshoot(Ftr)
+            pre = np.clip(np.ceil(np.log2(np.maximum(x, 1e-300) / TRIAL_OVERSHOOT)), 0, MAX_PRE_LEVEL).astype(int)
+            start_level = pre.copy()
         for k in range(step.N):
             inc += 1
             # sub-steps of dt / 2^level: a VE that fails is cut back (level + 1, at most
@@ -436,7 +459,7 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
                     # comps are identical) -> use the first VE's (all share the load)
                     Faim = _step_targets(step, Fbar_start[members[0]], tt)
                     conv, its, why = batch.increment(idx, Faim, step.stress, mask, ddt,
-                                                     give_up=lev < num["max_cutback"])
+                                                     give_up=lev < num["max_cutback"] + int(pre[members].min()))
                     for j, b in enumerate(members):
                         b = int(b)
                         it_sum[b] += int(its[j])
@@ -447,12 +470,13 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
                             if done[b] < 1:
                                 level[b] = _fit_level(start_level[b], 1 - done[b])
                                 pending.append(b)
-                        elif lev < num["max_cutback"]:
+                        elif lev < num["max_cutback"] + pre[b]:
                             level[b] = lev + 1
                             pending.append(b)
                         else:
                             alive[b] = False
-                            reason[b] = f"increment {inc}: {why[j]} (after {lev} cutbacks)"
+                            reason[b] = f"increment {inc}: {why[j]} (after {lev - pre[b]} cutbacks)"
+            pre = np.zeros(B, dtype=int)
             t = t + dt
             Fr, Pr, Sr = batch.record()
             for b in np.nonzero(alive)[0]:
