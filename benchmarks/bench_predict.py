@@ -55,15 +55,11 @@ def _time(fn, repeats: int) -> tuple[float, float]:
 def _builtin_s_per_ve(path) -> tuple[float, int, str] | None:
     if path is None:
         return None
-    import h5py
+    from matflow_vae3d.cp.results import read_results
 
-    with h5py.File(path, "r") as f:
-        wall = f["wall_s"][()]
-        status = np.asarray([s.decode() if isinstance(s, bytes) else s for s in f["status"][()]])
-        solver = f.attrs.get("solver", "?")
-        solver = solver.decode() if isinstance(solver, bytes) else str(solver)
-    ok = status == "converged"
-    return float(np.mean(wall[ok])), int(ok.sum()), solver
+    r = read_results(path, fields=("status", "wall_s"))  # committed rows only
+    ok = r["status"] == "converged"
+    return float(np.mean(r["wall_s"][ok])), int(ok.sum()), r["solver"] or "?"
 
 
 def main(argv=None):

@@ -153,6 +153,38 @@ def test_results_file_append_commit_and_interrupted_row(tmp_path, single):
     assert text.read_text() == "my notes"
 
 
+def test_read_results_fields_and_malformed_files(tmp_path):
+    """read_results(fields=...) reads only the named row datasets; a file missing a
+    dataset or n_committed, or with a dataset shorter than n_committed, is refused with
+    the file and the dataset named."""
+    out = tmp_path / "r.h5"
+    kw = dict(t=LOAD.times(), material=phase_yaml(get_phase("Mg")), loadcase=S.loadcase_yaml(LOAD),
+              solver="builtin", lattice="hP")
+    with ResultsWriter(out, **kw) as w:
+        w.append(S.SimulationRecord.failed("first", LOAD, ve_id="a", wall_s=2.0))
+        w.append(S.SimulationRecord.failed("second", LOAD, ve_id="b"))
+    full = read_results(out)
+    assert list(full["wall_s"]) == [2.0, 0.0] and full["P"].shape == (2, len(LOAD.times()), 3, 3)
+    part = read_results(out, fields=("ve_id", "sigma"))
+    assert set(part) == {"t", "ve_id", "sigma", "material", "loadcase", "solver", "lattice"}
+    assert list(part["ve_id"]) == ["a", "b"]
+    np.testing.assert_array_equal(part["sigma"], full["sigma"])
+    with pytest.raises(ValueError, match="unknown CP results field"):
+        read_results(out, fields=("stress",))
+    with h5py.File(out, "r+") as f:
+        f["reason"].resize(1, axis=0)
+    with pytest.raises(ValueError, match=r"r\.h5: dataset 'reason' has shape \(1,\), expected at least n_committed=2"):
+        read_results(out)
+    with h5py.File(out, "r+") as f:
+        del f["reason"]
+    with pytest.raises(ValueError, match=r"r\.h5: CP results file lacks dataset 'reason'"):
+        read_results(out)
+    with h5py.File(out, "r+") as f:
+        del f.attrs["n_committed"]
+    with pytest.raises(ValueError, match="lacks the root attribute 'n_committed'"):
+        read_results(out)
+
+
 # --------------------------------------------------------------------------- dataset
 def test_dataset_cli_resume_and_batch_equals_single(tmp_path, single, load_yaml, stiff_file):
     """`vae3d simulate --data`: a batch of 2 (one VE invalid -> failure row), then a resumed

@@ -286,3 +286,54 @@ def test_read_stresses_ignores_rows_of_an_interrupted_append(tmp_path):
     st = read_stresses(tmp_path / "st.h5")
     assert [str(v) for v in st.ve_id] == ["a", "b"]
     assert st.sigma.shape[0] == 2 and len(st.status) == 2 and len(st.n_converged) == 2
+
+
+def test_read_stresses_uses_the_cp_reader_and_names_the_file(tmp_path):
+    """read_stresses reads through cp.results.read_results: rows of a real interrupted
+    append (only some datasets grown) are skipped, what the CP reader refuses is refused
+    with the file named, and duplicate ids within or across files are refused."""
+    import h5py
+
+    from matflow_vae3d.cp.results import read_results
+
+    sxx = np.linspace(0, 80, len(T))[None].repeat(2, 0)
+    a = write_stresses(tmp_path / "a.h5", ["a0", "a1"], sxx)
+    # a crash half-way through a third append: two datasets grown, count not committed
+    with h5py.File(a, "r+") as f:
+        for name in ("ve_id", "sigma"):
+            f[name].resize(3, axis=0)
+        f["ve_id"][2] = "half-written"
+    st = read_stresses(a)
+    r = read_results(a)
+    assert list(st.ve_id) == list(r["ve_id"]) == ["a0", "a1"]
+    np.testing.assert_array_equal(st.sigma, r["sigma"])
+    np.testing.assert_array_equal(st.F, r["F"])
+    np.testing.assert_array_equal(st.n_converged, r["n_converged"])
+    assert (st.lattice, st.loadcase) == (r["lattice"], r["loadcase"])
+    # across files: ids must be unique; the message names both files
+    b = write_stresses(tmp_path / "b.h5", ["b0", "a1"], sxx)
+    with pytest.raises(ValueError, match=r"'a1' occurs more than once, in .*a\.h5 and .*b\.h5"):
+        read_stresses([a, b])
+    # within one file
+    dup = write_stresses(tmp_path / "dup.h5", ["d", "d"], sxx)
+    with pytest.raises(ValueError, match=r"dup\.h5: CP results: 1 VE id\(s\) occur more than once"):
+        read_stresses(dup)
+    # a dataset missing, no n_committed, not a CP results file, not HDF5, not there
+    with h5py.File(b, "r+") as f:
+        del f["F"]
+    with pytest.raises(ValueError, match=r"b\.h5: CP results file lacks dataset 'F'"):
+        read_stresses([a, b])
+    with h5py.File(a, "r+") as f:
+        del f.attrs["n_committed"]
+    with pytest.raises(ValueError, match=r"a\.h5: CP results file lacks the root attribute 'n_committed'"):
+        read_stresses(a)
+    fp = write_fingerprints(tmp_path / "fp.h5", ["a0"], np.zeros((1, 4)))
+    with pytest.raises(ValueError, match=r"fp\.h5 is not a CP results file"):
+        read_stresses(fp)
+    (tmp_path / "notes.h5").write_text("not hdf5")
+    with pytest.raises(ValueError, match=r"notes\.h5 is not an HDF5 file"):
+        read_stresses(tmp_path / "notes.h5")
+    with pytest.raises(FileNotFoundError, match=r"missing\.h5"):
+        read_stresses(tmp_path / "missing.h5")
+    with pytest.raises(ValueError, match="no CP result file given"):
+        read_stresses([])

@@ -1,10 +1,16 @@
-"""Writers of fingerprint / CP-result files in the formats of docs/formats.md, and a
-smooth synthetic stress response, for the surrogate tests (no tests in here)."""
+"""Writers of fingerprint / CP-result files in the formats of docs/formats.md (CP
+results through the product's cp.results.ResultsWriter), and a smooth synthetic stress
+response, for the surrogate tests (no tests in here)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
+
+from matflow_vae3d.cp.results import ResultsWriter
+from matflow_vae3d.cp.simulate import SimulationRecord
 
 T = np.linspace(0.0, 10.0, 21)  # s, 20 increments at 1e-3 /s to 1 % strain
 STRAIN = T * 1e-3
@@ -27,7 +33,9 @@ def write_fingerprints(path, ve_id, mu, model_sha256="vae-A", lattice="hP", fmt=
 
 def write_stresses(path, ve_id, sxx_mpa, status=None, reason=None, t=T, lattice="hP"):
     """sxx_mpa : (n, n_states) MPa; written as sigma (n, n_states, 3, 3) Pa with the
-    lateral components 0 (uniaxial), F_xx = 1 + strain."""
+    lateral components 0 (uniaxial), F_xx = 1 + strain (so P = J sigma F^-T = sigma),
+    one SimulationRecord per VE through the product's writer (cp.results.ResultsWriter),
+    replacing any file already at ``path``."""
     sxx = np.asarray(sxx_mpa, dtype=np.float64)
     n, ns = sxx.shape
     status = ["converged"] * n if status is None else status
@@ -39,23 +47,16 @@ def write_stresses(path, ve_id, sxx_mpa, status=None, reason=None, t=T, lattice=
     sigma[~np.isfinite(sxx)] = np.nan
     ok = np.isfinite(sxx)
     n_conv = np.where(ok.all(axis=1), ns - 1, np.argmin(ok, axis=1) - 1)
-    with h5py.File(path, "w") as f:
-        f.attrs["format"] = "matflow-vae3d/cp-results"
-        f.attrs["format_version"] = 1
-        s = h5py.string_dtype("utf-8")
-        f.create_dataset("ve_id", data=np.asarray(ve_id, dtype=object), dtype=s)
-        f.create_dataset("status", data=np.asarray(status, dtype=object), dtype=s)
-        f.create_dataset("reason", data=np.asarray(reason, dtype=object), dtype=s)
-        f.create_dataset("t", data=np.asarray(t, dtype=np.float64))
-        f.create_dataset("sigma", data=sigma)
-        f.create_dataset("F", data=F)
-        f.create_dataset("P", data=sigma)
-        f.create_dataset("n_converged", data=n_conv)
-        f.create_dataset("wall_s", data=np.ones(n))
-        f.attrs["lattice"] = lattice
-        f.attrs["solver"] = "builtin"
-        f.attrs["material"] = "synthetic"
-        f.attrs["loadcase"] = "uniaxial x, 20 increments"
+    Path(path).unlink(missing_ok=True)
+    with ResultsWriter(path, t=np.asarray(t, dtype=np.float64), material="synthetic",
+                       loadcase="uniaxial x, 20 increments", solver="builtin",
+                       lattice=lattice) as w:
+        for k in range(n):
+            w.append(SimulationRecord(
+                ve_id=ve_id[k], solver="builtin", status=status[k],
+                converged=status[k] == "converged", reason=reason[k],
+                t=np.asarray(t, dtype=np.float64), F=F[k], P=sigma[k], sigma=sigma[k],
+                n_converged=int(n_conv[k]), wall_s=1.0))
     return path
 
 

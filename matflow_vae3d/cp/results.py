@@ -172,28 +172,60 @@ def _states(a, n: int, name: str) -> np.ndarray:
     return a
 
 
-def read_results(path) -> dict[str, Any]:
+def read_results(path, fields: Iterable[str] | None = None) -> dict[str, Any]:
     """Read a CP results file (committed rows only).
 
     Returns a dict: ``ve_id``, ``status``, ``reason`` (n,) str arrays; ``t``
     (n_inc + 1,) s; ``sigma``, ``P`` (n, n_inc + 1, 3, 3) Pa; ``F`` (n, n_inc + 1,
     3, 3); ``n_converged`` (n,) int; ``wall_s`` (n,) s; and the root attributes
     ``material``, ``loadcase``, ``solver``, ``lattice`` as strings.
+
+    fields : the per-row datasets to read (default: all of them); the others are
+        left out of the dict, but their presence and shape are still checked.
+
+    Raises FileNotFoundError for a missing file and ValueError, naming the file, for
+    anything else that is not a readable CP results file of this format (not HDF5,
+    another ``format``, a newer ``format_version``, a dataset or ``n_committed``
+    missing, or datasets of the wrong shape).
     """
     path = Path(path)
+    wanted = list(_ROW_FIELDS) if fields is None else list(fields)
+    unknown = sorted(set(wanted) - set(_ROW_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown CP results field(s) {unknown}; choose from {list(_ROW_FIELDS)}")
     if not path.is_file():
         raise FileNotFoundError(f"CP results file not found: {path}")
     if not h5py.is_hdf5(path):
         raise ValueError(f"{path} is not an HDF5 file (expected a CP results file)")
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    with f:
         _check_format(f, path)
+        if "n_committed" not in f.attrs:
+            raise ValueError(f"{path}: CP results file lacks the root attribute 'n_committed'")
         n = int(f.attrs["n_committed"])
+        for name in ("t", *_ROW_FIELDS):
+            if not isinstance(f.get(name), h5py.Dataset):
+                raise ValueError(f"{path}: CP results file lacks dataset {name!r}")
+        if f["t"].ndim != 1:
+            raise ValueError(f"{path}: dataset 't' must be 1-D, got shape {f['t'].shape}")
+        n_states = f["t"].shape[0]
         out: dict[str, Any] = {"t": f["t"][()]}
-        for name in _ROW_FIELDS:
-            v = f[name][:n]
-            if f[name].dtype.kind == "O":
-                v = np.array([_attr_str(x) for x in v], dtype=str)
-            out[name] = v
+        for name, (shape, _) in _ROW_FIELDS.items():
+            d = f[name]
+            if d.ndim < 1 or d.shape[0] < n or d.shape[1:] != shape(n_states):
+                raise ValueError(
+                    f"{path}: dataset {name!r} has shape {d.shape}, expected at least "
+                    f"n_committed={n} rows of shape {shape(n_states)}"
+                )
+            if name not in wanted:
+                continue
+            if h5py.check_string_dtype(d.dtype) is not None:
+                out[name] = np.array(d.asstr()[:n], dtype=str)
+            else:
+                out[name] = d[:n]
         for k in _META:
             out[k] = _attr_str(f.attrs.get(k, ""))
     return out

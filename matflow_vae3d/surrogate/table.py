@@ -1,7 +1,8 @@
 """The surrogate's training table: fingerprints joined with CP stresses by VE id.
 
 One call, :func:`build_table`, reads what the other parts wrote (fingerprint files,
-``matflow-vae3d/fingerprints``; CP result files, ``matflow-vae3d/cp-results``; see
+``matflow-vae3d/fingerprints``; CP result files, ``matflow-vae3d/cp-results``, through
+the CP package's own reader :func:`matflow_vae3d.cp.results.read_results`; see
 ``docs/formats.md``), joins them by ``ve_id``, excludes failed or incomplete CP runs
 and counts them with their reasons, and assigns each VE to ``train``/``val``/``test``
 by a seeded hash of its id (stable when rows are added). Min-max scaling of the
@@ -20,7 +21,6 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 FINGERPRINT_FORMAT = "matflow-vae3d/fingerprints"
-CP_RESULTS_FORMAT = "matflow-vae3d/cp-results"
 
 #: stress component name -> (i, j) index into the (3, 3) Cauchy stress.
 COMPONENTS = {
@@ -32,6 +32,8 @@ SPLITS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------- readers
+# CP result files are read by matflow_vae3d.cp.results.read_results (one reader per
+# format); _open/_check_format/_attr_str below serve the fingerprint files only.
 def _as_str_array(a) -> np.ndarray:
     """(n,) object array of python str from an h5py string dataset / sequence."""
     out = []
@@ -224,34 +226,34 @@ class Stresses:
 
 
 def read_stresses(paths: str | Path | Sequence[str | Path]) -> Stresses:
-    """Read one or several CP result files (format ``matflow-vae3d/cp-results``) and
-    concatenate them. Files with different increment counts, times or load cases
-    are refused."""
+    """Read one or several CP result files (format ``matflow-vae3d/cp-results``, with
+    :func:`matflow_vae3d.cp.results.read_results`: committed rows only) and
+    concatenate them. Files with different increment counts, times or load cases, and
+    VE ids occurring more than once, are refused."""
+    from matflow_vae3d.cp.results import read_results
+
     if isinstance(paths, (str, Path)):
         paths = [paths]
     parts = []
     for p in paths:
-        with _open(p) as f:
-            _check_format(f, p, CP_RESULTS_FORMAT)
-            for name in ("ve_id", "status", "t", "sigma"):
-                if name not in f:
-                    raise ValueError(f"{p}: CP result file lacks dataset {name!r}")
-            # rows at or beyond n_committed are an interrupted append (cp.results): skip them
-            n = int(f.attrs.get("n_committed", f["ve_id"].shape[0]))
+        r = read_results(p, fields=("ve_id", "status", "reason", "sigma", "F", "n_converged"))
+        try:
             parts.append(
                 Stresses(
-                    ve_id=f["ve_id"][:n],
-                    status=f["status"][:n],
-                    reason=f["reason"][:n] if "reason" in f else np.full(n, ""),
-                    t=f["t"][()],
-                    sigma=f["sigma"][:n],
-                    F=f["F"][:n] if "F" in f else None,
-                    n_converged=f["n_converged"][:n] if "n_converged" in f else None,
-                    lattice=_attr_str(f.attrs.get("lattice", "")),
-                    loadcase=_attr_str(f.attrs.get("loadcase", "")),
+                    ve_id=r["ve_id"],
+                    status=r["status"],
+                    reason=r["reason"],
+                    t=r["t"],
+                    sigma=r["sigma"],
+                    F=r["F"],
+                    n_converged=r["n_converged"],
+                    lattice=r["lattice"],
+                    loadcase=r["loadcase"],
                     source=str(p),
                 )
             )
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from exc
     if not parts:
         raise ValueError("no CP result file given")
     first = parts[0]
@@ -273,6 +275,15 @@ def read_stresses(paths: str | Path | Sequence[str | Path]) -> Stresses:
             )
     if len(parts) == 1:
         return first
+    seen: dict[str, str] = {}
+    for part in parts:
+        for vid in part.ve_id.tolist():
+            if vid in seen:
+                raise ValueError(
+                    f"CP results: VE id {vid!r} occurs more than once, in {seen[vid]} and "
+                    f"{part.source}; ids must be unique over all files"
+                )
+        seen.update(dict.fromkeys(part.ve_id.tolist(), part.source))
     hasF = all(p.F is not None for p in parts)
     return Stresses(
         ve_id=np.concatenate([p.ve_id for p in parts]),
