@@ -213,6 +213,12 @@ def from_phase(phase: dict[str, Any]) -> Phenopowerlaw:
     return Phenopowerlaw(lattice=lattice, c_a=c_a, C66=C66, N_sl=N_sl, N_tw=N_tw, **kw)
 
 
+def _kron(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """(M, 9, 9) matrix of Z -> X Z Y on row-major vec(Z), X, Y (M, 3, 3): [(i, j), (a, b)] =
+    X_ia Y_bj."""
+    return (X[:, :, None, :, None] * Y.transpose(-1, -2)[:, None, :, None, :]).reshape(X.shape[0], 9, 9)
+
+
 def _voigt_vec(P: np.ndarray) -> np.ndarray:
     """(..., 3, 3) -> (..., 6) with X : P = X_voigt . p for symmetric X."""
     out = np.stack([P[..., i, j] + (P[..., j, i] if i != j else 0.0) for i, j in _VOIGT], -1)
@@ -660,17 +666,16 @@ class TorchLaw:
                                       torch.zeros(int(bad.sum()), ns_, 9, device=F.device, dtype=F.dtype)], 1)
             dS = sol[:, :6]
             dr = dr_dS @ dS + dr_ds @ (sol[:, 6:] * sc[:, :, None])
-        dLp = (self.Pflat.T @ dr).transpose(1, 2).reshape(M, 9, 3, 3)              # (M, dir F_kl, 3, 3)
-        dS = self.voigt_to_matrix(dS.transpose(1, 2))                               # (M, dir, 3, 3)
-        # P = F F_p^-1 S F_p^-T, F_p^-1 = F_p0^-1 (I - dt L_p)
-        E9 = torch.eye(9, device=F.device, dtype=F.dtype).reshape(1, 9, 3, 3)
-        dinvFp = -dt * invFp0[:, None] @ dLp
+        # P = F F_p^-1 S F_p^-T with F_p^-1 = F_p0^-1 (I - dt L_p), as 9x9 maps of vec(dF),
+        # vec(dL_p) and vec(dS) (row-major vec: vec(X Z Y) = _kron(X, Y) vec(Z))
+        dLp = self.Pflat.T @ dr                                                    # (M, 9 L_p, 9 F)
+        dLpT = dLp.reshape(M, 3, 3, 9).transpose(1, 2).reshape(M, 9, 9)            # d vec(L_p^T)
+        dS = self._V2M.T @ dS                                                       # (M, 9 S, 9 F)
         SiT = S @ invFp.transpose(-1, -2)
         Fi = F @ invFp
-        dP = (E9 @ (invFp @ SiT)[:, None] + F[:, None] @ dinvFp @ SiT[:, None]
-              + Fi[:, None] @ dS @ invFp.transpose(-1, -2)[:, None]
-              + (Fi @ S)[:, None] @ dinvFp.transpose(-1, -2))
-        return dP.reshape(M, 9, 9).transpose(1, 2)
+        K = (_kron(self.eye.expand(M, 3, 3), invFp @ SiT) + _kron(Fi, invFp.transpose(-1, -2)) @ dS
+             - dt * (_kron(A, SiT) @ dLp + _kron(Fi @ S, invFp0.transpose(-1, -2)) @ dLpT))
+        return K
 
     def _rate_state_jacobian(self, rate, state):
         """d rate / d state (M, n, n_state) at fixed stress: -n rate / xi on the diagonal of the
