@@ -18,7 +18,9 @@ Entry point: :func:`solve`.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import sys
 import time
 from fractions import Fraction
 from typing import Sequence
@@ -80,6 +82,27 @@ class SolveResult:
     n_converged: int
     iterations: np.ndarray
     wall_s: float
+
+
+_HEAP_KEPT = False
+
+
+def _keep_freed_memory():
+    """On glibc, keep freed memory in the heap for reuse (no mmap/munmap of large blocks, no
+    trimming): the solver allocates the same tens-of-MB temporaries every iteration, and
+    fresh mmap'ed pages are zeroed on first touch. Measured on the 2-core CPU: Mg 32^3,
+    4 increments, 25.3 -> 22.5 s (docs/cp_solver.md). Process-wide, once; freed memory then
+    stays with the process until it exits."""
+    global _HEAP_KEPT
+    if _HEAP_KEPT or not sys.platform.startswith("linux"):
+        return
+    _HEAP_KEPT = True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 1 << 30)            # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap
+    mallopt(-1, (1 << 31) - 1)      # M_TRIM_THRESHOLD: do not give the heap top back
 
 
 def _frequencies(cells, size, device, dtype):
@@ -404,6 +427,8 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
     # float32 applies to the fields (FFT, Krylov); the constitutive update stays in float64:
     # E = (F_e^T F_e - I)/2 loses ~4 digits to cancellation and n = 20 amplifies the rest
     law = from_phase(phase).to(device, torch.float64)
+    if torch.device(device).type == "cpu":
+        _keep_freed_memory()
     batch = _Batch(law, maps, quaternions, size, torch.device(device), dtype, num)
     B = batch.B
 
