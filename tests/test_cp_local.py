@@ -220,3 +220,19 @@ def test_magnesium_reference_runs_at_full_step(monkeypatch):
     steps = _spy_steps(monkeypatch)
     res = solve(gm[None], [d["quaternions"]], get_phase("Mg"), LoadCase.uniaxial(N=2, strain=1e-3))[0]
     assert res.converged and [d_ for d_, _ in steps] == [0.5, 0.5]
+
+
+def test_chunked_update_and_tangent_equal_one_pass(monkeypatch):
+    """Large batches are updated in chunks of points; the result is the same."""
+    law = _law("Mg")
+    F, invFp0, state0 = _random_points(law, 40, seed=6)
+    Lp0 = torch.zeros_like(F)
+    one = law.update(F, invFp0, state0, Lp0, state0.clone(), 0.5, F0=torch.eye(3).expand(40, 3, 3).double())
+    K1 = law.tangent(F, invFp0, one["Lp"], one["state"], 0.5, state0=state0)
+    monkeypatch.setattr(TorchLaw, "CHUNK", 16)
+    chunked = law.update(F, invFp0, state0, Lp0, state0.clone(), 0.5, F0=torch.eye(3).expand(40, 3, 3).double())
+    K2 = law.tangent(F, invFp0, one["Lp"], one["state"], 0.5, state0=state0)
+    assert torch.equal(one["ok"], chunked["ok"]) and one["ok"].all()
+    for k in ("P", "Lp", "state", "invFp", "S"):                   # same up to round-off (GEMM blocking)
+        np.testing.assert_allclose(chunked[k], one[k], rtol=1e-9, atol=1e-9 * one[k].abs().max().item(), err_msg=k)
+    np.testing.assert_allclose(K2, K1, rtol=1e-9, atol=1e-9 * K1.abs().max().item())

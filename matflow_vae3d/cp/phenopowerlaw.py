@@ -232,6 +232,8 @@ class TorchLaw:
     #: of shear per step, largest change of any tau/xi per Newton step
     CAP_FACTOR = 10.0
     ETA = 0.2
+    #: points per chunk of :meth:`update` and :meth:`tangent` (memory of large batches)
+    CHUNK = 1 << 20
 
     def __init__(self, law: Phenopowerlaw, device, dtype):
         self.law = law
@@ -533,8 +535,18 @@ class TorchLaw:
 
         Points whose update fails are integrated again in sub-steps (DAMASK's crystallite
         cutback): F interpolated linearly from F0 (F at t, required for this) to F in
-        ``substeps[i]`` equal steps, each implicit as below.
+        ``substeps[i]`` equal steps, each implicit as below. More than ``CHUNK`` points are
+        updated in chunks (the points are independent; this bounds the memory of large
+        batches, e.g. 1,000 VEs on a GPU).
         """
+        M = F.shape[0]
+        if M > self.CHUNK:
+            parts = [self.update(F[i:i + self.CHUNK], invFp0[i:i + self.CHUNK], state0[i:i + self.CHUNK],
+                                 Lp[i:i + self.CHUNK], state[i:i + self.CHUNK], dt,
+                                 F0=None if F0 is None else F0[i:i + self.CHUNK], tangent=tangent,
+                                 rtol_state=rtol_state, rtol_Lp=rtol_Lp, max_state_iter=max_state_iter,
+                                 substeps=substeps) for i in range(0, M, self.CHUNK)]
+            return {k: (torch.cat([p[k] for p in parts]) if parts[0][k] is not None else None) for k in parts[0]}
         out = self._update(F, invFp0, state0, Lp, state, dt, rtol_state=rtol_state, rtol_Lp=rtol_Lp,
                            max_state_iter=max_state_iter)
         bad = ~out["ok"]
@@ -624,9 +636,15 @@ class TorchLaw:
         otherwise the consistent tangent of the coupled L_p / state system, with
         state = state0 + dt dot_state(S, state) among the unknowns. The frozen tangent makes
         Newton crawl on fast-hardening materials (Cu: h_0/xi_0 = 160), where the state
-        changes as much as the stress within an increment.
+        changes as much as the stress within an increment. Evaluated in chunks of ``CHUNK``
+        points.
         """
         M = F.shape[0]
+        if M > self.CHUNK:
+            C = self.CHUNK
+            return torch.cat([self.tangent(F[i:i + C], invFp0[i:i + C], Lp[i:i + C], state[i:i + C], dt,
+                                           None if state0 is None else state0[i:i + C])
+                              for i in range(0, M, C)])
         n = self.ns + self.nt
         A = F @ invFp0
         B = self.eye - dt * Lp
