@@ -445,19 +445,21 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
     bar = tqdm(total=n_total, disable=not progress, desc="CP increments", leave=False)
     inc = 0
     start_level = np.zeros(B, dtype=int)          # sub-step level each VE starts its next increment on
+    # levels that do not count as cutbacks: the first increment's up-front sub-steps, until
+    # the VE has converged on a longer step (max_cutback halvings are allowed below them)
+    free = np.zeros(B, dtype=int)
     for step in load.steps:
         mask = step.stress_mask
         Fbar_start = batch._mean(batch.F).cpu().numpy()            # (B, 3, 3)
         dt = step.t / step.N
-        pre = np.zeros(B, dtype=int)               # sub-step levels taken before any Newton failed
         if inc == 0:
             # first increment, nothing to extrapolate from: where the elastic predictor overshoots
             # the flow stress by more than TRIAL_OVERSHOOT (Cu preset: 16x at dt = 0.5 s), start
             # on sub-steps that overshoot by about that much; cutbacks come on top
             Ftr = np.where(mask, np.eye(3), np.nan_to_num(_step_targets(step, np.eye(3), dt)))
             x = batch.trial_overshoot(Ftr)
-            pre = np.clip(np.ceil(np.log2(np.maximum(x, 1e-300) / TRIAL_OVERSHOOT)), 0, MAX_PRE_LEVEL).astype(int)
-            start_level = pre.copy()
+            free = np.clip(np.ceil(np.log2(np.maximum(x, 1e-300) / TRIAL_OVERSHOOT)), 0, MAX_PRE_LEVEL).astype(int)
+            start_level = free.copy()
         for k in range(step.N):
             inc += 1
             # sub-steps of dt / 2^level: a VE that fails is cut back (level + 1, at most
@@ -484,24 +486,24 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
                     # comps are identical) -> use the first VE's (all share the load)
                     Faim = _step_targets(step, Fbar_start[members[0]], tt)
                     conv, its, why = batch.increment(idx, Faim, step.stress, mask, ddt,
-                                                     give_up=lev < num["max_cutback"] + int(pre[members].min()))
+                                                     give_up=lev < num["max_cutback"] + int(free[members].min()))
                     for j, b in enumerate(members):
                         b = int(b)
                         it_sum[b] += int(its[j])
                         if bool(conv[j]):
                             done[b] = fr + Fraction(1, 2 ** lev)
+                            free[b] = min(free[b], lev)
                             grow = lev > 0 and int(its[j]) <= GROW_ITERS
                             start_level[b] = lev - 1 if grow else lev
                             if done[b] < 1:
                                 level[b] = _fit_level(start_level[b], 1 - done[b])
                                 pending.append(b)
-                        elif lev < num["max_cutback"] + pre[b]:
+                        elif lev < num["max_cutback"] + free[b]:
                             level[b] = lev + 1
                             pending.append(b)
                         else:
                             alive[b] = False
-                            reason[b] = f"increment {inc}: {why[j]} (after {lev - pre[b]} cutbacks)"
-            pre = np.zeros(B, dtype=int)
+                            reason[b] = f"increment {inc}: {why[j]} (after {lev - free[b]} cutbacks)"
             t = t + dt
             Fr, Pr, Sr = batch.record()
             for b in np.nonzero(alive)[0]:
