@@ -178,6 +178,7 @@ class _Batch:
         self.dF_last = torch.zeros_like(self.F)                                 # F(t) - F(t - dt_last)
         self.dt_last = torch.zeros(B, device=device, dtype=dtype)
         self.state = law.state0.expand(B, *self.cells, law.law.n_state).clone()
+        self.dstate_last = torch.zeros_like(self.state)                         # state(t) - state(t - dt_last)
         self.Lp = torch.zeros_like(self.invFp)
         self.P = torch.zeros_like(self.F)
         self.G = _Projector(self.cells, size, device, dtype)
@@ -283,7 +284,8 @@ class _Batch:
         failed = torch.zeros(nb, dtype=torch.bool, device=self.device)
         iters = torch.zeros(nb, dtype=torch.long, device=self.device)
         reasons = [""] * nb
-        out = None
+        # local initial guess: L_p of the last increment, the state extrapolated along it
+        out = dict(Lp=self.Lp[idx], state=self.state[idx] + self.dstate_last[idx] * scale[:, None, None, None, None])
         res_base = None
         rho1 = torch.full((nb,), float("inf"), device=self.device, dtype=self.dtype)
         stalled = torch.zeros(nb, dtype=torch.bool, device=self.device)
@@ -356,6 +358,7 @@ class _Batch:
         if len(ci):
             g = idx[ci]
             self.dF_last[g] = F[ci] - self.F[g]
+            self.dstate_last[g] = out["state"][ci] - self.state[g]
             self.dt_last[g] = dt
             self.F[g] = F[ci]
             self.invFp[g] = out["invFp"][ci]
