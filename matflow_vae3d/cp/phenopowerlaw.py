@@ -578,10 +578,10 @@ class TorchLaw:
         """One implicit step for all points (see :meth:`update`).
 
         F, invFp0: (M, 3, 3) deformation gradient at t+dt and F_p^-1 at t; state0 (M, n_state)
-        at t; Lp, state: initial guesses. L_p by Newton at fixed state, the state by DAMASK's
-        fixed-point iteration state = state0 + dt dot_state(S, state), alternating until the
-        state converges. Returns dict with P (M, 3, 3), K = dP/dF (M, 9, 9) (at frozen
-        state; None if not tangent), Lp, state, invFp, S, ok (M,) bool.
+        at t; Lp, state: initial guesses. L_p at fixed state by :meth:`solve_Lp`, the state by
+        DAMASK's fixed-point iteration state = state0 + dt dot_state(S, state) (Anderson(1)),
+        alternating until the state converges. Returns dict with P (M, 3, 3), K = None (the
+        tangent is :meth:`tangent`), Lp, state, invFp (regularised), S, ok (M,) bool.
         """
         A = F @ invFp0
         n = self.ns + self.nt
