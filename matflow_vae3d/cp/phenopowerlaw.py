@@ -299,7 +299,8 @@ class TorchLaw:
         (with ``cap``) which points (M,) have a system beyond its cap.
 
         gamma_dot = dot_gamma_0 x^n sign(tau), x = |tau|/xi (slip); (1 - f) dot_gamma_0 x^n
-        for tau > 0, x = tau/xi, else 0 (twins). cap: None, or (M, n) ratios x above which
+        for tau > 0, x = tau/xi, else 0 (twins). cap: None, or (x_c (M, n), g_c (M, 1)) from
+        :meth:`rate_cap`, the ratios x above which
         the power law is continued by its tangent line (C1): a regularisation for the local
         Newton iterations only, where far above the flow stress the power law makes Newton
         converge linearly, by a factor (1 - 1/n) per step.
@@ -310,8 +311,8 @@ class TorchLaw:
         pl = self.g0 * x ** self.n_exp
         over = None
         if cap is not None:
+            cap, pl_c = cap                      # pl_c = dot_gamma_0 x_c^n, the same for all systems
             beyond = x > cap
-            pl_c = self.g0 * cap ** self.n_exp
             pl = torch.where(beyond, pl_c * (1.0 + self.n_exp * (x / cap - 1.0)), pl)
             dpl = torch.where(beyond, self.n_exp * pl_c / (cap * xi), self.n_exp * pl / tau_eff.clamp_min(1e-300))
             over = beyond.any(-1)
@@ -339,10 +340,11 @@ class TorchLaw:
 
     def rate_cap(self, A, dt, factor=10.0):
         """(M, n) ratios |tau|/xi at which a system would shear by ``factor`` times the trial
-        strain |E_tr| = |(A^T A - I)/2| in dt: no converged step comes near them."""
+        strain |E_tr| = |(A^T A - I)/2| in dt (no converged step comes near them), and that
+        shear rate (M, 1) 1/s."""
         E = 0.5 * (A.transpose(-1, -2) @ A - self.eye)
-        dg = factor * E.flatten(1).norm(dim=-1).clamp_min(1e-12)[:, None]      # (M, 1)
-        return (dg / (dt * self.g0)) ** (1.0 / self.n_exp)
+        g = factor * E.flatten(1).norm(dim=-1).clamp_min(1e-12)[:, None] / dt   # (M, 1)
+        return (g / self.g0) ** (1.0 / self.n_exp), g
 
     def twin_fraction(self, state):
         """(...,) twinned volume fraction f = sum_tw gamma_tw / gamma_char."""
@@ -463,9 +465,9 @@ class TorchLaw:
         cap = self.rate_cap(A, dt, factor=self.CAP_FACTOR)
         Sv = self.stress_voigt(A @ (self.eye - dt * Lp))                  # stress of the initial guess
         x0 = self.flow_ratio(Sv, state)[2]
-        far = (x0 > cap).any(-1)
+        far = (x0 > cap[0]).any(-1)
         if bool(far.any()):
-            x_start = self.rate_cap(A, dt, factor=1.0)
+            x_start = self.rate_cap(A, dt, factor=1.0)[0]
             sc = (x_start / x0.clamp_min(1e-300)).amin(-1).clamp(max=1.0)
             Sv = torch.where(far[:, None], Sv * sc[:, None], Sv)
         f = self._flow(A, state, Sv, dt, cap)
@@ -497,7 +499,8 @@ class TorchLaw:
             if not bool(keep.any()) or last:
                 break
             # compact to the points still iterating
-            act, a_A, a_CA, a_st, a_cap, a_Sv = act[keep], a_A[keep], a_CA[keep], a_st[keep], a_cap[keep], a_Sv[keep]
+            act, a_A, a_CA, a_st, a_Sv = act[keep], a_A[keep], a_CA[keep], a_st[keep], a_Sv[keep]
+            a_cap = (a_cap[0][keep], a_cap[1][keep])
             f = {key: v[keep] for key, v in f.items()}
             G, gn, finite = G[keep], gn[keep], finite[keep]
             step, Sv_good, res_good, delta = step[keep], Sv_good[keep], res_good[keep], delta[keep]
@@ -519,7 +522,7 @@ class TorchLaw:
             delta = torch.where(improved[:, None], new_delta, delta)
             step = torch.where(improved, torch.ones_like(step), 0.5 * step)
             if bool(lift.any()):
-                a_cap = torch.where(lift[:, None], torch.full_like(a_cap, float("inf")), a_cap)
+                a_cap = tuple(torch.where(lift[:, None], torch.full_like(c, float("inf")), c) for c in a_cap)
                 Sv_good = torch.where(lift[:, None], a_Sv, Sv_good)
                 res_good = torch.where(lift, torch.full_like(res_good, float("inf")), res_good)
                 delta = torch.where(lift[:, None], torch.zeros_like(delta), delta)
