@@ -452,7 +452,7 @@ class TorchLaw:
         Newton sets it to the plastic spin of the overshooting trial stress. Globalisation:
         a guess far above the flow stress starts on the trial stress scaled down to the
         ratio tau/xi where one step would shear by |E_tr| (:meth:`rate_cap`); no Newton
-        step changes any tau/xi by more than ``eta``; the step is halved while |G| does not
+        step changes any tau/xi by more than ``ETA`` (0.2); the step is halved while |G| does not
         decrease; the iterations use the power law capped (linearly continued) far above the
         flow stress, and a point counts as converged only below the cap (true law).
         Only points that have not converged are iterated. A = F F_p0^-1 (M, 3, 3); Lp:
