@@ -441,6 +441,14 @@ class TorchLaw:
         Fe = A @ B
         return dict(rate=rate, k=k, over=over, Lp=Lp, B=B, Fe=Fe, Sv2=self.stress_voigt(Fe))
 
+    def _stress_jacobian(self, Mm, k, dt):
+        """dG/dS (M, 6, 6) of the local residual G(S) = S - S(F_e(L_p(S))):
+        I + dt sum_a k_a C66 voigt(M P_a) pv_a^T with M = B^T A^T A (M, 3, 3) and
+        k = d rate / d tau (M, n); one GEMM."""
+        m = Mm.shape[0]
+        X = (Mm.reshape(m, 9, 1) * k[:, None, :]).reshape(m, -1)
+        return torch.addmm(self._I6flat, X, self._ZC, alpha=dt).reshape(m, 6, 6)
+
     def solve_Lp(self, A, state, Lp, dt, *, rtol=1e-8, atol=1e-11, max_iter=60):
         """Implicit plastic flow at fixed state: L_p with DAMASK's residual
         R = L_p - L_p(S(F_e(L_p))) below rtol |L_p| (atol).
@@ -504,14 +512,10 @@ class TorchLaw:
             f = {key: v[keep] for key, v in f.items()}
             G, gn, finite = G[keep], gn[keep], finite[keep]
             step, Sv_good, res_good, delta = step[keep], Sv_good[keep], res_good[keep], delta[keep]
-            m = act.numel()
             # converged on the capped law beyond the cap: go on with the true law
             lift = f["over"] & (gn <= 1e-6 * a_Sv.norm(dim=-1))
             improved = finite & (gn < res_good) & ~lift
-            # dG/dS = I + dt sum_a k_a C66 voigt(M P_a) pv_a^T, M = B^T A^T A: one GEMM
-            Mm = f["B"].transpose(-1, -2) @ a_CA
-            J = torch.addmm(self._I6flat, (Mm.reshape(m, 9, 1) * f["k"][:, None, :]).reshape(m, 9 * n),
-                            self._ZC, alpha=dt).reshape(m, 6, 6)
+            J = self._stress_jacobian(f["B"].transpose(-1, -2) @ a_CA, f["k"], dt)
             sol, info = torch.linalg.solve_ex(J, G[:, :, None])
             new_delta = torch.where((info == 0)[:, None], -sol[:, :, 0], torch.full_like(G, float("nan")))
             # no system's tau/xi changes by more than ETA in one step
@@ -532,6 +536,16 @@ class TorchLaw:
         Sv2 = out["Sv2"]
         return out["Lp"], self.voigt_to_matrix(Sv2), Sv2, out["Fe"], out["rate"], out["k"], ok
 
+    def _in_chunks(self, fn, *arrays):
+        """fn on consecutive chunks of CHUNK points of ``arrays`` (None passes through),
+        the results (tensors, or dicts of tensors / None) concatenated."""
+        M = arrays[0].shape[0]
+        parts = [fn(*(None if a is None else a[i:i + self.CHUNK] for a in arrays))
+                 for i in range(0, M, self.CHUNK)]
+        if isinstance(parts[0], dict):
+            return {k: (torch.cat([p[k] for p in parts]) if parts[0][k] is not None else None) for k in parts[0]}
+        return torch.cat(parts)
+
     def update(self, F, invFp0, state0, Lp, state, dt, *, F0=None, tangent=False, rtol_state=1e-7,
                rtol_Lp=1e-8, max_state_iter=40, substeps=(4, 16)):
         """Implicit constitutive update of all points for one time step dt (s).
@@ -542,14 +556,12 @@ class TorchLaw:
         updated in chunks (the points are independent; this bounds the memory of large
         batches, e.g. 1,000 VEs on a GPU).
         """
-        M = F.shape[0]
-        if M > self.CHUNK:
-            parts = [self.update(F[i:i + self.CHUNK], invFp0[i:i + self.CHUNK], state0[i:i + self.CHUNK],
-                                 Lp[i:i + self.CHUNK], state[i:i + self.CHUNK], dt,
-                                 F0=None if F0 is None else F0[i:i + self.CHUNK], tangent=tangent,
-                                 rtol_state=rtol_state, rtol_Lp=rtol_Lp, max_state_iter=max_state_iter,
-                                 substeps=substeps) for i in range(0, M, self.CHUNK)]
-            return {k: (torch.cat([p[k] for p in parts]) if parts[0][k] is not None else None) for k in parts[0]}
+        if F.shape[0] > self.CHUNK:
+            return self._in_chunks(
+                lambda F, invFp0, state0, Lp, state, F0: self.update(
+                    F, invFp0, state0, Lp, state, dt, F0=F0, tangent=tangent, rtol_state=rtol_state,
+                    rtol_Lp=rtol_Lp, max_state_iter=max_state_iter, substeps=substeps),
+                F, invFp0, state0, Lp, state, F0)
         out = self._update(F, invFp0, state0, Lp, state, dt, rtol_state=rtol_state, rtol_Lp=rtol_Lp,
                            max_state_iter=max_state_iter)
         bad = ~out["ok"]
@@ -644,10 +656,8 @@ class TorchLaw:
         """
         M = F.shape[0]
         if M > self.CHUNK:
-            C = self.CHUNK
-            return torch.cat([self.tangent(F[i:i + C], invFp0[i:i + C], Lp[i:i + C], state[i:i + C], dt,
-                                           None if state0 is None else state0[i:i + C])
-                              for i in range(0, M, C)])
+            return self._in_chunks(lambda F, invFp0, Lp, state, state0: self.tangent(F, invFp0, Lp, state, dt, state0),
+                                   F, invFp0, Lp, state, state0)
         n = self.ns + self.nt
         A = F @ invFp0
         B = self.eye - dt * Lp
@@ -657,8 +667,7 @@ class TorchLaw:
         S = self.voigt_to_matrix(Sv)
         rate, k, _ = self.kinetics(Sv, state)
         Mm = B.transpose(-1, -2) @ (A.transpose(-1, -2) @ A)
-        J = torch.addmm(self._I6flat, (Mm.reshape(M, 9, 1) * k[:, None, :]).reshape(M, 9 * n),
-                        self._ZC, alpha=dt).reshape(M, 6, 6)                       # dG/dS
+        J = self._stress_jacobian(Mm, k, dt)
         # d S(F_e)/dF at fixed L_p: C66 voigt(F_e^T dF F_p^-1), rows Voigt, cols F_kl
         Y = (Fe[:, :, None, :, None] * invFp[:, None, :, None, :]).reshape(M, 9, 9)  # [(k,l),(i,j)]
         dPhi = (Y @ self._VC).transpose(1, 2)                                       # (M, 6, 9)
