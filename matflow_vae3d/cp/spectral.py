@@ -471,7 +471,7 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
             # not slow the rest of the run down)
             todo = np.nonzero(alive)[0]
             done = {int(b): Fraction(0) for b in todo}          # fraction of dt done
-            level = {int(b): _fit_level(start_level[b], Fraction(1)) for b in todo}
+            level = {int(b): int(start_level[b]) for b in todo}
             it_sum = {int(b): 0 for b in todo}
             pending = list(todo)
             while pending:
