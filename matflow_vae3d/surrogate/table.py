@@ -72,14 +72,23 @@ def _open(path):
         raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 
-def _check_unique(ids: np.ndarray, what: str):
+def _check_unique(ids: np.ndarray, what: str, sources: Sequence[str] | None = None):
+    """Refuse VE ids that occur more than once; with ``sources`` (the file of each id),
+    name the two files of the first repeated id."""
     counts = collections.Counter(ids.tolist())
     dup = [k for k, c in counts.items() if c > 1]
-    if dup:
+    if not dup:
+        return
+    if sources is not None:
+        where = [src for vid, src in zip(ids.tolist(), sources) if vid == dup[0]]
         raise ValueError(
-            f"{what}: {len(dup)} VE id(s) occur more than once, e.g. {dup[:3]}; "
-            "ids must be unique"
+            f"{what}: VE id {dup[0]!r} occurs more than once, in {where[0]} and {where[1]}; "
+            "ids must be unique over all files"
         )
+    raise ValueError(
+        f"{what}: {len(dup)} VE id(s) occur more than once, e.g. {dup[:3]}; "
+        "ids must be unique"
+    )
 
 
 @dataclasses.dataclass
@@ -275,15 +284,8 @@ def read_stresses(paths: str | Path | Sequence[str | Path]) -> Stresses:
             )
     if len(parts) == 1:
         return first
-    seen: dict[str, str] = {}
-    for part in parts:
-        for vid in part.ve_id.tolist():
-            if vid in seen:
-                raise ValueError(
-                    f"CP results: VE id {vid!r} occurs more than once, in {seen[vid]} and "
-                    f"{part.source}; ids must be unique over all files"
-                )
-        seen.update(dict.fromkeys(part.ve_id.tolist(), part.source))
+    _check_unique(np.concatenate([p.ve_id for p in parts]), "CP results",
+                  sources=[p.source for p in parts for _ in range(len(p.ve_id))])
     hasF = all(p.F is not None for p in parts)
     return Stresses(
         ve_id=np.concatenate([p.ve_id for p in parts]),
