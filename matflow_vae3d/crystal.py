@@ -172,6 +172,12 @@ def reduce_to_fz(q, lattice: str) -> np.ndarray:
     return np.take_along_axis(eq, first[None, ..., None], axis=0)[0]
 
 
+def symmetry_matrices(lattice: str) -> np.ndarray:
+    """Left-multiplication matrices of the proper symmetry operators: (n, 4, 4) with
+    ``M[s] @ q == s * q`` (P = -1), in :func:`symmetry_operators`' order."""
+    return _left_matrices(symmetry_operators(lattice))
+
+
 def _left_matrices(ops: np.ndarray) -> np.ndarray:
     """4x4 matrices M_s with s * q = M_s q (P = -1) for quaternions s (n, 4)."""
     M = np.zeros((len(ops), 4, 4))

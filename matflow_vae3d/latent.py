@@ -13,7 +13,8 @@ import torch
 def decode_path(model, mu_a, mu_b, steps: int = 8) -> torch.Tensor:
     """Decode z = (1 - t) mu_a + t mu_b for t = 0 ... 1 (``steps`` points).
 
-    mu_a, mu_b: (latent,) array-like. Returns (steps, C, n, n, n) in [0, 1] on CPU.
+    mu_a, mu_b: (latent,) array-like. Returns (steps, C, n, n, n) on CPU in the
+    model's representation (normalised Euler angles or unit quaternions).
     """
     if steps < 2:
         raise ValueError("a path needs at least 2 steps")
@@ -27,16 +28,18 @@ def decode_path(model, mu_a, mu_b, steps: int = 8) -> torch.Tensor:
     return model.decode((1 - t) * a + t * b).float().cpu()
 
 
-def plot_path(images: torch.Tensor, png, labels=None) -> None:
-    """PNG strip of mid-slices (z = n/2) of decoded images (steps, 3, n, n, n)."""
+def plot_path(images: torch.Tensor, png, labels=None, representation: str = "euler",
+              lattice: str = "hP") -> None:
+    """PNG strip of mid-slices (z = n/2) of decoded images (steps, C, n, n, n) of
+    ``representation``, coloured by normalised FZ Euler angles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .vae.encode import _rgb, _savefig
+    from .vae.encode import _rgb, _savefig, display_image
 
-    x = images.float().cpu().numpy()
+    x = display_image(images.float().cpu(), representation, lattice).numpy()
     k = x.shape[-1] // 2
     scale = np.maximum(x.reshape(len(x), 3, -1).max(axis=(0, 2)), 1e-3)
     fig, axes = plt.subplots(1, len(x), figsize=(1.8 * len(x), 2.2), squeeze=False)

@@ -70,7 +70,8 @@ def test_generate_bad_input(in_tmp, bad, match):
 
 def test_volume_element_inputs_match_dataset(in_tmp, tiny_vae):
     from matflow_vae3d.vae.checkpoint import load_model
-    from matflow_vae3d.vae.encode import fingerprint_dataset, read_fingerprints
+    from matflow_vae3d.vae.encode import fingerprint_dataset
+    from matflow_vae3d.vae.fingerprints import read_fingerprints
 
     ds = in_tmp / actions.generate_VE(VEs_per_shard=2, crystal_structure="hP", VE_grid=16)["VE_dataset"]
     vols = [actions.to_volume_element(str(ds), VE_index=i)["volume_element"] for i in range(2)]

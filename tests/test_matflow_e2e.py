@@ -154,7 +154,8 @@ def test_export_joins_and_shows_failure(campaign, tmp_path):
 
 def test_workflow_fingerprints_match_library(campaign, tmp_path):
     from matflow_vae3d.vae.checkpoint import load_model
-    from matflow_vae3d.vae.encode import fingerprint_dataset, read_fingerprints
+    from matflow_vae3d.vae.encode import fingerprint_dataset
+    from matflow_vae3d.vae.fingerprints import read_fingerprints
 
     wk = campaign["wk"]
     model, meta = load_model(campaign["ckpt"])
@@ -171,7 +172,7 @@ def test_cli_export_and_add_fingerprint(campaign, tmp_path):
     from click.testing import CliRunner
 
     from matflow_vae3d.commands.matflow import matflow_group
-    from matflow_vae3d.vae.encode import read_fingerprints
+    from matflow_vae3d.vae.fingerprints import read_fingerprints
 
     wk, runner = campaign["wk"], CliRunner()
     env = {"MATFLOW_CONFIG_DIR": str(campaign["cfg"])}

@@ -119,8 +119,10 @@ def test_misorientation_metric_symmetry_aware():
     rng = np.random.default_rng(3)
     q = crystal.reduce_to_fz(crystal.random_quaternions(128, rng), "hP").reshape(2, 4, 4, 4, 4)
     x = torch.as_tensor(crystal.normalise_eulers(crystal.quaternions_to_eulers(q)), dtype=torch.float64).movedim(-1, 1)
-    mq, md = misorientation(x, x, "hP")
+    err = misorientation(x, x, "hP")
+    mq, md = err["quat"], err["deg"]
     assert float(mq.max()) < 1e-6 and float(md.max()) < 0.05
+    assert float(err["within5"].min()) == 1.0 and float(err["within15"].min()) == 1.0
     # a hexagonal symmetry equivalent (60° about c): same crystal orientation
     s = crystal.symmetry_operators("hP")
     k = int(np.argmin(np.abs(np.degrees(2 * np.arccos(np.clip(np.abs(s[:, 0]), 0, 1))) - 60)))
@@ -128,15 +130,24 @@ def test_misorientation_metric_symmetry_aware():
     q2 = crystal.torch_quaternion_multiply(torch.as_tensor(s[k]), torch.as_tensor(qf)).numpy().reshape(q.shape)
     e2 = crystal.quaternions_to_eulers(q2)
     x2 = torch.as_tensor(crystal.normalise_eulers(e2), dtype=torch.float64).movedim(-1, 1)
-    mq2, md2 = misorientation(x, x2, "hP")
-    assert float(mq2.min()) > 1e-2            # the paper's metric sees a difference
-    assert float(md2.max()) < 0.05            # the disorientation does not
+    err2 = misorientation(x, x2, "hP")
+    # both orientations are reduced to the fundamental zone before the paper's
+    # metric, so a symmetric equivalent scores 0 on it too (raw, it would not)
+    assert float(err2["quat"].max()) < 1e-5
+    assert float(err2["deg"].max()) < 0.05
+    assert float(crystal.torch_quaternion_misorientation(torch.as_tensor(q), torch.as_tensor(q2)).min()) > 1e-2
     # a 10° rotation about the sample z axis: disorientation 10°
     rz = np.array([np.cos(np.radians(5)), 0, 0, np.sin(np.radians(5))])
     q3 = crystal.torch_quaternion_multiply(torch.as_tensor(qf), torch.as_tensor(rz)).numpy().reshape(q.shape)
     x3 = torch.as_tensor(crystal.normalise_eulers(crystal.quaternions_to_eulers(q3)), dtype=torch.float64).movedim(-1, 1)
-    _, md3 = misorientation(x, x3, "hP")
+    err3 = misorientation(x, x3, "hP")
+    md3 = err3["deg"]
     assert torch.allclose(md3, torch.full_like(md3, 10.0), atol=0.05)
+    assert float(err3["within5"].max()) == 0.0 and float(err3["within15"].min()) == 1.0
+    # the same through the quaternion representation (channel axis 1)
+    qt = torch.as_tensor(q).movedim(-1, 1)
+    q3t = torch.as_tensor(q3).movedim(-1, 1)
+    assert torch.allclose(misorientation(qt, -q3t, "hP", "quaternion")["deg"], md3, atol=0.05)
 
 
 def test_latent_path_and_clustering_functions():

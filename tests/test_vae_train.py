@@ -102,7 +102,8 @@ def test_model_file_round_trip_and_refusals(sets, tmp_path):
 
 def test_fingerprint_equals_direct_encoding(sets, tmp_path):
     from matflow_vae3d.datasets import VEDataset, euler_image
-    from matflow_vae3d.vae.encode import fingerprint_dataset, read_fingerprints
+    from matflow_vae3d.vae.encode import fingerprint_dataset
+    from matflow_vae3d.vae.fingerprints import read_fingerprints
 
     torch.manual_seed(0)
     m = ResNetVAE3d(VAEConfig(**CFG))

@@ -47,13 +47,14 @@ def _set_threads(threads):
         torch.set_num_threads(threads)
 
 
-def _load(model_path):
-    """Load --model; the word 'pretrained' names the shipped small model (hP, 16³)."""
-    from ..vae import pretrained_path
+def _load(model_path, data=None):
+    """Load --model; the word 'pretrained' names the shipped model of the crystal
+    structure of the dataset ``data`` (hP when unknown)."""
+    from ..vae import dataset_lattice, pretrained_path
     from ..vae.checkpoint import load_model
 
     if str(model_path) == "pretrained":
-        model_path = pretrained_path()
+        model_path = pretrained_path(dataset_lattice(data) if data else None)
     return load_model(model_path)
 
 
@@ -62,17 +63,28 @@ def _load(model_path):
 @click.option("--train", "train_path", required=True, type=click.Path(dir_okay=False), help="Training VE dataset (HDF5).")
 @click.option("--val", "val_path", type=click.Path(dir_okay=False), help="Validation VE dataset (HDF5).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder: checkpoints/, history.csv, loss_curve.png, model.pt.")
-@click.option("--preset", default="resnet18", show_default=True,
-              type=click.Choice(["resnet12", "resnet18", "resnet34", "small"], case_sensitive=False))
-@click.option("--widths", help="Four stage widths, e.g. 16,32,64,128 (default: preset's).")
-@click.option("--hidden", type=int, help="Hidden layer width (default: preset's).")
-@click.option("--latent", type=int, help="Latent (fingerprint) size (default: preset's).")
+@click.option("--preset", default="periodic", show_default=True,
+              type=click.Choice(["periodic", "periodic-256", "periodic-large", "resnet12", "resnet18", "resnet34", "small"],
+                                case_sensitive=False),
+              help="periodic*: the spatial-latent periodic VAE on quaternions (the default design); "
+                   "resnet*/small: the paper's dense ResNet on Euler angles.")
+@click.option("--widths", help="Stage widths: 3 for periodic presets (e.g. 16,32,64), 4 for the paper's (default: preset's).")
+@click.option("--latent-channels", type=click.IntRange(1), help="periodic presets: latent numbers per coarse cell (fingerprint = channels x (grid/4)^3).")
+@click.option("--hidden", type=int, help="Paper presets: hidden layer width (default: preset's).")
+@click.option("--latent", type=int, help="Paper presets: latent (fingerprint) size (default: preset's).")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=1e-4, show_default=True, type=float)
-@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
-@click.option("--alpha", default=0.999, show_default=True, type=float, help="Weight of BCE; 1-alpha on the spectral term.")
-@click.option("--kl-weight", default=1e-5, show_default=True, type=float, help="Weight of the KL term (0: off).")
+@click.option("--batch-size", type=click.IntRange(1), help="Default: 16 periodic, 8 paper.")
+@click.option("--optimizer", type=click.Choice(["adam", "adamw"]), help="Default: adamw with warm-up + cosine (periodic), adam constant lr (paper).")
+@click.option("--lr", type=float, help="Default: 2e-3 periodic, 1e-4 paper.")
+@click.option("--warmup-steps", type=click.IntRange(0), help="adamw: linear warm-up steps (default 200).")
+@click.option("--weight-decay", type=float, help="Default 1e-4.")
+@click.option("--alpha", default=0.999, show_default=True, type=float, help="Paper presets: weight of BCE; 1-alpha on the spectral term.")
+@click.option("--kl-weight", type=float, help="Weight of the KL term, 0: off (default: 1e-3 per element periodic, 1e-5 paper).")
+@click.option("--orientation-loss", default="angle", show_default=True, type=click.Choice(["angle", "squared"]),
+              help="periodic presets: per-voxel sin(theta/2) ('angle') or sin^2(theta/2), min over symmetry operators.")
+@click.option("--roll/--no-roll", default=None, help="Random periodic roll of each training VE (default: on for periodic presets).")
+@click.option("--gradient-clip", type=float, help="Gradient-norm clip, 0: off (default: 1 periodic, off paper).")
+@click.option("--checkpoint-every", default=0, show_default=True, type=click.IntRange(0), help="Also save last.ckpt every N steps (0: each epoch only).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume/--no-resume", default=None, help="Resume from OUT/checkpoints/last.ckpt (default: refuse if it exists).")
 @click.option("--accelerator", default="auto", show_default=True)
@@ -83,10 +95,11 @@ def _load(model_path):
 @click.option("--num-workers", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--progress/--no-progress", default=True)
 @_threads_option
-def train_vae(train_path, val_path, out_dir, preset, widths, hidden, latent, epochs, batch_size,
-              lr, weight_decay, alpha, kl_weight, seed, resume, accelerator, devices, strategy,
+def train_vae(train_path, val_path, out_dir, preset, widths, latent_channels, hidden, latent, epochs,
+              batch_size, optimizer, lr, warmup_steps, weight_decay, alpha, kl_weight, orientation_loss,
+              roll, gradient_clip, checkpoint_every, seed, resume, accelerator, devices, strategy,
               precision, compile_, num_workers, progress, threads):
-    """Train the 3D ResNet VAE on VE datasets.
+    """Train a VAE on VE datasets (vae.train.train_vae).
 
     The grid and crystal structure are taken from the training set (the validation
     set must match). Checkpoints are written every epoch; a killed run continues
@@ -94,57 +107,24 @@ def train_vae(train_path, val_path, out_dir, preset, widths, hidden, latent, epo
     (the best validation epoch when --val is given, else the last).
     """
     _set_threads(threads)
-    import lightning as L
+    from ..vae.train import train_vae as run
 
-    from ..vae.checkpoint import save_model
-    from ..vae.encode import open_dataset
-    from ..vae.lightning import VEDataModule, VAEModule, make_trainer
-    from ..vae.network import preset_config
-
-    out = Path(out_dir)
-    last = out / "checkpoints" / "last.ckpt"
-    if last.exists() and resume is None:
-        raise click.ClickException(f"{last} exists: pass --resume to continue that run or --no-resume to start over")
+    w = tuple(int(s) for s in widths.split(",")) if widths else None
+    overrides = dict(widths=w, latent_channels=latent_channels, hidden=hidden, latent=latent)
+    devs = int(devices) if str(devices).isdigit() else devices
     with _clear_errors(batch_size):
-        tr = open_dataset(train_path)
-        g = tuple(tr.grid)
-        if len(set(g)) != 1:
-            raise ValueError(f"the VAE needs cubic grids, training set has {g}")
-        if val_path:
-            va = open_dataset(val_path)
-            if va.lattice != tr.lattice or tuple(va.grid) != g:
-                raise ValueError(f"validation set ({va.lattice}, grid {tuple(va.grid)}) does not match "
-                                 f"the training set ({tr.lattice}, grid {g})")
-        w = tuple(int(s) for s in widths.split(",")) if widths else None
-        cfg = preset_config(preset, grid=g[0], widths=w, hidden=hidden, latent=latent)
-        L.seed_everything(seed, verbose=False)
-        module = VAEModule(cfg.to_dict(), tr.lattice, lr=lr, weight_decay=weight_decay, alpha=alpha,
-                           kl_weight=kl_weight, seed=seed, compile=compile_)
-        data = VEDataModule(train_path, val_path, batch_size=batch_size, num_workers=num_workers, seed=seed)
-        devs = int(devices) if str(devices).isdigit() else devices
-        trainer = make_trainer(out, epochs, accelerator=accelerator, devices=devs, strategy=strategy,
-                               precision=precision, progress=progress, monitor_val=bool(val_path))
-        record = dict(train=str(Path(train_path).resolve()), val=str(Path(val_path).resolve()) if val_path else "",
-                      n_train=len(tr), n_val=len(va) if val_path else 0, preset=preset, epochs=epochs,
-                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, alpha=alpha,
-                      kl_weight=kl_weight, seed=seed, precision=str(trainer.precision),
-                      devices=int(trainer.num_devices), accelerator=type(trainer.accelerator).__name__)
-        module.training_record = record
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if (resume and last.exists()) else None)
-        wall = time.perf_counter() - t0
-        if trainer.is_global_zero:
-            best = out / "checkpoints" / "best.ckpt"
-            src = best if (val_path and best.exists()) else last
-            from ..vae.checkpoint import load_model
-
-            model, meta = load_model(src)
-            record.update(meta["training"])
-            record.update(wall_s_this_run=round(wall, 1), exported_from=src.name,
-                          history=(out / "history.csv").read_text() if (out / "history.csv").exists() else "")
-            save_model(out / "model.pt", model, tr.lattice, record)
-            click.echo(f"trained {epochs} epochs in {wall:.0f} s; model -> {out / 'model.pt'} "
-                       f"(from {src.name}); history -> {out / 'history.csv'}")
+        rec = run(train_path, out_dir, val=val_path, preset=preset, overrides=overrides, epochs=epochs,
+                  batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                  warmup_steps=warmup_steps, kl_weight=kl_weight, alpha=alpha,
+                  orientation_loss=orientation_loss, roll=roll, gradient_clip=gradient_clip, seed=seed,
+                  resume=resume, accelerator=accelerator, devices=devs, strategy=strategy,
+                  precision=precision, compile=compile_, num_workers=num_workers, progress=progress,
+                  checkpoint_every_n_steps=checkpoint_every)
+    out = Path(out_dir)
+    if rec:  # rank 0 of a DDP run (or the only process)
+        click.echo(f"trained {epochs} epochs in {time.perf_counter() - t0:.0f} s; model -> {out / 'model.pt'} "
+                   f"(from {rec['exported_from']}); history -> {out / 'history.csv'}")
 
 
 # ----------------------------------------------------------------------------- fingerprint
@@ -165,7 +145,7 @@ def fingerprint(model_path, data, out, batch_size, device, num_workers, overwrit
 
     _check_out(Path(out), overwrite)
     with _clear_errors(batch_size):
-        model, meta = _load(model_path)
+        model, meta = _load(model_path, data)
         t0 = time.perf_counter()
         res = fingerprint_dataset(model, meta, data, out, batch_size=batch_size, device=parse_device(device),
                                   num_workers=num_workers, progress=progress)
@@ -178,7 +158,7 @@ def fingerprint(model_path, data, out, batch_size, device, num_workers, overwrit
 def _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, progress):
     from ..vae.encode import evaluate_dataset
 
-    model, meta = _load(model_path)
+    model, meta = _load(model_path, data[0] if data else None)
     dev = parse_device(device)
     results = {}
     for path in data:
@@ -188,12 +168,9 @@ def _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, p
 
 
 def _table(results) -> str:
-    rows = ["| dataset | VEs | 1-|q.q^| (mean ± std) | disorientation / deg (mean ± std) |",
-            "|---|---|---|---|"]
-    for path, r in results.items():
-        rows.append(f"| {Path(path).name} | {r['n']} | {r['quat_mean']:.3e} ± {r['quat_std']:.1e} "
-                    f"| {r['deg_mean']:.2f} ± {r['deg_std']:.2f} |")
-    return "\n".join(rows)
+    from ..vae.evaluation import table
+
+    return table(results)
 
 
 _eval_options = [
@@ -233,7 +210,8 @@ def evaluate(model_path, data, batch_size, device, max_ves, num_workers, progres
         if png:
             first = next(iter(results.values()))
             x, rec = first["examples"]
-            plot_reconstructions(x, rec, png, titles=first["ve_id"][: len(x)])
+            plot_reconstructions(x, rec, png, titles=first["ve_id"][: len(x)],
+                                 representation=meta["representation"], lattice=meta["lattice"])
             click.echo(f"mid-slices -> {png}")
         if json_out:
             doc = {p: {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items() if k != "examples"}
@@ -256,7 +234,7 @@ def reconstruct(model_path, data, out, indices, device, threads):
     from ..vae.encode import misorientation, open_dataset, plot_reconstructions, prepare, reconstruct as rec_fn, to_input
 
     with _clear_errors(len(indices) or 4):
-        model, meta = _load(model_path)
+        model, meta = _load(model_path, data)
         ds = open_dataset(data, meta)
         idx = list(indices) or list(range(min(4, len(ds))))
         bad = [i for i in idx if i >= len(ds)]
@@ -265,22 +243,28 @@ def reconstruct(model_path, data, out, indices, device, threads):
         dev = parse_device(device)
         model = prepare(model, dev)
         batch = ds.read_batch(idx)
-        x = to_input(batch, dev)
+        rep = meta["representation"]
+        x = to_input(batch, dev, rep)
         _, rec = rec_fn(model, x)
-        mq, md = misorientation(x, rec, meta["lattice"])
-        for i, vid, a, b in zip(idx, batch.ve_ids, mq.tolist(), md.tolist()):
-            click.echo(f"VE {i} ({vid}): 1-|q.q^| = {a:.3e}, disorientation {b:.2f} deg")
-        plot_reconstructions(x, rec, out, titles=[str(v) for v in batch.ve_ids])
+        err = misorientation(x, rec, meta["lattice"], rep)
+        for k, (i, vid) in enumerate(zip(idx, batch.ve_ids)):
+            click.echo(f"VE {i} ({vid}): disorientation {float(err['deg'][k]):.2f} deg, "
+                       f"{100 * float(err['within5'][k]):.1f} % / {100 * float(err['within15'][k]):.1f} % "
+                       f"of voxels within 5 / 15 deg, 1-|q.q^| = {float(err['quat'][k]):.3e}")
+        plot_reconstructions(x, rec, out, titles=[str(v) for v in batch.ve_ids],
+                             representation=rep, lattice=meta["lattice"])
     click.echo(f"mid-slices -> {out}")
 
 
 # ----------------------------------------------------------------------------- latent
 def _fingerprints_of(path, model, meta, device, batch_size, progress):
-    """mu (n, latent) of a fingerprint file, or of a VE dataset (encoded now)."""
+    """(ids, mu (n, latent), roll-invariant summary (n, F)) of a fingerprint file
+    made by this model, or of a VE dataset (encoded now)."""
     import h5py
     import numpy as np
 
-    from ..vae.encode import FINGERPRINT_FORMAT, encode, loader, open_dataset, prepare, read_fingerprints, to_input
+    from ..vae.encode import encode, latent_shape, loader, open_dataset, prepare, to_input
+    from ..vae.fingerprints import FINGERPRINT_FORMAT, read_fingerprints, roll_invariant_summary
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"not found: {path}")
@@ -289,15 +273,17 @@ def _fingerprints_of(path, model, meta, device, batch_size, progress):
     if fmt == FINGERPRINT_FORMAT:
         fp = read_fingerprints(path)
         if fp["model_sha256"] != meta["sha256"]:
-            click.echo(f"warning: {path} was made by another model (sha256 {fp['model_sha256'][:12]})", err=True)
-        return fp["ve_id"], fp["mu"]
+            raise ValueError(f"{path} was made by another VAE (sha256 {fp['model_sha256'][:12]}, "
+                             f"this one {meta['sha256'][:12]}): fingerprint the VEs with this model")
+        return fp["ve_id"], fp["mu"], fp["summary"]
     open_dataset(path, meta)
     m = prepare(model, device)
     ids, mus = [], []
     for batch in loader(path, batch_size):
-        mus.append(encode(m, to_input(batch, device)).cpu().numpy())
+        mus.append(encode(m, to_input(batch, device, meta["representation"])).cpu().numpy())
         ids.extend(str(v) for v in batch.ve_ids)
-    return ids, np.concatenate(mus)
+    mu = np.concatenate(mus)
+    return ids, mu, roll_invariant_summary(mu, latent_shape(model))
 
 
 def _named(spec: str) -> tuple[str, str]:
@@ -326,22 +312,23 @@ def latent(model_path, train_path, sets, out_dir, steps, pca_components, device,
     (path.png), PCA scatter of training fingerprints with the sets projected
     (pca.png), and spectral clustering of the sets (accuracy after best matching)."""
     _set_threads(threads)
-    import numpy as np
-
     from ..latent import decode_path, fit_pca, plot_path, plot_pca, spectral_clustering
 
     out = Path(out_dir)
     with _clear_errors(batch_size):
         model, meta = _load(model_path)
         dev = parse_device(device)
-        _, train_mu = _fingerprints_of(train_path, model, meta, dev, batch_size, False)
+        # the decoded path runs between full fingerprints; PCA and clustering use the
+        # roll-invariant summaries (for a dense model: the fingerprints themselves)
+        _, path_mu, train_mu = _fingerprints_of(train_path, model, meta, dev, batch_size, False)
         named = dict(_named(s) for s in sets)
-        set_mu = {k: _fingerprints_of(p, model, meta, dev, batch_size, False)[1] for k, p in named.items()}
+        set_mu = {k: _fingerprints_of(p, model, meta, dev, batch_size, False)[2] for k, p in named.items()}
         out.mkdir(parents=True, exist_ok=True)
         if len(train_mu) < 2:
             raise ValueError("need at least two training fingerprints")
         model = model.to(dev)
-        plot_path(decode_path(model, train_mu[0], train_mu[1], steps), out / "path.png")
+        plot_path(decode_path(model, path_mu[0], path_mu[1], steps), out / "path.png",
+                  representation=meta["representation"], lattice=meta["lattice"])
         pca2 = fit_pca(train_mu, 2)
         plot_pca(pca2, train_mu, set_mu, out / "pca.png")
         summary = {"n_train": int(len(train_mu)), "explained_variance_2": pca2.explained_variance_ratio_.tolist()}

@@ -83,15 +83,30 @@ def run_action(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _checkpoint(path: str | None) -> Path:
+def _checkpoint(path: str | None, lattice: str | None = None) -> Path:
+    """A VAE checkpoint path; None/''/'pretrained' = the shipped model of ``lattice``."""
     if path in (None, "", "pretrained"):
         from ..vae import pretrained_path
 
-        p = Path(str(pretrained_path()))
+        p = Path(str(pretrained_path(lattice)))
         if not p.is_file():
             raise FileNotFoundError(f"the shipped pretrained VAE is missing: {p}")
         return p
     return resolve_input(path, "VAE checkpoint")
+
+
+def _model_and_data(VAE_checkpoint, VE_dataset):
+    """(model, meta, dataset path): an explicit checkpoint is resolved first; the
+    pretrained one is picked by the dataset's crystal structure."""
+    from ..vae import dataset_lattice
+    from ..vae.checkpoint import load_model
+
+    if VAE_checkpoint in (None, "", "pretrained"):
+        data = resolve_input(VE_dataset, "VE dataset")
+        return (*load_model(_checkpoint(VAE_checkpoint, dataset_lattice(data))), data)
+    ckpt = _checkpoint(VAE_checkpoint)
+    data = resolve_input(VE_dataset, "VE dataset")
+    return (*load_model(ckpt), data)
 
 
 def volume_element_id(volume_element: dict) -> str:
@@ -226,20 +241,22 @@ def _merge_shards(paths: list[Path], n_val: int, train_out: Path, val_out: Path)
     return total - n_val, n_val
 
 
-#: VAE_config keys -> `vae3d train-vae` options.
-_VAE_OPTIONS = ("preset", "widths", "hidden", "latent", "epochs", "batch_size", "lr", "weight_decay",
-                "alpha", "kl_weight", "seed", "accelerator", "devices", "strategy", "precision",
-                "num_workers")
+#: VAE_config keys that set model fields (the rest are train_vae arguments).
+_VAE_MODEL_KEYS = ("widths", "hidden", "latent", "latent_channels")
+_VAE_OPTIONS = ("preset", *_VAE_MODEL_KEYS, "epochs", "batch_size", "lr", "weight_decay", "optimizer",
+                "warmup_steps", "alpha", "kl_weight", "orientation_loss", "roll", "gradient_clip", "seed",
+                "accelerator", "devices", "strategy", "precision", "num_workers", "checkpoint_every_n_steps")
 
 
 def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
     """Train the VAE on the (grouped) VE dataset shards -> {'VAE_checkpoint': path}.
 
     The shards are streamed into one training and one validation file (the last
-    VAE_val_VEs VEs), then ``vae3d train-vae`` runs with the VAE_config options
-    (preset, latent, epochs, batch_size, lr, ...; ``latent_dim`` is an alias of latent).
+    VAE_val_VEs VEs), then :func:`matflow_vae3d.vae.train.train_vae` runs with the
+    VAE_config options (preset, latent_channels, epochs, batch_size, lr, ...;
+    ``latent_dim`` is an alias of latent).
     """
-    from ..commands.vae import train_vae
+    from ..vae.train import train_vae
 
     cfg = dict(VAE_config or {})
     if "latent_dim" in cfg:
@@ -254,41 +271,36 @@ def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
     run_dir.mkdir(parents=True, exist_ok=True)
     n_val = int(VAE_val_VEs)
     _merge_shards(paths, n_val, run_dir / "train.h5", run_dir / "val.h5")
-    args = ["--train", str(run_dir / "train.h5"), "--out", str(run_dir),
-            "--progress" if _progress() else "--no-progress"]
-    if n_val:
-        args += ["--val", str(run_dir / "val.h5")]
-    for k, v in cfg.items():
-        if isinstance(v, (list, tuple)):
-            v = ",".join(str(x) for x in v)
-        args += [f"--{k.replace('_', '-')}", str(v)]
-    train_vae.main(args=args, standalone_mode=False)
+    overrides = {k: cfg.pop(k) for k in _VAE_MODEL_KEYS if k in cfg}
+    if isinstance(overrides.get("widths"), str):
+        overrides["widths"] = tuple(int(v) for v in overrides["widths"].split(","))
+    if "devices" in cfg and str(cfg["devices"]).isdigit():
+        cfg["devices"] = int(cfg["devices"])
+    train_vae(run_dir / "train.h5", run_dir, val=(run_dir / "val.h5") if n_val else None,
+              overrides=overrides, progress=_progress(), resume=True, **cfg)
     return {"VAE_checkpoint": f"{rel_dir}/model.pt"}
 
 
 def evaluate_VAE(VAE_checkpoint, VE_dataset):
     """Reconstruction error and plots -> {'VAE_metrics': dict, 'VAE_plots': [paths]}."""
-    from ..vae.checkpoint import load_model
     from ..vae.encode import evaluate_dataset, plot_reconstructions
 
-    model, meta = load_model(_checkpoint(VAE_checkpoint))
-    res = evaluate_dataset(model, meta, resolve_input(VE_dataset, "VE dataset"), device=_device(),
-                           progress=_progress())
+    model, meta, data = _model_and_data(VAE_checkpoint, VE_dataset)
+    res = evaluate_dataset(model, meta, data, device=_device(), progress=_progress())
     png, rel = output_path("evaluate_VAE", "reconstructions", ".png")
     x, recon = res["examples"]
-    plot_reconstructions(x, recon, png)
-    metrics = {k: float(res[k]) for k in ("quat_mean", "quat_std", "deg_mean", "deg_std")}
+    plot_reconstructions(x, recon, png, representation=meta["representation"], lattice=meta["lattice"])
+    metrics = {f"{k}_{s}": float(res[f"{k}_{s}"]) for k in ("quat", "deg", "within5", "within15")
+               for s in ("mean", "std")}
     metrics["n"] = int(res["n"])
     return {"VAE_metrics": metrics, "VAE_plots": [rel]}
 
 
 def fingerprint_VE(VE_dataset, VAE_checkpoint="pretrained"):
     """Fingerprints of one VE dataset shard -> {'fingerprints': relative path}."""
-    from ..vae.checkpoint import load_model
     from ..vae.encode import fingerprint_dataset
 
-    model, meta = load_model(_checkpoint(VAE_checkpoint))
-    data = resolve_input(VE_dataset, "VE dataset")
+    model, meta, data = _model_and_data(VAE_checkpoint, VE_dataset)
     out, rel = output_path("fingerprint_VE", "fingerprints")
     fingerprint_dataset(model, meta, data, out, device=_device(), progress=_progress())
     return {"fingerprints": rel}
@@ -299,9 +311,10 @@ def fingerprint_volume_element(volume_element, VAE_checkpoint="pretrained", crys
     floats, 'fingerprints': relative path of a one-row fingerprints file}. The crystal
     structure defaults to the VAE's."""
     from ..vae.checkpoint import load_model
-    from ..vae.encode import fingerprint_dataset, read_fingerprints
+    from ..vae.encode import fingerprint_dataset
+    from ..vae.fingerprints import read_fingerprints
 
-    model, meta = load_model(_checkpoint(VAE_checkpoint))
+    model, meta = load_model(_checkpoint(VAE_checkpoint, crystal_structure))
     ve = _from_volume_element(volume_element, crystal_structure or meta["lattice"])
     data = _write_single_ve_dataset(ve, "fingerprint_VE")
     out, rel = output_path("fingerprint_VE", "fingerprints")
@@ -375,7 +388,7 @@ def plot_latent_PCA(fingerprints):
     """PC1/PC2 scatter of all grouped fingerprint shards -> {'latent_plots': [PNG path]}.
     Shards whose run failed (None) are skipped."""
     from ..latent import fit_pca, plot_pca
-    from ..vae.encode import read_fingerprints
+    from ..vae.fingerprints import read_fingerprints
 
     mus = [read_fingerprints(resolve_input(p, "fingerprints"))["mu"]
            for p in _as_list(fingerprints) if p is not None]

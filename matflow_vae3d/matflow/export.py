@@ -144,7 +144,7 @@ def export_workflow(workflow) -> dict[str, Any]:
     fingerprints of different VAEs or CP results of different load cases are mixed.
     """
     from ..cp.results import read_results
-    from ..vae.encode import read_fingerprints
+    from ..vae.fingerprints import read_fingerprints
 
     wk = _open_workflow(workflow)
     elems = workflow_elements(wk)

@@ -23,14 +23,13 @@ Usage: ``python -m matflow_vae3d.surrogate.baselines ves.h5 features.h5``.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .table import FINGERPRINT_FORMAT, SurrogateTable
+from ..vae.fingerprints import write_fingerprints
+from .table import SurrogateTable
 
 FEATURE_VERSION = "orientation-statistics-v2"
 
@@ -100,7 +99,6 @@ def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool =
                        overwrite: bool = False) -> Path:
     """Orientation-statistics features of every VE of a VE dataset, written as a
     fingerprint-format HDF5 file (``model_sha256`` = :func:`feature_sha256`)."""
-    import h5py
     from tqdm import tqdm
 
     from matflow_vae3d.datasets import VEDataset
@@ -119,27 +117,10 @@ def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool =
     if not feats:
         raise ValueError(f"{ves_path}: the VE dataset is empty")
     mu = np.stack(feats)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent if str(out_path.parent) else ".",
-                               prefix=out_path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FINGERPRINT_FORMAT
-            f.attrs["format_version"] = 1
-            f.create_dataset("ve_id", data=np.asarray(ids, dtype=object),
-                             dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("mu", data=mu)
-            f.attrs["model_sha256"] = feature_sha256(lattice, euler_bins)
-            f.attrs["latent_dim"] = mu.shape[1]
-            f.attrs["lattice"] = lattice
-            f.attrs["grid"] = np.asarray(grid)
-            f.attrs["source"] = str(ves_path)
-            f.attrs["features"] = FEATURE_VERSION
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_fingerprints(out_path, ids, mu, model_sha256=feature_sha256(lattice, euler_bins), lattice=lattice,
+                       grid=grid, source=str(ves_path), attrs={"features": FEATURE_VERSION})
     return out_path
+
 
 
 if __name__ == "__main__":  # pragma: no cover

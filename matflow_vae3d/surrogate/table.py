@@ -20,7 +20,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-FINGERPRINT_FORMAT = "matflow-vae3d/fingerprints"
 
 #: stress component name -> (i, j) index into the (3, 3) Cauchy stress.
 COMPONENTS = {
@@ -32,8 +31,8 @@ SPLITS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------- readers
-# CP result files are read by matflow_vae3d.cp.results.read_results (one reader per
-# format); _open/_check_format/_attr_str below serve the fingerprint files only.
+# CP result files are read by matflow_vae3d.cp.results.read_results and fingerprint
+# files by matflow_vae3d.vae.fingerprints.read_fingerprints (one reader per format).
 def _as_str_array(a) -> np.ndarray:
     """(n,) object array of python str from an h5py string dataset / sequence."""
     out = []
@@ -48,28 +47,6 @@ def _attr_str(v) -> str:
     if isinstance(v, np.ndarray) and v.shape == ():
         v = v.item()
     return str(v)
-
-
-def _check_format(f, path, expected: str):
-    fmt = f.attrs.get("format")
-    fmt = None if fmt is None else _attr_str(fmt)
-    if fmt != expected:
-        raise ValueError(
-            f"{path}: not a {expected!r} file (root attribute format={fmt!r}); "
-            "see docs/formats.md"
-        )
-
-
-def _open(path):
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 
 def _check_unique(ids: np.ndarray, what: str, sources: Sequence[str] | None = None):
@@ -129,29 +106,28 @@ class Fingerprints:
 
 
 def read_fingerprints(paths: str | Path | Sequence[str | Path]) -> Fingerprints:
-    """Read one or several fingerprint files (format ``matflow-vae3d/fingerprints``)
-    and concatenate them. All must come from the same VAE (``model_sha256``) and have
-    the same ``latent_dim``; ids must be unique over all files."""
+    """Read one or several fingerprint files (:mod:`matflow_vae3d.vae.fingerprints`,
+    the format's one reader) and concatenate them. The surrogate's input is each
+    file's roll-invariant ``summary`` (for a dense VAE: mu itself). All files must come
+    from the same VAE (``model_sha256``) and have the same width; ids must be unique
+    over all files."""
+    from ..vae.fingerprints import read_fingerprints as read_file
+
     if isinstance(paths, (str, Path)):
         paths = [paths]
     parts = []
     for p in paths:
-        with _open(p) as f:
-            _check_format(f, p, FINGERPRINT_FORMAT)
-            for name in ("ve_id", "mu"):
-                if name not in f:
-                    raise ValueError(f"{p}: fingerprint file lacks dataset {name!r}")
-            mu = f["mu"][()]
-            parts.append(
-                Fingerprints(
-                    ve_id=f["ve_id"][()],
-                    mu=mu,
-                    model_sha256=_attr_str(f.attrs.get("model_sha256", "")),
-                    latent_dim=int(f.attrs.get("latent_dim", mu.shape[-1] if mu.ndim == 2 else -1)),
-                    lattice=_attr_str(f.attrs.get("lattice", "")),
-                    source=str(p),
-                )
+        d = read_file(p)
+        parts.append(
+            Fingerprints(
+                ve_id=d["ve_id"],
+                mu=d["summary"],
+                model_sha256=_attr_str(d.get("model_sha256", "")),
+                latent_dim=int(np.shape(d["summary"])[-1]) if np.ndim(d["summary"]) == 2 else -1,
+                lattice=_attr_str(d.get("lattice", "")),
+                source=str(p),
             )
+        )
     if not parts:
         raise ValueError("no fingerprint file given")
     first = parts[0]

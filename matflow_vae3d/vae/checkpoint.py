@@ -2,9 +2,13 @@
 
 A model file is a dict of plain types only (tensors, dicts, lists, str, int, float)::
 
-    {"format": "matflow-vae3d/vae-model", "format_version": 1,
-     "config": VAEConfig.to_dict(), "lattice": "hP", "grid": 16,
+    {"format": "matflow-vae3d/vae-model", "format_version": 2,
+     "architecture": "spatial" | "dense", "representation": "quaternion" | "euler",
+     "config": <the architecture's config>.to_dict(), "lattice": "hP", "grid": 16,
      "state_dict": {...}, "training": {...plain record...}}
+
+Version 1 files (no ``architecture``) are the paper's dense ResNet on Euler angles
+and load as such.
 
 Lightning's resume checkpoints (``*.ckpt``) carry the same information under the
 key ``"vae3d"`` (added by :class:`~matflow_vae3d.vae.lightning.VAEModule`), so either
@@ -22,11 +26,11 @@ from typing import Any
 import torch
 
 from ..microstructure import canonical_lattice
-from .network import ResNetVAE3d, VAEConfig
+from .models import ARCHITECTURES, build_model
 from matflow_vae3d.fileio import atomic_output
 
 FORMAT = "matflow-vae3d/vae-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -59,13 +63,15 @@ def plain(obj: Any) -> Any:
     return str(obj)
 
 
-def model_record(model: ResNetVAE3d, lattice: str, training: dict | None = None) -> dict:
+def model_record(model, lattice: str, training: dict | None = None) -> dict:
     """The plain dict saved by :func:`save_model` (state on CPU, fp32)."""
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
     state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}  # torch.compile
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "architecture": model.architecture,
+        "representation": model.representation,
         "config": model.config.to_dict(),
         "lattice": canonical_lattice(lattice),
         "grid": int(model.config.grid),
@@ -74,7 +80,7 @@ def model_record(model: ResNetVAE3d, lattice: str, training: dict | None = None)
     }
 
 
-def save_model(path, model: ResNetVAE3d, lattice: str, training: dict | None = None) -> Path:
+def save_model(path, model, lattice: str, training: dict | None = None) -> Path:
     """Write a model file atomically. ``training``: plain JSON-like record."""
     atomic_torch_save(model_record(model, lattice, training), path)
     return Path(path)
@@ -82,6 +88,9 @@ def save_model(path, model: ResNetVAE3d, lattice: str, training: dict | None = N
 
 def _extract(obj: Any, path) -> dict:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if int(obj.get("format_version", 1)) > FORMAT_VERSION:
+            raise ValueError(f"{path} is a VAE checkpoint of format version {obj['format_version']}; "
+                             f"this matflow-vae3d reads up to {FORMAT_VERSION}: upgrade matflow-vae3d")
         return obj
     if isinstance(obj, dict) and isinstance(obj.get("vae3d"), dict):  # Lightning checkpoint
         meta = dict(obj["vae3d"])
@@ -98,11 +107,13 @@ def _extract(obj: Any, path) -> dict:
     )
 
 
-def load_model(path, map_location="cpu") -> tuple[ResNetVAE3d, dict]:
+def load_model(path, map_location="cpu"):
     """Load a model file or Lightning checkpoint with ``torch.load(weights_only=True)``.
 
-    Returns (model in eval mode, meta) where meta holds 'config', 'lattice', 'grid',
-    'training', 'sha256' and 'path'. FileNotFoundError / ValueError on bad files.
+    Returns (model in eval mode, meta) where meta holds 'architecture',
+    'representation', 'config', 'lattice', 'grid', 'latent', 'training', 'sha256' and
+    'path'. The model is a SpatialVAE3d or a ResNetVAE3d (vae.models).
+    FileNotFoundError / ValueError on bad files.
     """
     path = Path(path)
     if not path.is_file():
@@ -112,14 +123,22 @@ def load_model(path, map_location="cpu") -> tuple[ResNetVAE3d, dict]:
     except Exception as exc:  # truncated, foreign pickle, not a torch file
         raise ValueError(f"cannot read VAE checkpoint {path}: {exc}") from exc
     rec = _extract(obj, path)
-    cfg = VAEConfig.from_dict(rec["config"])
-    model = ResNetVAE3d(cfg)
+    arch = rec.get("architecture", "dense")  # format version 1: the dense ResNet
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{path}: unknown VAE architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+    try:
+        model = build_model(arch, rec["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid {arch} VAE config: {exc}") from exc
     try:
         model.load_state_dict(rec["state_dict"])
     except RuntimeError as exc:
         raise ValueError(f"checkpoint {path} does not match its own config: {exc}") from exc
     model.eval()
     meta = {
+        "architecture": arch,
+        "representation": model.representation,
+        "latent": int(model.config.latent),
         "config": rec["config"],
         "lattice": canonical_lattice(rec["lattice"]),
         "grid": int(rec["grid"]),

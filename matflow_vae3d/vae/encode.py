@@ -4,12 +4,14 @@ reconstruction error as misorientation.
 Reconstruction error of one VE = mean over voxels of
 
 * the paper's quaternion metric ``1 - |q . q_hat|`` (no crystal symmetry; the
-  "relative average misorientation", ≈ 9e-3 in the paper), and
-* the symmetry-aware disorientation angle (degrees),
+  "relative average misorientation", ≈ 9e-3 in the paper), with both orientations
+  reduced to the fundamental zone first,
+* the symmetry-aware disorientation angle (degrees), and
+* the fractions of voxels within 5° and within 15° of their input orientation,
 
-between the input orientation and the orientation decoded from the reconstructed
-normalised Euler angles (clamped to [0, 1]). Over a set: mean ± std of the per-VE
-values.
+between the input orientation and the reconstructed one (decoded unit quaternions,
+or the orientation of the reconstructed normalised Euler angles clamped to [0, 1]).
+Over a set: mean ± std of the per-VE values.
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ import torch
 
 from .. import crystal
 from .checkpoint import check_compatible
-from matflow_vae3d.fileio import atomic_output
-
-FINGERPRINT_FORMAT = "matflow-vae3d/fingerprints"
+from .fingerprints import write_fingerprints
 
 
 def open_dataset(path, meta: dict | None = None):
@@ -72,10 +72,21 @@ def batch_to_tensor(batch, device, dtype=torch.float32) -> torch.Tensor:
     return x
 
 
-def to_input(batch, device) -> torch.Tensor:
-    """VEBatch -> (B, 3, n, n, n) float32 normalised Euler image on ``device``;
-    channels_last_3d on CUDA."""
-    x = batch_to_tensor(batch, device)
+def model_input(batch, device, representation: str = "euler") -> torch.Tensor:
+    """VEBatch (or a ready tensor) -> the model's input on ``device``, float32:
+    'euler' (B, 3, n, n, n) normalised Euler angles, 'quaternion' (B, 4, n, n, n)
+    FZ quaternions. NaN/inf refused."""
+    if representation == "quaternion" and hasattr(batch, "quaternion_image"):
+        x = batch.quaternion_image(device, torch.float32)
+        if not torch.isfinite(x).all():
+            raise ValueError("input VEs contain NaN or inf orientations")
+        return x
+    return batch_to_tensor(batch, device)
+
+
+def to_input(batch, device, representation: str = "euler") -> torch.Tensor:
+    """:func:`model_input`, channels_last_3d on CUDA."""
+    x = model_input(batch, device, representation)
     if x.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last_3d)
     return x
@@ -83,37 +94,49 @@ def to_input(batch, device) -> torch.Tensor:
 
 @torch.inference_mode()
 def encode(model, x: torch.Tensor) -> torch.Tensor:
-    """Fingerprints mu (B, latent) float32 of images x (B, 3, n, n, n); no noise."""
+    """Fingerprints mu (B, latent) float32 of inputs x (B, C, n, n, n); no noise."""
     with _amp(x.device):
-        mu, _ = model.encode(x)
+        mu = model.fingerprint(x)
     return mu.float()
 
 
 @torch.inference_mode()
 def reconstruct(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu (B, latent), reconstruction (B, 3, n, n, n) in [0, 1]), eval mode, z = mu."""
+    """(mu (B, latent), reconstruction in the input's representation), eval mode, z = mu."""
     with _amp(x.device):
-        mu, _ = model.encode(x)
-        logits = model.decode_logits(mu)
-    return mu.float(), torch.sigmoid(logits.float())
+        mu = model.fingerprint(x)
+        raw = model.decode_raw(mu)
+    return mu.float(), model.output(raw.float())
 
 
-def image_quaternions(x: torch.Tensor) -> torch.Tensor:
-    """Normalised Euler image (B, 3, n, n, n) -> quaternions (B, n, n, n, 4) (float32)."""
+def image_quaternions(x: torch.Tensor, representation: str = "euler") -> torch.Tensor:
+    """Model image (B, C, n, n, n) -> unit quaternions (B, n, n, n, 4), float32, w >= 0:
+    normalised Euler angles (clamped to [0, 1]) are converted, quaternions normalised."""
+    if representation == "quaternion":
+        q = x.float().movedim(1, -1)
+        q = q / torch.linalg.norm(q, dim=-1, keepdim=True).clamp_min(1e-12)
+        return torch.where(q[..., :1] < 0, -q, q)
     eu = crystal.torch_denormalise_eulers(x.float().clamp(0.0, 1.0).movedim(1, -1))
     return crystal.torch_eulers_to_quaternions(eu)
 
 
-def misorientation(x: torch.Tensor, recon: torch.Tensor, lattice: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-VE mean reconstruction error.
+def misorientation(x: torch.Tensor, recon: torch.Tensor, lattice: str,
+                   representation: str = "euler") -> dict[str, torch.Tensor]:
+    """Per-VE reconstruction error; x, recon: (B, C, n, n, n) model images.
 
-    x, recon: (B, 3, n, n, n) normalised Euler images. Returns (quat (B,), deg (B,)):
-    mean of 1 - |q . q_hat| and mean disorientation angle in degrees.
+    Returns {'quat', 'deg', 'within5', 'within15'}, each (B,): the mean over voxels of
+    1 - |q . q_hat| (both reduced to the fundamental zone, the paper's metric), the
+    mean disorientation angle in degrees, and the fractions of voxels within 5° / 15°.
     """
-    q, qh = image_quaternions(x), image_quaternions(recon)
-    mq = crystal.torch_quaternion_misorientation(q, qh).flatten(1).mean(1)
-    md = crystal.torch_disorientation_angle(q, qh, lattice, degrees=True).flatten(1).mean(1)
-    return mq, md
+    q = crystal.torch_reduce_to_fz(image_quaternions(x, representation), lattice)
+    qh = crystal.torch_reduce_to_fz(image_quaternions(recon, representation), lattice)
+    ang = crystal.torch_disorientation_angle(q, qh, lattice, degrees=True).flatten(1)
+    return {
+        "quat": crystal.torch_quaternion_misorientation(q, qh).flatten(1).mean(1),
+        "deg": ang.mean(1),
+        "within5": (ang <= 5.0).float().mean(1),
+        "within15": (ang <= 15.0).float().mean(1),
+    }
 
 
 def loader(ds_path, batch_size: int, num_workers: int = 0, indices=None):
@@ -133,6 +156,14 @@ def _progress(it, total, desc, progress):
     return tqdm(it, total=total, desc=desc, unit="batch", disable=not progress)
 
 
+def latent_shape(model) -> tuple:
+    """(C, g, g, g) of a spatial model's latent, (latent,) of a dense one."""
+    c = model.config
+    if getattr(model, "architecture", "dense") == "spatial":
+        return (c.latent_channels,) + (c.latent_grid,) * 3
+    return (int(c.latent),)
+
+
 def fingerprint_dataset(model, meta: dict, data, out, batch_size: int = 64, device="cpu",
                         num_workers: int = 0, progress: bool = True) -> dict:
     """Encode every VE of dataset ``data`` and write ``out`` (docs/formats.md
@@ -145,51 +176,14 @@ def fingerprint_dataset(model, meta: dict, data, out, batch_size: int = 64, devi
         raise ValueError("batch size must be >= 1")
     mus, ids = [], []
     dl = loader(data, batch_size, num_workers)
+    rep = model.representation
     for batch in _progress(dl, len(dl), "fingerprint", progress):
-        mus.append(encode(model, to_input(batch, device)).cpu().numpy())
+        mus.append(encode(model, to_input(batch, device, rep)).cpu().numpy())
         ids.extend(str(v) for v in batch.ve_ids)
     mu = np.concatenate(mus).astype(np.float32)
     write_fingerprints(out, ids, mu, model_sha256=meta["sha256"], lattice=meta["lattice"],
-                       grid=ds.grid, source=str(Path(data).resolve()))
+                       grid=ds.grid, source=str(Path(data).resolve()), latent_shape=latent_shape(model))
     return {"n": len(ids), "latent": int(mu.shape[1]), "path": str(out)}
-
-
-def write_fingerprints(path, ve_ids, mu, model_sha256: str, lattice: str, grid, source: str) -> None:
-    """Write a fingerprint file (temporary file, then rename).
-
-    ve_ids: (n,) str; mu: (n, latent) float32; grid: 3 ints.
-    """
-    import h5py
-
-    mu = np.asarray(mu, dtype=np.float32)
-    if mu.ndim != 2 or len(mu) != len(ve_ids):
-        raise ValueError(f"mu must be (n, latent) with n = {len(ve_ids)}, got {mu.shape}")
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FINGERPRINT_FORMAT
-        f.attrs["format_version"] = 1
-        f.create_dataset("ve_id", data=np.array(ve_ids, dtype=object), dtype=h5py.string_dtype())
-        f.create_dataset("mu", data=mu)
-        f.attrs["model_sha256"] = model_sha256
-        f.attrs["latent_dim"] = int(mu.shape[1])
-        f.attrs["lattice"] = lattice
-        f.attrs["grid"] = np.asarray(tuple(grid) if hasattr(grid, "__len__") else (grid,) * 3, dtype=np.int64)
-        f.attrs["source"] = source
-
-
-def read_fingerprints(path) -> dict:
-    """Read a fingerprint file -> {'ve_id': list[str], 'mu': (n, latent) float32, **attrs}."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"fingerprint file not found: {path}")
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != FINGERPRINT_FORMAT:
-            raise ValueError(f"{path} is not a fingerprint file (format {f.attrs.get('format')!r})")
-        out = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        out["ve_id"] = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ve_id"][()]]
-        out["mu"] = f["mu"][()]
-    return out
 
 
 def evaluate_dataset(model, meta: dict, data, batch_size: int = 32, device="cpu",
@@ -197,31 +191,30 @@ def evaluate_dataset(model, meta: dict, data, batch_size: int = 32, device="cpu"
                      progress: bool = True) -> dict:
     """Reconstruction error over a dataset.
 
-    Returns {'ve_id': list, 'quat': (n,), 'deg': (n,), 'quat_mean', 'quat_std',
-    'deg_mean', 'deg_std', 'n', 'examples': (x, recon) of the first batch (CPU)}.
+    Returns {'ve_id': list, 'n', 'examples': (x, recon) of the first batch (CPU,
+    model images), and for each metric m of :func:`misorientation` ('quat', 'deg',
+    'within5', 'within15'): m (n,), m_mean, m_std}.
     """
     ds = open_dataset(data, meta)
     device = torch.device(device)
     model = prepare(model, device)
     n = len(ds) if max_ves is None else min(len(ds), int(max_ves))
     dl = loader(data, batch_size, num_workers, indices=list(range(n)))
-    ids, mq, md, examples = [], [], [], None
+    rep = model.representation
+    ids, vals, examples = [], {}, None
     for batch in _progress(dl, len(dl), "evaluate", progress):
-        x = to_input(batch, device)
+        x = to_input(batch, device, rep)
         _, rec = reconstruct(model, x)
-        a, b = misorientation(x, rec, meta["lattice"])
-        mq.append(a.cpu().numpy())
-        md.append(b.cpu().numpy())
+        for k, v in misorientation(x, rec, meta["lattice"], rep).items():
+            vals.setdefault(k, []).append(v.cpu().numpy())
         ids.extend(str(v) for v in batch.ve_ids)
         if examples is None:
             examples = (x[:4].float().cpu(), rec[:4].cpu())
-    mq, md = np.concatenate(mq).astype(np.float64), np.concatenate(md).astype(np.float64)
-    return {
-        "ve_id": ids, "quat": mq, "deg": md, "n": len(ids),
-        "quat_mean": float(mq.mean()), "quat_std": float(mq.std()),
-        "deg_mean": float(md.mean()), "deg_std": float(md.std()),
-        "examples": examples,
-    }
+    out = {"ve_id": ids, "n": len(ids), "examples": examples, "representation": rep}
+    for k, v in vals.items():
+        a = np.concatenate(v).astype(np.float64)
+        out.update({k: a, f"{k}_mean": float(a.mean()), f"{k}_std": float(a.std())})
+    return out
 
 
 def _rgb(img: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -230,18 +223,30 @@ def _rgb(img: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.clip(np.moveaxis(img, 0, -1) / scale, 0.0, 1.0)
 
 
-def plot_reconstructions(x: torch.Tensor, recon: torch.Tensor, png, titles=None) -> None:
-    """Mid-slices (z = n/2) of inputs (top row) and reconstructions (bottom row),
-    coloured by normalised Euler angles -> PNG (written atomically).
+def display_image(x: torch.Tensor, representation: str, lattice: str) -> torch.Tensor:
+    """Model image -> normalised FZ Euler image (B, 3, n, n, n) for drawing: a
+    reconstructed quaternion is reduced to the fundamental zone first, so symmetric
+    equivalents get the input's colour."""
+    if representation == "euler":
+        return x.float()
+    q = crystal.torch_reduce_to_fz(image_quaternions(x, representation), lattice)
+    return crystal.torch_normalise_eulers(crystal.torch_quaternions_to_eulers(q)).movedim(-1, 1)
 
-    x, recon: (B, 3, n, n, n); B <= 8 columns are drawn.
+
+def plot_reconstructions(x: torch.Tensor, recon: torch.Tensor, png, titles=None,
+                         representation: str = "euler", lattice: str = "hP") -> None:
+    """Mid-slices (z = n/2) of inputs (top row) and reconstructions (bottom row),
+    coloured by normalised FZ Euler angles -> PNG (written atomically).
+
+    x, recon: (B, C, n, n, n) model images of ``representation``; B <= 8 columns.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x, recon = x.float().cpu().numpy(), recon.float().cpu().numpy()
+    x = display_image(x.float().cpu(), representation, lattice).numpy()
+    recon = display_image(recon.float().cpu(), representation, lattice).numpy()
     b = min(len(x), 8)
     k = x.shape[-1] // 2
     scale = np.maximum(x[:b].reshape(b, 3, -1).max(axis=(0, 2)), 1e-3)

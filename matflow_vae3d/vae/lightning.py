@@ -30,11 +30,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..microstructure import canonical_lattice
 from .checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, plain
-from .encode import batch_to_tensor
-from .losses import ALPHA, vae_loss
-from .network import ResNetVAE3d, VAEConfig
+from .encode import model_input
+from .losses import ALPHA, ORIENTATION_LOSSES, quaternion_vae_loss, vae_loss
+from .models import build_model, config_from_dict
 
-LOSS_TERMS = ("loss", "bce", "spectral", "kl")
+LOSS_TERMS = ("loss", "bce", "spectral", "kl", "orientation")
 
 
 class EpochSampler(Sampler):
@@ -57,33 +57,70 @@ class EpochSampler(Sampler):
         return iter(torch.randperm(self.n, generator=g).tolist())
 
 
-class VAEModule(L.LightningModule):
-    """LightningModule around :class:`ResNetVAE3d`.
+def random_rolls(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Roll each VE of x (B, C, n, n, n) periodically by its own random shift along
+    the three axes. Exact for periodic VEs: the same microstructure."""
+    B, n = x.shape[0], x.shape[-3:]
+    shifts = torch.stack([torch.randint(0, int(k), (B,), generator=generator) for k in n], 1).tolist()
+    return torch.stack([torch.roll(x[b], tuple(shifts[b]), dims=(1, 2, 3)) for b in range(B)])
 
-    config: VAEConfig as a dict; lattice: crystal structure of the training data;
-    lr, weight_decay: Adam (paper: 1e-4, 1e-4); alpha: BCE weight (0.999);
-    kl_weight: β of the KL term; seed: noise seed; compile: torch.compile the net.
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.02) -> float:
+    """LR factor: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``
+    at ``total`` steps (and ``floor`` after). total <= 0: constant 1 after warm-up."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if total <= 0:
+        return 1.0
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class VAEModule(L.LightningModule):
+    """LightningModule around either VAE architecture (:mod:`.models`).
+
+    architecture: 'spatial' or 'dense'; config: that architecture's config as a dict;
+    lattice: crystal structure of the training data; optimizer: 'adam' (the paper's,
+    constant lr) or 'adamw' (with warm-up and cosine decay over ``total_steps``);
+    lr, weight_decay; alpha: BCE weight of the Euler loss (0.999); kl_weight: β of
+    the KL term (per latent dimension summed for 'dense', per element averaged for
+    'spatial'); orientation_loss: 'angle' or 'squared' (quaternion representation);
+    roll: random periodic rolls of each training VE; seed: noise/roll seed;
+    compile: torch.compile the net.
     """
 
     def __init__(
         self,
         config: dict,
         lattice: str,
+        architecture: str = "dense",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
         alpha: float = ALPHA,
         kl_weight: float = 1e-5,
         seed: int = 0,
         compile: bool = False,
+        optimizer: str = "adam",
+        warmup_steps: int = 0,
+        total_steps: int = 0,
+        orientation_loss: str = "angle",
+        roll: bool = False,
     ):
         super().__init__()
-        config = VAEConfig.from_dict(dict(config)).to_dict()
+        config = config_from_dict(architecture, config).to_dict()
         lattice = canonical_lattice(lattice)
+        if optimizer not in ("adam", "adamw"):
+            raise ValueError(f"unknown optimizer {optimizer!r}: use adam or adamw")
+        if orientation_loss not in ORIENTATION_LOSSES:
+            raise ValueError(f"unknown orientation loss {orientation_loss!r}: use {' or '.join(ORIENTATION_LOSSES)}")
         self.save_hyperparameters(
-            dict(config=config, lattice=lattice, lr=float(lr), weight_decay=float(weight_decay),
-                 alpha=float(alpha), kl_weight=float(kl_weight), seed=int(seed), compile=bool(compile))
+            dict(config=config, lattice=lattice, architecture=architecture, lr=float(lr),
+                 weight_decay=float(weight_decay), alpha=float(alpha), kl_weight=float(kl_weight),
+                 seed=int(seed), compile=bool(compile), optimizer=optimizer,
+                 warmup_steps=int(warmup_steps), total_steps=int(total_steps),
+                 orientation_loss=orientation_loss, roll=bool(roll))
         )
-        self.net = ResNetVAE3d(VAEConfig.from_dict(config))
+        self.net = build_model(architecture, config)
         self.__dict__["_forward"] = self.net  # not a registered submodule (compile wrapper)
         self.training_record: dict = {}
 
@@ -99,26 +136,37 @@ class VAEModule(L.LightningModule):
             self.__dict__["_forward"] = torch.compile(self.net)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        x = batch_to_tensor(batch, self.device)
+        x = model_input(batch, self.device, self.net.representation)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return x
 
     # -- steps ----------------------------------------------------------------
-    def _noise_generator(self) -> torch.Generator:
+    def _generator(self, salt: int = 0) -> torch.Generator:
         g = torch.Generator(device=self.device)
-        g.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
+        g.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 101 + self.global_rank + salt)
         return g
 
     def _log_terms(self, prefix: str, terms: dict, batch_size: int, prog_bar: bool) -> None:
-        for k in LOSS_TERMS:
-            self.log(f"{prefix}_{k}", terms[k], on_step=False, on_epoch=True,
+        for k, v in terms.items():
+            self.log(f"{prefix}_{k}", v, on_step=False, on_epoch=True,
                      prog_bar=prog_bar and k == "loss", batch_size=batch_size, sync_dist=True)
+
+    def loss_terms(self, raw, x, mu, logvar) -> dict:
+        """The training objective of the model's representation (see vae.losses)."""
+        h = self.hparams
+        if self.net.representation == "quaternion":
+            return quaternion_vae_loss(self.net.output(raw), x, mu, logvar, h.lattice,
+                                       kind=h.orientation_loss, kl_weight=h.kl_weight)
+        return vae_loss(raw, x, mu.flatten(1), logvar.flatten(1), h.alpha, h.kl_weight)
 
     def training_step(self, x, batch_idx):
         self.net.check_input(x)
-        logits, mu, logvar = self._forward(x, generator=self._noise_generator())
-        terms = vae_loss(logits, x, mu, logvar, self.hparams.alpha, self.hparams.kl_weight)
+        if self.hparams.roll:
+            x = random_rolls(x, torch.Generator().manual_seed(
+                self.hparams.seed * 7_919 + self.global_step * 131 + self.global_rank))
+        raw, mu, logvar = self._forward(x, generator=self._generator())
+        terms = self.loss_terms(raw, x, mu, logvar)
         if not torch.isfinite(terms["loss"]):
             raise FloatingPointError(
                 f"training loss became {float(terms['loss'])} at step {self.global_step}: "
@@ -129,19 +177,26 @@ class VAEModule(L.LightningModule):
 
     def validation_step(self, x, batch_idx):
         self.net.check_input(x)
-        logits, mu, logvar = self._forward(x)
-        terms = vae_loss(logits, x, mu, logvar, self.hparams.alpha, self.hparams.kl_weight)
+        raw, mu, logvar = self._forward(x)
+        terms = self.loss_terms(raw, x, mu, logvar)
         self._log_terms("val", terms, x.shape[0], True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
+        h = self.hparams
+        if h.optimizer == "adam":
+            return torch.optim.Adam(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        opt = torch.optim.AdamW(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        warm, total = int(h.warmup_steps), int(h.total_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, warm, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoint record -------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vae3d"] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "architecture": self.hparams.architecture,
+            "representation": self.net.representation,
             "config": dict(self.hparams.config),
             "lattice": self.hparams.lattice,
             "grid": int(self.hparams.config["grid"]),
@@ -200,13 +255,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class LastCheckpoint(Callback):
     """Save the full training state to ``path`` at the end of every epoch (after
-    validation), atomically through the trainer's checkpoint IO."""
+    validation) and, with ``every_n_steps`` > 0, every that many optimiser steps,
+    atomically through the trainer's checkpoint IO."""
 
-    def __init__(self, path):
+    def __init__(self, path, every_n_steps: int = 0):
         self.path = Path(path)
+        self.every_n_steps = int(every_n_steps)
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        n = self.every_n_steps
+        if n > 0 and trainer.global_step > 0 and trainer.global_step % n == 0:
             trainer.save_checkpoint(self.path)
 
 
@@ -270,10 +332,16 @@ def plot_loss_curve(csv_path, png_path) -> None:
     if not rows:
         return
     ep = [int(r["epoch"]) + 1 for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
-    for ax, k in zip(axes, LOSS_TERMS):
+
+    def series(p, k):
+        return [float(r[f"{p}_{k}"]) if r.get(f"{p}_{k}") not in (None, "") else math.nan for r in rows]
+
+    terms = [k for k in LOSS_TERMS
+             if any(not all(math.isnan(y) for y in series(p, k)) for p in ("train", "val"))] or ["loss"]
+    fig, axes = plt.subplots(1, len(terms), figsize=(3.5 * len(terms), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], terms):
         for p, style in (("train", "-"), ("val", "--")):
-            ys = [float(r[f"{p}_{k}"]) if r.get(f"{p}_{k}") not in (None, "") else math.nan for r in rows]
+            ys = series(p, k)
             if not all(math.isnan(y) for y in ys):
                 ax.plot(ep, ys, style, marker=".", label=p)
         ax.set_title(k)
@@ -292,7 +360,8 @@ def plot_loss_curve(csv_path, png_path) -> None:
 def make_trainer(out_dir, max_epochs: int, accelerator: str = "auto", devices="auto",
                  strategy: str = "auto", precision: str | None = None, progress: bool = True,
                  limit_train_batches=None, log_every_n_steps: int = 50,
-                 monitor_val: bool = True) -> L.Trainer:
+                 monitor_val: bool = True, gradient_clip: float = 0.0,
+                 checkpoint_every_n_steps: int = 0) -> L.Trainer:
     """A Trainer writing checkpoints (every epoch ``checkpoints/last.ckpt``; with
     ``monitor_val`` also ``checkpoints/best.ckpt``, lowest val_loss), ``history.csv``
     and ``loss_curve.png`` under ``out_dir``.
@@ -305,7 +374,7 @@ def make_trainer(out_dir, max_epochs: int, accelerator: str = "auto", devices="a
     cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     if precision is None:
         precision = "bf16-mixed" if cuda else "32-true"
-    ckpts = [LastCheckpoint(out_dir / "checkpoints" / "last.ckpt")]
+    ckpts = [LastCheckpoint(out_dir / "checkpoints" / "last.ckpt", checkpoint_every_n_steps)]
     if monitor_val:
         ckpts.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
                                      monitor="val_loss", mode="min", save_top_k=1,
@@ -317,5 +386,6 @@ def make_trainer(out_dir, max_epochs: int, accelerator: str = "auto", devices="a
         plugins=[AtomicCheckpointIO()], enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0,
         limit_train_batches=limit_train_batches, log_every_n_steps=log_every_n_steps,
+        gradient_clip_val=float(gradient_clip) or None,
         benchmark=cuda,
     )

@@ -78,3 +78,66 @@ def vae_loss(
     if kl_weight:
         loss = loss + kl_weight * kl
     return {"loss": loss, "bce": bce.detach(), "spectral": spec.detach(), "kl": kl.detach()}
+
+
+# ----------------------------------------------------------------------------- orientations
+#: per-voxel orientation losses: 'angle' = sin(θ/2) (θ the disorientation angle),
+#: 'squared' = sin²(θ/2) = 1 − ⟨q̂, s∘q⟩²; both minimised over the symmetry operators s.
+ORIENTATION_LOSSES = ("angle", "squared")
+
+_EPS_ANGLE = 1e-6
+
+
+def _symmetry_maps(lattice: str, like: torch.Tensor) -> torch.Tensor:
+    """(n_ops·4, 4) stacked left-multiplication matrices: rows 4s..4s+3 map q to s∘q."""
+    from .. import crystal
+
+    M = crystal.symmetry_matrices(lattice)
+    return torch.as_tensor(M.reshape(-1, 4), dtype=like.dtype, device=like.device)
+
+
+def symmetric_cos_half(q_hat: torch.Tensor, q: torch.Tensor, lattice: str) -> torch.Tensor:
+    """max over the crystal's proper symmetry operators s of |⟨q̂, s∘q⟩| = cos(θ/2).
+
+    q_hat, q: (B, 4, ...) unit quaternions (channel axis 1; q̂ any sign, any
+    equivalent). Returns (B, ...) in [0, 1]; θ is the disorientation angle.
+    """
+    q_hat, q = q_hat.float(), q.float()
+    M = _symmetry_maps(lattice, q)                                     # (4n, 4)
+    eq = torch.einsum("kj,bj...->bk...", M, q)                          # (B, 4n, ...)
+    eq = eq.unflatten(1, (-1, 4))                                       # (B, n, 4, ...)
+    dots = (eq * q_hat.unsqueeze(1)).sum(2).abs()                       # (B, n, ...)
+    return dots.amax(1).clamp(max=1.0)
+
+
+def orientation_term(q_hat: torch.Tensor, q: torch.Tensor, lattice: str, kind: str = "angle") -> torch.Tensor:
+    """Mean per-voxel symmetry-aware orientation loss (see :data:`ORIENTATION_LOSSES`).
+
+    q_hat, q: (B, 4, n, n, n). 'angle': sin(θ/2) — its gradient does not vanish near
+    a perfect match, so it keeps sharpening grain interiors; 'squared': sin²(θ/2).
+    """
+    if kind not in ORIENTATION_LOSSES:
+        raise ValueError(f"unknown orientation loss {kind!r}: use {' or '.join(ORIENTATION_LOSSES)}")
+    s2 = (1.0 - symmetric_cos_half(q_hat, q, lattice) ** 2).clamp_min(0.0)
+    return torch.sqrt(s2 + _EPS_ANGLE).mean() if kind == "angle" else s2.mean()
+
+
+def kl_per_element(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) ‖ N(0, 1)) averaged over latent elements and batch (any shape)."""
+    mu, logvar = mu.float(), logvar.float()
+    return torch.mean(-0.5 * (1 + logvar - mu**2 - logvar.exp()))
+
+
+def quaternion_vae_loss(q_hat: torch.Tensor, q: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                        lattice: str, kind: str = "angle", kl_weight: float = 1e-3) -> dict[str, torch.Tensor]:
+    """Loss of the quaternion representation: orientation term + kl_weight · KL per
+    latent element. Returns {'loss', 'orientation', 'kl'} (the last two detached).
+
+    q_hat: (B, 4, n, n, n) unit quaternions (the decoder's output); q: the input.
+    """
+    if q_hat.shape != q.shape:
+        raise ValueError(f"reconstruction shape {tuple(q_hat.shape)} != input shape {tuple(q.shape)}")
+    rec = orientation_term(q_hat, q, lattice, kind)
+    kl = kl_per_element(mu, logvar)
+    loss = rec + kl_weight * kl if kl_weight else rec
+    return {"loss": loss, "orientation": rec.detach(), "kl": kl.detach()}

@@ -233,6 +233,9 @@ class ResNetVAE3d(nn.Module):
     from ``generator``); in eval mode z = mu (no noise).
     """
 
+    architecture = "dense"
+    representation = "euler"
+
     def __init__(self, cfg: VAEConfig | None = None):
         super().__init__()
         self.config = cfg or VAEConfig()
@@ -274,6 +277,19 @@ class ResNetVAE3d(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent) -> reconstruction in [0, 1], (B, C, n, n, n)."""
         return torch.sigmoid(self.decoder(z))
+
+    # the interface shared with SpatialVAE3d (vae.models) ----------------------
+    def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+        """mu (B, latent) of images x (B, C, n, n, n)."""
+        return self.encode(x)[0]
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent) -> logits (B, C, n, n, n)."""
+        return self.decoder(z)
+
+    def output(self, raw: torch.Tensor) -> torch.Tensor:
+        """Logits -> normalised Euler angles in [0, 1]."""
+        return torch.sigmoid(raw.float())
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
         mu, logvar = self.encode(x)

@@ -1,0 +1,127 @@
+"""The fingerprint file (``format = "matflow-vae3d/fingerprints"``): its one writer
+and one reader, and the roll-invariant summary that the surrogate learns from.
+
+Layout (HDF5, written to a temporary name and renamed)::
+
+    ve_id    (n,) str           VE id
+    mu       (n, latent) f32    the fingerprint: the encoder's mean, no noise
+                                (spatial models: latent_channels × g³, channel-major)
+    summary  (n, F) f32         roll-invariant summary of mu (:func:`roll_invariant_summary`)
+    attrs    model_sha256, latent_dim, latent_shape ([C, g, g, g] or [latent]),
+             summary_kind, lattice, grid, source, format_version (2)
+
+Version-1 files (no ``summary``) read with summary = mu.
+
+A periodic VE rolled by a few voxels is the same microstructure with the same
+stress response. The spatial latent is *equivariant* to rolls by multiples of the
+encoder's stride (4 voxels): the cells of mu roll with the VE. The summary is
+*invariant* to any permutation of the cells, hence exactly to those rolls and
+approximately to others (measured in docs/vae.md): per channel the mean over
+cells; the second moments E[z_i z_j] over cells (i <= j); and per channel the mean
+lag-1 periodic autocorrelation E[z(x) z(x + e_k)] over the three axes k. A dense
+(paper) fingerprint has no layout: its summary is mu itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from matflow_vae3d.fileio import atomic_output
+
+FINGERPRINT_FORMAT = "matflow-vae3d/fingerprints"
+FINGERPRINT_FORMAT_VERSION = 2
+SUMMARY_MOMENTS = "moments-v1"
+SUMMARY_IDENTITY = "identity"
+
+
+def summary_kind(latent_shape) -> str:
+    """'moments-v1' for a spatial latent (C, g, g, g), 'identity' for a flat one."""
+    return SUMMARY_MOMENTS if len(tuple(latent_shape)) == 4 else SUMMARY_IDENTITY
+
+
+def roll_invariant_summary(mu, latent_shape) -> np.ndarray:
+    """Roll-invariant summary of fingerprints.
+
+    mu: (n, latent) float; latent_shape: (C, g, g, g) for a spatial latent (mu is its
+    channel-major flattening) or (latent,) for a dense one. Returns (n, F) float32
+    with F = C + C(C+1)/2 + C (spatial) or F = latent (dense: mu unchanged).
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    shape = tuple(int(s) for s in latent_shape)
+    if mu.ndim != 2 or mu.shape[1] != int(np.prod(shape)):
+        raise ValueError(f"fingerprints of shape {mu.shape} do not match latent shape {shape}")
+    if len(shape) != 4:
+        return mu.astype(np.float32)
+    n, C = mu.shape[0], shape[0]
+    z = mu.reshape(n, C, -1)                                            # (n, C, cells)
+    mean = z.mean(2)
+    iu = np.triu_indices(C)
+    second = np.einsum("nic,njc->nij", z, z)[:, iu[0], iu[1]] / z.shape[2]
+    zz = mu.reshape((n,) + shape)
+    lag = sum((zz * np.roll(zz, 1, axis=k)).mean(axis=(2, 3, 4)) for k in (2, 3, 4)) / 3.0
+    return np.concatenate([mean, second, lag], axis=1).astype(np.float32)
+
+
+def write_fingerprints(path, ve_ids, mu, model_sha256: str, lattice: str, grid, source: str,
+                       latent_shape=None, attrs: dict | None = None) -> None:
+    """Write a fingerprint file (temporary file, then rename).
+
+    ve_ids: (n,) str; mu: (n, latent) float32; grid: 3 ints or one; latent_shape:
+    (C, g, g, g) of a spatial model, default (latent,); attrs: extra root attributes
+    (e.g. the feature version of baseline features written in this format).
+    """
+    import h5py
+
+    mu = np.asarray(mu, dtype=np.float32)
+    if mu.ndim != 2 or len(mu) != len(ve_ids):
+        raise ValueError(f"mu must be (n, latent) with n = {len(ve_ids)}, got {mu.shape}")
+    shape = tuple(int(s) for s in (latent_shape or (mu.shape[1],)))
+    summary = roll_invariant_summary(mu, shape)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FINGERPRINT_FORMAT
+        f.attrs["format_version"] = FINGERPRINT_FORMAT_VERSION
+        f.create_dataset("ve_id", data=np.array(ve_ids, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("mu", data=mu)
+        f.create_dataset("summary", data=summary)
+        f.attrs["model_sha256"] = model_sha256
+        f.attrs["latent_dim"] = int(mu.shape[1])
+        f.attrs["latent_shape"] = np.asarray(shape, dtype=np.int64)
+        f.attrs["summary_kind"] = summary_kind(shape)
+        f.attrs["lattice"] = lattice
+        f.attrs["grid"] = np.asarray(tuple(grid) if hasattr(grid, "__len__") else (grid,) * 3, dtype=np.int64)
+        f.attrs["source"] = source
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+
+
+def read_fingerprints(path) -> dict:
+    """Read a fingerprint file -> {'ve_id': list[str], 'mu': (n, latent) float32,
+    'summary': (n, F) float32, 'latent_shape': tuple, **attrs}. FileNotFoundError /
+    ValueError (naming the file) on a missing, foreign or incomplete file."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"fingerprint file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from exc
+    with f:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt != FINGERPRINT_FORMAT:
+            raise ValueError(f"{path} is not a fingerprint file (format {fmt!r}, expected {FINGERPRINT_FORMAT!r})")
+        for name in ("ve_id", "mu"):
+            if name not in f:
+                raise ValueError(f"{path}: fingerprint file lacks dataset {name!r}")
+        out = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        out["ve_id"] = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ve_id"][()]]
+        out["mu"] = f["mu"][()]
+        out["summary"] = f["summary"][()] if "summary" in f else out["mu"]
+    mu = out["mu"]
+    out["latent_shape"] = tuple(int(s) for s in out.get("latent_shape", (mu.shape[-1] if mu.ndim == 2 else -1,)))
+    out.setdefault("summary_kind", SUMMARY_IDENTITY)
+    return out

@@ -1,0 +1,263 @@
+"""The periodic, fully convolutional VAE with a spatial latent (the project's default).
+
+A VE is periodic and holds tens of grains per 16³ (thousands per 64³); a single dense
+vector behind a 1³ bottleneck cannot place them (docs/vae.md). This network keeps the
+layout: the latent is ``latent_channels`` numbers on each cell of a coarse grid
+(grid / 4 per edge: 4³ for 16³ VEs), so the fingerprint of a 16³ VE with 8 latent
+channels is 8 × 4³ = 512 numbers.
+
+* Every 3³ convolution pads **circularly** (``padding_mode='circular'``): the VE's
+  opposite faces are neighbours, as in the CP solver, and the code is equivariant to
+  periodic rolls of the input by multiples of the total stride (4 voxels).
+* Encoder: stem conv at full resolution, then per stage ``layers[i]`` residual blocks
+  (conv3³–BN–ReLU–conv3³–BN, add, ReLU); a stride-2 conv between stages; a 1³ conv to
+  (μ, log σ²), each (B, latent_channels, g, g, g) with g = grid / 4.
+* Decoder: 1³ conv from the latent, the mirrored stages with kernel-2 stride-2
+  transposed convolutions between them (these need no padding and stay periodic), a
+  ``head_layers``-deep conv stack at full resolution and a 1³ conv to the output
+  channels.
+* Output: for the ``quaternion`` representation 4 channels normalised to unit
+  quaternions (any sign and any symmetric equivalent is fine: the loss and metric are
+  symmetry-aware); for ``euler`` the 3 normalised Euler channels as logits.
+
+Written in the style of torchvision's video ResNets (blocks, stem, stages; no I/O).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from .network import LOGVAR_INIT
+
+#: per-voxel input channels of each representation.
+REPRESENTATION_CHANNELS = {"quaternion": 4, "euler": 3}
+
+#: down-sampling factor of the encoder (two stride-2 convolutions).
+SPATIAL_DOWNSAMPLE = 4
+
+
+@dataclasses.dataclass
+class SpatialVAEConfig:
+    """Geometry of :class:`SpatialVAE3d`.
+
+    Attributes
+    ----------
+    grid : int, cells per edge of the (cubic, periodic) input; a multiple of 4.
+    widths : 3 ints, channels at full, 1/2 and 1/4 resolution.
+    layers : 3 ints, residual blocks per stage (encoder and decoder alike).
+    latent_channels : int, latent numbers per coarse cell (fingerprint length =
+        latent_channels · (grid / 4)³).
+    head_layers : int, 3³ conv layers at full resolution before the output conv.
+    representation : 'quaternion' (4 channels in, unit quaternions out) or 'euler'
+        (3 normalised Euler channels, logits out).
+    """
+
+    grid: int = 16
+    widths: tuple = (16, 32, 64)
+    layers: tuple = (1, 1, 1)
+    latent_channels: int = 8
+    head_layers: int = 2
+    representation: str = "quaternion"
+
+    def __post_init__(self):
+        self.widths = tuple(int(n) for n in self.widths)
+        self.layers = tuple(int(n) for n in self.layers)
+        if len(self.widths) != 3 or len(self.layers) != 3:
+            raise ValueError("widths and layers need 3 entries each (full, 1/2, 1/4 resolution)")
+        if min(self.widths) < 1 or min(self.layers) < 0:
+            raise ValueError(f"widths must be positive and layers >= 0: {self.widths}, {self.layers}")
+        self.grid = int(self.grid)
+        if self.grid < SPATIAL_DOWNSAMPLE or self.grid % SPATIAL_DOWNSAMPLE:
+            raise ValueError(f"grid must be a positive multiple of {SPATIAL_DOWNSAMPLE}, got {self.grid}")
+        self.latent_channels = int(self.latent_channels)
+        self.head_layers = int(self.head_layers)
+        if self.latent_channels < 1 or self.head_layers < 0:
+            raise ValueError("latent_channels must be >= 1 and head_layers >= 0")
+        if self.representation not in REPRESENTATION_CHANNELS:
+            raise ValueError(f"unknown representation {self.representation!r}: use "
+                             f"{' or '.join(REPRESENTATION_CHANNELS)}")
+
+    @property
+    def in_channels(self) -> int:
+        return REPRESENTATION_CHANNELS[self.representation]
+
+    @property
+    def latent_grid(self) -> int:
+        """Coarse cells per edge of the latent (grid / 4)."""
+        return self.grid // SPATIAL_DOWNSAMPLE
+
+    @property
+    def latent(self) -> int:
+        """Fingerprint length: latent_channels · latent_grid³."""
+        return self.latent_channels * self.latent_grid**3
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["widths"], d["layers"] = list(self.widths), list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SpatialVAEConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown spatial VAE config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
+    """Periodic 3³ convolution (circular padding 1), no bias (BN follows)."""
+    return nn.Conv3d(cin, cout, 3, stride=stride, padding=1, padding_mode="circular", bias=False)
+
+
+class PeriodicBlock(nn.Module):
+    """Residual block with circular padding: conv3³–BN–ReLU–conv3³–BN, + x, ReLU."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1, self.bn1 = conv3(ch, ch), nn.BatchNorm3d(ch)
+        self.conv2, self.bn2 = conv3(ch, ch), nn.BatchNorm3d(ch)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + x)
+
+
+def conv_bn_relu(conv: nn.Module, ch: int) -> nn.Sequential:
+    return nn.Sequential(conv, nn.BatchNorm3d(ch), nn.ReLU(inplace=True))
+
+
+def stage(ch: int, blocks: int) -> nn.Sequential:
+    return nn.Sequential(*[PeriodicBlock(ch) for _ in range(blocks)])
+
+
+class SpatialEncoder(nn.Module):
+    """(B, C_in, n, n, n) -> (mu, logvar), each (B, latent_channels, n/4, n/4, n/4)."""
+
+    def __init__(self, cfg: SpatialVAEConfig):
+        super().__init__()
+        w, L = cfg.widths, cfg.layers
+        self.stem = conv_bn_relu(conv3(cfg.in_channels, w[0]), w[0])
+        self.stage1 = stage(w[0], L[0])
+        self.down1 = conv_bn_relu(conv3(w[0], w[1], stride=2), w[1])
+        self.stage2 = stage(w[1], L[1])
+        self.down2 = conv_bn_relu(conv3(w[1], w[2], stride=2), w[2])
+        self.stage3 = stage(w[2], L[2])
+        self.to_latent = nn.Conv3d(w[2], 2 * cfg.latent_channels, 1)
+
+    def forward(self, x):
+        h = self.stage1(self.stem(x))
+        h = self.stage2(self.down1(h))
+        h = self.stage3(self.down2(h))
+        mu, logvar = self.to_latent(h).chunk(2, dim=1)
+        return mu, logvar
+
+
+class SpatialDecoder(nn.Module):
+    """(B, latent_channels, g, g, g) -> (B, C_out, 4g, 4g, 4g) raw output."""
+
+    def __init__(self, cfg: SpatialVAEConfig):
+        super().__init__()
+        w, L = cfg.widths, cfg.layers
+        self.from_latent = conv_bn_relu(nn.Conv3d(cfg.latent_channels, w[2], 1, bias=False), w[2])
+        self.stage3 = stage(w[2], L[2])
+        self.up2 = conv_bn_relu(nn.ConvTranspose3d(w[2], w[1], 2, stride=2, bias=False), w[1])
+        self.stage2 = stage(w[1], L[1])
+        self.up1 = conv_bn_relu(nn.ConvTranspose3d(w[1], w[0], 2, stride=2, bias=False), w[0])
+        self.stage1 = stage(w[0], L[0])
+        self.head = nn.Sequential(*[conv_bn_relu(conv3(w[0], w[0]), w[0]) for _ in range(cfg.head_layers)])
+        self.out = nn.Conv3d(w[0], cfg.in_channels, 1)
+
+    def forward(self, z):
+        h = self.stage3(self.from_latent(z))
+        h = self.stage2(self.up2(h))
+        h = self.stage1(self.up1(h))
+        return self.out(self.head(h))
+
+
+class SpatialVAE3d(nn.Module):
+    """The periodic spatial-latent VAE. ``forward(x)`` -> (raw output, mu, logvar).
+
+    x : (B, C, n, n, n), per-voxel FZ quaternions (w, x, y, z) or normalised Euler
+    angles. mu, logvar : (B, latent_channels, n/4, n/4, n/4). In training mode
+    z = mu + sigma·eps (eps per sample and element); in eval mode z = mu. The
+    fingerprint is mu flattened to (B, latent) (:meth:`fingerprint`).
+    """
+
+    architecture = "spatial"
+
+    def __init__(self, cfg: SpatialVAEConfig | None = None):
+        super().__init__()
+        self.config = cfg or SpatialVAEConfig()
+        self.encoder = SpatialEncoder(self.config)
+        self.decoder = SpatialDecoder(self.config)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        lc = self.config.latent_channels
+        nn.init.normal_(self.encoder.to_latent.weight, std=0.02)
+        nn.init.zeros_(self.encoder.to_latent.bias)
+        with torch.no_grad():
+            self.encoder.to_latent.bias[lc:] = LOGVAR_INIT
+        nn.init.normal_(self.decoder.out.weight, std=0.02)
+
+    @property
+    def representation(self) -> str:
+        return self.config.representation
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless x is (B, in_channels, grid, grid, grid)."""
+        c, n = self.config.in_channels, self.config.grid
+        if x.ndim != 5 or tuple(x.shape[1:]) != (c, n, n, n):
+            raise ValueError(f"the VAE expects input of shape (B, {c}, {n}, {n}, {n}), got {tuple(x.shape)}")
+
+    def encode(self, x: torch.Tensor):
+        """(B, C, n, n, n) -> (mu, logvar), each (B, latent_channels, g, g, g)."""
+        self.check_input(x)
+        return self.encoder(x)
+
+    def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+        """mu flattened: (B, latent) = (B, latent_channels · g³), channel-major."""
+        return self.encode(x)[0].flatten(1)
+
+    def unflatten(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent) fingerprint -> (B, latent_channels, g, g, g)."""
+        g = self.config.latent_grid
+        return z.reshape(z.shape[0], self.config.latent_channels, g, g, g)
+
+    def reparameterise(self, mu, logvar, generator: torch.Generator | None = None):
+        if not self.training:
+            return mu
+        eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (B, latent_channels, g, g, g) or flat (B, latent) -> raw output."""
+        if z.ndim == 2:
+            z = self.unflatten(z)
+        return self.decoder(z)
+
+    def output(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw decoder output -> reconstruction in the input representation: unit
+        quaternions (B, 4, n, n, n), or normalised Euler angles in [0, 1]."""
+        if self.config.representation == "quaternion":
+            raw = raw.float()
+            return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        return torch.sigmoid(raw.float())
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent -> reconstruction (see :meth:`output`)."""
+        return self.output(self.decode_raw(z))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        mu, logvar = self.encode(x)
+        z = self.reparameterise(mu, logvar, generator)
+        return self.decoder(z), mu, logvar
