@@ -1,6 +1,6 @@
 """VAE throughput: training and fingerprinting VEs/s with the real data pipeline
 (VE dataset on disk -> DataLoader workers -> compact VEBatch -> expansion to the
-normalised Euler image on the device).
+model's input image on the device: quaternions or normalised Euler angles).
 
 GPU (default when CUDA is present): the paper's ResNet18 on 64³ × 3, steps
 plain fp32 batch 8 -> bf16 autocast -> channels_last_3d -> larger batch ->
@@ -9,8 +9,9 @@ Reference figures (docs/benchmarks.md, issue 5): plain fp32 batch 8 ≈ 90 VEs/s
 H100; the paper's two A100s ≈ 200 VEs/s; targets ≥ 600 VEs/s training and
 ≥ 5,000 VEs/s fingerprinting.
 
-CPU (``--cpu``): the shipped small model (hP, 16³) fingerprinting, and one training
-configuration of the small preset, with the thread count given.
+CPU (``--cpu``): the shipped default model (periodic spatial VAE, hP, 16³) next to
+the old small dense preset: fingerprinting and training VEs/s at the thread count
+given. ``--preset periodic`` on a GPU times the project's default design at 64³.
 
     python benchmarks/bench_vae.py                 # GPU table
     python benchmarks/bench_vae.py --cpu           # 2-core CPU figures
@@ -61,13 +62,16 @@ def loader(path, batch_size, workers, shuffle=True):
                       prefetch_factor=4 if workers else None)
 
 
-def bench_train(cfg, path, device, batch_size, steps, warmup, bf16, channels_last, compile_, workers, lattice):
-    """Training VEs/s (forward + backward + Adam), excluding ``warmup`` steps."""
-    from matflow_vae3d.vae.losses import vae_loss
-    from matflow_vae3d.vae.network import ResNetVAE3d
+def bench_train(arch_cfg, path, device, batch_size, steps, warmup, bf16, channels_last, compile_, workers, lattice):
+    """Training VEs/s (forward + backward + optimiser step, the architecture's loss),
+    excluding ``warmup`` steps. arch_cfg: (architecture, config) of vae.models."""
+    from matflow_vae3d.vae.encode import model_input
+    from matflow_vae3d.vae.losses import quaternion_vae_loss, vae_loss
+    from matflow_vae3d.vae.models import build_model
 
     torch.manual_seed(0)
-    model = ResNetVAE3d(cfg).to(device).train()
+    model = build_model(*arch_cfg).to(device).train()
+    rep = model.representation
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     fwd = torch.compile(model) if compile_ else model
@@ -77,12 +81,15 @@ def bench_train(cfg, path, device, batch_size, steps, warmup, bf16, channels_las
     done, t0, n = 0, None, 0
     while done < steps + warmup:
         for batch in dl:
-            x = batch.to_tensor(device, torch.float32)
+            x = model_input(batch, device, rep)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             with amp:
-                logits, mu, logvar = fwd(x)
-            loss = vae_loss(logits, x, mu, logvar, kl_weight=1e-5)["loss"]
+                raw, mu, logvar = fwd(x)
+            if rep == "quaternion":
+                loss = quaternion_vae_loss(model.output(raw), x, mu, logvar, lattice)["loss"]
+            else:
+                loss = vae_loss(raw, x, mu.flatten(1), logvar.flatten(1), kl_weight=1e-5)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -113,12 +120,14 @@ def bench_fingerprint(model, path, device, batch_size, workers, bf16, channels_l
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     dl = loader(path, batch_size, workers, shuffle=False)
     n, t0 = 0, None
+    from matflow_vae3d.vae.encode import model_input
+
     for i, batch in enumerate(dl):
-        x = batch.to_tensor(device, torch.float32)
+        x = model_input(batch, device, model.representation)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with amp:
-            mu, _ = model.encode(x)
+            mu = model.fingerprint(x)
         mu.float().cpu()
         if i == 0:
             t0 = time.perf_counter()
@@ -130,14 +139,14 @@ def bench_fingerprint(model, path, device, batch_size, workers, bf16, channels_l
 
 
 def gpu(args):
-    from matflow_vae3d.vae.network import ResNetVAE3d, preset_config
+    from matflow_vae3d.vae.models import build_model, model_config
 
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     path = make_data(Path(args.data), "train", args.grid, "cF", args.n_ves, os.cpu_count() or 1)
-    cfg = preset_config(args.preset, grid=args.grid)
+    cfg = model_config(args.preset, args.grid)
     big = args.big_batch
     steps = [
         ("plain fp32, batch 8", dict(batch_size=8, bf16=False, channels_last=False, compile_=False)),
@@ -159,7 +168,7 @@ def gpu(args):
             torch.cuda.empty_cache()
         rows.append((f"train: {name}", r))
         print(f"  {name}: {r:.0f} VEs/s", flush=True)
-    model = ResNetVAE3d(cfg)
+    model = build_model(*cfg)
     fp = bench_fingerprint(model, path, device, args.fp_batch, args.workers, True, True)
     rows.append((f"fingerprint: bf16, channels_last_3d, batch {args.fp_batch}", fp))
     print("\n| step | VEs/s | reference |\n|---|---|---|")
@@ -170,25 +179,29 @@ def gpu(args):
 
 
 def cpu(args):
+    """The shipped default (periodic spatial VAE, 16³) next to the old small dense preset."""
     from matflow_vae3d.vae import pretrained_path
     from matflow_vae3d.vae.checkpoint import load_model
+    from matflow_vae3d.vae.models import build_model, model_config
 
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
+    model, meta = load_model(args.model or pretrained_path("hP"))
     tmp = Path(args.data) if args.data else Path(tempfile.mkdtemp()) / "small.h5"
-    model, meta = load_model(pretrained_path())
     path = make_data(tmp, "train", meta["grid"], meta["lattice"], args.n_ves, 1)
-    print(f"CPU, {args.threads} torch thread(s); shipped model (hP, 16³, latent {meta['config']['latent']}); "
-          f"{args.n_ves} VEs from {path}", flush=True)
+    print(f"CPU, {args.threads} torch thread(s); {args.n_ves} hP 16³ VEs from {path}", flush=True)
     rows = []
-    for bs in (64, 256):
-        rows.append((f"fingerprint, fp32, batch {bs}", bench_fingerprint(model, path, device, bs, 0, False, False)))
-    from matflow_vae3d.vae.network import VAEConfig
-
-    cfg = VAEConfig.from_dict(meta["config"])
-    rows.append(("train small preset, fp32, batch 32",
-                 bench_train(cfg, path, device, 32, args.steps, 2, False, False, False, 0, meta["lattice"])))
-    print("\n| step (2-core CPU, shared: noisy) | VEs/s |\n|---|---|")
+    old = model_config("small", 16)  # the previously shipped design (dense ResNet12, latent 32)
+    for name, (arch, cfg) in (("shipped periodic (spatial, 8 x 4³)", (meta["architecture"], meta["config"])),
+                              ("old small preset (dense, latent 32)", old)):
+        m = build_model(arch, cfg) if name.startswith("old") else model
+        for bs in (64, 256):
+            rows.append((f"{name}: fingerprint, fp32, batch {bs}",
+                         bench_fingerprint(m, path, device, bs, 0, False, False)))
+        rows.append((f"{name}: train, fp32, batch 16",
+                     bench_train((arch, cfg), path, device, 16, args.steps, 2, False, False, False, 0,
+                                 meta["lattice"])))
+    print("\n| step (2-core CPU) | VEs/s |\n|---|---|")
     for name, r in rows:
         print(f"| {name} | {r:.0f} |")
 
@@ -197,6 +210,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", action="store_true", help="CPU figures for the small shipped model")
     ap.add_argument("--data", help="VE dataset to use/create (default: a temporary file)")
+    ap.add_argument("--model", help="--cpu: the model to time (default: the shipped hP model)")
     ap.add_argument("--preset", default="resnet18")
     ap.add_argument("--grid", type=int, default=64)
     ap.add_argument("--n-ves", type=int, default=None)

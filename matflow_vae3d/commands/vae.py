@@ -263,8 +263,8 @@ def _fingerprints_of(path, model, meta, device, batch_size, progress):
     import h5py
     import numpy as np
 
-    from ..vae.encode import encode, latent_shape, loader, open_dataset, prepare, to_input
-    from ..vae.fingerprints import FINGERPRINT_FORMAT, read_fingerprints, roll_invariant_summary
+    from ..vae.encode import encode_with_summary, loader, open_dataset, prepare, to_input
+    from ..vae.fingerprints import FINGERPRINT_FORMAT, read_fingerprints
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"not found: {path}")
@@ -278,12 +278,13 @@ def _fingerprints_of(path, model, meta, device, batch_size, progress):
         return fp["ve_id"], fp["mu"], fp["summary"]
     open_dataset(path, meta)
     m = prepare(model, device)
-    ids, mus = [], []
+    ids, mus, sums = [], [], []
     for batch in loader(path, batch_size):
-        mus.append(encode(m, to_input(batch, device, meta["representation"])).cpu().numpy())
+        mu, summ = encode_with_summary(m, to_input(batch, device, meta["representation"]))
+        mus.append(mu)
+        sums.append(summ)
         ids.extend(str(v) for v in batch.ve_ids)
-    mu = np.concatenate(mus)
-    return ids, mu, roll_invariant_summary(mu, latent_shape(model))
+    return ids, np.concatenate(mus), np.concatenate(sums)
 
 
 def _named(spec: str) -> tuple[str, str]:

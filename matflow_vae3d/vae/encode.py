@@ -25,7 +25,8 @@ import torch
 
 from .. import crystal
 from .checkpoint import check_compatible
-from .fingerprints import write_fingerprints
+from .fingerprints import (SUMMARY_IDENTITY, SUMMARY_SHIFTED, roll_invariant_summary, summary_shifts,
+                           write_fingerprints)
 
 
 def open_dataset(path, meta: dict | None = None):
@@ -156,6 +157,30 @@ def _progress(it, total, desc, progress):
     return tqdm(it, total=total, desc=desc, unit="batch", disable=not progress)
 
 
+@torch.inference_mode()
+def encode_with_summary(model, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(mu (B, latent), roll-invariant summary (B, F)) as float32 numpy arrays.
+
+    Spatial models: the summary is the mean of :func:`roll_invariant_summary` over x
+    rolled by each shift of :func:`summary_shifts` (8 encodings); dense: mu itself.
+    """
+    mu = encode(model, x).cpu().numpy()
+    shape = latent_shape(model)
+    if len(shape) != 4:
+        return mu, mu.copy()
+    acc = np.zeros((len(mu), 0), dtype=np.float64)
+    shifts = summary_shifts()
+    for k, s in enumerate(shifts):
+        m = mu if s == (0, 0, 0) else encode(model, torch.roll(x, s, dims=(2, 3, 4))).cpu().numpy()
+        part = roll_invariant_summary(m, shape).astype(np.float64)
+        acc = part if k == 0 else acc + part
+    return mu, (acc / len(shifts)).astype(np.float32)
+
+
+def summary_kind_of(model) -> str:
+    return SUMMARY_SHIFTED if len(latent_shape(model)) == 4 else SUMMARY_IDENTITY
+
+
 def latent_shape(model) -> tuple:
     """(C, g, g, g) of a spatial model's latent, (latent,) of a dense one."""
     c = model.config
@@ -174,15 +199,18 @@ def fingerprint_dataset(model, meta: dict, data, out, batch_size: int = 64, devi
     out = Path(out)
     if batch_size < 1:
         raise ValueError("batch size must be >= 1")
-    mus, ids = [], []
+    mus, sums, ids = [], [], []
     dl = loader(data, batch_size, num_workers)
     rep = model.representation
     for batch in _progress(dl, len(dl), "fingerprint", progress):
-        mus.append(encode(model, to_input(batch, device, rep)).cpu().numpy())
+        mu, summ = encode_with_summary(model, to_input(batch, device, rep))
+        mus.append(mu)
+        sums.append(summ)
         ids.extend(str(v) for v in batch.ve_ids)
     mu = np.concatenate(mus).astype(np.float32)
     write_fingerprints(out, ids, mu, model_sha256=meta["sha256"], lattice=meta["lattice"],
-                       grid=ds.grid, source=str(Path(data).resolve()), latent_shape=latent_shape(model))
+                       grid=ds.grid, source=str(Path(data).resolve()), latent_shape=latent_shape(model),
+                       summary=np.concatenate(sums), summary_kind_=summary_kind_of(model))
     return {"n": len(ids), "latent": int(mu.shape[1]), "path": str(out)}
 
 

@@ -14,12 +14,16 @@ Version-1 files (no ``summary``) read with summary = mu.
 
 A periodic VE rolled by a few voxels is the same microstructure with the same
 stress response. The spatial latent is *equivariant* to rolls by multiples of the
-encoder's stride (4 voxels): the cells of mu roll with the VE. The summary is
-*invariant* to any permutation of the cells, hence exactly to those rolls and
-approximately to others (measured in docs/vae.md): per channel the mean over
-cells; the second moments E[z_i z_j] over cells (i <= j); and per channel the mean
-lag-1 periodic autocorrelation E[z(x) z(x + e_k)] over the three axes k. A dense
-(paper) fingerprint has no layout: its summary is mu itself.
+encoder's stride (4 voxels): the cells of mu roll with the VE. The moments of
+:func:`roll_invariant_summary` are *invariant* to any permutation of the cells, hence
+exactly to those rolls: per channel the mean over cells; the second moments
+E[z_i z_j] over cells (i <= j); and per channel the mean lag-1 periodic
+autocorrelation E[z(x) z(x + e_k)] over the three axes k. Rolls by other amounts change
+the latent itself (the encoder subsamples), so the stored summary is the mean of the
+moments over the VE rolled by each shift of :func:`summary_shifts` ({0, 2}³): exact
+for rolls by multiples of 2 voxels, and within a few % of the spread between VEs for
+the others (docs/vae.md). A dense (paper) fingerprint has no layout: its summary is
+mu itself.
 """
 
 from __future__ import annotations
@@ -33,7 +37,15 @@ from matflow_vae3d.fileio import atomic_output
 FINGERPRINT_FORMAT = "matflow-vae3d/fingerprints"
 FINGERPRINT_FORMAT_VERSION = 2
 SUMMARY_MOMENTS = "moments-v1"
+SUMMARY_SHIFTED = "moments-v1, mean over rolls {0,2}^3"
 SUMMARY_IDENTITY = "identity"
+
+
+def summary_shifts(stride: int = 4) -> list[tuple[int, int, int]]:
+    """The rolls (voxels per axis) whose moments the stored summary averages: each
+    axis 0 or stride/2, 8 shifts for the stride-4 encoder."""
+    half = stride // 2
+    return [(i, j, k) for i in (0, half) for j in (0, half) for k in (0, half)]
 
 
 def summary_kind(latent_shape) -> str:
@@ -65,12 +77,15 @@ def roll_invariant_summary(mu, latent_shape) -> np.ndarray:
 
 
 def write_fingerprints(path, ve_ids, mu, model_sha256: str, lattice: str, grid, source: str,
-                       latent_shape=None, attrs: dict | None = None) -> None:
+                       latent_shape=None, attrs: dict | None = None, summary=None,
+                       summary_kind_: str | None = None) -> None:
     """Write a fingerprint file (temporary file, then rename).
 
     ve_ids: (n,) str; mu: (n, latent) float32; grid: 3 ints or one; latent_shape:
     (C, g, g, g) of a spatial model, default (latent,); attrs: extra root attributes
-    (e.g. the feature version of baseline features written in this format).
+    (e.g. the feature version of baseline features written in this format); summary:
+    (n, F) precomputed summary (default: :func:`roll_invariant_summary` of mu) and
+    its kind.
     """
     import h5py
 
@@ -78,7 +93,12 @@ def write_fingerprints(path, ve_ids, mu, model_sha256: str, lattice: str, grid, 
     if mu.ndim != 2 or len(mu) != len(ve_ids):
         raise ValueError(f"mu must be (n, latent) with n = {len(ve_ids)}, got {mu.shape}")
     shape = tuple(int(s) for s in (latent_shape or (mu.shape[1],)))
-    summary = roll_invariant_summary(mu, shape)
+    kind = summary_kind_ or summary_kind(shape)
+    if summary is None:
+        summary = roll_invariant_summary(mu, shape)
+    summary = np.asarray(summary, dtype=np.float32)
+    if summary.ndim != 2 or len(summary) != len(mu):
+        raise ValueError(f"summary must be (n, F) with n = {len(mu)}, got {summary.shape}")
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FINGERPRINT_FORMAT
         f.attrs["format_version"] = FINGERPRINT_FORMAT_VERSION
@@ -88,7 +108,7 @@ def write_fingerprints(path, ve_ids, mu, model_sha256: str, lattice: str, grid, 
         f.attrs["model_sha256"] = model_sha256
         f.attrs["latent_dim"] = int(mu.shape[1])
         f.attrs["latent_shape"] = np.asarray(shape, dtype=np.int64)
-        f.attrs["summary_kind"] = summary_kind(shape)
+        f.attrs["summary_kind"] = kind
         f.attrs["lattice"] = lattice
         f.attrs["grid"] = np.asarray(tuple(grid) if hasattr(grid, "__len__") else (grid,) * 3, dtype=np.int64)
         f.attrs["source"] = source
