@@ -70,6 +70,9 @@ def _load(model_path, data=None):
                    "resnet*/small: the paper's dense ResNet on Euler angles.")
 @click.option("--widths", help="Stage widths: 3 for periodic presets (e.g. 16,32,64), 4 for the paper's (default: preset's).")
 @click.option("--latent-channels", type=click.IntRange(1), help="periodic presets: latent numbers per coarse cell (fingerprint = channels x (grid/4)^3).")
+@click.option("--representation", type=click.Choice(["quaternion", "euler"]),
+              help="periodic presets: per-voxel input/output, FZ quaternions with the symmetry-aware loss "
+                   "(default) or the paper's normalised Euler angles with BCE + spectral loss.")
 @click.option("--hidden", type=int, help="Paper presets: hidden layer width (default: preset's).")
 @click.option("--latent", type=int, help="Paper presets: latent (fingerprint) size (default: preset's).")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(1))
@@ -95,7 +98,7 @@ def _load(model_path, data=None):
 @click.option("--num-workers", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--progress/--no-progress", default=True)
 @_threads_option
-def train_vae(train_path, val_path, out_dir, preset, widths, latent_channels, hidden, latent, epochs,
+def train_vae(train_path, val_path, out_dir, preset, widths, latent_channels, representation, hidden, latent, epochs,
               batch_size, optimizer, lr, warmup_steps, weight_decay, alpha, kl_weight, orientation_loss,
               roll, gradient_clip, checkpoint_every, seed, resume, accelerator, devices, strategy,
               precision, compile_, num_workers, progress, threads):
@@ -110,7 +113,8 @@ def train_vae(train_path, val_path, out_dir, preset, widths, latent_channels, hi
     from ..vae.train import train_vae as run
 
     w = tuple(int(s) for s in widths.split(",")) if widths else None
-    overrides = dict(widths=w, latent_channels=latent_channels, hidden=hidden, latent=latent)
+    overrides = dict(widths=w, latent_channels=latent_channels, representation=representation, hidden=hidden,
+                     latent=latent)
     devs = int(devices) if str(devices).isdigit() else devices
     with _clear_errors(batch_size):
         t0 = time.perf_counter()

@@ -242,7 +242,7 @@ def _merge_shards(paths: list[Path], n_val: int, train_out: Path, val_out: Path)
 
 
 #: VAE_config keys that set model fields (the rest are train_vae arguments).
-_VAE_MODEL_KEYS = ("widths", "hidden", "latent", "latent_channels")
+_VAE_MODEL_KEYS = ("widths", "hidden", "latent", "latent_channels", "representation")
 _VAE_OPTIONS = ("preset", *_VAE_MODEL_KEYS, "epochs", "batch_size", "lr", "weight_decay", "optimizer",
                 "warmup_steps", "alpha", "kl_weight", "orientation_loss", "roll", "gradient_clip", "seed",
                 "accelerator", "devices", "strategy", "precision", "num_workers", "checkpoint_every_n_steps")
