@@ -171,10 +171,10 @@ def _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, p
     return meta, results
 
 
-def _table(results) -> str:
+def _table(results, baselines=None) -> str:
     from ..vae.evaluation import table
 
-    return table(results)
+    return table(results, baselines)
 
 
 _eval_options = [
@@ -200,17 +200,34 @@ def _with(options):
 @_with(_eval_options)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write per-set summaries (and per-VE values) as JSON.")
 @click.option("--png", type=click.Path(dir_okay=False), help="Input vs reconstruction mid-slices of the first set.")
+@click.option("--baselines/--no-baselines", default=True, show_default=True,
+              help="Also score the constant identity orientation and a mean image.")
+@click.option("--mean-image-from", type=click.Path(dir_okay=False),
+              help="VE dataset (e.g. the training set) whose voxel-wise mean Euler image is the "
+                   "'mean image' baseline (default: the evaluated set's own).")
 @_threads_option
-def evaluate(model_path, data, batch_size, device, max_ves, num_workers, progress, json_out, png, threads):
-    """Reconstruction error (misorientation) of a VAE on VE datasets: per VE the mean
-    over voxels, then mean ± std over each set, as 1-|q.q^| and as disorientation angle."""
+def evaluate(model_path, data, batch_size, device, max_ves, num_workers, progress, json_out, png, baselines,
+             mean_image_from, threads):
+    """Reconstruction error of a VAE on VE datasets, next to trivial baselines: per VE
+    the mean over voxels of the disorientation (deg), the fractions of voxels within
+    5 and 15 deg and the paper's 1-|q.q^| (FZ quaternions), then mean ± std per set."""
     _set_threads(threads)
     from ..vae.encode import plot_reconstructions
+    from ..vae.evaluation import baseline_errors, mean_euler_image
 
     with _clear_errors(batch_size):
         meta, results = _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, progress)
+        base = {}
+        if baselines:
+            fixed = mean_euler_image(mean_image_from) if mean_image_from else None
+            for p in data:
+                img = fixed if fixed is not None else mean_euler_image(p)
+                base[p] = baseline_errors(p, meta["lattice"], mean_image=img, max_ves=max_ves)
         click.echo(f"model {Path(model_path).name} ({meta['lattice']}, grid {meta['grid']}, sha256 {meta['sha256'][:12]})")
-        click.echo(_table(results))
+        click.echo(_table(results, base))
+        if baselines:
+            src = Path(mean_image_from).name if mean_image_from else "each set's own"
+            click.echo(f"identity: constant identity orientation; mean image: voxel-wise mean Euler image of {src} VEs")
         if png:
             first = next(iter(results.values()))
             x, rec = first["examples"]
@@ -218,8 +235,12 @@ def evaluate(model_path, data, batch_size, device, max_ves, num_workers, progres
                                  representation=meta["representation"], lattice=meta["lattice"])
             click.echo(f"mid-slices -> {png}")
         if json_out:
-            doc = {p: {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items() if k != "examples"}
-                   for p, r in results.items()}
+            from ..vae.evaluation import plain_summary
+
+            doc = {p: plain_summary(r) for p, r in results.items()}
+            if base:
+                doc = {p: dict(d, baselines={k: plain_summary(b) for k, b in base[p].items()})
+                       for p, d in doc.items()}
             tmp = Path(str(json_out) + ".tmp")
             tmp.write_text(json.dumps({"model": str(model_path), "model_sha256": meta["sha256"], "sets": doc}, indent=1))
             tmp.replace(json_out)
