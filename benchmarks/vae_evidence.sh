@@ -35,7 +35,8 @@ for L in hP cF; do
   cp "$OUT/${L}_latent_morphology/pca.png" "$DOCS/pca_morphology_${L}.png"
   cp "$OUT/${L}_latent_texture/path.png" "$DOCS/path_${L}.png"
   echo "== $L: roll invariance"
-  python benchmarks/bench_roll_invariance.py --model "$M" --data "$WORK/${L}16_test.h5" --n 200 | tee "$OUT/${L}_roll.md"
+  python benchmarks/bench_roll_invariance.py --model "$M" --data "$WORK/${L}16_test.h5" --n 200 \
+      --png "$DOCS/roll_invariance_${L}.png" | tee "$OUT/${L}_roll.md"
 done
 
 echo "== CPU speed"
@@ -54,5 +55,5 @@ if [ -n "$CP_VES" ]; then
         | tee "$OUT/ev_$IN.md"
   done
   python benchmarks/bench_roll_invariance.py --model "$M" --data "$CP_VES" --n 200 \
-      --surrogate "$OUT/sur_cp_fp.ckpt" | tee "$OUT/roll_surrogate.md"
+      --surrogate "$OUT/sur_cp_fp.ckpt" --png "$DOCS/roll_invariance_surrogate.png" | tee "$OUT/roll_surrogate.md"
 fi
