@@ -1,4 +1,5 @@
-"""Atomic file output shared by every writer of the package."""
+"""Atomic file output shared by every writer of the package, and the one way readers
+open an HDF5 file of one of the package's formats."""
 
 from __future__ import annotations
 
@@ -36,3 +37,20 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True,
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def open_hdf5(path: str | os.PathLike, what: str):
+    """Open ``path`` read-only as an h5py File for a reader of ``what`` (e.g. "CP
+    results file"): FileNotFoundError for a missing file, ValueError naming the file
+    for one that is not a readable HDF5 file."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path} is not an HDF5 file (expected a {what})")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc

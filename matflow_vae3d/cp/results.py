@@ -15,6 +15,8 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
+from ..fileio import open_hdf5
+
 FORMAT = "matflow-vae3d/cp-results"
 FORMAT_VERSION = 1
 
@@ -193,15 +195,7 @@ def read_results(path, fields: Iterable[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(wanted) - set(_ROW_FIELDS))
     if unknown:
         raise ValueError(f"unknown CP results field(s) {unknown}; choose from {list(_ROW_FIELDS)}")
-    if not path.is_file():
-        raise FileNotFoundError(f"CP results file not found: {path}")
-    if not h5py.is_hdf5(path):
-        raise ValueError(f"{path} is not an HDF5 file (expected a CP results file)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    with f:
+    with open_hdf5(path, "CP results file") as f:
         _check_format(f, path)
         if "n_committed" not in f.attrs:
             raise ValueError(f"{path}: CP results file lacks the root attribute 'n_committed'")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matflow_vae3d.fileio import atomic_output
+from matflow_vae3d.fileio import atomic_output, open_hdf5
 
 FINGERPRINT_FORMAT = "matflow-vae3d/fingerprints"
 FINGERPRINT_FORMAT_VERSION = 2
@@ -120,16 +120,8 @@ def read_fingerprints(path) -> dict:
     """Read a fingerprint file -> {'ve_id': list[str], 'mu': (n, latent) float32,
     'summary': (n, F) float32, 'latent_shape': tuple, **attrs}. FileNotFoundError /
     ValueError (naming the file) on a missing, foreign or incomplete file."""
-    import h5py
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"fingerprint file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from exc
-    with f:
+    with open_hdf5(path, "fingerprint file") as f:
         fmt = f.attrs.get("format")
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
         if fmt != FINGERPRINT_FORMAT:

@@ -118,6 +118,17 @@ def preset_config(name: str, **overrides) -> VAEConfig:
     return VAEConfig(**base)
 
 
+def init_weights(model: nn.Module) -> None:
+    """torchvision's ResNet init: Kaiming-normal (fan_out, ReLU) convolutions, BN
+    weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def conv3x3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
     """3³ convolution, padding 1, no bias (a batch norm follows)."""
     return nn.Conv3d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -241,12 +252,7 @@ class ResNetVAE3d(nn.Module):
         self.config = cfg or VAEConfig()
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
         nn.init.constant_(self.encoder.fc_logvar.bias, LOGVAR_INIT)
 
     def check_input(self, x: torch.Tensor) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .network import LOGVAR_INIT
+from .network import LOGVAR_INIT, init_weights
 
 #: per-voxel input channels of each representation.
 REPRESENTATION_CHANNELS = {"quaternion": 4, "euler": 3}
@@ -196,12 +196,7 @@ class SpatialVAE3d(nn.Module):
         self.config = cfg or SpatialVAEConfig()
         self.encoder = SpatialEncoder(self.config)
         self.decoder = SpatialDecoder(self.config)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
         lc = self.config.latent_channels
         nn.init.normal_(self.encoder.to_latent.weight, std=0.02)
         nn.init.zeros_(self.encoder.to_latent.bias)
