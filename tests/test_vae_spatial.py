@@ -182,7 +182,9 @@ def test_train_vae_spatial_resume_fingerprints_and_summary(tmp_path):
     assert rec["total_steps"] == 2 and rec["n_train"] == 8
     with pytest.raises(RunExists, match="pass --resume"):
         train_vae(train, tmp_path / "run", epochs=2, **kw)
+    wall1 = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")[1]["training"]["train_wall_s"]
     rec = train_vae(train, tmp_path / "run", epochs=2, resume=True, **kw)
+    assert 0 < wall1 < rec["train_wall_s"]  # summed over the two runs
     hist = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
     assert len(hist) == 3 and "val_orientation" in hist[0]
     model, meta = load_model(tmp_path / "run" / "model.pt")

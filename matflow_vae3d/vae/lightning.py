@@ -191,6 +191,20 @@ class VAEModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoint record -------------------------------------------------------
+    def on_fit_start(self) -> None:
+        self._fit_t0 = time.perf_counter()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resume: the training wall time of the runs before this one."""
+        rec = (checkpoint.get("vae3d") or {}).get("training") or {}
+        self._wall_before = float(rec.get("train_wall_s", 0.0))
+
+    def train_wall_s(self) -> float:
+        """Training wall time up to now, summed over resumed runs (work lost to a kill
+        after the last checkpoint is not counted)."""
+        t0 = getattr(self, "_fit_t0", None)
+        return getattr(self, "_wall_before", 0.0) + (time.perf_counter() - t0 if t0 is not None else 0.0)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vae3d"] = {
             "format": FORMAT,
@@ -201,7 +215,8 @@ class VAEModule(L.LightningModule):
             "lattice": self.hparams.lattice,
             "grid": int(self.hparams.config["grid"]),
             "training": plain(dict(self.training_record, epoch=int(self.current_epoch),
-                                   global_step=int(self.global_step))),
+                                   global_step=int(self.global_step),
+                                   train_wall_s=round(self.train_wall_s(), 1))),
         }
         # keep the file weights_only-loadable: hparams as a plain dict
         if "hyper_parameters" in checkpoint:
