@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from vae_helpers import write_set
 
 from matflow_vae3d.cli import cli
-from matflow_vae3d.vae import pretrained_path
+from matflow_vae3d.vae import PRETRAINED_LATTICES, pretrained_path
 from matflow_vae3d.vae.checkpoint import load_model
 
 
@@ -61,16 +61,38 @@ def ves(tmp_path_factory):
     return out
 
 
-def test_pretrained_model_shipped():
-    p = pretrained_path()
+@pytest.mark.parametrize("lattice", PRETRAINED_LATTICES)
+def test_pretrained_models_shipped(lattice):
+    p = pretrained_path(lattice)
     assert p.is_file() and p.stat().st_size <= 20e6
     raw = torch.load(p, weights_only=True)
-    assert raw["lattice"] == "hP" and raw["grid"] == 16
+    assert raw["lattice"] == lattice and raw["grid"] == 16 and raw["architecture"] == "spatial"
     rec = raw["training"]
-    assert rec["data"]["train"]["n"] >= 1000 and float(rec["wall_s_train"]) > 0
-    assert rec["history_csv"].startswith("epoch,")
+    data = rec["data"]
+    assert rec["n_train"] >= 10_000 and data["train"]["seed"] not in {data[k]["seed"] for k in data if k != "train"}
+    assert rec["history"].startswith("epoch,")
+    # its own held-out evaluation: far below the constant predictors (about 60 deg)
+    assert rec["evaluation"]["test"]["deg_mean"] < 30.0
     model, meta = load_model(p)
-    assert meta["config"]["latent"] == 32
+    assert meta["latent"] == 512 and meta["representation"] == "quaternion"
+
+
+def test_pretrained_only_for_shipped_lattices():
+    with pytest.raises(ValueError, match="no pretrained VAE is shipped for crystal structure 'cI'"):
+        pretrained_path("cI")
+
+
+def test_pretrained_model_reconstructs_unseen_ves(ves):
+    """VEs made with seeds the recipe never used: the shipped hP model reconstructs
+    them far better than the constant predictors."""
+    from matflow_vae3d.vae.encode import evaluate_dataset
+    from matflow_vae3d.vae.evaluation import baseline_errors
+
+    model, meta = load_model(pretrained_path("hP"))
+    ev = evaluate_dataset(model, meta, ves["train"], progress=False)
+    base = baseline_errors(ves["train"], "hP")["identity"]
+    assert base["deg_mean"] > 55.0
+    assert ev["deg_mean"] < 0.5 * base["deg_mean"] and ev["within15_mean"] > 0.3
 
 
 def test_train_vae_cli_and_resume(ves, tmp_path):
@@ -98,9 +120,10 @@ def test_fingerprint_evaluate_reconstruct(ves, tmp_path):
     fp = tmp_path / "fp.h5"
     text = run("fingerprint", "--model", model, "--data", ves["train"], "--out", fp, "--batch-size", "10",
                "--no-progress")
-    assert "24 fingerprints (latent 32)" in text
+    assert "24 fingerprints (latent 512)" in text
     with h5py.File(fp) as f:
-        assert f.attrs["format"] == "matflow-vae3d/fingerprints" and f["mu"].shape == (24, 32)
+        assert f.attrs["format"] == "matflow-vae3d/fingerprints" and f["mu"].shape == (24, 512)
+        assert f["summary"].shape == (24, 52)
         assert f.attrs["lattice"] == "hP" and list(f.attrs["grid"]) == [16, 16, 16]
     before = fp.read_bytes()
     assert "--overwrite" in run("fingerprint", "--model", model, "--data", ves["goss"], "--out", fp, ok=False)
@@ -111,17 +134,18 @@ def test_fingerprint_evaluate_reconstruct(ves, tmp_path):
     assert "disorientation" in text and png.stat().st_size > 1000
     doc = json.loads(js.read_text())["sets"][str(ves["train"])]
     assert len(doc["quat"]) == 24 and abs(np.mean(doc["quat"]) - doc["quat_mean"]) < 1e-9
+    assert doc["deg_mean"] < doc["baselines"]["identity"]["deg_mean"] / 2
     # the trained model reconstructs far better than an untrained one of the same shape
     from matflow_vae3d.vae.checkpoint import save_model
     from matflow_vae3d.vae.encode import evaluate_dataset
-    from matflow_vae3d.vae.network import ResNetVAE3d, VAEConfig
+    from matflow_vae3d.vae.models import build_model
 
     m, meta = load_model(model)
     torch.manual_seed(0)
-    untrained = save_model(tmp_path / "u.pt", ResNetVAE3d(VAEConfig.from_dict(meta["config"])), "hP")
+    untrained = save_model(tmp_path / "u.pt", build_model(meta["architecture"], meta["config"]), "hP")
     um, umeta = load_model(untrained)
     ref = evaluate_dataset(um, umeta, ves["train"], progress=False)
-    assert doc["quat_mean"] < 0.75 * ref["quat_mean"]
+    assert doc["deg_mean"] < 0.5 * ref["deg_mean"]
 
     text = run("reconstruct", "--model", "pretrained", "--data", ves["train"], "--out", tmp_path / "r.png",
                "--index", "0", "--index", "5")
