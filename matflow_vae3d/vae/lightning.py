@@ -311,6 +311,8 @@ class History(Callback):
         os.replace(tmp, self.csv_path)
 
     def on_train_start(self, trainer, pl_module):  # after a resume restored the epoch
+        # a run resumed mid-epoch does not start that epoch again: time it from here
+        self._t0 = time.perf_counter()
         if trainer.is_global_zero:
             self.csv_path.parent.mkdir(parents=True, exist_ok=True)
             keep = [r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch]
