@@ -54,7 +54,8 @@ def ves(tmp_path_factory):
     out["nan"] = d / "nan.h5"
     shutil.copy(out["train"], out["nan"])
     with h5py.File(out["nan"], "a") as f:
-        f["eulers_norm"][3] = np.nan
+        f["eulers_norm"][3] = np.nan  # a corrupt grain: NaN in both orientation tables
+        f["quaternions"][3] = np.nan
     out["foreign"] = d / "foreign.h5"
     with h5py.File(out["foreign"], "w") as f:
         f["x"] = np.zeros(3)
