@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/vae_evidence.sh WORK [CP_VES.h5 CP_STRESS.h5]
 #
+# LATTICES="cF" limits the per-lattice part, SPEED=0 skips the CPU speed table.
 # WORK holds the recipe's sets (hP16_val.h5, hP16_test.h5, hP16_brass.h5, ...; the
 # same for cF). Figures and tables go to docs/vae/ (latent_*), the console and
 # WORK/evidence/. One torch thread everywhere (2-core CPU).
@@ -20,7 +21,7 @@ MODELS=${MODELS:-matflow_vae3d/data/pretrained}   # where vae_<L>_grid16.pt lie
 V="vae3d"
 T="--threads 1"
 
-for L in hP cF; do
+for L in ${LATTICES:-hP cF}; do
   M=$MODELS/vae_${L}_grid16.pt
   [ -f "$M" ] || { echo "no $M: skipping $L"; continue; }
   echo "== $L: latent space"
@@ -39,8 +40,7 @@ for L in hP cF; do
       --png "$DOCS/roll_invariance_${L}.png" | tee "$OUT/${L}_roll.md"
 done
 
-echo "== CPU speed"
-python benchmarks/bench_vae.py --cpu --threads 1 --model "$MODELS/vae_hP_grid16.pt" --data "$WORK/hP16_test.h5" --n-ves 500 | tee "$OUT/speed.md"
+[ "${SPEED:-1}" = 1 ] && echo "== CPU speed" && python benchmarks/bench_vae.py --cpu --threads 1 --model "$MODELS/vae_hP_grid16.pt" --data "$WORK/hP16_test.h5" --n-ves 500 | tee "$OUT/speed.md"
 
 if [ -n "$CP_VES" ]; then
   echo "== surrogate on the new hP fingerprints"
