@@ -192,9 +192,8 @@ def cpu(args):
     print(f"CPU, {args.threads} torch thread(s); {args.n_ves} hP 16³ VEs from {path}", flush=True)
     rows = []
     old = model_config("small", 16)  # the previously shipped design (dense ResNet12, latent 32)
-    for name, (arch, cfg) in (("shipped periodic (spatial, 8 x 4³)", (meta["architecture"], meta["config"])),
-                              ("old small preset (dense, latent 32)", old)):
-        m = build_model(arch, cfg) if name.startswith("old") else model
+    for name, m, (arch, cfg) in (("shipped periodic (spatial, 8 x 4³)", model, (meta["architecture"], meta["config"])),
+                                 ("old small preset (dense, latent 32)", build_model(*old), old)):
         for bs in (32, 128):  # (the first batch is not timed: keep >= 3 batches of n_ves)
             rows.append((f"{name}: fingerprint mu, fp32, batch {bs}",
                          bench_fingerprint(m, path, device, bs, 0, False, False)))

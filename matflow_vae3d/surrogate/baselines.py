@@ -122,7 +122,6 @@ def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool =
     return out_path
 
 
-
 if __name__ == "__main__":  # pragma: no cover
     if len(sys.argv) != 3:
         sys.exit("usage: python -m matflow_vae3d.surrogate.baselines VES.h5 OUT_FEATURES.h5")

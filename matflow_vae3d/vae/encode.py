@@ -60,10 +60,13 @@ def prepare(model: torch.nn.Module, device) -> torch.nn.Module:
     return model
 
 
-def batch_to_tensor(batch, device, dtype=torch.float32) -> torch.Tensor:
-    """VEBatch / tensor / [tensor, ...] -> (B, C, n, n, n) on ``device``; NaN/inf refused."""
+def model_input(batch, device, representation: str = "euler", dtype=torch.float32) -> torch.Tensor:
+    """The model's input on ``device``: from a VEBatch, 'euler' (B, 3, n, n, n)
+    normalised Euler angles or 'quaternion' (B, 4, n, n, n) FZ quaternions; a ready
+    tensor (or [tensor, ...]) is taken as it is. NaN/inf refused."""
     if hasattr(batch, "to_tensor"):
-        x = batch.to_tensor(device, dtype)
+        x = (batch.quaternion_image(device, dtype) if representation == "quaternion"
+             else batch.to_tensor(device, dtype))
     elif isinstance(batch, (list, tuple)):
         x = batch[0].to(device=device, dtype=dtype)
     else:
@@ -71,18 +74,6 @@ def batch_to_tensor(batch, device, dtype=torch.float32) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError("input VEs contain NaN or inf orientations")
     return x
-
-
-def model_input(batch, device, representation: str = "euler") -> torch.Tensor:
-    """VEBatch (or a ready tensor) -> the model's input on ``device``, float32:
-    'euler' (B, 3, n, n, n) normalised Euler angles, 'quaternion' (B, 4, n, n, n)
-    FZ quaternions. NaN/inf refused."""
-    if representation == "quaternion" and hasattr(batch, "quaternion_image"):
-        x = batch.quaternion_image(device, torch.float32)
-        if not torch.isfinite(x).all():
-            raise ValueError("input VEs contain NaN or inf orientations")
-        return x
-    return batch_to_tensor(batch, device)
 
 
 def to_input(batch, device, representation: str = "euler") -> torch.Tensor:
@@ -168,13 +159,11 @@ def encode_with_summary(model, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
     shape = latent_shape(model)
     if len(shape) != 4:
         return mu, mu.copy()
-    acc = np.zeros((len(mu), 0), dtype=np.float64)
-    shifts = summary_shifts()
-    for k, s in enumerate(shifts):
+    parts = []
+    for s in summary_shifts():
         m = mu if s == (0, 0, 0) else encode(model, torch.roll(x, s, dims=(2, 3, 4))).cpu().numpy()
-        part = roll_invariant_summary(m, shape).astype(np.float64)
-        acc = part if k == 0 else acc + part
-    return mu, (acc / len(shifts)).astype(np.float32)
+        parts.append(roll_invariant_summary(m, shape))
+    return mu, np.mean(parts, axis=0, dtype=np.float64).astype(np.float32)
 
 
 def summary_kind_of(model) -> str:
@@ -214,6 +203,15 @@ def fingerprint_dataset(model, meta: dict, data, out, batch_size: int = 64, devi
     return {"n": len(ids), "latent": int(mu.shape[1]), "path": str(out)}
 
 
+def summarise_errors(vals: dict, ids: list) -> dict:
+    """Per-VE metric arrays {m: [(b,), ...]} -> {'ve_id', 'n', m: (n,), m_mean, m_std}."""
+    out = {"ve_id": ids, "n": len(ids)}
+    for k, v in vals.items():
+        a = np.concatenate(v).astype(np.float64)
+        out.update({k: a, f"{k}_mean": float(a.mean()), f"{k}_std": float(a.std())})
+    return out
+
+
 def evaluate_dataset(model, meta: dict, data, batch_size: int = 32, device="cpu",
                      num_workers: int = 0, max_ves: int | None = None,
                      progress: bool = True) -> dict:
@@ -238,11 +236,7 @@ def evaluate_dataset(model, meta: dict, data, batch_size: int = 32, device="cpu"
         ids.extend(str(v) for v in batch.ve_ids)
         if examples is None:
             examples = (x[:4].float().cpu(), rec[:4].cpu())
-    out = {"ve_id": ids, "n": len(ids), "examples": examples, "representation": rep}
-    for k, v in vals.items():
-        a = np.concatenate(v).astype(np.float64)
-        out.update({k: a, f"{k}_mean": float(a.mean()), f"{k}_std": float(a.std())})
-    return out
+    return dict(summarise_errors(vals, ids), examples=examples, representation=rep)
 
 
 def _rgb(img: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -15,20 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .encode import loader, misorientation, open_dataset
-
-METRICS = ("deg", "within5", "within15", "quat")
-
-
-def _summary(vals: dict, ids: list) -> dict:
-    out = {"ve_id": ids, "n": len(ids)}
-    for k, v in vals.items():
-        a = np.concatenate(v).astype(np.float64)
-        out.update({k: a, f"{k}_mean": float(a.mean()), f"{k}_std": float(a.std())})
-    return out
+from .encode import loader, misorientation, open_dataset, summarise_errors
 
 
 def mean_euler_image(data, max_ves: int = 2000) -> torch.Tensor:
@@ -69,7 +58,7 @@ def baseline_errors(data, lattice: str, mean_image: torch.Tensor | None = None,
                 err = misorientation(e, img.expand_as(e), lattice, "euler")
             for k, v in err.items():
                 vals[name].setdefault(k, []).append(v.numpy())
-    return {name: _summary(v, ids) for name, v in vals.items()}
+    return {name: summarise_errors(v, ids) for name, v in vals.items()}
 
 
 def table(results: dict, baselines: dict | None = None) -> str:

@@ -142,9 +142,9 @@ class VAEModule(L.LightningModule):
         return x
 
     # -- steps ----------------------------------------------------------------
-    def _generator(self, salt: int = 0) -> torch.Generator:
+    def _noise_generator(self) -> torch.Generator:
         g = torch.Generator(device=self.device)
-        g.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 101 + self.global_rank + salt)
+        g.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
         return g
 
     def _log_terms(self, prefix: str, terms: dict, batch_size: int, prog_bar: bool) -> None:
@@ -165,7 +165,7 @@ class VAEModule(L.LightningModule):
         if self.hparams.roll:
             x = random_rolls(x, torch.Generator().manual_seed(
                 self.hparams.seed * 7_919 + self.global_step * 131 + self.global_rank))
-        raw, mu, logvar = self._forward(x, generator=self._generator())
+        raw, mu, logvar = self._forward(x, generator=self._noise_generator())
         terms = self.loss_terms(raw, x, mu, logvar)
         if not torch.isfinite(terms["loss"]):
             raise FloatingPointError(

@@ -66,16 +66,12 @@ def model_config(preset: str, grid: int, **overrides):
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     key = preset.lower()
-    if key in SPATIAL_PRESETS:
-        fields = set(SpatialVAEConfig.__dataclass_fields__)
-        bad = sorted(set(overrides) - fields)
-        if bad:
-            raise ValueError(f"preset {preset!r} (spatial architecture) has no option {', '.join(bad)}")
-        return "spatial", SpatialVAEConfig(**{**SPATIAL_PRESETS[key], "grid": grid, **overrides})
-    fields = set(VAEConfig.__dataclass_fields__)
-    bad = sorted(set(overrides) - fields)
+    arch = "spatial" if key in SPATIAL_PRESETS else "dense"
+    bad = sorted(set(overrides) - set(ARCHITECTURES[arch][1].__dataclass_fields__))
     if bad:
-        raise ValueError(f"preset {preset!r} (dense architecture) has no option {', '.join(bad)}")
+        raise ValueError(f"preset {preset!r} ({arch} architecture) has no option {', '.join(bad)}")
+    if arch == "spatial":
+        return arch, SpatialVAEConfig(**{**SPATIAL_PRESETS[key], "grid": grid, **overrides})
     try:
         return "dense", preset_config(key, grid=grid, **overrides)
     except ValueError as exc:

@@ -92,11 +92,16 @@ class VAEConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "VAEConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown VAE config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_plain(cls, d, "VAE")
+
+
+def config_from_plain(cls, d: dict[str, Any], what: str):
+    """A config dataclass ``cls`` from a plain dict; unknown keys raise ValueError
+    naming ``what`` (the inverse of the configs' ``to_dict``)."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} config keys: {sorted(unknown)}")
+    return cls(**d)
 
 
 def preset_config(name: str, **overrides) -> VAEConfig:
@@ -116,6 +121,35 @@ def preset_config(name: str, **overrides) -> VAEConfig:
         raise ValueError(f"unknown VAE preset {name!r}: use one of {', '.join([*PRESET_LAYERS, 'small'])}")
     base.update({k: v for k, v in overrides.items() if v is not None})
     return VAEConfig(**base)
+
+
+class VAEBase(nn.Module):
+    """What both VAEs share: per-sample reparameterisation, decoding and ``forward``.
+    A subclass sets ``encoder`` (x -> mu, logvar) and ``decoder`` (z -> raw output)
+    and defines ``encode`` (checks x, then calls the encoder) and ``output`` (raw ->
+    reconstruction)."""
+
+    def reparameterise(self, mu, logvar, generator: torch.Generator | None = None):
+        """mu + exp(logvar/2)·eps, eps ~ N(0, 1) independently per sample and
+        element while training (optionally drawn from ``generator``); mu itself in
+        eval mode."""
+        if not self.training:
+            return mu
+        eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent -> raw decoder output (logits or unnormalised quaternions)."""
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent -> reconstruction in the model's representation (``output``)."""
+        return self.output(self.decode_raw(z))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        """(raw decoder output, mu, logvar) of x; z = mu in eval mode."""
+        mu, logvar = self.encode(x)
+        return self.decoder(self.reparameterise(mu, logvar, generator)), mu, logvar
 
 
 def init_weights(model: nn.Module) -> None:
@@ -236,7 +270,7 @@ class Decoder(nn.Module):
         return self.head(x)
 
 
-class ResNetVAE3d(nn.Module):
+class ResNetVAE3d(VAEBase):
     """The VAE. ``forward(x)`` -> (logits, mu, logvar).
 
     x : (B, C, n, n, n) float in [0, 1] (normalised Euler angles).
@@ -268,36 +302,11 @@ class ResNetVAE3d(nn.Module):
         self.check_input(x)
         return self.encoder(x)
 
-    def reparameterise(self, mu, logvar, generator: torch.Generator | None = None):
-        """mu + exp(logvar/2)·eps, eps ~ N(0, 1) independently per sample and
-        dimension while training; mu itself in eval mode."""
-        if not self.training:
-            return mu
-        eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
-        return mu + torch.exp(0.5 * logvar) * eps
-
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent) -> logits (B, C, n, n, n)."""
-        return self.decoder(z)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent) -> reconstruction in [0, 1], (B, C, n, n, n)."""
-        return torch.sigmoid(self.decoder(z))
-
-    # the interface shared with SpatialVAE3d (vae.models) ----------------------
     def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
         """mu (B, latent) of images x (B, C, n, n, n)."""
         return self.encode(x)[0]
-
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent) -> logits (B, C, n, n, n)."""
-        return self.decoder(z)
 
     def output(self, raw: torch.Tensor) -> torch.Tensor:
         """Logits -> normalised Euler angles in [0, 1]."""
         return torch.sigmoid(raw.float())
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        mu, logvar = self.encode(x)
-        z = self.reparameterise(mu, logvar, generator)
-        return self.decode_logits(z), mu, logvar

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .network import LOGVAR_INIT, init_weights
+from .network import LOGVAR_INIT, VAEBase, config_from_plain, init_weights
 
 #: per-voxel input channels of each representation.
 REPRESENTATION_CHANNELS = {"quaternion": 4, "euler": 3}
@@ -102,11 +102,7 @@ class SpatialVAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SpatialVAEConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown spatial VAE config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_plain(cls, d, "spatial VAE")
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
@@ -180,7 +176,7 @@ class SpatialDecoder(nn.Module):
         return self.out(self.head(h))
 
 
-class SpatialVAE3d(nn.Module):
+class SpatialVAE3d(VAEBase):
     """The periodic spatial-latent VAE. ``forward(x)`` -> (raw output, mu, logvar).
 
     x : (B, C, n, n, n), per-voxel FZ quaternions (w, x, y, z) or normalised Euler
@@ -228,17 +224,9 @@ class SpatialVAE3d(nn.Module):
         g = self.config.latent_grid
         return z.reshape(z.shape[0], self.config.latent_channels, g, g, g)
 
-    def reparameterise(self, mu, logvar, generator: torch.Generator | None = None):
-        if not self.training:
-            return mu
-        eps = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
-        return mu + torch.exp(0.5 * logvar) * eps
-
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         """Latent (B, latent_channels, g, g, g) or flat (B, latent) -> raw output."""
-        if z.ndim == 2:
-            z = self.unflatten(z)
-        return self.decoder(z)
+        return self.decoder(self.unflatten(z) if z.ndim == 2 else z)
 
     def output(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw decoder output -> reconstruction in the input representation: unit
@@ -248,11 +236,3 @@ class SpatialVAE3d(nn.Module):
             return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-6)
         return torch.sigmoid(raw.float())
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent -> reconstruction (see :meth:`output`)."""
-        return self.output(self.decode_raw(z))
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        mu, logvar = self.encode(x)
-        z = self.reparameterise(mu, logvar, generator)
-        return self.decoder(z), mu, logvar

@@ -67,7 +67,7 @@ def main(argv=None):
     ap.add_argument("--n-val", type=int, default=1000)
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--n-edge", type=int, default=200)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--evaluate-only", action="store_true", help="skip training; evaluate and export")
     ap.add_argument("--no-export", action="store_true", help="do not write beside this file")
