@@ -101,12 +101,10 @@ def _model_and_data(VAE_checkpoint, VE_dataset):
     from ..vae import dataset_lattice
     from ..vae.checkpoint import load_model
 
-    if VAE_checkpoint in (None, "", "pretrained"):
-        data = resolve_input(VE_dataset, "VE dataset")
-        return (*load_model(_checkpoint(VAE_checkpoint, dataset_lattice(data))), data)
-    ckpt = _checkpoint(VAE_checkpoint)
+    pretrained = VAE_checkpoint in (None, "", "pretrained")
+    ckpt = None if pretrained else _checkpoint(VAE_checkpoint)
     data = resolve_input(VE_dataset, "VE dataset")
-    return (*load_model(ckpt), data)
+    return (*load_model(ckpt or _checkpoint(VAE_checkpoint, dataset_lattice(data))), data)
 
 
 def volume_element_id(volume_element: dict) -> str:
@@ -390,7 +388,8 @@ def plot_latent_PCA(fingerprints):
     from ..latent import fit_pca, plot_pca
     from ..vae.fingerprints import read_fingerprints
 
-    mus = [read_fingerprints(resolve_input(p, "fingerprints"))["mu"]
+    # the roll-invariant summaries, as `vae3d latent` uses (for a dense VAE: mu itself)
+    mus = [read_fingerprints(resolve_input(p, "fingerprints"))["summary"]
            for p in _as_list(fingerprints) if p is not None]
     if not mus:
         raise ValueError("plot_latent_PCA: no fingerprint files")
