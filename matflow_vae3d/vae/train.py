@@ -3,7 +3,7 @@ command, the MatFlow action and the shipped-model recipes call.
 
 :func:`train_vae` takes the grid and crystal structure from the training set, builds
 the model of a preset (:func:`~matflow_vae3d.vae.models.model_config`), trains it with
-Lightning (checkpoints every epoch and, optionally, every N steps; exact resume from
+Lightning (checkpoints every epoch and, optionally, every N steps; resume from
 ``OUT/checkpoints/last.ckpt``) and exports ``OUT/model.pt``, the best validation epoch
 when a validation set is given.
 
