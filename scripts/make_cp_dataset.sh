@@ -7,6 +7,9 @@
 #
 #   bash scripts/make_cp_dataset.sh OUT_DIR [N_MG=1200] [N_CU=250] [DEVICE=cpu]
 #
+# WORKERS (default: the machine's core count; 1 with a GPU) solver processes run side
+# by side, one torch thread each; the files do not depend on WORKERS.
+#
 # Seeds: Mg run seed 301, Cu run seed 302 (disjoint from every VAE training/held-out
 # set, which use 101-116 and 201-216). One torch thread per solver process.
 set -euo pipefail
@@ -14,6 +17,7 @@ OUT=${1:?usage: make_cp_dataset.sh OUT_DIR [N_MG] [N_CU] [DEVICE]}
 N_MG=${2:-1200}
 N_CU=${3:-250}
 DEVICE=${4:-cpu}
+if [ "$DEVICE" = cpu ]; then WORKERS=${WORKERS:-$(nproc)}; else WORKERS=${WORKERS:-1}; fi
 mkdir -p "$OUT"
 
 ves() {  # ves FILE LATTICE SEED N: generate or extend FILE to N VEs
@@ -32,8 +36,8 @@ ves() {  # ves FILE LATTICE SEED N: generate or extend FILE to N VEs
 }
 
 ves "$OUT/mg_ves.h5" hP 301 "$N_MG"
-vae3d simulate --data "$OUT/mg_ves.h5" --material Mg --solver builtin --device "$DEVICE" --threads 1 \
+vae3d simulate --data "$OUT/mg_ves.h5" --material Mg --solver builtin --device "$DEVICE" --threads 1 --workers "$WORKERS" \
     --out "$OUT/mg_cp.h5" --no-progress
 ves "$OUT/cu_ves.h5" cF 302 "$N_CU"
-vae3d simulate --data "$OUT/cu_ves.h5" --material Cu --solver builtin --device "$DEVICE" --threads 1 \
+vae3d simulate --data "$OUT/cu_ves.h5" --material Cu --solver builtin --device "$DEVICE" --threads 1 --workers "$WORKERS" \
     --out "$OUT/cu_cp.h5" --no-progress

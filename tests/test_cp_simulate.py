@@ -221,6 +221,24 @@ def test_dataset_cli_resume_and_batch_equals_single(tmp_path, single, load_yaml,
     assert set(read_results(out_d)["status"]) == {"failed"}
 
 
+def test_dataset_workers_write_what_one_process_writes(tmp_path, stiff_file):
+    """workers=2 (spawned solver processes, one chunk of one VE each) writes the same
+    rows, in dataset order, with the same stresses as one process."""
+    from matflow_vae3d.datasets import write_ves
+
+    data = tmp_path / "ves.h5"
+    write_ves(data, [_ve(0), _ve(1, G=3), _ve(2)], progress=False)
+    one = S.simulate_dataset(data, tmp_path / "one.h5", stiff_file, load=LOAD, batch_size=1, progress=False)
+    two = S.simulate_dataset(data, tmp_path / "two.h5", stiff_file, load=LOAD, batch_size=1, progress=False,
+                             workers=2)
+    assert one["n_converged"] == two["n_converged"] == 3
+    a, b = read_results(tmp_path / "one.h5"), read_results(tmp_path / "two.h5")
+    assert list(b["ve_id"]) == ["ve-0", "ve-1", "ve-2"] == list(a["ve_id"])
+    np.testing.assert_array_equal(a["sigma"], b["sigma"])
+    with pytest.raises(ValueError, match="workers and worker_threads must be >= 1"):
+        S.simulate_dataset(data, tmp_path / "x.h5", stiff_file, load=LOAD, workers=0)
+
+
 def test_dataset_refusals_write_nothing(tmp_path):
     from matflow_vae3d.datasets import write_ves
 

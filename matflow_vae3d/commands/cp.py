@@ -44,14 +44,20 @@ from matflow_vae3d.commands._options import parse_device
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="torch CPU threads for the builtin solver (1 is fastest on a busy 2-core machine: "
                    "its small batched kernels lose to thread contention).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Solver processes side by side (--data only), each with --threads torch threads "
+                   "and --batch-size VEs per chunk (DAMASK: one job each). Rows are written in dataset "
+                   "order whatever the count.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def simulate(data_path, damask_inputs, material, solver, load_path, out_path, batch_size, device, dtype,
-             limit, damask_np, damask_exe, mpiexec, keep_jobs, timeout, threads, no_progress):
+             limit, damask_np, damask_exe, mpiexec, keep_jobs, timeout, threads, workers, no_progress):
     """Run crystal-plasticity uniaxial tension and store per-increment volume averages.
 
     \b
     Campaign over a VE dataset (appended as VEs finish; rerun to resume):
       vae3d simulate --data ves.h5 --material Mg --solver builtin --out stress.h5
+    The same on 4 cores (4 solver processes of one thread each):
+      vae3d simulate --data ves.h5 --material Mg --out stress.h5 --workers 4
     An existing DAMASK grid job on the embedded solver (no DAMASK needed):
       vae3d simulate --damask-inputs grid.vti material.yaml load.yaml --out result.h5
 
@@ -87,7 +93,7 @@ def simulate(data_path, damask_inputs, material, solver, load_path, out_path, ba
             data_path, out_path, material=material, solver=solver, load=load_path,
             batch_size=batch_size, device=dev, limit=limit, progress=not no_progress, dtype=dtype,
             keep_jobs=keep_jobs, damask_executable=damask_exe, n_proc=damask_np, mpiexec=mpiexec,
-            timeout=timeout)
+            timeout=timeout, workers=workers, worker_threads=threads)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     for ve_id, reason in summary["failed"][:10]:

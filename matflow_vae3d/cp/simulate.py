@@ -266,6 +266,71 @@ def _open_ves(data):
     return ves, ids, None, lambda: None
 
 
+def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, SimulationRecord]:
+    """Solve prepared ``(index, VE)`` pairs: the builtin solver batches VEs of one
+    grid shape; DAMASK runs one job per VE. Returns {index: record}."""
+    records: dict[int, SimulationRecord] = {}
+    if opts["solver"] == "builtin":
+        groups: dict[tuple, list] = {}
+        for i, ve in ready:
+            groups.setdefault(tuple(np.shape(ve.grain_map)), []).append((i, ve))
+        for group in groups.values():
+            recs = _solve_builtin([ve for _, ve in group], opts["phase"], opts["load"],
+                                  device=opts["device"], dtype=opts["dtype"], progress=opts["progress"],
+                                  **opts["numerics"])
+            for (i, _), rec in zip(group, recs):
+                records[i] = rec
+        return records
+    keep_jobs = opts["keep_jobs"]
+    for i, ve in ready:
+        job = None if keep_jobs is None else Path(keep_jobs) / _safe_name(ve.ve_id)
+        if job is not None and job.exists() and any(job.iterdir()):
+            job = Path(tempfile.mkdtemp(prefix=_safe_name(ve.ve_id) + "-", dir=Path(keep_jobs)))
+        records[i] = _solve_damask(
+            ve, opts["phase"], opts["phase_name"], opts["load"], job_dir=job, keep_job=True,
+            executable=opts["damask_executable"], n_proc=opts["n_proc"], mpiexec=opts["mpiexec"],
+            timeout=opts["timeout"], numerics=opts["damask_numerics"])
+    return records
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_pool(chunks, prepared, opts, workers: int, threads: int, ids, commit) -> None:
+    """Solve ``chunks`` in ``workers`` processes, at most 2 x workers in flight,
+    committing records in chunk order (a file does not depend on ``workers``)."""
+    import collections
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # torch is not fork-safe once used
+    pending: collections.deque = collections.deque()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        def drain(keep: int) -> None:
+            while len(pending) > keep:
+                chunk, records, fut = pending.popleft()
+                records.update(fut.result())
+                for i in chunk:
+                    rec = records[i]
+                    rec.ve_id = ids[i]
+                    commit(rec)
+
+        try:
+            for chunk in chunks:
+                ready, records = prepared(chunk)
+                pending.append((chunk, records, pool.submit(_solve_chunk, ready, opts)))
+                drain(2 * workers)
+            drain(0)
+        except BaseException:
+            for _, _, fut in pending:
+                fut.cancel()
+            raise
+
+
 def loadcase_yaml(load: LoadCase) -> str:
     """The load case as DAMASK load.yaml text (stored in results files)."""
     return yaml.safe_dump(load.to_damask(), sort_keys=False, default_flow_style=None)
@@ -275,7 +340,8 @@ def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin"
                      batch_size: int = 8, device="cpu", limit: int | None = None,
                      progress: bool = True, *, dtype=None, keep_jobs=None, damask_executable=None,
                      n_proc: int = 1, mpiexec="mpirun", timeout: float | None = None,
-                     damask_numerics: Mapping[str, Any] | None = None, **numerics) -> dict[str, Any]:
+                     damask_numerics: Mapping[str, Any] | None = None, workers: int = 1,
+                     worker_threads: int = 1, **numerics) -> dict[str, Any]:
     """Simulate the VEs of a dataset and append one row per VE to a CP results file.
 
     data_path : VE dataset file (``vae3d generate``), or a sequence of VolumeElements
@@ -285,6 +351,10 @@ def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin"
     limit : only the first ``limit`` VEs of the dataset are considered
     keep_jobs : folder for DAMASK job directories (``<keep_jobs>/<ve_id>``), kept
         after the run; by default temporary ones, deleted unless the run failed
+    workers : solver processes running chunks (``batch_size`` VEs, or one DAMASK
+        job) side by side; each uses ``worker_threads`` torch threads. Rows are
+        written by this process in dataset order whatever ``workers`` is, so a
+        results file does not depend on it.
 
     Returns a summary dict: out, n_considered, n_skipped (already in the file),
     n_run, n_converged, n_failed, wall_s, failed (list of (ve_id, reason)).
@@ -301,6 +371,8 @@ def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin"
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if limit is not None and int(limit) < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    if int(workers) < 1 or int(worker_threads) < 1:
+        raise ValueError(f"workers and worker_threads must be >= 1, got {workers} and {worker_threads}")
     load = as_loadcase(load)
     phase_name, phase = load_phase(material)
     if solver == "builtin":
@@ -349,42 +421,38 @@ def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin"
                 bar.set_postfix(converged=summary["n_converged"], failed=summary["n_failed"])
 
             step = int(batch_size) if solver == "builtin" else 1
+            opts = dict(solver=solver, phase=phase, phase_name=phase_name, load=load,
+                        device=device, dtype=dtype, progress=progress and workers == 1,
+                        keep_jobs=keep_jobs, damask_executable=damask_executable, n_proc=n_proc,
+                        mpiexec=mpiexec, timeout=timeout, damask_numerics=damask_numerics,
+                        numerics=numerics)
+
+            def prepared(chunk):
+                ready, records = [], {}
+                for i in chunk:
+                    try:
+                        ve = ves[i]
+                        if ve.ve_id is None:
+                            ve.ve_id = ids[i]
+                        _prepare(ve, phase, f"VE {ids[i]!r}")
+                        ready.append((i, ve))
+                    except Exception as exc:  # unreadable or invalid VE: record, go on
+                        records[i] = SimulationRecord.failed(
+                            f"refused: {exc}", load, ve_id=ids[i], solver=solver)
+                return ready, records
+
+            chunks = [todo[s:s + step] for s in range(0, len(todo), step)]
             try:
-                for start in range(0, len(todo), step):
-                    chunk = todo[start:start + step]
-                    ready, records = [], {}
-                    for i in chunk:
-                        try:
-                            ve = ves[i]
-                            if ve.ve_id is None:
-                                ve.ve_id = ids[i]
-                            _prepare(ve, phase, f"VE {ids[i]!r}")
-                            ready.append((i, ve))
-                        except Exception as exc:  # unreadable or invalid VE: record, go on
-                            records[i] = SimulationRecord.failed(
-                                f"refused: {exc}", load, ve_id=ids[i], solver=solver)
-                    if solver == "builtin":
-                        groups: dict[tuple, list] = {}
-                        for i, ve in ready:
-                            groups.setdefault(tuple(np.shape(ve.grain_map)), []).append((i, ve))
-                        for group in groups.values():
-                            recs = _solve_builtin([ve for _, ve in group], phase, load, device=device,
-                                                  dtype=dtype, progress=progress, **numerics)
-                            for (i, _), rec in zip(group, recs):
-                                rec.ve_id = ids[i]
-                                records[i] = rec
-                    else:
-                        for i, ve in ready:
-                            job = None if keep_jobs is None else Path(keep_jobs) / _safe_name(ids[i])
-                            if job is not None and job.exists() and any(job.iterdir()):
-                                job = Path(tempfile.mkdtemp(prefix=_safe_name(ids[i]) + "-",
-                                                            dir=Path(keep_jobs)))
-                            records[i] = _solve_damask(
-                                ve, phase, phase_name, load, job_dir=job, keep_job=True,
-                                executable=damask_executable, n_proc=n_proc, mpiexec=mpiexec,
-                                timeout=timeout, numerics=damask_numerics)
-                    for i in chunk:
-                        commit(records[i])
+                if workers == 1:
+                    for chunk in chunks:
+                        ready, records = prepared(chunk)
+                        records.update(_solve_chunk(ready, opts))
+                        for i in chunk:
+                            rec = records[i]
+                            rec.ve_id = ids[i]
+                            commit(rec)
+                else:
+                    _run_pool(chunks, prepared, opts, int(workers), int(worker_threads), ids, commit)
             finally:
                 bar.close()
     finally:
