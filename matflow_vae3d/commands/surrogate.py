@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,7 +62,8 @@ def train_surrogate(fingerprints, stresses, out, n_members, epochs, patience, se
     splits train/val/test by a seeded hash of the VE id, trains with early stopping on
     the validation loss, and writes the checkpoint, a CSV log and a loss-curve PNG.
     """
-    from matflow_vae3d.surrogate.lightning import TrainConfig, train_surrogate as train
+    from matflow_vae3d.surrogate.lightning import TrainConfig
+    from matflow_vae3d.surrogate.lightning import train_surrogate as train
     from matflow_vae3d.surrogate.table import build_table
 
     if out.exists() and not overwrite:
@@ -94,40 +97,102 @@ def train_surrogate(fingerprints, stresses, out, n_members, epochs, patience, se
 
 
 @click.command("predict")
-@click.option("--model", "-m", type=_FILES, required=True, help="Surrogate checkpoint.")
-@click.option("--fingerprints", "-f", type=_FILES, multiple=True, required=True,
+@click.option("--model", "-m", required=True,
+              help="Surrogate checkpoint, or 'pretrained' (the shipped Mg 16³ surrogate on the paper's "
+                   "load case, matched to the shipped hP VAE).")
+@click.option("--fingerprints", "-f", type=_FILES, multiple=True,
               help="Fingerprint HDF5 file(s) of the VEs to predict.")
+@click.option("--data", "-d", type=click.Path(dir_okay=False, path_type=Path),
+              help="VEs instead of fingerprints: a VE dataset (HDF5), a DAMASK .vti (with --material-yaml), "
+                   "a DREAM.3D file or a MatFlow volume_element; fingerprinted with the surrogate's VAE.")
+@click.option("--vae", type=_FILES,
+              help="With --data: the VAE the surrogate was trained with (default: the shipped VAE with "
+                   "the surrogate's model_sha256).")
+@click.option("--material-yaml", type=click.Path(dir_okay=False, path_type=Path),
+              help="With a .vti --data: its DAMASK material.yaml (default: material.yaml beside it).")
+@click.option("--save-fingerprints", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --data: also keep the fingerprint file.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Predictions HDF5 to write (sigma, sigma_std in MPa).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=65536, show_default=True)
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the predicted curves with their +-2 sigma bands.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=65536, show_default=True,
+              help="Fingerprints per surrogate batch.")
+@click.option("--device", default="cpu", show_default=True, help="With --data: device for fingerprinting.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def predict(model, fingerprints, out, batch_size, overwrite, progress):
-    """Predict stress-strain curves (MPa) from fingerprints.
+def predict(model, fingerprints, data, vae, material_yaml, save_fingerprints, out, png, batch_size,
+            device, overwrite, progress):
+    """Predict stress-strain curves (MPa) from fingerprints, or from VEs directly.
+
+    \b
+      vae3d predict --model pretrained --data ves.h5 --out pred.h5 --png pred.png
+      vae3d predict --model s.ckpt --fingerprints fp.h5 --out pred.h5
 
     Refuses fingerprints of another dimension or of another VAE than the one the
-    surrogate was trained on.
+    surrogate was trained on, and VEs of another crystal structure or grid than
+    that VAE's.
     """
     from matflow_vae3d.surrogate.ensemble import Surrogate, write_predictions
+    from matflow_vae3d.surrogate.from_ves import plot_predictions, predict_ves, pretrained_surrogate_path
     from matflow_vae3d.surrogate.table import read_fingerprints
 
+    if bool(fingerprints) == bool(data):
+        raise click.UsageError("give exactly one of --fingerprints and --data")
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
     try:
-        sur = Surrogate.load(model)
-        fp = read_fingerprints(list(fingerprints))
-        sur.check_fingerprints(fp)
-        t0 = time.perf_counter()
-        mean, std_raw = sur.predict(fp.mu, batch_size=batch_size, progress=progress,
-                                    calibrated=False)
-        wall = time.perf_counter() - t0
-        std = std_raw * (sur.calibration_scale or 1.0)
-        write_predictions(out, fp.ve_id, mean, std, std_raw, sur, model_path=str(model),
+        model_path = pretrained_surrogate_path() if model == "pretrained" else Path(model)
+        sur = Surrogate.load(model_path)
+        if data:
+            with _ves_dataset(data, sur, material_yaml) as ds_path:
+                res = predict_ves(sur, ds_path, vae=vae, fingerprints_out=save_fingerprints,
+                                  device=device, progress=progress)
+            ids, mean, std, std_raw = res["ve_id"], res["mean"], res["std"], res["std_raw"]
+            wall = res["predict_s"]
+        else:
+            fp = read_fingerprints(list(fingerprints))
+            sur.check_fingerprints(fp)
+            t0 = time.perf_counter()
+            mean, std_raw = sur.predict(fp.mu, batch_size=batch_size, progress=progress,
+                                        calibrated=False)
+            wall = time.perf_counter() - t0
+            std = std_raw * (sur.calibration_scale or 1.0)
+            ids = fp.ve_id
+        write_predictions(out, ids, mean, std, std_raw, sur, model_path=str(model_path),
                           overwrite=overwrite)
+        if png:
+            plot_predictions(ids, mean, std, sur.meta["strain"], png,
+                             component=sur.meta.get("component", "xx"))
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    click.echo(f"predicted {len(fp.ve_id)} curves ({sur.n_members} member(s)) in "
-               f"{1000 * wall:.1f} ms; wrote {out}")
+    msg = f"predicted {len(ids)} curves ({sur.n_members} member(s)) in {1000 * wall:.1f} ms"
+    if data:
+        n_s = res["fingerprint_s"] + res["predict_s"]
+        msg += f" after fingerprinting in {res['fingerprint_s']:.1f} s ({len(ids) / n_s:.1f} VEs/s end to end)"
+    click.echo(msg + f"; wrote {out}" + (f" and {png}" if png else ""))
+
+
+@contextlib.contextmanager
+def _ves_dataset(data: Path, sur, material_yaml):
+    """A VE dataset path for ``data``: the file itself, or a temporary dataset made
+    from a .vti / DREAM.3D / MatFlow volume_element (the VAE then checks its
+    crystal structure and grid)."""
+    from matflow_vae3d.commands.ve import detect_format, load_ves
+    from matflow_vae3d.datasets import write_ves
+
+    fmt = detect_format(data)
+    if fmt == "dataset":
+        yield data
+        return
+    _, ves = load_ves(data, fmt, material=material_yaml)
+    ves = list(ves)
+    for ve in ves:
+        ve.ve_id = ve.ve_id or data.stem
+    with tempfile.TemporaryDirectory(prefix="vae3d-predict-") as tmp:
+        path = Path(tmp) / "ves.h5"
+        write_ves(path, ves, progress=False)
+        yield path
 
 
 @click.command("evaluate-surrogate")

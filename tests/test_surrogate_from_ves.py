@@ -1,0 +1,84 @@
+"""`vae3d predict --data`: VEs -> curves with the surrogate's own VAE (fingerprinting on
+the way) gives what fingerprint + predict give; a DAMASK .vti works as a VE source;
+VEs of another crystal structure or grid, and another VAE, are refused by name."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from matflow_vae3d.cli import cli
+from matflow_vae3d.surrogate.ensemble import Surrogate
+from matflow_vae3d.surrogate.mlp import EnsembleMLP
+from matflow_vae3d.surrogate.table import MinMaxScaling
+from matflow_vae3d.vae import pretrained_path
+from matflow_vae3d.vae.checkpoint import file_sha256
+
+
+def run(*args):
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    return r
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A small surrogate on the shipped hP VAE's fingerprints (random weights: this
+    tests the plumbing, the shipped surrogate's accuracy is in docs/results.md) and
+    three 16³ hP VEs."""
+    d = tmp_path_factory.mktemp("fromves")
+    torch.manual_seed(0)
+    t = np.linspace(0, 10, 21)
+    meta = {"latent_dim": 52, "model_sha256": file_sha256(pretrained_path("hP")), "component": "xx",
+            "t": t.tolist(), "strain": (1e-3 * t).tolist(), "outputs": "non-trivial",
+            "initial_value": 0.0, "calibration_scale": 1.5}
+    sur = Surrogate(EnsembleMLP(latent_dim=52, hidden=16, n_out=20, n_members=3),
+                    MinMaxScaling(lo=np.zeros(20), hi=np.full(20, 200.0)), meta)
+    sur.save(d / "s.pt")
+    for lat, grid, name in (("hP", 16, "ves"), ("cF", 16, "cu"), ("hP", 8, "small")):
+        r = run("generate", "--preset", "train", "--count", 3 if name == "ves" else 1, "--grid", grid,
+                "--seed", 7, "--lattice", lat, "--out", d / f"{name}.h5", "--no-progress")
+        assert r.exit_code == 0, r.output
+    return d
+
+
+def test_predict_from_ves_equals_fingerprint_then_predict(work):
+    d = work
+    r = run("predict", "--model", d / "s.pt", "--data", d / "ves.h5", "--out", d / "p.h5",
+            "--png", d / "p.png", "--save-fingerprints", d / "fp.h5", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "predicted 3 curves (3 member(s))" in r.output and "VEs/s end to end" in r.output
+    assert (d / "p.png").stat().st_size > 10_000
+    r = run("predict", "--model", d / "s.pt", "-f", d / "fp.h5", "--out", d / "p2.h5", "--no-progress")
+    assert r.exit_code == 0, r.output
+    with h5py.File(d / "p.h5") as a, h5py.File(d / "p2.h5") as b:
+        np.testing.assert_array_equal(a["sigma"][()], b["sigma"][()])
+        assert a["sigma"].shape == (3, 21) and (a["sigma"][:, 0] == 0).all()
+        # calibrated spread = 1.5 x the members' spread
+        np.testing.assert_allclose(a["sigma_std"][()], 1.5 * a["sigma_std_raw"][()])
+        assert (a["sigma_std_raw"][:, 1:] > 0).all()
+        ids, sig = [v.decode() for v in a["ve_id"][()]], a["sigma"][()]
+    # the same VE as a DAMASK .vti + material.yaml
+    r = run("convert", d / "ves.h5", d / "ve1.vti", "--index", 1)
+    assert r.exit_code == 0, r.output
+    r = run("predict", "--model", d / "s.pt", "--data", d / "ve1.vti", "--out", d / "p3.h5", "--no-progress")
+    assert r.exit_code == 0, r.output
+    with h5py.File(d / "p3.h5") as f:
+        np.testing.assert_allclose(f["sigma"][0], sig[1], rtol=0, atol=1e-3)
+    assert ids[1].startswith("train-s7-")
+
+
+def test_predict_from_ves_refuses_by_name(work):
+    d = work
+    r = run("predict", "--model", d / "s.pt", "--data", d / "cu.h5", "--out", d / "x.h5")
+    assert r.exit_code == 1 and "crystal structure 'hP'" in r.output and "'cF'" in r.output, r.output
+    r = run("predict", "--model", d / "s.pt", "--data", d / "small.h5", "--out", d / "x.h5")
+    assert r.exit_code == 1 and "16x16x16" in r.output and "8x8x8" in r.output, r.output
+    r = run("predict", "--model", d / "s.pt", "--data", d / "ves.h5", "--vae", pretrained_path("cF"),
+            "--out", d / "x.h5")
+    assert r.exit_code == 1 and "give the VAE it was trained with" in r.output, r.output
+    r = run("predict", "--model", d / "s.pt", "--data", d / "ves.h5", "-f", d / "ves.h5", "--out", d / "x.h5")
+    assert r.exit_code == 2 and "exactly one of --fingerprints and --data" in r.output
+    assert not Path(d / "x.h5").exists()
