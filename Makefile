@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: setup demo test
+.PHONY: setup demo test lint
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,3 +26,9 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# ruff (lint + format check, pyproject.toml [tool.ruff]) and mypy on the library
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy

@@ -45,13 +45,20 @@ def run_case(name, grain_map, quats, material, load, device, dtype):
     res = solve(grain_map[None], [quats], phase, load, device=device, dtype=dtype)[0]
     _sync(device)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return dict(case=name, converged=res.converged, iterations=int(res.iterations.sum()),
-                wall=wall, cpu=cpu, sigma_xx=res.sigma[-1, 0, 0] / 1e6)
+    return dict(
+        case=name,
+        converged=res.converged,
+        iterations=int(res.iterations.sum()),
+        wall=wall,
+        cpu=cpu,
+        sigma_xx=res.sigma[-1, 0, 0] / 1e6,
+    )
 
 
 def validate(device="cpu"):
     """sigma_xx of the embedded solver against both DAMASK references (table + figure)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import yaml
@@ -69,9 +76,12 @@ def validate(device="cpu"):
         ref, ours = d["sigma_xx_MPa"], r.sigma[:, 0, 0] / 1e6
         rel = (ours[1:] - ref[1:]) / ref[1:]
         lat = np.abs(r.sigma[1:, [1, 2], [1, 2]]).max(-1) / np.abs(r.sigma[1:, 0, 0])
-        print(f"{name:18s} rms rel {np.sqrt(np.mean(rel ** 2)):.2e}  max rel {np.abs(rel).max():.2e}  "
-              f"max |sigma_yy,zz|/sigma_xx {lat.max():.1e} (DAMASK {np.abs(d['sigma_avg'][1:, [1, 2], [1, 2]]).max(-1).max() / 1e6 / ref[1:].min():.1e})  "
-              f"newton {r.iterations.sum()} (DAMASK {d['n_iterations'].sum()})  cpu {cpu:.1f} s")
+        lat_damask = np.abs(d["sigma_avg"][1:, [1, 2], [1, 2]]).max(-1).max() / 1e6 / ref[1:].min()
+        print(
+            f"{name:18s} rms rel {np.sqrt(np.mean(rel**2)):.2e}  max rel {np.abs(rel).max():.2e}  "
+            f"max |sigma_yy,zz|/sigma_xx {lat.max():.1e} (DAMASK {lat_damask:.1e})  "
+            f"newton {r.iterations.sum()} (DAMASK {d['n_iterations'].sum()})  cpu {cpu:.1f} s"
+        )
         strain = (d["F_avg"][:, 0, 0] - 1) * 100
         ax.plot(strain, ref, "ko", mfc="none", label="DAMASK_grid 3.0.2")
         ax.plot(strain, ours, "r-", label="embedded solver")
@@ -91,13 +101,19 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = the single-core target)")
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    ap.add_argument("--cases", nargs="*", default=["Mg 16^3", "Cu 16^3", "Mg 32^3"],
-                    help="single-VE cases to time (names as in the table; none: skip)")
+    ap.add_argument(
+        "--cases",
+        nargs="*",
+        default=["Mg 16^3", "Cu 16^3", "Mg 32^3"],
+        help="single-VE cases to time (names as in the table; none: skip)",
+    )
     ap.add_argument("--batch", nargs="*", type=int, default=[], help="batch sizes for 16^3 Mg throughput")
     ap.add_argument("--increments", type=int, default=20)
-    ap.add_argument("--validate", action="store_true",
-                    help="run the two DAMASK references, print the agreement table and write "
-                         "docs/figures/cp_solver_vs_damask.png")
+    ap.add_argument(
+        "--validate",
+        action="store_true",
+        help="run the two DAMASK references, print the agreement table and write docs/figures/cp_solver_vs_damask.png",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.validate:
@@ -118,9 +134,12 @@ def main(argv=None):
         r = run_case(case, g, q, mat, load, args.device, dtype)
         r["damask"] = DAMASK_S[case] * scale
         rows.append(r)
-        print(f"{case:8s} converged={r['converged']} newton={r['iterations']:3d} wall={r['wall']:8.1f} s "
-              f"cpu={r['cpu']:8.1f} s  DAMASK={r['damask']:7.0f} s  speed-up (cpu) {r['damask'] / r['cpu']:5.1f}x "
-              f"(wall) {r['damask'] / r['wall']:5.1f}x  sigma_xx(end)={r['sigma_xx']:.3f} MPa", flush=True)
+        print(
+            f"{case:8s} converged={r['converged']} newton={r['iterations']:3d} wall={r['wall']:8.1f} s "
+            f"cpu={r['cpu']:8.1f} s  DAMASK={r['damask']:7.0f} s  speed-up (cpu) {r['damask'] / r['cpu']:5.1f}x "
+            f"(wall) {r['damask'] / r['wall']:5.1f}x  sigma_xx(end)={r['sigma_xx']:.3f} MPa",
+            flush=True,
+        )
 
     if args.batch:
         print("\n# batched throughput, 16^3 Mg VE with random orientations per VE")
@@ -140,9 +159,12 @@ def main(argv=None):
             _sync(args.device)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             ok = sum(r.converged for r in res)
-            print(f"B={B:5d} converged {ok}/{B} wall={wall:8.1f} s cpu={cpu:8.1f} s "
-                  f"throughput {B / wall:7.3f} VE/s (wall)  {B / cpu:7.3f} VE/cpu-s  "
-                  f"VEs per DAMASK-VE-time {B / wall * DAMASK_S['Mg 16^3'] * scale:8.1f}", flush=True)
+            print(
+                f"B={B:5d} converged {ok}/{B} wall={wall:8.1f} s cpu={cpu:8.1f} s "
+                f"throughput {B / wall:7.3f} VE/s (wall)  {B / cpu:7.3f} VE/cpu-s  "
+                f"VEs per DAMASK-VE-time {B / wall * DAMASK_S['Mg 16^3'] * scale:8.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def _pool_throughput(fn, tasks, workers, single_thread=False):
 
     ctx = mp.get_context("fork")
     with ctx.Pool(workers, initializer=_init_single_thread if single_thread else None) as pool:
-        list(pool.imap(fn, tasks[:workers]))                 # warm-up (imports)
+        list(pool.imap(fn, tasks[:workers]))  # warm-up (imports)
         t0 = time.perf_counter()
         out = list(pool.imap(fn, tasks, chunksize=1))
         return time.perf_counter() - t0, out
@@ -59,8 +59,10 @@ def _stats(grid: int, n_ves: int):
     from matflow_vae3d.microstructure.grain_sizes import esd_from_volumes
     from matflow_vae3d.microstructure.textures import TEXTURE_COMPONENTS
 
-    print(f"| preset | asked ESD / sigma | measured mean ESD | measured sigma ln ESD | grains/VE | "
-          f"sqrt(Cxx/Cyy) median | median disorientation to component (deg) |")
+    print(
+        "| preset | asked ESD / sigma | measured mean ESD | measured sigma ln ESD | grains/VE | "
+        "sqrt(Cxx/Cyy) median | median disorientation to component (deg) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in PRESETS:
         p = get_preset(name, grid=grid)
@@ -83,9 +85,12 @@ def _stats(grid: int, n_ves: int):
         dis = "-"
         if p.texture in TEXTURE_COMPONENTS:
             comp = crystal.eulers_to_quaternions(np.radians(TEXTURE_COMPONENTS[p.texture]))
-            dis = f"{np.median(np.concatenate([crystal.disorientation_angle(v.quaternions, comp, p.lattice, degrees=True) for v in ves])):.1f}"
-        print(f"| {name} | {p.mean_esd} / {p.sigma} | {esd.mean():.3f} | {np.log(esd).std():.4f} | "
-              f"{np.mean([v.n_grains for v in ves]):.0f} | {np.median(np.concatenate(ratios)):.2f} | {dis} |")
+            angles = [crystal.disorientation_angle(v.quaternions, comp, p.lattice, degrees=True) for v in ves]
+            dis = f"{np.median(np.concatenate(angles)):.1f}"
+        print(
+            f"| {name} | {p.mean_esd} / {p.sigma} | {esd.mean():.3f} | {np.log(esd).std():.4f} | "
+            f"{np.mean([v.n_grains for v in ves]):.0f} | {np.median(np.concatenate(ratios)):.2f} | {dis} |"
+        )
 
 
 def main(argv=None):
@@ -95,8 +100,9 @@ def main(argv=None):
     ap.add_argument("--count", type=int, default=40, help="VEs per measurement")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--stats", action="store_true",
-                    help="instead: print measured statistics of every preset (--count VEs each)")
+    ap.add_argument(
+        "--stats", action="store_true", help="instead: print measured statistics of every preset (--count VEs each)"
+    )
     args = ap.parse_args(argv)
     if args.stats:
         return _stats(args.grid, args.count)
@@ -132,7 +138,7 @@ def main(argv=None):
     w = args.workers
     from matflow_vae3d.microstructure import generate_ves
 
-    t0 = time.perf_counter()                                 # pool start-up included
+    t0 = time.perf_counter()  # pool start-up included
     n_out = sum(1 for _ in generate_ves(params, seeds, workers=w, progress=False))
     t_ours = time.perf_counter() - t0
     assert n_out == len(seeds)
@@ -144,25 +150,38 @@ def main(argv=None):
         print(f"| {name:<46} | {wall:9.1f} | {cpu:8.1f} | {rate:7.2f} | {h:7.2f} |")
 
     print()
-    print(f"VE generation, preset {args.preset!r}, grid {args.grid}^3, {n_grains} grains per VE (mean), "
-          f"{args.count} VEs per line; damask {damask.__version__}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset (damask uses 4)')}; "
-          f"{os.cpu_count()} CPUs, load average {load0:.1f} -> {load1:.1f}")
+    print(
+        f"VE generation, preset {args.preset!r}, grid {args.grid}^3, {n_grains} grains per VE (mean), "
+        f"{args.count} VEs per line; damask {damask.__version__}, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset (damask uses 4)')}; "
+        f"{os.cpu_count()} CPUs, load average {load0:.1f} -> {load1:.1f}"
+    )
     print()
     print(f"| {'method':<46} | {'wall ms/VE':>9} | {'CPU ms/VE':>8} | {'VEs/s':>7} | {'h/100k':>7} |")
     print(f"|{'-' * 48}|{'-' * 11}|{'-' * 10}|{'-' * 9}|{'-' * 9}|")
-    row("ours generate_ve (complete VE), 1 process", 1e3 * np.median(ours_wall), 1e3 * np.median(ours_cpu),
-        1.0 / np.mean(ours_wall))
-    row("damask from_Voronoi_tessellation, 1 call", 1e3 * np.median(dam_wall), 1e3 * np.median(dam_cpu),
-        1.0 / np.mean(dam_wall))
+    row(
+        "ours generate_ve (complete VE), 1 process",
+        1e3 * np.median(ours_wall),
+        1e3 * np.median(ours_cpu),
+        1.0 / np.mean(ours_wall),
+    )
+    row(
+        "damask from_Voronoi_tessellation, 1 call",
+        1e3 * np.median(dam_wall),
+        1e3 * np.median(dam_cpu),
+        1.0 / np.mean(dam_wall),
+    )
     row(f"ours generate_ves, {w} processes", 1e3 * t_ours / args.count, float("nan"), args.count / t_ours)
-    row(f"damask from_Voronoi_tessellation, {w} processes", 1e3 * t_dam / args.count, float("nan"),
-        args.count / t_dam)
+    row(f"damask from_Voronoi_tessellation, {w} processes", 1e3 * t_dam / args.count, float("nan"), args.count / t_dam)
     print()
-    print(f"speed-up over damask (median wall, 1 process): {np.median(dam_wall) / np.median(ours_wall):.2f}x; "
-          f"({w} processes): {t_dam / t_ours:.2f}x")
-    print("wall = median over the interleaved single-process calls; CPU = process CPU time (damask's "
-          "threads included); VEs/s from the mean; timings on a shared machine are noisy.")
+    print(
+        f"speed-up over damask (median wall, 1 process): {np.median(dam_wall) / np.median(ours_wall):.2f}x; "
+        f"({w} processes): {t_dam / t_ours:.2f}x"
+    )
+    print(
+        "wall = median over the interleaved single-process calls; CPU = process CPU time (damask's "
+        "threads included); VEs/s from the mean; timings on a shared machine are noisy."
+    )
 
 
 if __name__ == "__main__":

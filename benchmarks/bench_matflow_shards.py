@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SCRIPT = '''
+SCRIPT = """
 def {name}(**inputs):
     import os, time
     import numpy, h5py
@@ -50,7 +49,7 @@ def {name}(**inputs):
     p = os.path.join(d, "{name}_" + rid + ".txt")
     open(p, "w").write(repr(sorted(inputs)))
     return {{"{out}": p}}
-'''
+"""
 
 SCHEMAS = [
     # (objective, inputs [(name, group)], output)
@@ -70,14 +69,23 @@ def write_components(d: Path, torch: bool) -> dict[str, list[str]]:
         script = d / f"{obj}.py"
         imports = "import torch, matflow_vae3d.vae" if torch else "import matflow_vae3d"
         script.write_text(SCRIPT.format(name=obj, imports=imports, out=out))
-        ts.append({
-            "objective": obj, "doc": "benchmark no-op",
-            "inputs": [dict(parameter=n, **({"group": g} if g else {})) for n, g in inputs],
-            "outputs": [{"parameter": out}],
-            "actions": [{"script": f"<<script:{script}>>", "script_data_in": "direct",
-                         "script_data_out": "direct", "script_exe": "python_script",
-                         "environments": [{"scope": {"type": "any"}, "environment": "vae3d_env"}]}],
-        })
+        ts.append(
+            {
+                "objective": obj,
+                "doc": "benchmark no-op",
+                "inputs": [dict(parameter=n, **({"group": g} if g else {})) for n, g in inputs],
+                "outputs": [{"parameter": out}],
+                "actions": [
+                    {
+                        "script": f"<<script:{script}>>",
+                        "script_data_in": "direct",
+                        "script_data_out": "direct",
+                        "script_exe": "python_script",
+                        "environments": [{"scope": {"type": "any"}, "environment": "vae3d_env"}],
+                    }
+                ],
+            }
+        )
     import yaml
 
     (d / "bench_schemas.yaml").write_text(yaml.safe_dump(ts, sort_keys=False))
@@ -119,7 +127,7 @@ def run_once(d: Path, n: int, combine: bool) -> float:
     return wall
 
 
-MAKE_CODE = '''
+MAKE_CODE = """
 import json, resource, sys, time
 import matflow as mf
 from matflow_vae3d.matflow.install import hermetic_overrides
@@ -133,15 +141,23 @@ wk = mf.Workflow.from_YAML_file(sys.argv[3], path=sys.argv[1] + "/wks", overwrit
                "n_val_VEs": "10000", "n_campaign_shards": str(-(-50000 // shard))})
 t = time.perf_counter() - t0
 print(json.dumps({"make_s": t, "peak_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
-'''
+"""
 
 
 def make_at_scale(shard: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         r = subprocess.run(
-            [sys.executable, "-c", MAKE_CODE, d, str(shard),
-             str(ROOT / "workflow_templates" / "uniaxial_campaign.yaml")],
-            capture_output=True, text=True, timeout=3600,
+            [
+                sys.executable,
+                "-c",
+                MAKE_CODE,
+                d,
+                str(shard),
+                str(ROOT / "workflow_templates" / "uniaxial_campaign.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3600,
         )
         if r.returncode:
             return {"make_s": float("nan"), "peak_GB": float("nan"), "error": r.stderr[-300:]}
@@ -151,10 +167,16 @@ def make_at_scale(shard: int) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k", type=int, default=6, help="shards of the larger workflow (default 6)")
-    ap.add_argument("--shards", type=int, nargs="+", default=[100, 500, 1000, 5000],
-                    help="VEs per shard to tabulate (default 100 500 1000 5000)")
-    ap.add_argument("--k-combine", type=int, default=40,
-                    help="shards of a larger combine_scripts workflow (0: skip; default 40)")
+    ap.add_argument(
+        "--shards",
+        type=int,
+        nargs="+",
+        default=[100, 500, 1000, 5000],
+        help="VEs per shard to tabulate (default 100 500 1000 5000)",
+    )
+    ap.add_argument(
+        "--k-combine", type=int, default=40, help="shards of a larger combine_scripts workflow (0: skip; default 40)"
+    )
     ap.add_argument("--no-torch", action="store_true", help="no-op actions do not import torch")
     ap.add_argument("--skip-make", action="store_true", help="skip the full-scale make measurements")
     args = ap.parse_args(argv)
@@ -173,30 +195,43 @@ def main(argv=None):
             t1 = run_once(d, 1, combine)
             tk = run_once(d, args.k, combine)
             per_el[combine] = (tk - t1) / (args.k - 1)
-            print(f"combine_scripts={combine}: 1 shard {t1:.1f} s, {args.k} shards {tk:.1f} s "
-                  f"-> {per_el[combine]:.2f} s per element (3 runs each)", flush=True)
+            print(
+                f"combine_scripts={combine}: 1 shard {t1:.1f} s, {args.k} shards {tk:.1f} s "
+                f"-> {per_el[combine]:.2f} s per element (3 runs each)",
+                flush=True,
+            )
         if args.k_combine:
             tb = run_once(d, args.k_combine, True)
             big = (tb - t1) / (args.k_combine - 1)
-            print(f"combine_scripts=True: {args.k_combine} shards {tb:.1f} s -> {big:.2f} s per "
-                  f"element at that size (superlinear growth shows here)", flush=True)
+            print(
+                f"combine_scripts=True: {args.k_combine} shards {tb:.1f} s -> {big:.2f} s per "
+                f"element at that size (superlinear growth shows here)",
+                flush=True,
+            )
             per_el[True] = max(per_el[True], big)
         mf.unload_config()
 
     make = {} if args.skip_make else {s: make_at_scale(s) for s in args.shards}
     print()
-    print("Campaign fan-out overhead vs shard size (direct scheduler, zarr store, "
-          "2-core shared machine: timings noisy)")
-    print(f"{'VEs/shard':>9} | {'elements @50k':>13} | {'make s (160k VEs)':>17} | {'peak GB':>7} | "
-          f"{'ms/VE default':>13} | {'ms/VE combine':>13} | SLURM array")
+    print(
+        "Campaign fan-out overhead vs shard size (direct scheduler, zarr store, 2-core shared machine: timings noisy)"
+    )
+    print(
+        f"{'VEs/shard':>9} | {'elements @50k':>13} | {'make s (160k VEs)':>17} | {'peak GB':>7} | "
+        f"{'ms/VE default':>13} | {'ms/VE combine':>13} | SLURM array"
+    )
     for s in args.shards:
         n_el = -(-50000 // s)
         m = make.get(s, {"make_s": float("nan"), "peak_GB": float("nan")})
-        print(f"{s:>9} | {n_el:>13} | {m['make_s']:>17.1f} | {m['peak_GB']:>7.2f} | "
-              f"{1e3 * per_el[False] / s:>13.2f} | {1e3 * per_el[True] / s:>13.2f} | "
-              f"1-{n_el}")
-    print("reference: notes/matflow.md — ~7 s per element default; combine_scripts "
-          "59 s for 200 elements, 846 s for 1,000 (superlinear); target < 10 ms/VE")
+        print(
+            f"{s:>9} | {n_el:>13} | {m['make_s']:>17.1f} | {m['peak_GB']:>7.2f} | "
+            f"{1e3 * per_el[False] / s:>13.2f} | {1e3 * per_el[True] / s:>13.2f} | "
+            f"1-{n_el}"
+        )
+    print(
+        "reference: notes/matflow.md — ~7 s per element default; combine_scripts "
+        "59 s for 200 elements, 846 s for 1,000 (superlinear); target < 10 ms/VE"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,17 @@ def _paper_surrogate(members: int) -> Surrogate:
     net = EnsembleMLP(256, 512, 20, members)
     t = np.linspace(0, 10, 21)
     sc = MinMaxScaling(lo=np.full(20, 10.0), hi=np.full(20, 250.0))
-    return Surrogate(net, sc, {"latent_dim": 256, "model_sha256": "bench", "t": t.tolist(),
-                               "strain": (t * 1e-3).tolist(), "initial_value": 0.0})
+    return Surrogate(
+        net,
+        sc,
+        {
+            "latent_dim": 256,
+            "model_sha256": "bench",
+            "t": t.tolist(),
+            "strain": (t * 1e-3).tolist(),
+            "initial_value": 0.0,
+        },
+    )
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:
@@ -71,15 +80,21 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     X = np.random.default_rng(0).normal(size=(args.n, 256)).astype(np.float32)
-    models = ([("checkpoint", Surrogate.load(args.model))] if args.model else
-              [("paper MLP (1 member)", _paper_surrogate(1)),
-               ("ensemble, 5 members", _paper_surrogate(5))])
-    print(f"# surrogate prediction, {args.n} curves x {models[0][1].n_states} states, "
-          f"median of {args.repeats}; CPU: 2 cores, shared with other jobs (noisy)")
+    models = (
+        [("checkpoint", Surrogate.load(args.model))]
+        if args.model
+        else [("paper MLP (1 member)", _paper_surrogate(1)), ("ensemble, 5 members", _paper_surrogate(5))]
+    )
+    print(
+        f"# surrogate prediction, {args.n} curves x {models[0][1].n_states} states, "
+        f"median of {args.repeats}; CPU: 2 cores, shared with other jobs (noisy)"
+    )
     print("# wall times depend on the other jobs sharing the 2 cores; CPU time (all threads)")
     print("# is the contention-robust figure: with 1 thread it is the idle-machine wall time")
-    print(f"{'model':24s} {'threads':>7s} {'net only (ms)':>14s} {'predict() (ms)':>15s} "
-          f"{'CPU (ms)':>9s} {'us/curve':>9s} {'< 100 ms':>9s}")
+    print(
+        f"{'model':24s} {'threads':>7s} {'net only (ms)':>14s} {'predict() (ms)':>15s} "
+        f"{'CPU (ms)':>9s} {'us/curve':>9s} {'< 100 ms':>9s}"
+    )
     rows = []
     old = torch.get_num_threads()
     for name, sur in models:
@@ -89,20 +104,22 @@ def main(argv=None):
         for threads in (1, 2):
             torch.set_num_threads(threads)
 
-            def net_only():
+            def net_only(sur=sur, Xt=Xt):
                 with torch.inference_mode():
                     sur.net(Xt)
 
             t_net, _ = _time(net_only, args.repeats)
-            t_all, c_all = _time(lambda: sur.predict(X), args.repeats)
+            t_all, c_all = _time(lambda sur=sur, X=X: sur.predict(X), args.repeats)
             rows.append((name, threads, t_all))
-            print(f"{name:24s} {threads:7d} {1e3 * t_net:14.1f} {1e3 * t_all:15.1f} "
-                  f"{1e3 * c_all:9.1f} {1e6 * t_all / args.n:9.2f} "
-                  f"{'yes' if t_all < 0.1 else 'NO':>9s}")
+            print(
+                f"{name:24s} {threads:7d} {1e3 * t_net:14.1f} {1e3 * t_all:15.1f} "
+                f"{1e3 * c_all:9.1f} {1e6 * t_all / args.n:9.2f} "
+                f"{'yes' if t_all < 0.1 else 'NO':>9s}"
+            )
     torch.set_num_threads(old)
 
     best = {}
-    for name, threads, t in rows:
+    for name, _threads, t in rows:
         best[name] = min(best.get(name, np.inf), t)
     print("\n# speed-up per curve vs the CP solvers")
     cps = [("DAMASK_grid, 1 core (16^3 Mg)", DAMASK_S_PER_VE)]

@@ -29,8 +29,12 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--surrogate", default=None)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--png", default=None, help="bar chart of the relative changes (and, with --surrogate, "
-                                                "the histogram of predicted-curve changes in MPa)")
+    ap.add_argument(
+        "--png",
+        default=None,
+        help="bar chart of the relative changes (and, with --surrogate, "
+        "the histogram of predicted-curve changes in MPa)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -63,16 +67,21 @@ def main(argv=None):
         keep = spread > 1e-8
         return float((np.abs(a - b)[:, keep] / spread[keep]).mean())
 
-    print(f"model {meta['architecture']} ({meta['representation']}), latent shape {shape}, {n} VEs of "
-          f"{args.data}, random rolls ({exact} of them multiples of the stride 4 on every axis)")
+    print(
+        f"model {meta['architecture']} ({meta['representation']}), latent shape {shape}, {n} VEs of "
+        f"{args.data}, random rolls ({exact} of them multiples of the stride 4 on every axis)"
+    )
     print("| quantity | size | mean abs change under a roll / spread between VEs |")
     print("|---|---|---|")
     print(f"| fingerprint mu | {mu0.shape[1]} | {rel(mu0, mu1):.3f} |")
     print(f"| moments of mu (one encoding) | {m0.shape[1]} | {rel(m0, m1):.3f} |")
     print(f"| stored summary (moments averaged over 8 rolls) | {s0.shape[1]} | {rel(s0, s1):.3f} |")
     print("| (two unrelated VEs, for scale) | | ~1.13 (E|a-b|/sd of two normal draws) |")
-    bars = {"fingerprint mu": rel(mu0, mu1), "moments of mu\n(one encoding)": rel(m0, m1),
-            "stored summary\n(8 rolls)": rel(s0, s1)}
+    bars = {
+        "fingerprint mu": rel(mu0, mu1),
+        "moments of mu\n(one encoding)": rel(m0, m1),
+        "stored summary\n(8 rolls)": rel(s0, s1),
+    }
     dmpa = None
     if args.surrogate:
         from matflow_vae3d.surrogate.ensemble import Surrogate
@@ -84,16 +93,19 @@ def main(argv=None):
         p1 = sur.predict(s1)[0]
         d = np.abs(np.asarray(p0) - np.asarray(p1))
         dmpa = d
-        print(f"surrogate prediction change under a roll: mean {d.mean():.3f} MPa, max {d.max():.3f} MPa "
-              f"(curves of {np.asarray(p0).shape[1]} states)")
+        print(
+            f"surrogate prediction change under a roll: mean {d.mean():.3f} MPa, max {d.max():.3f} MPa "
+            f"(curves of {np.asarray(p0).shape[1]} states)"
+        )
     if args.png:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2 if dmpa is not None else 1, figsize=(10 if dmpa is not None else 5.5, 3.4),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, 2 if dmpa is not None else 1, figsize=(10 if dmpa is not None else 5.5, 3.4), squeeze=False
+        )
         ax = axes[0, 0]
         ax.bar(list(bars), list(bars.values()), color=["grey", "tab:orange", "tab:blue"])
         ax.axhline(1.13, ls="--", c="k", lw=0.8, label="two unrelated VEs")

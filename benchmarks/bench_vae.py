@@ -57,9 +57,17 @@ def loader(path, batch_size, workers, shuffle=True):
     from matflow_vae3d.datasets import VETorchDataset, collate_ves
 
     ds = VETorchDataset(path, threads=1 if workers else None)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_ves, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, drop_last=True,
-                      prefetch_factor=4 if workers else None)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=collate_ves,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+        drop_last=True,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def bench_train(arch_cfg, path, device, batch_size, steps, warmup, bf16, channels_last, compile_, workers, lattice):
@@ -156,13 +164,17 @@ def gpu(args):
     ]
     if not args.no_compile:
         steps.append(("+ torch.compile", dict(batch_size=big, bf16=True, channels_last=True, compile_=True)))
-    print(f"device: {torch.cuda.get_device_name(0)}; {args.preset} {args.grid}³; data {path} "
-          f"({args.n_ves} VEs, {args.workers} loader workers)", flush=True)
+    print(
+        f"device: {torch.cuda.get_device_name(0)}; {args.preset} {args.grid}³; data {path} "
+        f"({args.n_ves} VEs, {args.workers} loader workers)",
+        flush=True,
+    )
     rows = []
     for name, kw in steps:
         try:
-            r = bench_train(cfg, path, device, steps=args.steps, warmup=args.warmup, workers=args.workers,
-                            lattice="cF", **kw)
+            r = bench_train(
+                cfg, path, device, steps=args.steps, warmup=args.warmup, workers=args.workers, lattice="cF", **kw
+            )
         except torch.cuda.OutOfMemoryError:
             r = float("nan")
             torch.cuda.empty_cache()
@@ -173,8 +185,11 @@ def gpu(args):
     rows.append((f"fingerprint: bf16, channels_last_3d, batch {args.fp_batch}", fp))
     print("\n| step | VEs/s | reference |\n|---|---|---|")
     for name, r in rows:
-        ref = (f"target ≥ {TARGET_FP:.0f}" if name.startswith("fingerprint")
-               else f"plain ≈ {REF_PLAIN:.0f}, paper 2×A100 ≈ {REF_PAPER:.0f}, target ≥ {TARGET_TRAIN:.0f}")
+        ref = (
+            f"target ≥ {TARGET_FP:.0f}"
+            if name.startswith("fingerprint")
+            else f"plain ≈ {REF_PLAIN:.0f}, paper 2×A100 ≈ {REF_PAPER:.0f}, target ≥ {TARGET_TRAIN:.0f}"
+        )
         print(f"| {name} | {r:.0f} | {ref} |")
 
 
@@ -192,14 +207,20 @@ def cpu(args):
     print(f"CPU, {args.threads} torch thread(s); {args.n_ves} hP 16³ VEs from {path}", flush=True)
     rows = []
     old = model_config("small", 16)  # the previously shipped design (dense ResNet12, latent 32)
-    for name, m, (arch, cfg) in (("shipped periodic (spatial, 8 x 4³)", model, (meta["architecture"], meta["config"])),
-                                 ("old small preset (dense, latent 32)", build_model(*old), old)):
+    for name, m, (arch, cfg) in (
+        ("shipped periodic (spatial, 8 x 4³)", model, (meta["architecture"], meta["config"])),
+        ("old small preset (dense, latent 32)", build_model(*old), old),
+    ):
         for bs in (32, 128):  # (the first batch is not timed: keep >= 3 batches of n_ves)
-            rows.append((f"{name}: fingerprint mu, fp32, batch {bs}",
-                         bench_fingerprint(m, path, device, bs, 0, False, False)))
-        rows.append((f"{name}: train, fp32, batch 16",
-                     bench_train((arch, cfg), path, device, 16, args.steps, 2, False, False, False, 0,
-                                 meta["lattice"])))
+            rows.append(
+                (f"{name}: fingerprint mu, fp32, batch {bs}", bench_fingerprint(m, path, device, bs, 0, False, False))
+            )
+        rows.append(
+            (
+                f"{name}: train, fp32, batch 16",
+                bench_train((arch, cfg), path, device, 16, args.steps, 2, False, False, False, 0, meta["lattice"]),
+            )
+        )
     print("\n| step (2-core CPU) | VEs/s |\n|---|---|")
     for name, r in rows:
         print(f"| {name} | {r:.0f} |")

@@ -32,10 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from matflow_vae3d.cp import elasticity, lattice  # noqa: E402
-from matflow_vae3d.cp.loadcase import LoadCase, LoadStep  # noqa: E402
-from matflow_vae3d.cp.phenopowerlaw import from_phase  # noqa: E402
-from matflow_vae3d.cp.spectral import solve  # noqa: E402
 from test_cp_solver import (  # noqa: E402
     _point_uniaxial,
     cu_phase,
@@ -45,6 +41,11 @@ from test_cp_solver import (  # noqa: E402
     short_uniaxial,
     voronoi_map,
 )
+
+from matflow_vae3d.cp import elasticity, lattice  # noqa: E402
+from matflow_vae3d.cp.loadcase import LoadCase, LoadStep  # noqa: E402
+from matflow_vae3d.cp.phenopowerlaw import from_phase  # noqa: E402
+from matflow_vae3d.cp.spectral import solve  # noqa: E402
 
 OUT = ROOT / "docs" / "figures" / "cp_physics_checks.png"
 
@@ -66,8 +67,7 @@ def elastic_single_crystal(n_orient):
     for name, phase_fn in (("Mg", mg_phase), ("Cu", cu_phase)):
         phase = elastic_only(phase_fn())
         q = random_quats(n_orient, 3)
-        res = solve(np.zeros((n_orient, 2, 2, 2), int), [qi[None] for qi in q], phase,
-                    short_uniaxial(1, strain))
+        res = solve(np.zeros((n_orient, 2, 2, 2), int), [qi[None] for qi in q], phase, short_uniaxial(1, strain))
         law = from_phase(phase)
         E_num, E_c = [], []
         for r, R in zip(res, elasticity.quaternion_to_matrix(q)):
@@ -126,8 +126,12 @@ def schmid():
     cs = lattice.coordinate_systems([12], "cF", None, "slip")
     m_max = np.abs(np.einsum("si,i->s", cs[:, 0], a) * np.einsum("si,i->s", cs[:, 1], a)).max()
     nan = np.nan
-    step = LoadStep(deformation=[[1e-3, nan, nan], [0, nan, nan], [0, 0, nan]],
-                    stress=[[nan, 0, 0], [nan, 0, 0], [nan, nan, 0]], t=8.0, N=8)
+    step = LoadStep(
+        deformation=[[1e-3, nan, nan], [0, nan, nan], [0, 0, nan]],
+        stress=[[nan, 0, 0], [nan, 0, 0], [nan, nan, 0]],
+        t=8.0,
+        N=8,
+    )
     res = solve(np.zeros((1, 1, 1, 1), int), [q], phase, LoadCase([step]))[0]
     _check(res, "Schmid")
     xi_0 = phase["mechanical"]["plastic"]["xi_0_sl"][0]
@@ -174,12 +178,14 @@ def main(argv=None):
     ap.add_argument("--ves", type=int, default=5, help="(b) polycrystal VEs")
     ap.add_argument("--increments", type=int, default=8, help="(c) increments")
     ap.add_argument("--strain", type=float, default=4e-3, help="(c) final F_xx - 1")
-    ap.add_argument("--factors", type=int, nargs="+", default=[1, 2, 3, 4],
-                    help="(f) upsampling factors of the 4^3 grid")
+    ap.add_argument(
+        "--factors", type=int, nargs="+", default=[1, 2, 3, 4], help="(f) upsampling factors of the 4^3 grid"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -224,8 +230,15 @@ def main(argv=None):
     print(f"{'seed':>4s} {'Reuss':>8s} {'solver':>8s} {'Voigt':>8s} {'inside':>6s}")
     for i, (s, Er, E, Ev) in enumerate(poly):
         print(f"{s:4d} {Er / 1e9:8.3f} {E / 1e9:8.3f} {Ev / 1e9:8.3f} {str(Er <= E <= Ev):>6s}")
-        ax[1].plot([i, i], [Er / 1e9, Ev / 1e9], "-", color="0.6", lw=6, solid_capstyle="butt",
-                   label="Reuss-Voigt range" if i == 0 else None)
+        ax[1].plot(
+            [i, i],
+            [Er / 1e9, Ev / 1e9],
+            "-",
+            color="0.6",
+            lw=6,
+            solid_capstyle="butt",
+            label="Reuss-Voigt range" if i == 0 else None,
+        )
         ax[1].plot(i, E / 1e9, "r_", ms=18, mew=2, label="solver" if i == 0 else None)
     ax[1].set_xticks(range(len(poly)), [f"seed {s}" for s, *_ in poly])
     ax[1].set_ylabel("uniaxial modulus, 12-grain VE (GPa)")
@@ -251,16 +264,23 @@ def main(argv=None):
     for e, s in zip(eps_d, sig_d):
         print(f"{e:8.3f} {s / 1e6:12.3f} {s / sig_flow:8.4f}")
     ax[3].plot(eps_d, sig_d / 1e6, "r.-", label="solver, Cu single crystal [124]")
-    ax[3].axhline(sig_flow / 1e6, color="k", ls="--", lw=1,
-                  label=rf"$\xi_0/m \cdot (\dot\varepsilon/(m\dot\gamma_0))^{{1/n}}$ = {sig_flow / 1e6:.2f} MPa")
+    ax[3].axhline(
+        sig_flow / 1e6,
+        color="k",
+        ls="--",
+        lw=1,
+        label=rf"$\xi_0/m \cdot (\dot\varepsilon/(m\dot\gamma_0))^{{1/n}}$ = {sig_flow / 1e6:.2f} MPa",
+    )
     ax[3].set_xlabel(r"$F_{xx} - 1$ (%)")
     ax[3].set_ylabel(r"$\sigma_{xx}$ (MPa)")
     ax[3].set_title(f"(d) Schmid law (end: {100 * (sig_d[-1] / sig_flow - 1):+.2f} % off)")
     ax[3].legend(fontsize=8, loc="lower right")
 
     # (e)
-    print(f"\n# (e) symmetry: 6^3 Mg VE, orientations rotated 60 deg about c (sigma_xx MPa); "
-          f"max |d sigma| / max |sigma| = {rel_e:.1e}")
+    print(
+        f"\n# (e) symmetry: 6^3 Mg VE, orientations rotated 60 deg about c (sigma_xx MPa); "
+        f"max |d sigma| / max |sigma| = {rel_e:.1e}"
+    )
     print(f"{'F_xx-1 %':>8s} {'original':>9s} {'rotated':>9s}")
     for e, a, b in zip(eps_e, sig_e1, sig_e2):
         print(f"{e:8.3f} {a / 1e6:9.3f} {b / 1e6:9.3f}")
@@ -285,13 +305,18 @@ def main(argv=None):
     ax[5].set_ylabel(r"$\sigma_{xx}$ at $F_{xx} - 1$ = 0.15 % (MPa)")
     tw = ax[5].twinx()
     tw.semilogy(n[1:], np.array(d[1:]) / 1e6, "rs--", label="max |change| to previous grid")
-    tw.axhline(0.02 * np.abs(grids[min(2, len(grids) - 1)][1]).max() / 1e6, color="r", lw=0.8, ls=":",
-               label=r"test bound: 2 % of $\sigma_{xx}$")
+    tw.axhline(
+        0.02 * np.abs(grids[min(2, len(grids) - 1)][1]).max() / 1e6,
+        color="r",
+        lw=0.8,
+        ls=":",
+        label=r"test bound: 2 % of $\sigma_{xx}$",
+    )
     tw.set_ylabel("max |change| to previous grid (MPa)", color="r")
     tw.tick_params(axis="y", colors="r")
     h1, l1 = ax[5].get_legend_handles_labels()
     h2, l2 = tw.get_legend_handles_labels()
-    tw.set_ylim(top=30 * np.nanmax(d) / 1e6)                 # room for the legend above the points
+    tw.set_ylim(top=30 * np.nanmax(d) / 1e6)  # room for the legend above the points
     ax[5].legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
     ax[5].set_title("(f) grid refinement")
 

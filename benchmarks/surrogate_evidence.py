@@ -96,9 +96,18 @@ def row(name, res, n_train):
     m = res["metrics"]
     c = res.get("calibration", {})
     cov = c.get("coverage_2sigma_calibrated")
-    return {"model": name, "n_train": n_train, "mae": m["mae_mpa_mean"], "mae_sd": m["mae_mpa_sd"],
-            "rel": m["rel_pct_mean"], "rel_sd": m["rel_pct_sd_all"], "r2": m["r2"],
-            "rmse": m["rmse_mpa"], "coverage": cov, "calibration_scale": c.get("calibration_scale")}
+    return {
+        "model": name,
+        "n_train": n_train,
+        "mae": m["mae_mpa_mean"],
+        "mae_sd": m["mae_mpa_sd"],
+        "rel": m["rel_pct_mean"],
+        "rel_sd": m["rel_pct_sd_all"],
+        "r2": m["r2"],
+        "rmse": m["rmse_mpa"],
+        "coverage": cov,
+        "calibration_scale": c.get("calibration_scale"),
+    }
 
 
 def main(argv=None):
@@ -135,9 +144,16 @@ def main(argv=None):
         assert (t.ve_id == tab.ve_id).all() and (t.split == tab.split).all()
     n_tr = len(tab.rows("train"))
     print(tab.summary(), flush=True)
-    out = {"n_ves_joined": len(tab), "excluded": tab.excluded, "n_train": n_tr,
-           "n_val": len(tab.rows("val")), "n_test": len(tab.rows("test")),
-           "val_fraction": VAL, "test_fraction": TEST, "members": args.members}
+    out = {
+        "n_ves_joined": len(tab),
+        "excluded": tab.excluded,
+        "n_train": n_tr,
+        "n_val": len(tab.rows("val")),
+        "n_test": len(tab.rows("test")),
+        "val_fraction": VAL,
+        "test_fraction": TEST,
+        "members": args.members,
+    }
     jpath = work / "evidence.json"
     if jpath.exists():
         out = {**json.loads(jpath.read_text()), **out}
@@ -148,11 +164,16 @@ def main(argv=None):
     # ---------------------------------------------------------------- results table
     if "table" in only:
         rows = []
-        specs = [("paper MLP, fingerprint", "fingerprint", 1),
-                 (f"ensemble x{args.members}, fingerprint", "fingerprint", args.members),
-                 (f"ensemble x{args.members}, orientation statistics", "orientation", args.members),
-                 (f"ensemble x{args.members}, fingerprint + orientation statistics",
-                  "fingerprint+orientation", args.members)]
+        specs = [
+            ("paper MLP, fingerprint", "fingerprint", 1),
+            (f"ensemble x{args.members}, fingerprint", "fingerprint", args.members),
+            (f"ensemble x{args.members}, orientation statistics", "orientation", args.members),
+            (
+                f"ensemble x{args.members}, fingerprint + orientation statistics",
+                "fingerprint+orientation",
+                args.members,
+            ),
+        ]
         for name, key, m in specs:
             t0 = time.perf_counter()
             sur = fit(tables[key], m, epochs=args.epochs, patience=args.patience)
@@ -162,25 +183,40 @@ def main(argv=None):
             r["train_s"] = time.perf_counter() - t0
             r["epochs"] = sur.meta["epochs_run"]
             rows.append(r)
-            print(f"{name}: MAE {r['mae']:.3f} +- {r['mae_sd']:.3f} MPa, R2 {r['r2']:.4f} "
-                  f"({r['train_s']:.0f} s)", flush=True)
+            print(
+                f"{name}: MAE {r['mae']:.3f} +- {r['mae_sd']:.3f} MPa, R2 {r['r2']:.4f} ({r['train_s']:.0f} s)",
+                flush=True,
+            )
             if key == "fingerprint" and m == args.members:
                 sur.save(work / "surrogate_fingerprint.pt", overwrite=True)
         test = tab.rows("test")
         mean = tab.Y[tab.rows("train")].mean(axis=0)
         base = regression_metrics(tab.Y[test], np.broadcast_to(mean, tab.Y[test].shape), None, first=1)
-        rows.append({"model": "training mean curve", "n_train": n_tr, "mae": base["mae_mpa_mean"],
-                     "mae_sd": base["mae_mpa_sd"], "rel": base["rel_pct_mean"],
-                     "rel_sd": base["rel_pct_sd_all"], "r2": base["r2"], "rmse": base["rmse_mpa"],
-                     "coverage": None})
+        rows.append(
+            {
+                "model": "training mean curve",
+                "n_train": n_tr,
+                "mae": base["mae_mpa_mean"],
+                "mae_sd": base["mae_mpa_sd"],
+                "rel": base["rel_pct_mean"],
+                "rel_sd": base["rel_pct_sd_all"],
+                "r2": base["r2"],
+                "rmse": base["rmse_mpa"],
+                "coverage": None,
+            }
+        )
         out["table"] = rows
         save()
-        lines = ["| model | MAE per increment (MPa) | relative error (%) | R² | ±2σ coverage, calibrated |",
-                 "|---|---|---|---|---|"]
+        lines = [
+            "| model | MAE per increment (MPa) | relative error (%) | R² | ±2σ coverage, calibrated |",
+            "|---|---|---|---|---|",
+        ]
         for r in rows:
             cov = "–" if r.get("coverage") is None else f"{100 * r['coverage']:.1f} %"
-            lines.append(f"| {r['model']} | {r['mae']:.2f} ± {r['mae_sd']:.2f} | {r['rel']:.2f} ± "
-                         f"{r['rel_sd']:.2f} | {r['r2']:.4f} | {cov} |")
+            lines.append(
+                f"| {r['model']} | {r['mae']:.2f} ± {r['mae_sd']:.2f} | {r['rel']:.2f} ± "
+                f"{r['rel_sd']:.2f} | {r['r2']:.4f} | {cov} |"
+            )
         (work / "table.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
 
@@ -203,15 +239,21 @@ def main(argv=None):
         for n in sizes:
             m = tab.Y[order[:n]].mean(axis=0)
             test = tab.rows("test")
-            mean_maes.append(regression_metrics(tab.Y[test], np.broadcast_to(m, tab.Y[test].shape),
-                                                None, first=1)["mae_mpa_mean"])
+            mean_maes.append(
+                regression_metrics(tab.Y[test], np.broadcast_to(m, tab.Y[test].shape), None, first=1)["mae_mpa_mean"]
+            )
         curve["mean curve"] = mean_maes
         out["learning_curve"] = curve
         save()
-        plot_lines(curve["sizes"], {k: curve[k] for k in ("fingerprint", "orientation", "mean curve")},
-                   "training VEs", "held-out MAE per increment (MPa)",
-                   f"learning curve, {len(tab.rows('test'))} test VEs, ensemble x{args.members}",
-                   work / "learning_curve.png", logx=True)
+        plot_lines(
+            curve["sizes"],
+            {k: curve[k] for k in ("fingerprint", "orientation", "mean curve")},
+            "training VEs",
+            "held-out MAE per increment (MPa)",
+            f"learning curve, {len(tab.rows('test'))} test VEs, ensemble x{args.members}",
+            work / "learning_curve.png",
+            logx=True,
+        )
 
     # ---------------------------------------------------------------- active sampling
     if "active" in only:
@@ -229,8 +271,7 @@ def main(argv=None):
                     sur = fit(tt, args.members, seed=seed, epochs=args.epochs, patience=args.patience)
                     ns.append(len(chosen))
                     maes.append(test_mae(sur, tt))
-                    print(f"active sampling seed {seed} {strategy} n={len(chosen)}: {maes[-1]:.3f} MPa",
-                          flush=True)
+                    print(f"active sampling seed {seed} {strategy} n={len(chosen)}: {maes[-1]:.3f} MPa", flush=True)
                     if rnd == args.al_rounds:
                         break
                     left = np.setdiff1d(pool_all, chosen)
@@ -245,11 +286,14 @@ def main(argv=None):
             res["n"] = ns
         out["active_sampling"] = res
         save()
-        plot_lines(res["n"], {f"{k} (mean of {args.al_seeds} starts)": np.mean(res[k], axis=0).tolist()
-                              for k in ("acquire", "random")},
-                   "CP runs used for training", "held-out MAE per increment (MPa)",
-                   f"active sampling: ensemble spread vs random, batches of {args.al_batch}",
-                   work / "active_sampling.png")
+        plot_lines(
+            res["n"],
+            {f"{k} (mean of {args.al_seeds} starts)": np.mean(res[k], axis=0).tolist() for k in ("acquire", "random")},
+            "CP runs used for training",
+            "held-out MAE per increment (MPa)",
+            f"active sampling: ensemble spread vs random, batches of {args.al_batch}",
+            work / "active_sampling.png",
+        )
     out["total_s"] = time.perf_counter() - t_all
     save()
     print(f"done in {out['total_s']:.0f} s -> {jpath}")

@@ -68,9 +68,7 @@ class LazyGroup(click.Group):
             module = importlib.import_module(module_name)
             return getattr(module, attr)
         except (ImportError, AttributeError) as exc:  # not built yet / broken install
-            raise click.ClickException(
-                f"command {name!r} is unavailable: {exc}"
-            ) from exc
+            raise click.ClickException(f"command {name!r} is unavailable: {exc}") from exc
 
     def format_commands(self, ctx, formatter):
         rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]

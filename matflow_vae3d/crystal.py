@@ -53,7 +53,7 @@ def _family(lattice: str) -> str:
 
 def _check(a, last: tuple, name: str) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
-    if a.shape[a.ndim - len(last):] != last or a.ndim < len(last):
+    if a.shape[a.ndim - len(last) :] != last or a.ndim < len(last):
         raise ValueError(f"{name} must have shape (..., {', '.join(map(str, last))}), got {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contain NaN or inf")
@@ -79,10 +79,15 @@ def eulers_to_quaternions(eulers) -> np.ndarray:
     eu = _check(eulers, (3,), "Euler angles")
     ee = 0.5 * eu
     c, s = np.cos(ee[..., 1]), np.sin(ee[..., 1])
-    q = np.stack([c * np.cos(ee[..., 0] + ee[..., 2]),
-                  -_P * s * np.cos(ee[..., 0] - ee[..., 2]),
-                  -_P * s * np.sin(ee[..., 0] - ee[..., 2]),
-                  -_P * c * np.sin(ee[..., 0] + ee[..., 2])], axis=-1)
+    q = np.stack(
+        [
+            c * np.cos(ee[..., 0] + ee[..., 2]),
+            -_P * s * np.cos(ee[..., 0] - ee[..., 2]),
+            -_P * s * np.sin(ee[..., 0] - ee[..., 2]),
+            -_P * c * np.sin(ee[..., 0] + ee[..., 2]),
+        ],
+        axis=-1,
+    )
     return np.where(q[..., :1] < 0.0, -q, q)
 
 
@@ -96,7 +101,7 @@ def quaternions_to_eulers(q) -> np.ndarray:
     q = _check_quaternions(q)
     a, b, c, d = q[..., 0], -_P * q[..., 3], -_P * q[..., 1], -_P * q[..., 2]
     Phi = 2.0 * np.arctan2(np.sqrt(c * c + d * d), np.sqrt(a * a + b * b))
-    chi, eta = np.arctan2(b, a), np.arctan2(-d, c)     # (phi1 +- phi2) / 2
+    chi, eta = np.arctan2(b, a), np.arctan2(-d, c)  # (phi1 +- phi2) / 2
     zero, pi = Phi <= 1e-8, Phi >= np.pi - 1e-8
     ok = ~(zero | pi)
     phi1 = np.where(ok, chi - eta, np.where(zero, 2.0 * chi, -2.0 * eta))
@@ -163,9 +168,9 @@ def reduce_to_fz(q, lattice: str) -> np.ndarray:
     faster and sits in the VE generator's inner loop; tested against damask).
     """
     q = _check_quaternions(q)
-    M = _left_matrices(symmetry_operators(lattice))                      # (n, 4, 4)
+    M = _left_matrices(symmetry_operators(lattice))  # (n, 4, 4)
     eq = np.moveaxis((q.reshape(-1, 4) @ M.reshape(-1, 4).T).reshape(q.shape[:-1] + (len(M), 4)), -2, 0)
-    eq = np.where(eq[..., :1] < 0.0, -eq, eq)                            # (n, ..., 4): s * q
+    eq = np.where(eq[..., :1] < 0.0, -eq, eq)  # (n, ..., 4): s * q
     ok = _in_fz(eq, lattice)
     first = np.argmax(ok, axis=0)
     first = np.where(ok.any(0), first, np.argmax(eq[..., 0], axis=0))  # round-off guard
@@ -185,7 +190,7 @@ def _left_matrices(ops: np.ndarray) -> np.ndarray:
     M[:, 0, 0] = s0
     M[:, 0, 1:] = -sv
     M[:, 1:, 0] = sv
-    cx = np.zeros((len(ops), 3, 3))                                      # [s]_x, s x v = [s]_x v
+    cx = np.zeros((len(ops), 3, 3))  # [s]_x, s x v = [s]_x v
     cx[:, 0, 1], cx[:, 0, 2], cx[:, 1, 2] = -sv[:, 2], sv[:, 1], -sv[:, 0]
     cx[:, 1, 0], cx[:, 2, 0], cx[:, 2, 1] = sv[:, 2], -sv[:, 1], sv[:, 0]
     M[:, 1:, 1:] = s0[:, None, None] * np.eye(3) + _P * cx
@@ -200,10 +205,12 @@ def _in_fz(q: np.ndarray, lattice: str) -> np.ndarray:
     if _family(lattice) == "cubic":
         return np.all(r <= (np.sqrt(2.0) - 1.0) * w[..., None], axis=-1) & (r.sum(-1) <= w)
     s3 = np.sqrt(3.0)
-    return (np.all(r <= w[..., None], axis=-1)
-            & (s3 * r[..., 0] + r[..., 1] <= 2.0 * w)
-            & (s3 * r[..., 1] + r[..., 0] <= 2.0 * w)
-            & (r[..., 2] <= (2.0 - s3) * w))
+    return (
+        np.all(r <= w[..., None], axis=-1)
+        & (s3 * r[..., 0] + r[..., 1] <= 2.0 * w)
+        & (s3 * r[..., 1] + r[..., 0] <= 2.0 * w)
+        & (r[..., 2] <= (2.0 - s3) * w)
+    )
 
 
 def disorientation_angle(q1, q2, lattice: str, degrees: bool = False) -> np.ndarray:
@@ -237,7 +244,7 @@ def random_quaternions(n: int | tuple, rng: np.random.Generator) -> np.ndarray:
 
     n: int or shape; rng: numpy Generator. Returns (*shape, 4), w >= 0.
     """
-    shape = (n,) if np.isscalar(n) else tuple(n)
+    shape = (n,) if isinstance(n, (int, np.integer)) else tuple(n)
     u = rng.random(shape + (3,))
     a, b = np.sqrt(1.0 - u[..., 0]), np.sqrt(u[..., 0])
     t1, t2 = 2.0 * np.pi * u[..., 1], 2.0 * np.pi * u[..., 2]
@@ -282,10 +289,15 @@ def torch_eulers_to_quaternions(eulers):
     eu = _tcheck(eulers, 3, "Euler angles")
     ee = 0.5 * eu
     c, s = torch.cos(ee[..., 1]), torch.sin(ee[..., 1])
-    q = torch.stack([c * torch.cos(ee[..., 0] + ee[..., 2]),
-                     -_P * s * torch.cos(ee[..., 0] - ee[..., 2]),
-                     -_P * s * torch.sin(ee[..., 0] - ee[..., 2]),
-                     -_P * c * torch.sin(ee[..., 0] + ee[..., 2])], dim=-1)
+    q = torch.stack(
+        [
+            c * torch.cos(ee[..., 0] + ee[..., 2]),
+            -_P * s * torch.cos(ee[..., 0] - ee[..., 2]),
+            -_P * s * torch.sin(ee[..., 0] - ee[..., 2]),
+            -_P * c * torch.sin(ee[..., 0] + ee[..., 2]),
+        ],
+        dim=-1,
+    )
     return _tstandardise(q)
 
 
@@ -300,8 +312,8 @@ def torch_quaternions_to_eulers(q):
     a, b, c, d = q[..., 0], -_P * q[..., 3], -_P * q[..., 1], -_P * q[..., 2]
     ab, cd = a * a + b * b, c * c + d * d
     Phi = 2.0 * torch.atan2(torch.sqrt(cd), torch.sqrt(ab))
-    chi = torch.atan2(b, a)      # (phi1 + phi2) / 2
-    eta = torch.atan2(-d, c)     # (phi1 - phi2) / 2
+    chi = torch.atan2(b, a)  # (phi1 + phi2) / 2
+    eta = torch.atan2(-d, c)  # (phi1 - phi2) / 2
     tol = 1e-8 if q.dtype == torch.float64 else 1e-4
     zero = Phi <= tol
     pi = Phi >= torch.pi - tol
@@ -311,7 +323,7 @@ def torch_quaternions_to_eulers(q):
     two_pi = 2.0 * torch.pi
     eu = torch.stack([torch.remainder(phi1, two_pi), Phi, torch.remainder(phi2, two_pi)], dim=-1)
     scale = torch.tensor([two_pi, 2.0 * torch.pi, two_pi], dtype=eu.dtype, device=eu.device)
-    eu = torch.where(eu >= scale, torch.zeros_like(eu), eu)   # round-off: 2pi -> 0
+    eu = torch.where(eu >= scale, torch.zeros_like(eu), eu)  # round-off: 2pi -> 0
     return eu
 
 
@@ -341,7 +353,7 @@ def torch_reduce_to_fz(q, lattice: str):
     q = _tstandardise(q / torch.linalg.norm(q, dim=-1, keepdim=True))
     M = torch.as_tensor(_left_matrices(symmetry_operators(lattice)), dtype=q.dtype, device=q.device)
     n = M.shape[0]
-    eq = (q @ M.reshape(-1, 4).T).unflatten(-1, (n, 4))               # (..., n, 4): s * q
+    eq = (q @ M.reshape(-1, 4).T).unflatten(-1, (n, 4))  # (..., n, 4): s * q
     # the FZ test only needs |x_i| / |w| (damask: |rho| * (1 - 1e-9) <= bound)
     w = eq[..., 0].abs() * (1.0 / (1.0 - 1e-9))
     r = eq[..., 1:].abs()
@@ -349,10 +361,12 @@ def torch_reduce_to_fz(q, lattice: str):
         ok = (r.amax(-1) <= (np.sqrt(2.0) - 1.0) * w) & (r.sum(-1) <= w)
     else:
         s3 = np.sqrt(3.0)
-        ok = ((r.amax(-1) <= w)
-              & (s3 * r[..., 0] + r[..., 1] <= 2.0 * w)
-              & (s3 * r[..., 1] + r[..., 0] <= 2.0 * w)
-              & (r[..., 2] <= (2.0 - s3) * w))
+        ok = (
+            (r.amax(-1) <= w)
+            & (s3 * r[..., 0] + r[..., 1] <= 2.0 * w)
+            & (s3 * r[..., 1] + r[..., 0] <= 2.0 * w)
+            & (r[..., 2] <= (2.0 - s3) * w)
+        )
     # first admissible operator; fall back to largest w (never needed up to round-off)
     first = torch.argmax(ok.to(torch.uint8), dim=-1)
     idx = torch.where(ok.any(-1), first, torch.argmax(w, dim=-1))
@@ -379,10 +393,10 @@ def torch_disorientation_angle(q1, q2, lattice: str, degrees: bool = False):
     q1 = q1 / torch.linalg.norm(q1, dim=-1, keepdim=True)
     q2 = q2 / torch.linalg.norm(q2, dim=-1, keepdim=True)
     inv = torch.cat([q2[..., :1], -q2[..., 1:]], dim=-1)
-    dq = torch_quaternion_multiply(q1, inv)                              # (..., 4)
+    dq = torch_quaternion_multiply(q1, inv)  # (..., 4)
     ops = _torch_ops(lattice, dq)
-    ops_c = torch.cat([ops[:, :1], -ops[:, 1:]], dim=-1)                 # s^-1
-    dots = (dq @ ops_c.T).abs()                                          # (..., n) = |w(s*dq)|
+    ops_c = torch.cat([ops[:, :1], -ops[:, 1:]], dim=-1)  # s^-1
+    dots = (dq @ ops_c.T).abs()  # (..., n) = |w(s*dq)|
     best = torch.argmax(dots, dim=-1)
     s = ops[best]
     r = torch_quaternion_multiply(s, dq)

@@ -46,9 +46,10 @@ import math
 import os
 import threading
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -185,7 +186,8 @@ class VEBatch:
     @property
     def grid(self) -> tuple[int, int, int]:
         """Cells per direction (nx, ny, nz)."""
-        return tuple(int(n) for n in self.local_maps.shape[1:])
+        nx, ny, nz = (int(n) for n in self.local_maps.shape[1:])
+        return nx, ny, nz
 
     def _offsets(self) -> list[int]:
         o = self.offsets
@@ -209,8 +211,7 @@ class VEBatch:
                 import torch
 
                 lm = _widen(self.local_maps)
-                cached = lm + torch.tensor(off[:-1], dtype=torch.int32,
-                                           device=lm.device).view(-1, 1, 1, 1)
+                cached = lm + torch.tensor(off[:-1], dtype=torch.int32, device=lm.device).view(-1, 1, 1, 1)
             self.__dict__["_global"] = cached
         return cached
 
@@ -229,8 +230,7 @@ class VEBatch:
         for b in range(B):
             flat = _widen(lm[b].reshape(-1))
             for c in range(C):
-                torch.index_select(tab_t[c, off[b]: off[b + 1]], 0, flat,
-                                   out=out[b, c].view(-1))
+                torch.index_select(tab_t[c, off[b] : off[b + 1]], 0, flat, out=out[b, c].view(-1))
         return out
 
     def to_tensor(self, device="cpu", dtype=None):
@@ -249,7 +249,7 @@ class VEBatch:
 
         return self._expand(self.quaternions, device, dtype or torch.float32)
 
-    def pin_memory(self) -> "VEBatch":
+    def pin_memory(self) -> VEBatch:
         """Copy of the batch with its arrays as pinned torch tensors (for DataLoader
         ``pin_memory=True``; needs CUDA). The grain maps keep their compact dtype
         (uint16 as an int16 bit pattern)."""
@@ -299,18 +299,15 @@ def collate_ves(samples: Sequence[dict]) -> VEBatch:
     shape = samples[0]["grain_map"].shape
     for s in samples:
         if s["grain_map"].shape != shape:
-            raise ValueError(
-                f"samples have different grids: {shape} and {s['grain_map'].shape}")
+            raise ValueError(f"samples have different grids: {shape} and {s['grain_map'].shape}")
     dtype = np.result_type(*[s["grain_map"].dtype for s in samples])
     if not np.issubdtype(dtype, np.unsignedinteger):
         dtype = np.dtype(np.int32)
     lm = np.stack([s["grain_map"] for s in samples]).astype(dtype, copy=False)
     batch = VEBatch(
         local_maps=lm,
-        eulers_norm=np.concatenate([s["eulers_norm"] for s in samples]).astype(
-            np.float32, copy=False),
-        quaternions=np.concatenate([s["quaternions"] for s in samples]).astype(
-            np.float32, copy=False),
+        eulers_norm=np.concatenate([s["eulers_norm"] for s in samples]).astype(np.float32, copy=False),
+        quaternions=np.concatenate([s["quaternions"] for s in samples]).astype(np.float32, copy=False),
         ve_ids=[s["ve_id"] for s in samples],
         offsets=offsets,
         indices=np.array([s.get("index", -1) for s in samples], dtype=np.int64),
@@ -358,18 +355,24 @@ def _check_format(f: h5py.File, path) -> None:
         fmt = fmt.decode()
     if fmt != FORMAT:
         found = "no 'format' attribute" if fmt is None else f"format {fmt!r}"
-        raise ValueError(
-            f"{path} is an HDF5 file but not a matflow-vae3d VE dataset ({found}; "
-            f"expected {FORMAT!r})"
-        )
+        raise ValueError(f"{path} is an HDF5 file but not a matflow-vae3d VE dataset ({found}; expected {FORMAT!r})")
     version = int(f.attrs.get("format_version", -1))
     if version != FORMAT_VERSION:
         raise ValueError(
             f"{path}: VE dataset format_version {version} is not supported "
             f"(this version of matflow-vae3d reads version {FORMAT_VERSION})"
         )
-    for name in ("grain_maps", "grain_offsets", "quaternions", "eulers_norm",
-                 "ve_id", "seed", "params_json", "params_offsets", "size"):
+    for name in (
+        "grain_maps",
+        "grain_offsets",
+        "quaternions",
+        "eulers_norm",
+        "ve_id",
+        "seed",
+        "params_json",
+        "params_offsets",
+        "size",
+    ):
         if name not in f:
             raise ValueError(f"{path}: VE dataset is missing the dataset {name!r}")
 
@@ -468,15 +471,14 @@ class VEDataset:
             self._offsets = self._f["grain_offsets"][: self._n + 1].astype(np.int64)
             if len(self._offsets) != self._n + 1 or self._gm.shape[0] < self._n:
                 raise ValueError(f"{self.path}: VE dataset is truncated or corrupt")
-            self._direct = self._gm.chunks == (1,) + self.grid and self.compression in (
-                "gzip", "zstd", "none")
+            self._direct = self._gm.chunks == (1,) + self.grid and self.compression in ("gzip", "zstd", "none")
             self._dtype = self._gm.dtype
         except Exception:
             self._f.close()
             raise
         self._threads = threads or _n_threads()
         self._pool = None
-        self._ve_ids = None
+        self._ve_ids: list[str] | None = None
 
     # -- basic -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -504,8 +506,10 @@ class VEDataset:
             pass
 
     def __repr__(self) -> str:
-        return (f"VEDataset({str(self.path)!r}: {self._n} VEs, lattice {self.lattice}, "
-                f"grid {self.grid}, {self.compression})")
+        return (
+            f"VEDataset({str(self.path)!r}: {self._n} VEs, lattice {self.lattice}, "
+            f"grid {self.grid}, {self.compression})"
+        )
 
     def _index(self, i) -> int:
         i = int(i)
@@ -517,8 +521,7 @@ class VEDataset:
 
     def _ids(self) -> list[str]:
         if self._ve_ids is None:
-            self._ve_ids = [s.decode() if isinstance(s, bytes) else str(s)
-                            for s in self._f["ve_id"][: self._n]]
+            self._ve_ids = [s.decode() if isinstance(s, bytes) else str(s) for s in self._f["ve_id"][: self._n]]
         return self._ve_ids
 
     @property
@@ -543,7 +546,7 @@ class VEDataset:
     def params(self, i) -> dict:
         """Generator parameters (dict) of VE ``i``."""
         i = self._index(i)
-        lo, hi = self._f["params_offsets"][i: i + 2]
+        lo, hi = self._f["params_offsets"][i : i + 2]
         return json.loads(self._f["params_json"][lo:hi].tobytes().decode("utf-8"))
 
     def seed(self, i) -> int | None:
@@ -584,20 +587,18 @@ class VEDataset:
         np.cumsum(counts, out=offsets[1:])
         qd, ed = self._f["quaternions"], self._f["eulers_norm"]
         if len(idx) > 0 and np.all(np.diff(idx) == 1):  # contiguous: one read each
-            q = qd[lo[0]: hi[-1]]
-            e = ed[lo[0]: hi[-1]]
+            q = qd[lo[0] : hi[-1]]
+            e = ed[lo[0] : hi[-1]]
         else:
             span = (hi.max() - lo.min()) if len(idx) else 0
             if len(idx) and span <= 4 * max(1, counts.sum()):  # read the span, pick rows
                 base = lo.min()
-                qs, es = qd[base: base + span], ed[base: base + span]
+                qs, es = qd[base : base + span], ed[base : base + span]
                 rows = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) - base
                 q, e = qs[rows], es[rows]
             else:
-                q = np.concatenate([qd[a:b] for a, b in zip(lo, hi)]) if len(idx) else \
-                    np.zeros((0, 4), qd.dtype)
-                e = np.concatenate([ed[a:b] for a, b in zip(lo, hi)]) if len(idx) else \
-                    np.zeros((0, 3), ed.dtype)
+                q = np.concatenate([qd[a:b] for a, b in zip(lo, hi)]) if len(idx) else np.zeros((0, 4), qd.dtype)
+                e = np.concatenate([ed[a:b] for a, b in zip(lo, hi)]) if len(idx) else np.zeros((0, 3), ed.dtype)
         return q, e, offsets
 
     # -- public reading --------------------------------------------------------------
@@ -644,13 +645,16 @@ class VEDataset:
         q, e, off = self._read_tables(idx)
         maps = self._map(lambda i: self._read_grain_map(i), [(int(i),) for i in idx])
         ids = self._ids()
-        return [{
-            "grain_map": maps[b],
-            "eulers_norm": e[off[b]: off[b + 1]],
-            "quaternions": q[off[b]: off[b + 1]].astype(np.float32, copy=False),
-            "ve_id": ids[i],
-            "index": int(i),
-        } for b, i in enumerate(idx)]
+        return [
+            {
+                "grain_map": maps[b],
+                "eulers_norm": e[off[b] : off[b + 1]],
+                "quaternions": q[off[b] : off[b + 1]].astype(np.float32, copy=False),
+                "ve_id": ids[i],
+                "index": int(i),
+            }
+            for b, i in enumerate(idx)
+        ]
 
     def read_batch(self, indices) -> VEBatch:
         """VEs ``indices`` as one :class:`VEBatch` (compact local grain maps).
@@ -717,8 +721,8 @@ class VETorchDataset:
             if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
                 raise IndexError(f"indices out of range for a dataset of {n} VEs")
         self.threads = threads
-        self._ds = None
-        self._pid = None
+        self._ds: VEDataset | None = None
+        self._pid: int | None = None
 
     def _dataset(self) -> VEDataset:
         if self._ds is None or self._pid != os.getpid():
@@ -787,8 +791,9 @@ def _peek(ves: Iterable) -> tuple[Any, Iterator]:
     return first, chain()
 
 
-def _create_layout(f: h5py.File, first: VolumeElement, *, compression: str, level,
-                   orientation_dtype, grain_dtype) -> None:
+def _create_layout(
+    f: h5py.File, first: VolumeElement, *, compression: str, level, orientation_dtype, grain_dtype
+) -> None:
     grid = first.grid
     a = f.attrs
     a["format"] = FORMAT
@@ -804,37 +809,28 @@ def _create_layout(f: h5py.File, first: VolumeElement, *, compression: str, leve
         a["created_by"] = f"matflow-vae3d {version('matflow-vae3d')}"
     except Exception:  # pragma: no cover
         a["created_by"] = "matflow-vae3d"
-    gd = np.dtype(grain_dtype) if grain_dtype is not None else grain_dtype_for(
-        int(np.prod(grid)), first.n_grains)
+    gd = np.dtype(grain_dtype) if grain_dtype is not None else grain_dtype_for(int(np.prod(grid)), first.n_grains)
     a["grain_dtype"] = gd.name
     kw: dict[str, Any] = {}
     if compression == "gzip":
         kw = dict(compression="gzip", compression_opts=int(level))
     elif compression == "zstd":
-        kw = dict(compression=ZSTD_FILTER_ID, compression_opts=(int(level),),
-                  allow_unknown_filter=True)
+        kw = dict(compression=ZSTD_FILTER_ID, compression_opts=(int(level),), allow_unknown_filter=True)
     elif compression == "lzf":
         kw = dict(compression="lzf")
-    f.create_dataset("grain_maps", shape=(0,) + grid, maxshape=(None,) + grid,
-                     chunks=(1,) + grid, dtype=gd, **kw)
-    f.create_dataset("grain_offsets", data=np.zeros(1, np.int64), maxshape=(None,),
-                     chunks=(4096,))
+    f.create_dataset("grain_maps", shape=(0,) + grid, maxshape=(None,) + grid, chunks=(1,) + grid, dtype=gd, **kw)
+    f.create_dataset("grain_offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,))
     od = np.dtype(orientation_dtype)
     if od not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"orientation_dtype must be float32 or float64, got {od}")
-    f.create_dataset("quaternions", shape=(0, 4), maxshape=(None, 4), chunks=(4096, 4),
-                     dtype=od)
-    f.create_dataset("eulers_norm", shape=(0, 3), maxshape=(None, 3), chunks=(4096, 3),
-                     dtype=np.float32)
+    f.create_dataset("quaternions", shape=(0, 4), maxshape=(None, 4), chunks=(4096, 4), dtype=od)
+    f.create_dataset("eulers_norm", shape=(0, 3), maxshape=(None, 3), chunks=(4096, 3), dtype=np.float32)
     sdt = h5py.string_dtype("utf-8", VE_ID_BYTES)
     f.create_dataset("ve_id", shape=(0,), maxshape=(None,), chunks=(1024,), dtype=sdt)
-    f.create_dataset("params_json", shape=(0,), maxshape=(None,), chunks=(65536,),
-                     dtype=np.uint8, compression="gzip")
-    f.create_dataset("params_offsets", data=np.zeros(1, np.int64), maxshape=(None,),
-                     chunks=(4096,))
+    f.create_dataset("params_json", shape=(0,), maxshape=(None,), chunks=(65536,), dtype=np.uint8, compression="gzip")
+    f.create_dataset("params_offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(4096,))
     f.create_dataset("seed", shape=(0,), maxshape=(None,), chunks=(4096,), dtype=np.int64)
-    f.create_dataset("size", shape=(0, 3), maxshape=(None, 3), chunks=(4096, 3),
-                     dtype=np.float64)
+    f.create_dataset("size", shape=(0, 3), maxshape=(None, 3), chunks=(4096, 3), dtype=np.float64)
 
 
 class _Appender:
@@ -884,19 +880,23 @@ class _Appender:
         if ve.lattice != self.lattice:
             raise ValueError(
                 f"VE {name}: lattice {ve.lattice} differs from the file's {self.lattice} "
-                f"({self.path}); all VEs in a dataset share one crystal structure")
+                f"({self.path}); all VEs in a dataset share one crystal structure"
+            )
         if ve.grid != self.grid:
             raise ValueError(
                 f"VE {name}: grid {ve.grid} differs from the file's {self.grid} "
-                f"({self.path}); all VEs in a dataset share one grid")
+                f"({self.path}); all VEs in a dataset share one grid"
+            )
         if ve.n_grains > self.max_grains:
             raise ValueError(
                 f"VE {name}: {ve.n_grains} grains do not fit the file's {self.dtype} grain "
-                f"index; write it to a new dataset")
+                f"index; write it to a new dataset"
+            )
         norms = np.linalg.norm(ve.quaternions, axis=1)
         if not np.allclose(norms, 1.0, atol=1e-4):
-            raise ValueError(f"VE {name}: quaternions are not unit quaternions "
-                             f"(norms in [{norms.min():.4g}, {norms.max():.4g}])")
+            raise ValueError(
+                f"VE {name}: quaternions are not unit quaternions (norms in [{norms.min():.4g}, {norms.max():.4g}])"
+            )
         if ve.ve_id is None:
             ve = dataclasses.replace(ve, ve_id=f"ve-{self.n + k:06d}")
         if not isinstance(ve.ve_id, str) or not ve.ve_id:
@@ -904,8 +904,7 @@ class _Appender:
         if len(ve.ve_id.encode("utf-8")) > VE_ID_BYTES:
             raise ValueError(f"VE id {ve.ve_id[:40]!r}... is longer than {VE_ID_BYTES} bytes")
         if ve.ve_id in self.ids:
-            raise ValueError(f"duplicate VE id {ve.ve_id!r}: ids must be unique in "
-                             f"{self.path}")
+            raise ValueError(f"duplicate VE id {ve.ve_id!r}: ids must be unique in {self.path}")
         return ve
 
     def write_block(self, ves: list[VolumeElement]) -> None:
@@ -913,8 +912,7 @@ class _Appender:
         n, m = self.n, len(ves)
         counts = np.array([ve.n_grains for ve in ves], dtype=np.int64)
         G = int(counts.sum())
-        pj = [json.dumps(ve.params, sort_keys=True, default=_json_default).encode("utf-8")
-              for ve in ves]
+        pj = [json.dumps(ve.params, sort_keys=True, default=_json_default).encode("utf-8") for ve in ves]
         plen = np.array([len(b) for b in pj], dtype=np.int64)
         P = int(plen.sum())
         for name in ("grain_maps", "ve_id", "seed", "size"):
@@ -926,26 +924,29 @@ class _Appender:
         f["eulers_norm"].resize(self.g + G, axis=0)
         # grain maps
         if self.direct:
+
             def enc(ve):
-                return _encode(np.ascontiguousarray(ve.grain_map, dtype=self.dtype).tobytes(),
-                               self.compression, self.level)
+                return _encode(
+                    np.ascontiguousarray(ve.grain_map, dtype=self.dtype).tobytes(), self.compression, self.level
+                )
+
             blobs = list(self.pool.map(enc, ves)) if self.pool else [enc(v) for v in ves]
             for k, b in enumerate(blobs):
                 self.gm.id.write_direct_chunk((n + k, 0, 0, 0), b)
         else:
-            self.gm[n: n + m] = np.stack([ve.grain_map.astype(self.dtype) for ve in ves])
+            self.gm[n : n + m] = np.stack([ve.grain_map.astype(self.dtype) for ve in ves])
         # tables
         q = np.concatenate([ve.quaternions for ve in ves])
-        f["quaternions"][self.g: self.g + G] = q.astype(f["quaternions"].dtype)
-        f["eulers_norm"][self.g: self.g + G] = eulers_norm_of(q)
-        f["grain_offsets"][n + 1: n + m + 1] = self.g + np.cumsum(counts)
-        f["ve_id"][n: n + m] = [ve.ve_id for ve in ves]
+        f["quaternions"][self.g : self.g + G] = q.astype(f["quaternions"].dtype)
+        f["eulers_norm"][self.g : self.g + G] = eulers_norm_of(q)
+        f["grain_offsets"][n + 1 : n + m + 1] = self.g + np.cumsum(counts)
+        f["ve_id"][n : n + m] = [ve.ve_id for ve in ves]
         if P:
-            f["params_json"][self.p: self.p + P] = np.frombuffer(b"".join(pj), np.uint8)
-        f["params_offsets"][n + 1: n + m + 1] = self.p + np.cumsum(plen)
-        f["seed"][n: n + m] = [-1 if ve.seed is None else int(ve.seed) for ve in ves]
-        f["size"][n: n + m] = np.stack([ve.size for ve in ves])
-        self.ids.update(ve.ve_id for ve in ves)
+            f["params_json"][self.p : self.p + P] = np.frombuffer(b"".join(pj), np.uint8)
+        f["params_offsets"][n + 1 : n + m + 1] = self.p + np.cumsum(plen)
+        f["seed"][n : n + m] = [-1 if ve.seed is None else int(ve.seed) for ve in ves]
+        f["size"][n : n + m] = np.stack([ve.size for ve in ves])
+        self.ids.update(str(ve.ve_id) for ve in ves)
         self.n += m
         self.g += G
         self.p += P
@@ -960,11 +961,21 @@ class _Appender:
             self.pool.shutdown()
 
 
-def write_ves(path, ves: Iterable[VolumeElement], *, append: bool = False,
-              overwrite: bool = False, progress: bool = True, total: int | None = None,
-              compression: str = "zstd", compression_level: int | None = None,
-              orientation_dtype="float32", grain_dtype=None, block: int = 32,
-              threads: int | None = None) -> int:
+def write_ves(
+    path,
+    ves: Iterable[VolumeElement],
+    *,
+    append: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    total: int | None = None,
+    compression: str = "zstd",
+    compression_level: int | None = None,
+    orientation_dtype="float32",
+    grain_dtype=None,
+    block: int = 32,
+    threads: int | None = None,
+) -> int:
     """Write VEs to an HDF5 VE dataset; return the number written.
 
     Parameters
@@ -1016,11 +1027,9 @@ def write_ves(path, ves: Iterable[VolumeElement], *, append: bool = False,
     if append and overwrite:
         raise ValueError("choose one of append and overwrite, not both")
     if compression not in COMPRESSIONS:
-        raise ValueError(f"unknown compression {compression!r}: use one of "
-                         f"{', '.join(COMPRESSIONS)}")
-    if compression_level is None:
-        compression_level = _DEFAULT_LEVEL[compression]
-    if compression == "gzip" and not 0 <= int(compression_level) <= 9:
+        raise ValueError(f"unknown compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
+    level = _DEFAULT_LEVEL[compression] if compression_level is None else int(compression_level)
+    if compression == "gzip" and level is not None and not 0 <= level <= 9:
         raise ValueError(f"gzip level must be 0-9, got {compression_level}")
     if compression == "zstd":
         import zstandard  # noqa: F401  (fail early with ImportError)
@@ -1028,8 +1037,8 @@ def write_ves(path, ves: Iterable[VolumeElement], *, append: bool = False,
     exists = path.exists()
     if exists and not (append or overwrite):
         raise FileExistsError(
-            f"{path} exists: pass append=True (--append) to add VEs to it or "
-            f"overwrite=True (--overwrite) to replace it")
+            f"{path} exists: pass append=True (--append) to add VEs to it or overwrite=True (--overwrite) to replace it"
+        )
     if path.is_dir():
         raise ValueError(f"{path} is a directory")
 
@@ -1046,7 +1055,7 @@ def write_ves(path, ves: Iterable[VolumeElement], *, append: bool = False,
                 ve = app.check(ve, k)
                 if ve.ve_id in seen:
                     raise ValueError(f"duplicate VE id {ve.ve_id!r} among the VEs written")
-                seen.add(ve.ve_id)
+                seen.add(str(ve.ve_id))
                 buf.append(ve)
                 k += 1
                 if len(buf) >= block:
@@ -1083,8 +1092,14 @@ def write_ves(path, ves: Iterable[VolumeElement], *, append: bool = False,
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with h5py.File(tmp, "w") as f:
-                _create_layout(f, first, compression=compression, level=compression_level,
-                               orientation_dtype=orientation_dtype, grain_dtype=grain_dtype)
+                _create_layout(
+                    f,
+                    first,
+                    compression=compression,
+                    level=level,
+                    orientation_dtype=orientation_dtype,
+                    grain_dtype=grain_dtype,
+                )
                 n = run(f)
             os.replace(tmp, path)
             return n

@@ -6,13 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool = True,
-                  overwrite_hint: str = "") -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, overwrite: bool = True, overwrite_hint: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block ends
     without an exception, delete it otherwise. A killed or failing writer never leaves a
     truncated file under the final name, and an existing file stays untouched.

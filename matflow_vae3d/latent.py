@@ -28,8 +28,7 @@ def decode_path(model, mu_a, mu_b, steps: int = 8) -> torch.Tensor:
     return model.decode((1 - t) * a + t * b).float().cpu()
 
 
-def plot_path(images: torch.Tensor, png, labels=None, representation: str = "euler",
-              lattice: str = "hP") -> None:
+def plot_path(images: torch.Tensor, png, labels=None, representation: str = "euler", lattice: str = "hP") -> None:
     """PNG strip of mid-slices (z = n/2) of decoded images (steps, C, n, n, n) of
     ``representation``, coloured by normalised FZ Euler angles."""
     import matplotlib
@@ -117,8 +116,12 @@ def spectral_clustering(sets: dict, pca=None, n_neighbors: int = 10, seed: int =
     if pca is not None:
         X = pca.transform(X)
     k = len(sets)
-    sc = SpectralClustering(n_clusters=k, affinity="nearest_neighbors",
-                            n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed,
-                            assign_labels="cluster_qr")
+    sc = SpectralClustering(
+        n_clusters=k,
+        affinity="nearest_neighbors",
+        n_neighbors=min(n_neighbors, len(X) - 1),
+        random_state=seed,
+        assign_labels="cluster_qr",
+    )
     clusters = sc.fit_predict(X)
     return {"accuracy": matched_accuracy(y, clusters), "labels": y, "clusters": clusters, "n_clusters": k}

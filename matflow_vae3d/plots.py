@@ -48,10 +48,8 @@ def plot_mid_slices(ve: VolumeElement, out=None, title: str | None = None, dpi: 
         ax.set_xlabel(f"{c} (voxel)")
     nx, ny, nz = ve.grid
     if title is None:
-        title = (f"{ve.ve_id or 'VE'}  |  lattice {ve.lattice}  |  grid {nx}x{ny}x{nz}  |  "
-                 f"{ve.n_grains} grains")
-    fig.suptitle(title + "\nRGB = (phi1/2pi, Phi/pi, phi2/2pi), FZ Bunge angles",
-                 fontsize=10)
+        title = f"{ve.ve_id or 'VE'}  |  lattice {ve.lattice}  |  grid {nx}x{ny}x{nz}  |  {ve.n_grains} grains"
+    fig.suptitle(title + "\nRGB = (phi1/2pi, Phi/pi, phi2/2pi), FZ Bunge angles", fontsize=10)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

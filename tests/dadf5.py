@@ -31,8 +31,10 @@ older ones wrote small datasets unfiltered. damask.Result does not look at them.
                     numerics.yaml if present, the geometry file, the load file) named by
                     the file's base name: shape (1,), NUL-terminated fixed-length string,
                     attributes creator/created/description
-                                                                      config.f90, grid/discretization_grid.f90,
-                                                                      grid/DAMASK_grid.f90, HDF5_utilities.f90 HDF5_write_str
+                                                                      config.f90,
+                                                                      grid/discretization_grid.f90,
+                                                                      grid/DAMASK_grid.f90,
+                                                                      HDF5_utilities.f90 HDF5_write_str
 /geometry           attributes ``cells`` (int32 (3,)), ``size``, ``origin`` (float64 (3,))
                                                                       grid/discretization_grid.f90
 /increment_<N>      attribute ``t/s`` (float64), for N = 0 (initial state, t = 0) and every
@@ -75,25 +77,34 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
 
 DAMASK_VERSION = "3.0.2"
-DEFAULT_COMMAND = ("DAMASK_grid", "--geom", "grid.vti", "--load", "load.yaml",
-                   "--material", "material.yaml", "--jobname", "job")
+DEFAULT_COMMAND = (
+    "DAMASK_grid",
+    "--geom",
+    "grid.vti",
+    "--load",
+    "load.yaml",
+    "--material",
+    "material.yaml",
+    "--jobname",
+    "job",
+)
 #: descriptions DAMASK gives the input files it stores under /setup
 SETUP_DESCRIPTIONS = {
     "material.yaml": "main configuration",
     "numerics.yaml": "numerics configuration",
     "debug.yaml": "debug configuration",
     ".vti": "geometry definition (grid solver)",
-    ".yaml": "load case definition (grid solver)",   # any other YAML: the load file
+    ".yaml": "load case definition (grid solver)",  # any other YAML: the load file
 }
 STA_HEADER = "Increment Time CutbackLevel Converged IterationsNeeded StagIterationsNeeded"
-_CHUNK_SIZE = 1024 ** 2 // 8          # HDF5_utilities.f90 chunkSize (elements)
+_CHUNK_SIZE = 1024**2 // 8  # HDF5_utilities.f90 chunkSize (elements)
 
 
 def now() -> str:
@@ -154,8 +165,7 @@ def _string_dataset(group, name: str, text: str, description: str, version: str)
     return ds
 
 
-def _mapping_dataset(group, name: str, labels: np.ndarray, entries: np.ndarray, description: str,
-                     version: str):
+def _mapping_dataset(group, name: str, labels: np.ndarray, entries: np.ndarray, description: str, version: str):
     """results.f90 results_mapping_*: compound {label: H5T_NATIVE_CHARACTER * len, entry: int64}.
 
     H5T_NATIVE_CHARACTER is Fortran's character type (space padded); all labels have the
@@ -184,11 +194,25 @@ def _setup_description(name: str) -> str:
 
 
 # ----------------------------------------------------------------------- the writer
-def write_dadf5(path, F, P, t, cells, size, phase: str = "Mg", homogenization: str = "SX",
-                materials: str | None = None, *, increments: Sequence[int] | None = None,
-                origin=(0.0, 0.0, 0.0), setup: Mapping[str, str] | None = None,
-                command: Sequence[str] = DEFAULT_COMMAND, version: str = DAMASK_VERSION,
-                u_p=None, u_n=None) -> Path:
+def write_dadf5(
+    path,
+    F,
+    P,
+    t,
+    cells,
+    size,
+    phase: str = "Mg",
+    homogenization: str = "SX",
+    materials: str | None = None,
+    *,
+    increments: Sequence[int] | None = None,
+    origin=(0.0, 0.0, 0.0),
+    setup: Mapping[str, str] | None = None,
+    command: Sequence[str] = DEFAULT_COMMAND,
+    version: str = DAMASK_VERSION,
+    u_p=None,
+    u_n=None,
+) -> Path:
     """Write a DADF5 0.14 file as DAMASK_grid 3.0.x does for one phase, 1 constituent, pass.
 
     Test infrastructure for the reading path only (see the module docstring for the
@@ -250,10 +274,22 @@ def write_dadf5(path, F, P, t, cells, size, phase: str = "Mg", homogenization: s
         g.attrs.create("size", size, dtype="<f8")
         g.attrs.create("origin", np.asarray(origin, dtype=np.float64).reshape(3), dtype="<f8")
 
-        _mapping_dataset(cell_to, "phase", np.full((n_cells, 1), phase), np.arange(n_cells)[:, None],
-                         "cell ID and constituent ID to phase results", version)
-        _mapping_dataset(cell_to, "homogenization", np.full(n_cells, homogenization), np.arange(n_cells),
-                         "cell ID to homogenization results", version)
+        _mapping_dataset(
+            cell_to,
+            "phase",
+            np.full((n_cells, 1), phase),
+            np.arange(n_cells)[:, None],
+            "cell ID and constituent ID to phase results",
+            version,
+        )
+        _mapping_dataset(
+            cell_to,
+            "homogenization",
+            np.full(n_cells, homogenization),
+            np.arange(n_cells),
+            "cell ID to homogenization results",
+            version,
+        )
 
         for k, (inc, tk) in enumerate(zip(incs, t)):
             grp = f.create_group(f"increment_{inc}")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from matflow_vae3d.cli import cli, COMMANDS
+from matflow_vae3d.cli import COMMANDS, cli
 from matflow_vae3d.cp.loadcase import LoadCase, LoadStep
 
 

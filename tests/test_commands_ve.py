@@ -33,8 +33,7 @@ def sha(p):
 @pytest.fixture(scope="module")
 def ves_h5(tmp_path_factory):
     p = tmp_path_factory.mktemp("gen") / "ves.h5"
-    run("generate", "--preset", "train", "--count", 3, "--grid", GRID, "--seed", 7,
-        "--out", p, "--no-progress")
+    run("generate", "--preset", "train", "--count", 3, "--grid", GRID, "--seed", 7, "--out", p, "--no-progress")
     return p
 
 
@@ -51,8 +50,7 @@ def test_generate_ids_seeds_and_determinism(ves_h5, tmp_path):
     # --append continues the sequence: 3 + 2 == one run of 5
     p = tmp_path / "a.h5"
     run("generate", "--count", 3, "--grid", GRID, "--seed", 7, "--out", p, "--no-progress")
-    run("generate", "--count", 2, "--grid", GRID, "--seed", 7, "--out", p, "--append",
-        "--no-progress")
+    run("generate", "--count", 2, "--grid", GRID, "--seed", 7, "--out", p, "--append", "--no-progress")
     q = tmp_path / "b.h5"
     run("generate", "--count", 5, "--grid", GRID, "--seed", 7, "--out", q, "--no-progress")
     with VEDataset(p) as a, VEDataset(q) as b:
@@ -67,24 +65,36 @@ def test_generate_refuses_and_validates(ves_h5, tmp_path):
     before = sha(ves_h5)
     res = run("generate", "--count", 1, "--grid", GRID, "--out", ves_h5, ok=False)
     assert "--append" in res.output and "--overwrite" in res.output
-    res = run("generate", "--count", 1, "--grid", 16, "--seed", 7, "--out", ves_h5,
-              "--append", "--no-progress", ok=False)
+    res = run(
+        "generate", "--count", 1, "--grid", 16, "--seed", 7, "--out", ves_h5, "--append", "--no-progress", ok=False
+    )
     assert "cannot append" in res.output
     # an explicit --start that repeats ids is refused, nothing written
-    res = run("generate", "--count", 1, "--grid", GRID, "--seed", 7, "--out", ves_h5,
-              "--append", "--start", 0, "--no-progress", ok=False)
+    res = run(
+        "generate",
+        "--count",
+        1,
+        "--grid",
+        GRID,
+        "--seed",
+        7,
+        "--out",
+        ves_h5,
+        "--append",
+        "--start",
+        0,
+        "--no-progress",
+        ok=False,
+    )
     assert "duplicate VE id" in res.output
     assert sha(ves_h5) == before
     out = tmp_path / "x.h5"
     assert "at least 8" in run("generate", "--grid", 4, "--out", out, ok=False).output
-    assert "unknown preset" in run("generate", "--preset", "nope", "--out", out,
-                                   ok=False).output
-    assert "unknown crystal structure" in run("generate", "--lattice", "xyz", "--out", out,
-                                              ok=False).output
+    assert "unknown preset" in run("generate", "--preset", "nope", "--out", out, ok=False).output
+    assert "unknown crystal structure" in run("generate", "--lattice", "xyz", "--out", out, ok=False).output
     assert not out.exists()
     # hexagonal via an alias
-    run("generate", "--count", 1, "--grid", 8, "--lattice", "hcp", "--out", out,
-        "--no-progress")
+    run("generate", "--count", 1, "--grid", 8, "--lattice", "hcp", "--out", out, "--no-progress")
     with VEDataset(out) as ds:
         assert ds.lattice == "hP"
 
@@ -105,8 +115,7 @@ def test_show(ves_h5, tmp_path):
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = 1
-    assert "not a matflow-vae3d VE dataset" in run("show", foreign, "--out", png,
-                                                   ok=False).output
+    assert "not a matflow-vae3d VE dataset" in run("show", foreign, "--out", png, ok=False).output
 
 
 def test_convert_round_trips(ves_h5, tmp_path):
@@ -122,8 +131,7 @@ def test_convert_round_trips(ves_h5, tmp_path):
     run("convert", ves_h5, tmp_path / "v1.dream3d", "--ve-id", ref[1].ve_id)
     run("convert", tmp_path / "v1.dream3d", back, "--append")
     run("convert", ves_h5, tmp_path / "v2.yaml", "--index", 2)
-    assert "crystal structure" in run("convert", tmp_path / "v2.yaml", back, "--append",
-                                      ok=False).output
+    assert "crystal structure" in run("convert", tmp_path / "v2.yaml", back, "--append", ok=False).output
     run("convert", tmp_path / "v2.yaml", back, "--append", "--lattice", "cF")
     with VEDataset(back) as ds:
         assert ds.ve_ids == ["v0", "v1", "v2"]
@@ -133,12 +141,12 @@ def test_convert_round_trips(ves_h5, tmp_path):
     # a directory receives one file per VE
     run("convert", ves_h5, tmp_path / "out", "--to", "damask")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
-        [f"{v.ve_id}.vti" for v in ref] + [f"{v.ve_id}_material.yaml" for v in ref])
+        [f"{v.ve_id}.vti" for v in ref] + [f"{v.ve_id}_material.yaml" for v in ref]
+    )
     # bad input: several VEs to one file, existing target, unknown extension
     assert "select one" in run("convert", ves_h5, tmp_path / "all.vti", ok=False).output
     before = sha(tmp_path / "v2.yaml")
-    assert "exists" in run("convert", ves_h5, tmp_path / "v2.yaml", "--index", 0,
-                           ok=False).output
+    assert "exists" in run("convert", ves_h5, tmp_path / "v2.yaml", "--index", 0, ok=False).output
     assert sha(tmp_path / "v2.yaml") == before
     assert "extension" in run("convert", ves_h5, tmp_path / "x.txt", ok=False).output
     assert "does not exist" in run("convert", tmp_path / "none.h5", back, ok=False).output

@@ -9,7 +9,6 @@ import damask
 import numpy as np
 import pytest
 import yaml
-
 from dadf5 import cell_order, format_sta, write_dadf5
 
 from matflow_vae3d.cp import damask_driver as D
@@ -111,8 +110,9 @@ def test_timeout_reported(tmp_path, monkeypatch):
     exe.write_text("#!/bin/sh\nsleep 5\n")
     exe.chmod(0o755)
     gm, q = _ve()
-    rec = D.simulate_damask(gm, q, get_phase("Mg"), LoadCase.uniaxial(N=2), tmp_path / "job",
-                            executable=str(exe), timeout=0.3)
+    rec = D.simulate_damask(
+        gm, q, get_phase("Mg"), LoadCase.uniaxial(N=2), tmp_path / "job", executable=str(exe), timeout=0.3
+    )
     assert rec.status == "failed" and "timed out after 0.3 s" in rec.reason
 
 
@@ -151,13 +151,15 @@ def test_volume_averages_recover_cell_cauchy_stress():
 @pytest.mark.skipif(not HAVE_DAMASK, reason="DAMASK_grid not on PATH")
 def test_real_damask_run_on_reference_single_crystal(tmp_path):
     """DAMASK_grid on the reference twinning single crystal reproduces the stored averages."""
-    ref = np.load(Path(__file__).parent / "data" / "damask_ref" / "mg16_sx_c_par_x.npz") \
-        if (Path(__file__).parent / "data" / "damask_ref" / "mg16_sx_c_par_x.npz").is_file() else None
+    ref = (
+        np.load(Path(__file__).parent / "data" / "damask_ref" / "mg16_sx_c_par_x.npz")
+        if (Path(__file__).parent / "data" / "damask_ref" / "mg16_sx_c_par_x.npz").is_file()
+        else None
+    )
     g = damask.GeomGrid.load(DATA / "mg16_sx_c_par_x.grid.vti")
     cfg = yaml.safe_load((DATA / "mg16_sx_c_par_x.material.yaml").read_text())
     load = LoadCase.from_damask(DATA / "mg16_sx_c_par_x.load.yaml")
-    rec = D.simulate_damask(g.material, quaternions_of(cfg), get_phase(cfg), load, tmp_path / "job",
-                            phase_name="Mg")
+    rec = D.simulate_damask(g.material, quaternions_of(cfg), get_phase(cfg), load, tmp_path / "job", phase_name="Mg")
     assert rec.converged, rec.reason
     assert rec.n_converged == 20 and rec.iterations.sum() > 0
     np.testing.assert_allclose(rec.F[:, 0, 0], 1 + 1e-3 * load.times(), rtol=1e-9)
@@ -180,7 +182,7 @@ def test_written_phase_always_outputs_F_and_P(tmp_path):
 # ------------------------------------------- reading DAMASK's result format (no DAMASK_grid)
 # tests/dadf5.py writes files in DAMASK_grid 3.0.x's result layout (DADF5 0.14); it is test
 # infrastructure for the reading path only: read_result and the success path of run_job.
-CELLS = (3, 4, 5)                  # non-cubic: an axis swap or a wrong cell order shows
+CELLS = (3, 4, 5)  # non-cubic: an axis swap or a wrong cell order shows
 SIZE = (3e-6, 4e-6, 5e-6)
 
 
@@ -203,18 +205,19 @@ def test_dadf5_helper_is_read_by_damask_in_damasks_cell_order(tmp_path):
     """The helper's file opens with damask.Result, and cell k is where DAMASK puts it (x fastest)."""
     ix, iy, iz = np.meshgrid(*(np.arange(c) for c in CELLS), indexing="ij")
     field = np.zeros(CELLS + (3, 3))
-    field[..., 0, 0] = 1 + 0.1 * ix + 0.01 * iy + 0.001 * iz           # encodes [ix, iy, iz]
+    field[..., 0, 0] = 1 + 0.1 * ix + 0.01 * iy + 0.001 * iz  # encodes [ix, iy, iz]
     F = cell_order(field)[None] + np.zeros((2, 1, 3, 3))
     F[:, :, 1, 1] = F[:, :, 2, 2] = 1.0
-    path = write_dadf5(tmp_path / "job.hdf5", F, np.zeros_like(F), [0.0, 1.0], CELLS, SIZE,
-                       materials="homogenization: {}\n")
+    path = write_dadf5(
+        tmp_path / "job.hdf5", F, np.zeros_like(F), [0.0, 1.0], CELLS, SIZE, materials="homogenization: {}\n"
+    )
     r = damask.Result(path)
     assert (r.version_major, r.version_minor) == (0, 14)
     np.testing.assert_array_equal(r.cells, CELLS)
     assert r.phases == ["Mg"] and r.homogenizations == ["SX"] and r.fields == ["mechanical"]
     assert r.N_constituents == 1 and r.simulation_setup_files == ["material.yaml"]
     placed = r.view(increments=1).place("F")
-    i = np.floor(r.coordinates0_point / (np.array(SIZE) / CELLS)).astype(int)   # DAMASK's own cell positions
+    i = np.floor(r.coordinates0_point / (np.array(SIZE) / CELLS)).astype(int)  # DAMASK's own cell positions
     np.testing.assert_allclose(placed[:, 0, 0], 1 + 0.1 * i[:, 0] + 0.01 * i[:, 1] + 0.001 * i[:, 2], rtol=1e-15)
     # same order as damask.GeomGrid's material.flatten(order='F') (what DAMASK_grid reads)
     np.testing.assert_array_equal(cell_order(ix + 10 * iy + 100 * iz), (ix + 10 * iy + 100 * iz).flatten(order="F"))
@@ -225,8 +228,7 @@ def test_format_sta_reproduces_damask_sta_files():
     for name in ("mg16_rand_g20_s0", "mg16_sx_c_par_x"):
         text = (DATA / f"{name}.sta").read_text()
         s = D.read_sta(DATA / f"{name}.sta")
-        rows = zip(s["increment"], s["time"], s["cutback_level"], s["converged"], s["iterations"],
-                   s["stag_iterations"])
+        rows = zip(s["increment"], s["time"], s["cutback_level"], s["converged"], s["iterations"], s["stag_iterations"])
         assert format_sta(list(rows)) == text
 
 
@@ -257,7 +259,7 @@ def test_read_result_places_sparse_increments_in_natural_order(tmp_path):
     path = write_dadf5(tmp_path / "job.hdf5", F, P, [0.0, 2.5, 5.0], CELLS, SIZE, increments=[0, 5, 10])
     Fm, Pm, Sm = _numpy_means(F, P)
     out = D.read_result(path, n_increments=10)
-    np.testing.assert_array_equal(out["increment"], [0, 5, 10])    # increment_10 after increment_5
+    np.testing.assert_array_equal(out["increment"], [0, 5, 10])  # increment_10 after increment_5
     np.testing.assert_array_equal(out["t"], [0.0, 2.5, 5.0])
     np.testing.assert_allclose(out["sigma"][[0, 5, 10]], Sm, rtol=1e-12, atol=1e-12 * np.abs(Sm).max())
     np.testing.assert_allclose(out["F"][[0, 5, 10]], Fm, rtol=1e-12)
@@ -316,8 +318,11 @@ sys.exit(0)
 
 def _stand_in(tmp_path, drop=()):
     exe = tmp_path / "stand_in_DAMASK_grid"
-    exe.write_text(STAND_IN.format(python=sys.executable, tests=str(Path(__file__).parent),
-                                   E=E_STAND_IN, NU=NU_STAND_IN, drop=tuple(drop)))
+    exe.write_text(
+        STAND_IN.format(
+            python=sys.executable, tests=str(Path(__file__).parent), E=E_STAND_IN, NU=NU_STAND_IN, drop=tuple(drop)
+        )
+    )
     exe.chmod(0o755)
     return exe
 
@@ -330,7 +335,7 @@ def _stand_in_expected(load):
     P = np.zeros_like(F)
     P[:, 0, 0] = E_STAND_IN * a * t
     sigma = np.zeros_like(F)
-    sigma[:, 0, 0] = E_STAND_IN * a * t / (1 - NU_STAND_IN * a * t) ** 2    # P F^T / det F
+    sigma[:, 0, 0] = E_STAND_IN * a * t / (1 - NU_STAND_IN * a * t) ** 2  # P F^T / det F
     iterations = [7 if n == 2 else 2 + n % 3 for n in range(1, load.n_increments + 1)]
     return F, P, sigma, iterations
 
@@ -343,12 +348,21 @@ def test_successful_run_with_stand_in_damask_grid(tmp_path, f_out):
     load = LoadCase.uniaxial(N=4, strain=0.002)
     load.steps[0].f_out = f_out
     job = tmp_path / "job"
-    rec = D.simulate_damask(gm, q, get_phase("Mg"), load, job, phase_name="Mg", size=(2e-5, 2.5e-5, 3e-5),
-                            executable=str(_stand_in(tmp_path)), ve_id="ve-ok")
+    rec = D.simulate_damask(
+        gm,
+        q,
+        get_phase("Mg"),
+        load,
+        job,
+        phase_name="Mg",
+        size=(2e-5, 2.5e-5, 3e-5),
+        executable=str(_stand_in(tmp_path)),
+        ve_id="ve-ok",
+    )
     assert rec.status == "converged" and rec.converged and rec.reason == "", rec.reason
     assert rec.solver == "damask" and rec.ve_id == "ve-ok" and rec.n_converged == 4
     F, P, sigma, iterations = _stand_in_expected(load)
-    np.testing.assert_array_equal(rec.iterations, iterations)      # sub-steps of the cutback summed
+    np.testing.assert_array_equal(rec.iterations, iterations)  # sub-steps of the cutback summed
     np.testing.assert_array_equal(rec.t, load.times())
     written = np.arange(5) % f_out == 0
     for got, ref in ((rec.F, F), (rec.P, P), (rec.sigma, sigma)):
@@ -356,8 +370,16 @@ def test_successful_run_with_stand_in_damask_grid(tmp_path, f_out):
         assert np.isnan(got[~written]).all()
     # started like DAMASK_grid: relative input names, the job directory as working directory
     call = json.loads((job / "stand_in_call.json").read_text())
-    assert call["argv"] == ["--geom", "grid.vti", "--load", "load.yaml", "--material", "material.yaml",
-                            "--jobname", "job"]
+    assert call["argv"] == [
+        "--geom",
+        "grid.vti",
+        "--load",
+        "load.yaml",
+        "--material",
+        "material.yaml",
+        "--jobname",
+        "job",
+    ]
     assert call["cwd"] == str(job.resolve())
     assert "stand_in_DAMASK_grid: reading grid.vti" in (job / "job.log").read_text()
     r = damask.Result(job / "job.hdf5")
@@ -370,8 +392,9 @@ def test_result_file_lacking_a_converged_increment_fails(tmp_path):
     """Exit 0 and all increments converged in job.sta, but job.hdf5 lacks increment 3."""
     gm, q = _ve()
     load = LoadCase.uniaxial(N=4, strain=0.002)
-    rec = D.simulate_damask(gm, q, get_phase("Mg"), load, tmp_path / "job", phase_name="Mg",
-                            executable=str(_stand_in(tmp_path, drop=[3])))
+    rec = D.simulate_damask(
+        gm, q, get_phase("Mg"), load, tmp_path / "job", phase_name="Mg", executable=str(_stand_in(tmp_path, drop=[3]))
+    )
     assert rec.status == "failed" and not rec.converged
     assert "result file lacks converged increments" in rec.reason
     assert "exited with code" not in rec.reason and "increments converged" not in rec.reason

@@ -62,12 +62,18 @@ def _damask_residual(law, A, Lp, state, dt):
     ns = law.ns
     xi = state[:, : law.ns + law.nt]
     rate = torch.zeros_like(tau)
-    rate[:, :ns] = torch.as_tensor(law.law.dot_gamma_0_sl) * (tau[:, :ns].abs() / xi[:, :ns]) ** \
-        torch.as_tensor(law.law.n_sl) * torch.sign(tau[:, :ns])
+    rate[:, :ns] = (
+        torch.as_tensor(law.law.dot_gamma_0_sl)
+        * (tau[:, :ns].abs() / xi[:, :ns]) ** torch.as_tensor(law.law.n_sl)
+        * torch.sign(tau[:, :ns])
+    )
     if law.nt:
-        f = (state[:, 2 * ns + law.nt:] / torch.as_tensor(law.law.gamma_char)).sum(-1, keepdim=True)
-        rate[:, ns:] = (1 - f) * torch.as_tensor(law.law.dot_gamma_0_tw) * \
-            (tau[:, ns:].clamp_min(0) / xi[:, ns:]) ** torch.as_tensor(law.law.n_tw)
+        f = (state[:, 2 * ns + law.nt :] / torch.as_tensor(law.law.gamma_char)).sum(-1, keepdim=True)
+        rate[:, ns:] = (
+            (1 - f)
+            * torch.as_tensor(law.law.dot_gamma_0_tw)
+            * (tau[:, ns:].clamp_min(0) / xi[:, ns:]) ** torch.as_tensor(law.law.n_tw)
+        )
     Lpc = torch.einsum("ma,aij->mij", rate, P)
     return (Lp - Lpc).flatten(1).norm(dim=-1)
 
@@ -79,7 +85,7 @@ def test_flow_solve_far_above_flow_stress_converges_to_damask_residual(material)
     satisfies DAMASK's residual with the true (uncapped) power law."""
     law = _law(material)
     F, invFp0, _ = _random_points(law, 200, seed=1)
-    state = law.state0.expand(200, -1).clone()           # virgin state: xi = xi_0
+    state = law.state0.expand(200, -1).clone()  # virgin state: xi = xi_0
     A = F @ invFp0
     dt = 0.5
     x_trial = law.flow_ratio(law.stress_voigt(A), state)[2].amax(-1)
@@ -90,7 +96,7 @@ def test_flow_solve_far_above_flow_stress_converges_to_damask_residual(material)
     # DAMASK's criterion at the solver's tolerances (rtol 1e-8, atol 1e-11 /s), with margin
     tol = torch.clamp(1e-8 * Lp.flatten(1).norm(dim=-1), min=1e-11)
     assert (_damask_residual(law, A, Lp, state, dt) < 2 * tol).all()
-    assert (Lp.flatten(1).norm(dim=-1) > 1e-5).sum() > 100          # most points flow plastically
+    assert (Lp.flatten(1).norm(dim=-1) > 1e-5).sum() > 100  # most points flow plastically
     # S is the stress of the returned L_p
     np.testing.assert_allclose(S, law.stress(A @ (torch.eye(3, dtype=A.dtype) - dt * Lp))[0], rtol=0, atol=1e-3)
 
@@ -106,7 +112,7 @@ def test_flow_solve_lifts_the_cap_where_the_solution_lies_beyond_it(monkeypatch)
     ref = law.solve_Lp(A, state, torch.zeros_like(A), 0.5)
     monkeypatch.setattr(TorchLaw, "CAP_FACTOR", 0.3)
     low = law.rate_cap(A, 0.5, factor=0.3)[0]
-    assert (law.flow_ratio(ref[2], state)[2] > low).any(-1).all()       # every solution beyond the cap
+    assert (law.flow_ratio(ref[2], state)[2] > low).any(-1).all()  # every solution beyond the cap
     out = law.solve_Lp(A, state, torch.zeros_like(A), 0.5, max_iter=40)
     assert out[-1].all()
     np.testing.assert_allclose(out[0], ref[0], rtol=0, atol=1e-9 * ref[0].abs().max().item())
@@ -120,7 +126,7 @@ def test_dot_state_jacobian_equals_automatic_differentiation(phase):
     _, _, state = _random_points(law, M, seed=3)
     g = torch.Generator().manual_seed(4)
     rate = 1e-3 * torch.randn(M, law.ns + law.nt, generator=g, dtype=torch.float64)
-    rate[:, law.ns:] = rate[:, law.ns:].abs()
+    rate[:, law.ns :] = rate[:, law.ns :].abs()
     Dr_ad, Ds_ad = vmap(jacfwd(law.dot_state, argnums=(0, 1)))(rate, state)
     Dr, Ds = law.dot_state_jacobian(rate, state)
     np.testing.assert_allclose(Dr, Dr_ad, rtol=1e-12, atol=1e-12 * Dr_ad.abs().max().item())
@@ -158,8 +164,8 @@ def test_consistent_tangent_equals_finite_differences_of_the_update(material):
 def test_fit_level_picks_the_longest_fitting_sub_step():
     assert _fit_level(0, Fraction(1)) == 0
     assert _fit_level(-2, Fraction(1)) == 0
-    assert _fit_level(1, Fraction(3, 8)) == 2          # 1/2 does not fit in 3/8, 1/4 does
-    assert _fit_level(3, Fraction(1, 2)) == 3          # never longer than asked
+    assert _fit_level(1, Fraction(3, 8)) == 2  # 1/2 does not fit in 3/8, 1/4 does
+    assert _fit_level(3, Fraction(1, 2)) == 3  # never longer than asked
 
 
 def _spy_steps(monkeypatch):
@@ -186,13 +192,13 @@ def test_copper_first_increment_starts_on_sub_steps_that_grow_back(monkeypatch):
     ve = generate_ve(get_preset("train", grid=8, lattice="cF"), seed=0)
     res = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), LoadCase.uniaxial(N=4, strain=2e-3))[0]
     assert res.converged, res.reason
-    assert steps[0][0] == 0.5 / 8                            # 16x overshoot: start at 2^-3
+    assert steps[0][0] == 0.5 / 8  # 16x overshoot: start at 2^-3
     done = np.cumsum([d if c else 0.0 for d, c in steps])
-    inc1 = [d for (d, c), t in zip(steps, done) if c and t <= 0.5 + 1e-12]   # sub-steps of increment 1
+    inc1 = [d for (d, c), t in zip(steps, done) if c and t <= 0.5 + 1e-12]  # sub-steps of increment 1
     assert sum(inc1) == pytest.approx(0.5) and max(inc1) < 0.5
-    assert max(inc1) >= 2 * min(inc1)                        # sub-steps grew again ...
-    assert steps[-1] == (0.5, True)                          # ... and back at full step
-    assert done[-1] == pytest.approx(2.0)                    # converged sub-steps cover t
+    assert max(inc1) >= 2 * min(inc1)  # sub-steps grew again ...
+    assert steps[-1] == (0.5, True)  # ... and back at full step
+    assert done[-1] == pytest.approx(2.0)  # converged sub-steps cover t
     assert np.all(np.diff(res.sigma[1:, 0, 0]) > 0)
 
 
@@ -205,7 +211,7 @@ def test_stagnating_newton_is_cut_back(monkeypatch):
     load = LoadCase.uniaxial(N=2, strain=1e-3)
     ref = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), load)[0]
     steps = _spy_steps(monkeypatch)
-    monkeypatch.setattr(spectral, "TRIAL_OVERSHOOT", 1e9)     # no sub-steps up front
+    monkeypatch.setattr(spectral, "TRIAL_OVERSHOOT", 1e9)  # no sub-steps up front
     res = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), load)[0]
     assert res.converged, res.reason
     assert steps[0] == (0.5, False) and min(d for d, _ in steps) < 0.5
@@ -233,6 +239,6 @@ def test_chunked_update_and_tangent_equal_one_pass(monkeypatch):
     chunked = law.update(F, invFp0, state0, Lp0, state0.clone(), 0.5, F0=torch.eye(3).expand(40, 3, 3).double())
     K2 = law.tangent(F, invFp0, one["Lp"], one["state"], 0.5, state0=state0)
     assert torch.equal(one["ok"], chunked["ok"]) and one["ok"].all()
-    for k in ("P", "Lp", "state", "invFp", "S"):                   # same up to round-off (GEMM blocking)
+    for k in ("P", "Lp", "state", "invFp", "S"):  # same up to round-off (GEMM blocking)
         np.testing.assert_allclose(chunked[k], one[k], rtol=1e-9, atol=1e-9 * one[k].abs().max().item(), err_msg=k)
     np.testing.assert_allclose(K2, K1, rtol=1e-9, atol=1e-9 * K1.abs().max().item())

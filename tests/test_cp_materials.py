@@ -13,7 +13,9 @@ from matflow_vae3d.microstructure.volume_element import VolumeElement
 
 REF = Path(__file__).parent / "data" / "damask_inputs"
 _MF = importlib.util.find_spec("matflow")  # located, not imported (importing matflow is slow)
-MATFLOW_MG = (Path(_MF.origin).parent if _MF else Path("/nonexistent")) / "data" / "workflows" / "tension_DAMASK_Mg.yaml"
+MATFLOW_MG = (
+    (Path(_MF.origin).parent if _MF else Path("/nonexistent")) / "data" / "workflows" / "tension_DAMASK_Mg.yaml"
+)
 
 
 def _ref_phase():
@@ -65,8 +67,8 @@ def test_cu_preset_is_cubic_phenopowerlaw():
     ev = np.sort(np.linalg.eigvalsh(C))
     el = cu["mechanical"]["elastic"]
     np.testing.assert_allclose(
-        ev, np.sort([el["C_11"] + 2 * el["C_12"]] + [el["C_11"] - el["C_12"]] * 2 + [el["C_44"]] * 3),
-        rtol=1e-12)
+        ev, np.sort([el["C_11"] + 2 * el["C_12"]] + [el["C_11"] - el["C_12"]] * 2 + [el["C_44"]] * 3), rtol=1e-12
+    )
 
 
 def test_hexagonal_stiffness_is_transversely_isotropic():
@@ -78,8 +80,8 @@ def test_hexagonal_stiffness_is_transversely_isotropic():
     T = np.zeros((3, 3, 3, 3))
     for I, (i, j) in enumerate(idx):
         for J, (k, l) in enumerate(idx):
-            for (p, q) in {(i, j), (j, i)}:
-                for (r, s) in {(k, l), (l, k)}:
+            for p, q in {(i, j), (j, i)}:
+                for r, s in {(k, l), (l, k)}:
                     T[p, q, r, s] = C[I, J]
     Tr = np.einsum("ia,jb,kc,ld,abcd->ijkl", R, R, R, R, T)
     np.testing.assert_allclose(Tr, T, atol=1e-6 * np.abs(T).max())
@@ -114,18 +116,21 @@ def test_unknown_preset_lists_names():
         M.get_phase("no/such/file.yaml")
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda p: p["mechanical"]["elastic"].pop("C_13"), r"missing key\(s\) \['C_13'\]"),
-    (lambda p: p.pop("c/a"), "c/a"),
-    (lambda p: p["mechanical"]["plastic"].update({"xi_0_sll": [1]}), "unknown key.*xi_0_sll"),
-    (lambda p: p["mechanical"]["plastic"].pop("h_0_sl-sl"), "missing key 'h_0_sl-sl'"),
-    (lambda p: p["mechanical"]["plastic"].update({"xi_0_sl": [1e6, 2e6]}), "expected 5 values"),
-    (lambda p: p["mechanical"]["plastic"].update({"n_sl": [20, 20, -1, 20, 20]}), "n_sl: must be > 0"),
-    (lambda p: p["mechanical"]["elastic"].update({"type": "Neo-Hooke"}), "only 'Hooke'"),
-    (lambda p: p["mechanical"]["elastic"].update({"C_44": "soft"}), "expected a number"),
-    (lambda p: p.update({"lattice": "tI"}), "lattice 'tI' not supported"),
-    (lambda p: p.update({"colour": "grey"}), "unknown key"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda p: p["mechanical"]["elastic"].pop("C_13"), r"missing key\(s\) \['C_13'\]"),
+        (lambda p: p.pop("c/a"), "c/a"),
+        (lambda p: p["mechanical"]["plastic"].update({"xi_0_sll": [1]}), "unknown key.*xi_0_sll"),
+        (lambda p: p["mechanical"]["plastic"].pop("h_0_sl-sl"), "missing key 'h_0_sl-sl'"),
+        (lambda p: p["mechanical"]["plastic"].update({"xi_0_sl": [1e6, 2e6]}), "expected 5 values"),
+        (lambda p: p["mechanical"]["plastic"].update({"n_sl": [20, 20, -1, 20, 20]}), "n_sl: must be > 0"),
+        (lambda p: p["mechanical"]["elastic"].update({"type": "Neo-Hooke"}), "only 'Hooke'"),
+        (lambda p: p["mechanical"]["elastic"].update({"C_44": "soft"}), "expected a number"),
+        (lambda p: p.update({"lattice": "tI"}), "lattice 'tI' not supported"),
+        (lambda p: p.update({"colour": "grey"}), "unknown key"),
+    ],
+)
 def test_bad_phase_refused_with_named_problem(mutate, match):
     p = _ref_phase()
     mutate(p)

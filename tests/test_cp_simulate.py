@@ -2,7 +2,6 @@
 `vae3d simulate`, on tiny VEs (4^3, 2-3 grains) and a short load (3 increments)."""
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import damask
@@ -25,9 +24,9 @@ LOAD = LoadCase.uniaxial(N=3, strain=0.0015)  # 3 increments at 1e-3 /s, t = 1.5
 
 def _ve(i, lattice="hP", G=2, n=4):
     gm = np.zeros((n, n, n), np.int32)
-    gm[n // 2:] = 1
+    gm[n // 2 :] = 1
     if G == 3:
-        gm[:, n // 2:, :] = 2
+        gm[:, n // 2 :, :] = 2
     q = damask.Orientation.from_random(shape=G, lattice=lattice, rng_seed=100 + i).reduced.quaternion
     return VolumeElement(gm, q, lattice, ve_id=f"ve-{i}")
 
@@ -74,7 +73,7 @@ def test_simulate_ve_record(single):
     assert r.n_converged == 3 and r.sigma.shape == r.F.shape == r.P.shape == (4, 3, 3)
     np.testing.assert_allclose(r.t, [0, 0.5, 1.0, 1.5])
     np.testing.assert_allclose(r.F[:, 0, 0], 1 + 1e-3 * r.t, rtol=1e-10)  # prescribed dot_F_xx
-    assert np.abs(r.P[1:, 1, 1]).max() < 1e-3 * r.P[-1, 0, 0]           # lateral P = 0
+    assert np.abs(r.P[1:, 1, 1]).max() < 1e-3 * r.P[-1, 0, 0]  # lateral P = 0
     assert r.sigma_xx_MPa[0] == 0
     # elastic regime: sigma_xx proportional to the strain, up to the finite-strain terms
     # (Cauchy stress on the deformed area: + O(strain) = 0.2 % at 0.15 %)
@@ -82,14 +81,29 @@ def test_simulate_ve_record(single):
     assert r.wall_s > 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(material="Titanium"), "refused: unknown material 'Titanium'"),
-    (dict(material="Cu"), "refused: VE 've-0' lattice hP differs from the material's lattice cF"),
-    (dict(material={**get_phase("Mg"), "mechanical": {**get_phase("Mg")["mechanical"],
-          "elastic": {"type": "Hooke", "C_11": 1e9, "C_12": 5e9, "C_13": 1e9, "C_33": 1e9, "C_44": 1e9}}}),
-     "not positive definite"),
-    (dict(solver="builtin", material={**get_phase("Mg"), "thermal": {}}), "builtin solver does not support: phase.thermal"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(material="Titanium"), "refused: unknown material 'Titanium'"),
+        (dict(material="Cu"), "refused: VE 've-0' lattice hP differs from the material's lattice cF"),
+        (
+            dict(
+                material={
+                    **get_phase("Mg"),
+                    "mechanical": {
+                        **get_phase("Mg")["mechanical"],
+                        "elastic": {"type": "Hooke", "C_11": 1e9, "C_12": 5e9, "C_13": 1e9, "C_33": 1e9, "C_44": 1e9},
+                    },
+                }
+            ),
+            "not positive definite",
+        ),
+        (
+            dict(solver="builtin", material={**get_phase("Mg"), "thermal": {}}),
+            "builtin solver does not support: phase.thermal",
+        ),
+    ],
+)
 def test_bad_input_is_a_failure_record(kwargs, match):
     r = S.simulate_ve(_ve(0), load=LOAD, **kwargs)
     assert r.status == "failed" and not r.converged
@@ -105,8 +119,7 @@ def test_ve_without_orientations_is_a_failure_record():
 
 
 def test_divergence_is_a_failure_record_with_solver_reason():
-    r = S.simulate_ve(_ve(0), _stiff_mg(), LOAD, max_iter=1, max_cutback=0,
-                      tol_div=1e-16, tol_div_abs=1e-12)
+    r = S.simulate_ve(_ve(0), _stiff_mg(), LOAD, max_iter=1, max_cutback=0, tol_div=1e-16, tol_div_abs=1e-12)
     assert r.status == "failed" and "increment 1" in r.reason
     assert r.n_converged == 0 and np.isnan(r.sigma[1:]).all()
 
@@ -114,8 +127,13 @@ def test_divergence_is_a_failure_record_with_solver_reason():
 # ---------------------------------------------------------------------- results file
 def test_results_file_append_commit_and_interrupted_row(tmp_path, single):
     out = tmp_path / "r.h5"
-    kw = dict(t=LOAD.times(), material=phase_yaml(get_phase("Mg")), loadcase=S.loadcase_yaml(LOAD),
-              solver="builtin", lattice="hP")
+    kw = dict(
+        t=LOAD.times(),
+        material=phase_yaml(get_phase("Mg")),
+        loadcase=S.loadcase_yaml(LOAD),
+        solver="builtin",
+        lattice="hP",
+    )
     fail = S.SimulationRecord.failed("refused: test", LOAD, ve_id="bad")
     with ResultsWriter(out, **kw) as w:
         w.append(single)
@@ -158,8 +176,13 @@ def test_read_results_fields_and_malformed_files(tmp_path):
     dataset or n_committed, or with a dataset shorter than n_committed, is refused with
     the file and the dataset named."""
     out = tmp_path / "r.h5"
-    kw = dict(t=LOAD.times(), material=phase_yaml(get_phase("Mg")), loadcase=S.loadcase_yaml(LOAD),
-              solver="builtin", lattice="hP")
+    kw = dict(
+        t=LOAD.times(),
+        material=phase_yaml(get_phase("Mg")),
+        loadcase=S.loadcase_yaml(LOAD),
+        solver="builtin",
+        lattice="hP",
+    )
     with ResultsWriter(out, **kw) as w:
         w.append(S.SimulationRecord.failed("first", LOAD, ve_id="a", wall_s=2.0))
         w.append(S.SimulationRecord.failed("second", LOAD, ve_id="b"))
@@ -194,9 +217,25 @@ def test_dataset_cli_resume_and_batch_equals_single(tmp_path, single, load_yaml,
     data = tmp_path / "ves.h5"
     write_ves(data, [_ve(0), _ve(1, G=3), _ve(2)], progress=False)
     out = tmp_path / "stress.h5"
-    run = CliRunner().invoke(cli, ["simulate", "--data", str(data), "--material", str(stiff_file), "--out", str(out),
-                                   "--load", str(load_yaml), "--batch-size", "2", "--limit", "2",
-                                   "--no-progress"])
+    run = CliRunner().invoke(
+        cli,
+        [
+            "simulate",
+            "--data",
+            str(data),
+            "--material",
+            str(stiff_file),
+            "--out",
+            str(out),
+            "--load",
+            str(load_yaml),
+            "--batch-size",
+            "2",
+            "--limit",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert run.exit_code == 0, run.output
     assert "converged 2, failed 0, skipped 0" in run.output
     r = read_results(out)
@@ -212,9 +251,24 @@ def test_dataset_cli_resume_and_batch_equals_single(tmp_path, single, load_yaml,
     np.testing.assert_array_equal(r2["sigma"][:2], r["sigma"])
     # the same VEs with the DAMASK solver failing (DAMASK_GRID=/bin/false): rows, not a crash
     out_d = tmp_path / "damask.h5"
-    run = CliRunner().invoke(cli, ["simulate", "--data", str(data), "--solver", "damask", "--out", str(out_d),
-                                   "--load", str(load_yaml), "--keep-jobs", str(tmp_path / "jobs"),
-                                   "--no-progress"], env={"DAMASK_GRID": "/bin/false"})
+    run = CliRunner().invoke(
+        cli,
+        [
+            "simulate",
+            "--data",
+            str(data),
+            "--solver",
+            "damask",
+            "--out",
+            str(out_d),
+            "--load",
+            str(load_yaml),
+            "--keep-jobs",
+            str(tmp_path / "jobs"),
+            "--no-progress",
+        ],
+        env={"DAMASK_GRID": "/bin/false"},
+    )
     assert run.exit_code == 0, run.output
     assert "converged 0, failed 3" in run.output and "exited with code 1" in run.output
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["ve-0", "ve-1", "ve-2"]
@@ -229,8 +283,7 @@ def test_dataset_workers_write_what_one_process_writes(tmp_path, stiff_file):
     data = tmp_path / "ves.h5"
     write_ves(data, [_ve(0), _ve(1, G=3), _ve(2)], progress=False)
     one = S.simulate_dataset(data, tmp_path / "one.h5", stiff_file, load=LOAD, batch_size=1, progress=False)
-    two = S.simulate_dataset(data, tmp_path / "two.h5", stiff_file, load=LOAD, batch_size=1, progress=False,
-                             workers=2)
+    two = S.simulate_dataset(data, tmp_path / "two.h5", stiff_file, load=LOAD, batch_size=1, progress=False, workers=2)
     assert one["n_converged"] == two["n_converged"] == 3
     a, b = read_results(tmp_path / "one.h5"), read_results(tmp_path / "two.h5")
     assert list(b["ve_id"]) == ["ve-0", "ve-1", "ve-2"] == list(a["ve_id"])
@@ -250,8 +303,9 @@ def test_dataset_refusals_write_nothing(tmp_path):
     with pytest.raises(ValueError, match="unknown material"):
         S.simulate_dataset(data, out, "Unobtainium", load=LOAD, progress=False)
     with pytest.raises(FileNotFoundError, match="DAMASK_grid"):
-        S.simulate_dataset(data, out, "Cu", solver="damask", damask_executable=str(tmp_path / "nope"),
-                           load=LOAD, progress=False)
+        S.simulate_dataset(
+            data, out, "Cu", solver="damask", damask_executable=str(tmp_path / "nope"), load=LOAD, progress=False
+        )
     assert not out.exists()
     run = CliRunner().invoke(cli, ["simulate", "--data", str(data), "--material", "Ti", "--out", str(out)])
     assert run.exit_code != 0 and "unknown material 'Ti'" in run.output and "Cu, Mg" in run.output
@@ -261,8 +315,9 @@ def test_dataset_refusals_write_nothing(tmp_path):
 
 # --------------------------------------------------------------------- DAMASK inputs
 def test_read_reference_damask_inputs():
-    job = S.read_damask_inputs(DATA / "mg16_rand_g20_s0.grid.vti", DATA / "mg16_rand_g20_s0.material.yaml",
-                               DATA / "mg16_rand_g20_s0.load.yaml")
+    job = S.read_damask_inputs(
+        DATA / "mg16_rand_g20_s0.grid.vti", DATA / "mg16_rand_g20_s0.material.yaml", DATA / "mg16_rand_g20_s0.load.yaml"
+    )
     np.testing.assert_array_equal(job["grain_map"], damask.GeomGrid.load(DATA / "mg16_rand_g20_s0.grid.vti").material)
     cfg = yaml.safe_load((DATA / "mg16_rand_g20_s0.material.yaml").read_text())
     np.testing.assert_allclose(job["quaternions"][3], cfg["material"][3]["constituents"][0]["O"], atol=1e-15)
@@ -279,19 +334,23 @@ def _edit(tmp_path, fn):
     return p
 
 
-@pytest.mark.parametrize("fn, match", [
-    (lambda c: c["phase"].update(Mg2=c["phase"]["Mg"]), r"several phases \(Mg, Mg2\)"),
-    (lambda c: c["homogenization"]["SX"]["mechanical"].update(type="isostrain"), "mechanical type 'isostrain'"),
-    (lambda c: c["homogenization"]["SX"].update(thermal={"type": "pass"}), r"\['thermal'\] not supported"),
-    (lambda c: c["phase"]["Mg"]["mechanical"]["plastic"].update(type="dislotwin"), "plasticity type 'dislotwin'"),
-    (lambda c: c["phase"]["Mg"]["mechanical"].update(eigen=[{"type": "thermalexpansion"}]), "mechanical.eigen"),
-    (lambda c: c["material"][0]["constituents"][0].update(V_e=np.eye(3).tolist()), r"constituent keys \['V_e'\]"),
-    (lambda c: c["material"][0]["constituents"].append(c["material"][1]["constituents"][0]), "2 constituents"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (lambda c: c["phase"].update(Mg2=c["phase"]["Mg"]), r"several phases \(Mg, Mg2\)"),
+        (lambda c: c["homogenization"]["SX"]["mechanical"].update(type="isostrain"), "mechanical type 'isostrain'"),
+        (lambda c: c["homogenization"]["SX"].update(thermal={"type": "pass"}), r"\['thermal'\] not supported"),
+        (lambda c: c["phase"]["Mg"]["mechanical"]["plastic"].update(type="dislotwin"), "plasticity type 'dislotwin'"),
+        (lambda c: c["phase"]["Mg"]["mechanical"].update(eigen=[{"type": "thermalexpansion"}]), "mechanical.eigen"),
+        (lambda c: c["material"][0]["constituents"][0].update(V_e=np.eye(3).tolist()), r"constituent keys \['V_e'\]"),
+        (lambda c: c["material"][0]["constituents"].append(c["material"][1]["constituents"][0]), "2 constituents"),
+    ],
+)
 def test_unsupported_damask_inputs_refused_by_name(tmp_path, fn, match):
     with pytest.raises(ValueError, match=match):
-        S.read_damask_inputs(DATA / "mg16_rand_g20_s0.grid.vti", _edit(tmp_path, fn),
-                             DATA / "mg16_rand_g20_s0.load.yaml")
+        S.read_damask_inputs(
+            DATA / "mg16_rand_g20_s0.grid.vti", _edit(tmp_path, fn), DATA / "mg16_rand_g20_s0.load.yaml"
+        )
 
 
 def test_damask_inputs_cli_on_reference_job(tmp_path, load_yaml):
@@ -303,8 +362,17 @@ def test_damask_inputs_cli_on_reference_job(tmp_path, load_yaml):
     small = tmp_path / "coarse.vti"
     damask.GeomGrid(g.material[::4, ::4, ::4], g.size).save(small)
     out = tmp_path / "result.h5"
-    args = ["simulate", "--damask-inputs", str(small), str(DATA / f"{name}.material.yaml"),
-            str(load_yaml), "--solver", "builtin", "--out", str(out)]
+    args = [
+        "simulate",
+        "--damask-inputs",
+        str(small),
+        str(DATA / f"{name}.material.yaml"),
+        str(load_yaml),
+        "--solver",
+        "builtin",
+        "--out",
+        str(out),
+    ]
     run = CliRunner().invoke(cli, args)
     assert run.exit_code == 0, run.output
     assert "coarse: converged, 3/3 increments" in run.output
@@ -323,10 +391,23 @@ def test_damask_inputs_cli_on_reference_job(tmp_path, load_yaml):
 def test_damask_inputs_with_failing_damask_records_the_failure(tmp_path):
     name = "mg16_rand_g20_s0"
     out = tmp_path / "result.h5"
-    run = CliRunner().invoke(cli, ["simulate", "--damask-inputs", str(DATA / f"{name}.grid.vti"),
-                                   str(DATA / f"{name}.material.yaml"), str(DATA / f"{name}.load.yaml"),
-                                   "--solver", "damask", "--keep-jobs", str(tmp_path / "job"), "--out", str(out)],
-                             env={"DAMASK_GRID": "/bin/false"})
+    run = CliRunner().invoke(
+        cli,
+        [
+            "simulate",
+            "--damask-inputs",
+            str(DATA / f"{name}.grid.vti"),
+            str(DATA / f"{name}.material.yaml"),
+            str(DATA / f"{name}.load.yaml"),
+            "--solver",
+            "damask",
+            "--keep-jobs",
+            str(tmp_path / "job"),
+            "--out",
+            str(out),
+        ],
+        env={"DAMASK_GRID": "/bin/false"},
+    )
     assert run.exit_code != 0 and "simulation failed: DAMASK_grid exited with code 1" in run.output
     r = read_results(out)
     assert list(r["status"]) == ["failed"] and r["solver"] == "damask"

@@ -29,13 +29,22 @@ def mg_phase():
 
 
 def cu_phase(**plastic):
-    pl = {"type": "phenopowerlaw", "N_sl": [12], "xi_0_sl": [31e6], "xi_inf_sl": [63e6],
-          "h_0_sl-sl": [75e6], "n_sl": [20], "a_sl": [2.25], "dot_gamma_0_sl": [1e-3],
-          "h_sl-sl": [1, 1, 1.4, 1.4, 1.4, 1.4, 1.4]}
+    pl = {
+        "type": "phenopowerlaw",
+        "N_sl": [12],
+        "xi_0_sl": [31e6],
+        "xi_inf_sl": [63e6],
+        "h_0_sl-sl": [75e6],
+        "n_sl": [20],
+        "a_sl": [2.25],
+        "dot_gamma_0_sl": [1e-3],
+        "h_sl-sl": [1, 1, 1.4, 1.4, 1.4, 1.4, 1.4],
+    }
     pl.update(plastic)
-    return {"lattice": "cF", "mechanical": {
-        "elastic": {"type": "Hooke", "C_11": 106.75e9, "C_12": 60.41e9, "C_44": 28.34e9},
-        "plastic": pl}}
+    return {
+        "lattice": "cF",
+        "mechanical": {"elastic": {"type": "Hooke", "C_11": 106.75e9, "C_12": 60.41e9, "C_44": 28.34e9}, "plastic": pl},
+    }
 
 
 def elastic_only(phase):
@@ -63,7 +72,7 @@ def voronoi_map(n, n_grains, seed):
     g = np.stack(np.meshgrid(*[np.arange(n) + 0.5] * 3, indexing="ij"), -1)
     d = g[..., None, :] - seeds
     d -= n * np.round(d / n)
-    return np.argmin((d ** 2).sum(-1), axis=-1)
+    return np.argmin((d**2).sum(-1), axis=-1)
 
 
 def short_uniaxial(N, strain):
@@ -84,7 +93,7 @@ def test_lattice_systems_match_damask_counts_and_geometry():
         np.testing.assert_allclose(np.trace(P, axis1=1, axis2=2), 0, atol=1e-12)
     # Mg tension twin shear (3 - (c/a)^2)/(sqrt 3 c/a) = 0.1295 for c/a = 1.6235
     g = lattice.characteristic_shear_twin([6], "hP", 1.6235)
-    np.testing.assert_allclose(g, (3 - 1.6235 ** 2) / np.sqrt(3) / 1.6235)
+    np.testing.assert_allclose(g, (3 - 1.6235**2) / np.sqrt(3) / 1.6235)
     assert g[0] == pytest.approx(0.1295, abs=1e-4)
     # basal <a> slip: direction along a1 = x, normal along c = z
     cs = lattice.coordinate_systems([1], "hP", 1.6235, "slip")
@@ -116,6 +125,7 @@ def _same_line(a, b):
 def _cubic_rotations():
     """The 24 proper rotations of the cube (signed permutation matrices, det +1)."""
     import itertools
+
     out = []
     for perm in itertools.permutations(range(3)):
         for signs in itertools.product((1, -1), repeat=3):
@@ -133,19 +143,18 @@ def test_ci_interaction_tables_follow_crystallography():
     SS, ST, TS, TT = (data[k] for k in ("slipslip", "sliptwin", "twinslip", "twintwin"))
     assert SS.shape == (48, 48) and ST.shape == (48, 12)
     assert TS.shape == (12, 48) and TT.shape == (12, 12)
-    assert set(np.unique(SS)) == set(range(1, 29))          # 28 types, all used
+    assert set(np.unique(SS)) == set(range(1, 29))  # 28 types, all used
     assert set(np.unique(ST)) == {1, 2, 3, 4} and set(np.unique(TT)) == {1, 2, 3}
-    assert np.all(TS == 1)                                   # one twin-slip type in DAMASK
+    assert np.all(TS == 1)  # one twin-slip type in DAMASK
     assert np.all(np.diag(SS) == 1) and np.all(np.diag(TT) == 1)
-    assert np.all(SS[~np.eye(48, dtype=bool)] != 1)          # type 1 is self only
+    assert np.all(SS[~np.eye(48, dtype=bool)] != 1)  # type 1 is self only
 
     d, n = data["slip"][:, :3], data["slip"][:, 3:]
-    fam = np.repeat([0, 1, 2], [12, 12, 24])                 # {110}, {112}, {123}
+    fam = np.repeat([0, 1, 2], [12, 12, 24])  # {110}, {112}, {123}
     off = ~np.eye(48, dtype=bool)
     same_b = _same_line(d, d) & off
     same_plane = _same_line(n, n) & off
-    nn = np.abs((n / np.linalg.norm(n, axis=1, keepdims=True))
-                @ (n / np.linalg.norm(n, axis=1, keepdims=True)).T)
+    nn = np.abs((n / np.linalg.norm(n, axis=1, keepdims=True)) @ (n / np.linalg.norm(n, axis=1, keepdims=True)).T)
     fi, fj = np.meshgrid(fam, fam, indexing="ij")
     # coplanar pairs exist only among {110} (each {112}/{123} plane holds one <111>): type 3
     assert not np.any(same_plane & (fi > 0))
@@ -169,11 +178,11 @@ def test_ci_interaction_tables_follow_crystallography():
     # cubic symmetry: rotating the crystal permutes the systems (d (x) n up to sign) and the
     # types with them. DAMASK's table passes for every type but 21/22 ({112}-{112} pairs
     # it tells apart beyond the cubic symmetry), which are compared as one class here.
-    P = lattice.schmid_slip([12, 12, 24], "cI")                       # unit d (x) unit n
+    P = lattice.schmid_slip([12, 12, 24], "cI")  # unit d (x) unit n
     merged = np.where(SS == 22, 21, SS)
     for R in _cubic_rotations():
         Q = np.einsum("ij,sjk,lk->sil", R, P, R)
-        hit = np.isclose(np.abs(np.einsum("sij,tij->st", Q, P)), 1.0)   # Q_s = +-P_t
+        hit = np.isclose(np.abs(np.einsum("sij,tij->st", Q, P)), 1.0)  # Q_s = +-P_t
         assert np.all(hit.sum(1) == 1)
         perm = hit.argmax(1)
         np.testing.assert_array_equal(merged[np.ix_(perm, perm)], merged)
@@ -191,10 +200,12 @@ def test_ci_interaction_tables_follow_crystallography():
     h = lattice.interaction_slip_slip([12, 0, 24], vals, "cI")
     idx = np.r_[0:12, 24:48]
     np.testing.assert_array_equal(h, SS[np.ix_(idx, idx)].astype(float))
-    np.testing.assert_array_equal(lattice.interaction_slip_twin([2, 12, 3], [5], vals[:4], "cI"),
-                                  ST[np.ix_(np.r_[0:2, 12:24, 24:27], np.arange(5))])
+    np.testing.assert_array_equal(
+        lattice.interaction_slip_twin([2, 12, 3], [5], vals[:4], "cI"),
+        ST[np.ix_(np.r_[0:2, 12:24, 24:27], np.arange(5))],
+    )
     assert lattice.interaction_twin_slip([12], [12, 12, 24], [0.5], "cI").shape == (12, 48)
-    with pytest.raises(ValueError, match="h_sl-sl"):               # {123} needs 28 values
+    with pytest.raises(ValueError, match="h_sl-sl"):  # {123} needs 28 values
         lattice.interaction_slip_slip([12, 12, 1], vals[:24], "cI")
     assert lattice.interaction_slip_slip([12, 12], vals[:24], "cI").shape == (24, 24)
 
@@ -206,11 +217,11 @@ def test_cf_interaction_tables_follow_crystallography():
     SS, ST, TS, TT = (data[k] for k in ("slipslip", "sliptwin", "twinslip", "twintwin"))
     assert SS.shape == (18, 18) and ST.shape == (18, 12)
     assert TS.shape == (12, 18) and TT.shape == (12, 12)
-    assert set(np.unique(SS)) == set(range(1, 14))          # 13 types, all used
+    assert set(np.unique(SS)) == set(range(1, 14))  # 13 types, all used
     assert np.all(np.diag(SS) == 1) and np.all(SS[~np.eye(18, dtype=bool)] != 1)
 
     d, n = data["slip"][:, :3], data["slip"][:, 3:]
-    fam = np.repeat([0, 1], [12, 6])                         # <110>{111}, <110>{110}
+    fam = np.repeat([0, 1], [12, 6])  # <110>{111}, <110>{110}
     fi, fj = np.meshgrid(fam, fam, indexing="ij")
     off = ~np.eye(18, dtype=bool)
     same_b = _same_line(d, d) & off
@@ -226,7 +237,7 @@ def test_cf_interaction_tables_follow_crystallography():
     # 5 (I) in the acting plane, 6 (II) in the reacting plane -- except reacting AC(d) and
     # CB(d) on acting AB(c) (systems 1, 2 on 6), which DAMASK lists as 5 (26 fives, 22 sixes)
     s, t = d[:, None] + d[None], d[:, None] - d[None]
-    b3 = np.where((s ** 2).sum(-1, keepdims=True) == 2, s, t)
+    b3 = np.where((s**2).sum(-1, keepdims=True) == 2, s, t)
     in_r = np.isclose(np.einsum("rak,rk->ra", b3, n), 0.0)
     in_a = np.isclose(np.einsum("rak,ak->ra", b3, n), 0.0)
     sixty = octa & np.isclose(bb, 0.5) & ~_same_line(n, n)
@@ -288,22 +299,36 @@ def fe_phase(**plastic):
     """bcc ferrite: DAMASK examples/config/phase/mechanical/plastic/
     phenopowerlaw_DP-steel-ferrite.yaml (Tasan et al. 2014; DAMASK 3.0 key dot_gamma_0_sl) and
     elastic/Hooke_Fe.yaml at T_ref (temperature coefficients left out)."""
-    pl = {"type": "phenopowerlaw", "N_sl": [12, 12], "dot_gamma_0_sl": [1e-3, 1e-3],
-          "n_sl": [20, 20], "a_sl": [2.25, 2.25], "xi_0_sl": [95e6, 96e6],
-          "xi_inf_sl": [222e6, 412e6], "h_0_sl-sl": [1e9, 1e9],
-          "h_sl-sl": [1, 1.4, 1, 1.4] + [1.4] * 20}
+    pl = {
+        "type": "phenopowerlaw",
+        "N_sl": [12, 12],
+        "dot_gamma_0_sl": [1e-3, 1e-3],
+        "n_sl": [20, 20],
+        "a_sl": [2.25, 2.25],
+        "xi_0_sl": [95e6, 96e6],
+        "xi_inf_sl": [222e6, 412e6],
+        "h_0_sl-sl": [1e9, 1e9],
+        "h_sl-sl": [1, 1.4, 1, 1.4] + [1.4] * 20,
+    }
     pl.update(plastic)
-    return {"lattice": "cI", "mechanical": {
-        "elastic": {"type": "Hooke", "C_11": 232.1e9, "C_12": 135.9e9, "C_44": 117.0e9},
-        "plastic": pl}}
+    return {
+        "lattice": "cI",
+        "mechanical": {"elastic": {"type": "Hooke", "C_11": 232.1e9, "C_12": 135.9e9, "C_44": 117.0e9}, "plastic": pl},
+    }
 
 
 #: DAMASK examples/config/phase/mechanical/plastic/phenopowerlaw_polygonal-ferrite.yaml
 #: (Gallardo-Basile et al. 2023): all three cI slip families, 28 interaction values
 POLYGONAL_FERRITE = {
-    "N_sl": [12, 12, 24], "dot_gamma_0_sl": [4e-2] * 3, "n_sl": [20.0] * 3, "a_sl": [2.1] * 3,
-    "xi_0_sl": [61e6, 54e6, 52e6], "xi_inf_sl": [277e6, 248e6, 237e6], "h_0_sl-sl": [1e9] * 3,
-    "h_sl-sl": [1.0, 1.4, 1.0] + [1.4] * 25}
+    "N_sl": [12, 12, 24],
+    "dot_gamma_0_sl": [4e-2] * 3,
+    "n_sl": [20.0] * 3,
+    "a_sl": [2.1] * 3,
+    "xi_0_sl": [61e6, 54e6, 52e6],
+    "xi_inf_sl": [277e6, 248e6, 237e6],
+    "h_0_sl-sl": [1e9] * 3,
+    "h_sl-sl": [1.0, 1.4, 1.0] + [1.4] * 25,
+}
 
 
 def test_ci_phase_parses_and_refuses_non_schmid():
@@ -326,7 +351,7 @@ def test_ci_polycrystal_converges_and_hardens(plastic):
     res = solve(gm[None], [q], phase, short_uniaxial(3, 1.5e-3))[0]
     assert res.converged, res.reason
     sxx = res.sigma[:, 0, 0]
-    assert np.all(np.diff(sxx) > 0)                                   # monotone hardening
+    assert np.all(np.diff(sxx) > 0)  # monotone hardening
     # plastic flow by the end: the last increment is much softer than the first (elastic)
     assert sxx[3] - sxx[2] < 0.8 * (sxx[1] - sxx[0])
     # flowing above the lowest critical resolved shear stress (Schmid factors <= 0.5, rate
@@ -339,8 +364,9 @@ def test_ci_polycrystal_converges_and_hardens(plastic):
 def test_quaternion_convention_matches_damask():
     damask = pytest.importorskip("damask")
     q = random_quats(5, 1)
-    np.testing.assert_allclose(elasticity.quaternion_to_matrix(q),
-                               damask.Rotation.from_quaternion(q).as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(
+        elasticity.quaternion_to_matrix(q), damask.Rotation.from_quaternion(q).as_matrix(), atol=1e-12
+    )
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -355,7 +381,7 @@ def test_bad_phase_input_is_refused_by_name():
     with pytest.raises(ValueError, match="nonsense_key"):
         from_phase(bad)
     bad = copy.deepcopy(p)
-    bad["mechanical"]["elastic"]["C_12"] = 80e9          # C_12 > C_11: not positive definite
+    bad["mechanical"]["elastic"]["C_12"] = 80e9  # C_12 > C_11: not positive definite
     with pytest.raises(ValueError, match="positive definite"):
         from_phase(bad)
     bad = copy.deepcopy(p)
@@ -389,8 +415,8 @@ def test_elastic_single_crystal_matches_analytic_modulus(phase_fn):
     Cn = C[:3, :3]
     E_c = 1.0 / np.linalg.inv(Cn)[0, 0]
     assert res.P[-1, 0, 0] / strain == pytest.approx(E_c, rel=2e-4)
-    assert E_c >= E * (1 - 1e-12)     # constraining shears can only stiffen
-    assert abs(res.P[-1, 1, 1]) < 1e-5 * res.P[-1, 0, 0] + 1.0     # solver tol_bc
+    assert E_c >= E * (1 - 1e-12)  # constraining shears can only stiffen
+    assert abs(res.P[-1, 1, 1]) < 1e-5 * res.P[-1, 0, 0] + 1.0  # solver tol_bc
 
 
 def test_polycrystal_elastic_response_between_voigt_and_reuss():
@@ -427,10 +453,12 @@ def _point_uniaxial(phase, q, load):
     for k in range(step.N):
         Fd[0] = 1 + step.deformation[0, 0] * dt * (k + 1)
         for _ in range(30):
-            def P_of(fd):
+
+            def P_of(fd, invFp=invFp, state0=state0, Lp=Lp):
                 F = torch.tensor(np.diag(fd))[None]
                 o = law.update(F, invFp, state0, Lp, state0.clone(), dt)
                 return o["P"][0].numpy(), o
+
             P, o = P_of(Fd)
             r = np.array([P[1, 1], P[2, 2]])
             if np.abs(r).max() < 1e-3:
@@ -455,7 +483,7 @@ def test_one_grain_ve_equals_homogeneous_point_integration():
     res = solve(np.zeros((1, 2, 2, 2), int), [q], phase, load)[0]
     assert res.converged
     sig_point, P_point = _point_uniaxial(phase, q[0], load)
-    np.testing.assert_allclose(res.sigma[:, 0, 0], sig_point, rtol=2e-5, atol=1.0)   # solver tolerances
+    np.testing.assert_allclose(res.sigma[:, 0, 0], sig_point, rtol=2e-5, atol=1.0)  # solver tolerances
     # the point has shear stresses from the held off-diagonal F; the VE must agree on them too
     np.testing.assert_allclose(res.P[-1], P_point, rtol=2e-5, atol=1e3)
 
@@ -464,21 +492,26 @@ def test_single_crystal_yields_at_schmid_stress():
     """Cu single crystal in single-slip orientation, no hardening, n = 100, shear free:
     the flow stress is xi_0 / m (Schmid) times the rate factor (eps_dot/(m gamma_dot_0))^(1/n)."""
     phase = cu_phase(**{"h_0_sl-sl": [0.0], "n_sl": [100]})
-    axis = np.array([1.0, 2.0, 4.0]) / np.sqrt(21.0)       # tensile axis in crystal coordinates
+    axis = np.array([1.0, 2.0, 4.0]) / np.sqrt(21.0)  # tensile axis in crystal coordinates
     # rotation taking crystal direction `axis` to sample x: rows of R are crystal->... use
     # R with R @ x_sample = axis_crystal  (DAMASK: v_crystal = R v_sample)
     a = axis
-    b = np.cross(a, [0, 0, 1.0]); b /= np.linalg.norm(b)
+    b = np.cross(a, [0, 0, 1.0])
+    b /= np.linalg.norm(b)
     c = np.cross(a, b)
-    R = np.stack([a, b, c], axis=1)                          # columns: sample x, y, z in crystal frame
+    R = np.stack([a, b, c], axis=1)  # columns: sample x, y, z in crystal frame
     damask = pytest.importorskip("damask")
     q = damask.Rotation.from_matrix(R).as_quaternion()[None]
     cs = lattice.coordinate_systems([12], "cF", None, "slip")
     m = np.abs(np.einsum("si,i->s", cs[:, 0], a) * np.einsum("si,i->s", cs[:, 1], a))
     m_max = m.max()
     nan = np.nan
-    step = LoadStep(deformation=[[1e-3, nan, nan], [0, nan, nan], [0, 0, nan]],
-                    stress=[[nan, 0, 0], [nan, 0, 0], [nan, nan, 0]], t=8.0, N=8)
+    step = LoadStep(
+        deformation=[[1e-3, nan, nan], [0, nan, nan], [0, 0, nan]],
+        stress=[[nan, 0, 0], [nan, 0, 0], [nan, nan, 0]],
+        t=8.0,
+        N=8,
+    )
     res = solve(np.zeros((1, 1, 1, 1), int), [q], phase, LoadCase([step]))[0]
     assert res.converged
     sigma_flow = 31e6 / m_max * (1e-3 / (m_max * 1e-3)) ** (1 / 100)
@@ -493,7 +526,7 @@ def test_crystal_symmetry_operator_leaves_response_invariant():
     q = random_quats(5, 8)
     damask = pytest.importorskip("damask")
     o = damask.Rotation.from_quaternion(q)
-    sym = damask.Rotation.from_axis_angle([0, 0, 1, 60], degrees=True)   # 6-fold about c
+    sym = damask.Rotation.from_axis_angle([0, 0, 1, 60], degrees=True)  # 6-fold about c
     q2 = (sym * o).as_quaternion()
     load = short_uniaxial(3, 1.5e-3)
     r1, r2 = solve(np.stack([gm, gm]), [q, q2], phase, load)
@@ -555,7 +588,7 @@ def test_copper_preset_converges():
     res = solve(ve.grain_map[None], [ve.quaternions], get_phase("Cu"), short_uniaxial(10, 1e-3))[0]
     assert res.converged, res.reason
     sxx = res.sigma[1:, 0, 0] / 1e6
-    assert np.all(np.diff(sxx) > 0)                               # hardening, monotone
+    assert np.all(np.diff(sxx) > 0)  # hardening, monotone
     # between a Sachs-like bound on the initial yield (2 xi_0) and Taylor (3.07 xi_inf)
     assert 2 * 1.5 < sxx[0] and sxx[-1] < 3.07 * 112.5
     lateral = np.abs(res.sigma[1:, [1, 2], [1, 2]]).max(-1) / np.abs(res.sigma[1:, 0, 0])

@@ -6,11 +6,10 @@ compared up to sign where the sign is not fixed (w = 0), Euler angles through th
 rotation they represent (degenerate Phi = 0, pi triplets are not unique).
 """
 
+import damask
 import numpy as np
 import pytest
 import torch
-
-import damask
 
 from matflow_vae3d import crystal as C
 
@@ -60,7 +59,7 @@ def test_euler_degeneracies():
     eu = np.array([[0.3, 0.0, 0.5], [1.0, np.pi, 0.25], [6.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     q = C.eulers_to_quaternions(eu)
     back = C.quaternions_to_eulers(q)
-    assert np.allclose(back[:, 2], 0.0)                      # rotation carried by phi1
+    assert np.allclose(back[:, 2], 0.0)  # rotation carried by phi1
     assert np.allclose(back[:, 0], [0.8, 0.75, np.mod(7.0, 2 * np.pi), 0.0])
     assert same_rotation(C.eulers_to_quaternions(back), q, 1e-14)
 
@@ -94,7 +93,7 @@ def test_reduce_to_fz_equals_damask(q, lattice):
     r = C.reduce_to_fz(q, lattice)
     assert np.abs(r - damask_reduced(q, lattice)).max() < 1e-12
     assert np.all(damask.Orientation(r, lattice=lattice).in_FZ)
-    assert np.abs(C.reduce_to_fz(r, lattice) - r).max() < 1e-12      # idempotent
+    assert np.abs(C.reduce_to_fz(r, lattice) - r).max() < 1e-12  # idempotent
     # symmetrically equivalent inputs reduce to the same orientation
     ops = C.symmetry_operators(lattice)
     k = np.random.default_rng(0).integers(0, len(ops), N)
@@ -112,11 +111,11 @@ def test_disorientation_angle(q, lattice):
     # and damask's full search over symmetry-operator pairs (slow: 300 pairs)
     ref = o1[:300].disorientation(o2[:300]).as_axis_angle(pair=True)[1]
     assert np.abs(a[:300] - ref).max() < 1e-10
-    assert np.abs(C.disorientation_angle(p, q, lattice) - a).max() < 1e-10      # symmetric
+    assert np.abs(C.disorientation_angle(p, q, lattice) - a).max() < 1e-10  # symmetric
     limit = 93.84 if lattice == "hP" else 62.80
     assert C.disorientation_angle(q, p, lattice, degrees=True).max() <= limit
     ops = C.symmetry_operators(lattice)
-    qs = C.quaternion_multiply(ops[np.arange(N) % len(ops)], q)           # crystal symmetry
+    qs = C.quaternion_multiply(ops[np.arange(N) % len(ops)], q)  # crystal symmetry
     assert np.abs(C.disorientation_angle(qs, p, lattice) - a).max() < 1e-10
     assert np.abs(C.disorientation_angle(q, q, lattice)).max() < 1e-7
 
@@ -125,7 +124,7 @@ def test_quaternion_misorientation(q):
     p = damask.Rotation.from_random(N, rng_seed=4).quaternion
     m = C.quaternion_misorientation(q, p)
     angle = damask.Rotation(q).misorientation_angle(damask.Rotation(p))
-    assert np.allclose(m, 1.0 - np.cos(angle / 2.0), atol=1e-12)          # Huynh's Phi_3
+    assert np.allclose(m, 1.0 - np.cos(angle / 2.0), atol=1e-12)  # Huynh's Phi_3
     assert np.allclose(C.quaternion_misorientation(q, -q), 0.0, atol=1e-12)  # sign invariant
     assert np.all((m >= 0) & (m <= 1))
 
@@ -145,7 +144,7 @@ def test_random_quaternions_uniform():
     cdf = (w - np.sin(w)) / np.pi
     hist = np.histogram(cdf, bins=10, range=(0, 1))[0]
     chi2 = ((hist - 2000) ** 2 / 2000).sum()
-    assert chi2 < 27.9      # chi^2_9, p = 0.001
+    assert chi2 < 27.9  # chi^2_9, p = 0.001
 
 
 def test_bad_input():

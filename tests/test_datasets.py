@@ -33,12 +33,16 @@ def make_ve(n=12, grains=25, seed=0, lattice="cF", ve_id=None, params=None):
     pts = rng.random((grains, 3)) * n
     x = np.stack(np.meshgrid(*[np.arange(n) + 0.5] * 3, indexing="ij"), -1).reshape(-1, 3)
     _, gm = cKDTree(pts, boxsize=n).query(x)
-    q = damask.Orientation.from_random(shape=grains, lattice=lattice,
-                                       rng_seed=seed).reduced.quaternion
-    return VolumeElement(gm.reshape(n, n, n), q, lattice, size=np.full(3, 1e-5 * (seed + 1)),
-                         seed=seed, params=params if params is not None else
-                         {"preset": "test", "grains": grains},
-                         ve_id=ve_id or f"test-{seed:03d}")
+    q = damask.Orientation.from_random(shape=grains, lattice=lattice, rng_seed=seed).reduced.quaternion
+    return VolumeElement(
+        gm.reshape(n, n, n),
+        q,
+        lattice,
+        size=np.full(3, 1e-5 * (seed + 1)),
+        seed=seed,
+        params=params if params is not None else {"preset": "test", "grains": grains},
+        ve_id=ve_id or f"test-{seed:03d}",
+    )
 
 
 def sha(path):
@@ -119,8 +123,7 @@ def test_read_batch_and_tensor_expansion(tmp_path, ves):
         qi = b.quaternion_image()
         assert qi.shape == (3, 4, 12, 12, 12)
         g = ves[2].grain_map[5, 6, 7]
-        np.testing.assert_allclose(qi[2, :, 5, 6, 7].numpy(), ves[2].quaternions[g],
-                                   atol=2e-7)
+        np.testing.assert_allclose(qi[2, :, 5, 6, 7].numpy(), ves[2].quaternions[g], atol=2e-7)
         assert b.to_tensor(dtype=torch.float64).dtype == torch.float64
         # contiguous batches take the one-read path; same result
         b2 = ds.read_batch([1, 2, 3])
@@ -136,13 +139,17 @@ def test_batch_with_more_grains_than_uint16():
     lm = np.stack([rng.integers(0, c, (6, 6, 6)) for c in counts]).astype(np.uint16)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     table = rng.random((offsets[-1], 3)).astype(np.float32)
-    b = VEBatch(local_maps=lm, eulers_norm=table, quaternions=np.zeros((offsets[-1], 4),
-                np.float32), ve_ids=["a", "b", "c"], offsets=offsets)
+    b = VEBatch(
+        local_maps=lm,
+        eulers_norm=table,
+        quaternions=np.zeros((offsets[-1], 4), np.float32),
+        ve_ids=["a", "b", "c"],
+        offsets=offsets,
+    )
     glob = lm.astype(np.int64) + offsets[:-1, None, None, None]
     np.testing.assert_array_equal(b.grain_maps, glob)
     assert b.grain_maps.max() > 65535
-    np.testing.assert_array_equal(b.to_tensor().numpy(),
-                                  np.moveaxis(table[glob], -1, 1))
+    np.testing.assert_array_equal(b.to_tensor().numpy(), np.moveaxis(table[glob], -1, 1))
 
 
 def test_torch_dataset_with_workers(tmp_path, ves):
@@ -152,8 +159,7 @@ def test_torch_dataset_with_workers(tmp_path, ves):
     assert len(tds) == 4
     s = tds[0]
     assert s["ve_id"] == ves[5].ve_id and s["grain_map"].shape == (12, 12, 12)
-    dl = torch.utils.data.DataLoader(tds, batch_size=2, num_workers=2,
-                                     collate_fn=collate_ves)
+    dl = torch.utils.data.DataLoader(tds, batch_size=2, num_workers=2, collate_fn=collate_ves)
     batches = list(dl)
     assert [bid for b in batches for bid in b.ve_ids] == [ves[i].ve_id for i in (5, 1, 3, 0)]
     with VEDataset(p) as ds:
@@ -247,8 +253,7 @@ def test_append_and_interrupted_append(tmp_path, ves):
         assert ds.ve_ids == [v.ve_id for v in ves]
         for i, ve in enumerate(ves):
             np.testing.assert_array_equal(ds[i].grain_map, ve.grain_map)
-        np.testing.assert_allclose(ds.read_batch([5]).to_tensor()[0].numpy(),
-                                   euler_image(ves[5]), atol=1e-6)
+        np.testing.assert_allclose(ds.read_batch([5]).to_tensor()[0].numpy(), euler_image(ves[5]), atol=1e-6)
     assert before != sha(p)
 
 

@@ -13,8 +13,7 @@ from scipy.spatial import cKDTree
 
 from matflow_vae3d.crystal import disorientation_angle
 from matflow_vae3d.datasets import euler_image
-from matflow_vae3d.microstructure import VolumeElement
-from matflow_vae3d.microstructure import io
+from matflow_vae3d.microstructure import VolumeElement, io
 
 
 def make_ve(n=10, grains=14, seed=0, lattice="cF"):
@@ -22,13 +21,10 @@ def make_ve(n=10, grains=14, seed=0, lattice="cF"):
     rng = np.random.default_rng(seed)
     shape = np.array([n, n + 2, n - 1])
     pts = rng.random((grains, 3)) * shape
-    x = np.stack(np.meshgrid(*[np.arange(k) + 0.5 for k in shape], indexing="ij"),
-                 -1).reshape(-1, 3)
+    x = np.stack(np.meshgrid(*[np.arange(k) + 0.5 for k in shape], indexing="ij"), -1).reshape(-1, 3)
     _, gm = cKDTree(pts, boxsize=shape).query(x)
-    q = damask.Orientation.from_random(shape=grains, lattice=lattice,
-                                       rng_seed=seed).reduced.quaternion
-    return VolumeElement(gm.reshape(tuple(shape)), q, lattice, size=shape * 2e-6,
-                         ve_id=f"v{seed}")
+    q = damask.Orientation.from_random(shape=grains, lattice=lattice, rng_seed=seed).reduced.quaternion
+    return VolumeElement(gm.reshape(tuple(shape)), q, lattice, size=shape * 2e-6, ve_id=f"v{seed}")
 
 
 def sha(p):
@@ -66,10 +62,12 @@ def test_damask_round_trip(tmp_path, lattice):
     cfg = yaml.safe_load(mat.read_text())
     assert len(cfg["material"]) == ve.n_grains
     assert cfg["homogenization"]["SX"]["mechanical"]["type"] == "pass"
-    (label, phase), = cfg["phase"].items()
+    ((label, phase),) = cfg["phase"].items()
     assert phase["lattice"] == lattice
-    assert all(m["homogenization"] == "SX" and len(m["constituents"]) == 1
-               and m["constituents"][0]["phase"] == label for m in cfg["material"])
+    assert all(
+        m["homogenization"] == "SX" and len(m["constituents"]) == 1 and m["constituents"][0]["phase"] == label
+        for m in cfg["material"]
+    )
     # damask reads both files: material ids index the material list
     assert damask.ConfigMaterial.load(mat).is_complete
     # existing files are refused and left intact
@@ -81,8 +79,10 @@ def test_damask_round_trip(tmp_path, lattice):
 
 def test_damask_phase_and_bad_input(tmp_path):
     ve = make_ve()
-    phase = {"lattice": "cF", "mechanical": {"output": ["F"], "elastic": {
-        "type": "Hooke", "C_11": 1.0e11, "C_12": 0.5e11, "C_44": 0.3e11}}}
+    phase = {
+        "lattice": "cF",
+        "mechanical": {"output": ["F"], "elastic": {"type": "Hooke", "C_11": 1.0e11, "C_12": 0.5e11, "C_44": 0.3e11}},
+    }
     vti, mat = io.save_damask(ve, tmp_path, phase, phase_label="Cu", name="cu")
     assert vti.name == "cu.vti"
     cfg = yaml.safe_load(mat.read_text())
@@ -142,8 +142,7 @@ def test_dream3d_lattice_and_foreign_files(tmp_path):
     p = io.save_dream3d(ve, tmp_path / "ve.dream3d")
     assert io.load_dream3d(p).lattice == "cI"  # our attribute
     with h5py.File(p, "r+") as f:  # as written by DREAM.3D: Laue class only
-        del f["DataContainers/SyntheticVolumeDataContainer/CellEnsembleData"].attrs[
-            "matflow_vae3d_lattice"]
+        del f["DataContainers/SyntheticVolumeDataContainer/CellEnsembleData"].attrs["matflow_vae3d_lattice"]
         del f["DataContainers/SyntheticVolumeDataContainer/Grain Data"]
     assert io.load_dream3d(p).lattice == "cF"  # cubic -> cF by default
     assert io.load_dream3d(p, lattice="bcc").lattice == "cI"
@@ -161,9 +160,18 @@ def test_dream3d_lattice_and_foreign_files(tmp_path):
         io.load_dream3d(txt)
 
 
-MATFLOW_KEYS = {"size", "grid_size", "origin", "orientations", "element_material_idx",
-                "constituent_material_idx", "constituent_material_fraction",
-                "constituent_phase_label", "constituent_orientation_idx", "material_homog"}
+MATFLOW_KEYS = {
+    "size",
+    "grid_size",
+    "origin",
+    "orientations",
+    "element_material_idx",
+    "constituent_material_idx",
+    "constituent_material_fraction",
+    "constituent_phase_label",
+    "constituent_orientation_idx",
+    "material_homog",
+}
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml", ".npz"])
@@ -191,45 +199,49 @@ def test_matflow_conventions_and_bad_input():
     d = io.to_matflow_volume_element(ve)
     # P = +1, vector-scalar order: the same rotations
     q = ve.quaternions * np.array([1, -1, -1, -1])
-    d_p1 = dict(d, orientations=dict(d["orientations"], P=1,
-                                     quaternions=np.roll(q, -1, axis=1),
-                                     quat_component_ordering="vector-scalar"))
+    d_p1 = dict(
+        d,
+        orientations=dict(
+            d["orientations"], P=1, quaternions=np.roll(q, -1, axis=1), quat_component_ordering="vector-scalar"
+        ),
+    )
     same_ve(io.from_matflow_volume_element(d_p1, lattice="cF"), ve, "cF")
     # Euler angles in degrees
     eul = np.degrees(damask.Rotation(ve.quaternions).as_Euler_angles())
-    d_eu = dict(d, orientations={"type": "euler", "euler_angles": eul, "euler_degrees": True,
-                                 "unit_cell_alignment": {"x": "a"}})
+    d_eu = dict(
+        d, orientations={"type": "euler", "euler_angles": eul, "euler_degrees": True, "unit_cell_alignment": {"x": "a"}}
+    )
     same_ve(io.from_matflow_volume_element(d_eu, lattice="cF"), ve, "cF")
     # a full-field dict with a shuffled orientation table and unused orientations
     perm = np.random.default_rng(0).permutation(ve.n_grains + 3) % ve.n_grains
-    d_perm = dict(d, orientations=dict(d["orientations"],
-                                       quaternions=ve.quaternions[perm]),
-                  constituent_orientation_idx=np.array(
-                      [int(np.flatnonzero(perm == g)[0]) for g in range(ve.n_grains)]))
+    d_perm = dict(
+        d,
+        orientations=dict(d["orientations"], quaternions=ve.quaternions[perm]),
+        constituent_orientation_idx=np.array([int(np.flatnonzero(perm == g)[0]) for g in range(ve.n_grains)]),
+    )
     same_ve(io.from_matflow_volume_element(d_perm, lattice="cF"), ve, "cF")
     eul_nan = eul.copy()
     eul_nan[2, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         io.from_matflow_volume_element(
-            dict(d_eu, orientations=dict(d_eu["orientations"], euler_angles=eul_nan)),
-            lattice="cF")
+            dict(d_eu, orientations=dict(d_eu["orientations"], euler_angles=eul_nan)), lattice="cF"
+        )
     with pytest.raises(ValueError, match="crystal structure"):
         io.from_matflow_volume_element(d)
     with pytest.raises(ValueError, match="single-phase"):
         io.from_matflow_volume_element(
-            dict(d, constituent_phase_label=np.array(["Al"] * (ve.n_grains - 1) + ["Cu"])),
-            lattice="cF")
+            dict(d, constituent_phase_label=np.array(["Al"] * (ve.n_grains - 1) + ["Cu"])), lattice="cF"
+        )
     with pytest.raises(ValueError, match="grid_size"):
         io.from_matflow_volume_element(dict(d, grid_size=np.array([3, 3, 3])), lattice="cF")
     bad = d["orientations"]["quaternions"].copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        io.from_matflow_volume_element(
-            dict(d, orientations=dict(d["orientations"], quaternions=bad)), lattice="cF")
+        io.from_matflow_volume_element(dict(d, orientations=dict(d["orientations"], quaternions=bad)), lattice="cF")
     with pytest.raises(ValueError, match="shape"):
         io.from_matflow_volume_element(
-            dict(d, orientations=dict(d["orientations"], quaternions=bad[:, :3])),
-            lattice="cF")
+            dict(d, orientations=dict(d["orientations"], quaternions=bad[:, :3])), lattice="cF"
+        )
     with pytest.raises(ValueError, match="missing the key"):
         io.from_matflow_volume_element({"orientations": d["orientations"]}, lattice="cF")
     with pytest.raises(ValueError, match="unknown MatFlow"):

@@ -56,12 +56,15 @@ def test_generate_shards_reproducible_and_independent(in_tmp, monkeypatch):
     assert not np.array_equal(a[0].grain_map, c[0].grain_map)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(VEs_per_shard=0), "VEs_per_shard"),
-    (dict(VEs_per_shard=1, VE_overrides={"colour": 1}), "unknown keys"),
-    (dict(VEs_per_shard=1, VE_preset="nope"), "unknown preset"),
-    (dict(VEs_per_shard=1, VE_shard=-1), "VE_shard"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(VEs_per_shard=0), "VEs_per_shard"),
+        (dict(VEs_per_shard=1, VE_overrides={"colour": 1}), "unknown keys"),
+        (dict(VEs_per_shard=1, VE_preset="nope"), "unknown preset"),
+        (dict(VEs_per_shard=1, VE_shard=-1), "VE_shard"),
+    ],
+)
 def test_generate_bad_input(in_tmp, bad, match):
     with pytest.raises(ValueError, match=match):
         actions.generate_VE(VE_grid=16, **bad)
@@ -123,11 +126,21 @@ def test_train_and_evaluate_vae_from_shards(in_tmp, monkeypatch):
     shards = []
     for s in range(2):
         monkeypatch.setenv("MATFLOW_RUN_ID", str(10 + s))
-        shards.append(actions.generate_VE(VEs_per_shard=2, VE_shard=s, crystal_structure="hP",
-                                          VE_grid=16, VE_id_prefix="v")["VE_dataset"])
+        shards.append(
+            actions.generate_VE(VEs_per_shard=2, VE_shard=s, crystal_structure="hP", VE_grid=16, VE_id_prefix="v")[
+                "VE_dataset"
+            ]
+        )
     monkeypatch.setenv("MATFLOW_RUN_ID", "20")
-    cfg = {"preset": "small", "epochs": 1, "batch_size": 3, "latent_dim": 4, "hidden": 16,
-           "widths": [4, 4, 4, 4], "seed": 0}
+    cfg = {
+        "preset": "small",
+        "epochs": 1,
+        "batch_size": 3,
+        "latent_dim": 4,
+        "hidden": 16,
+        "widths": [4, 4, 4, 4],
+        "seed": 0,
+    }
     with pytest.raises(ValueError, match="unknown keys"):
         actions.train_VAE(shards, VAE_val_VEs=1, VAE_config={"depth": 3})
     ckpt = actions.train_VAE(shards, VAE_val_VEs=1, VAE_config=cfg)["VAE_checkpoint"]
@@ -159,8 +172,11 @@ def test_ensure_split_small_campaign():
     assert {"train", "val", "test"} <= set(table.split)
     assert list(table.split) == list(split_by_id(ids, 0.15, 0.25, man["seed"]))
     with pytest.raises(ValueError, match="cannot split"):
-        actions._ensure_split(SimpleNamespace(ve_id=ids[:1], split=np.array(["train"]), seed=0),
-                              {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.1}, tries=5)
+        actions._ensure_split(
+            SimpleNamespace(ve_id=ids[:1], split=np.array(["train"]), seed=0),
+            {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.1},
+            tries=5,
+        )
 
 
 def test_damask_solver_without_damask_grid_fails_clearly(in_tmp, monkeypatch):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 N_SHARDS, PER_SHARD, BAD_SHARD = 3, 2, 2
@@ -85,9 +84,27 @@ def campaign(tmp_path_factory):
     tpl = d / "tiny.yaml"
     tpl.write_text(TEMPLATE.format(per=PER_SHARD, n=N_SHARDS, ckpt=ckpt, materials=json.dumps(materials)))
     env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
-    r = subprocess.run([MATFLOW, "go", str(tpl), "--path", str(d / "wk"), "--wait", "--no-status",
-                        "--name", "tiny", "--name-no-timestamp", "--store", "zarr"],
-                       env=env, capture_output=True, text=True, timeout=900, cwd=d)
+    r = subprocess.run(
+        [
+            MATFLOW,
+            "go",
+            str(tpl),
+            "--path",
+            str(d / "wk"),
+            "--wait",
+            "--no-status",
+            "--name",
+            "tiny",
+            "--name-no-timestamp",
+            "--store",
+            "zarr",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=d,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     wk = mf.Workflow(str(d / "wk" / "tiny"))
     yield {"dir": d, "cfg": cfg, "ckpt": ckpt, "wk": wk, "env": env}
@@ -185,7 +202,7 @@ def test_cli_export_and_add_fingerprint(campaign, tmp_path):
 
     r = runner.invoke(matflow_group, ["add-fingerprint", str(wk.path), "--model", str(campaign["ckpt"])], env=env)
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output[r.output.index("{"):])
+    res = json.loads(r.output[r.output.index("{") :])
     assert res["statuses"] == ["success"] * N_SHARDS
     import matflow as mf
 

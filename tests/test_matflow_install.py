@@ -44,9 +44,19 @@ def test_install_uninstall_idempotent_custom_dir(tmp_path, unloaded):
     for key, name in inst._SOURCES.items():
         assert lists[key] == [str(cdir / inst.RENDER_DIRNAME / name)], key
     names = {s.name for s in mf.task_schemas}
-    for s in ("generate_VE", "train_VAE", "fingerprint_VE", "fingerprint_VE_from_volume_element",
-              "simulate_uniaxial", "simulate_uniaxial_from_volume_element", "train_surrogate",
-              "evaluate_surrogate", "evaluate_VAE", "to_volume_element", "plot_latent_PCA"):
+    for s in (
+        "generate_VE",
+        "train_VAE",
+        "fingerprint_VE",
+        "fingerprint_VE_from_volume_element",
+        "simulate_uniaxial",
+        "simulate_uniaxial_from_volume_element",
+        "train_surrogate",
+        "evaluate_surrogate",
+        "evaluate_VAE",
+        "to_volume_element",
+        "plot_latent_PCA",
+    ):
         assert s in names, s
     assert "vae3d_env" in {e.name for e in mf.envs}
     assert all(inst.is_installed(cdir).values())
@@ -72,8 +82,7 @@ def test_install_keeps_foreign_entries_and_honours_env_var(tmp_path, unloaded, m
     mf.config.save()
     inst.install()  # no config_dir: MATFLOW_CONFIG_DIR decides
     assert (cdir / inst.RENDER_DIRNAME / "task_schemas.yaml").is_file()
-    assert _config_lists(cdir)["parameter_sources"] == [
-        str(other), str(cdir / inst.RENDER_DIRNAME / "parameters.yaml")]
+    assert _config_lists(cdir)["parameter_sources"] == [str(other), str(cdir / inst.RENDER_DIRNAME / "parameters.yaml")]
     inst.uninstall()
     assert _config_lists(cdir)["parameter_sources"] == [str(other)]
 
@@ -88,7 +97,7 @@ def test_rendered_schemas(tmp_path):
         for p in s["inputs"] + s["outputs"]:
             assert p["parameter"] in declared or p["parameter"] == "volume_element", p
         for a in s["actions"]:
-            script = a["script"][len("<<script:"):-2]
+            script = a["script"][len("<<script:") : -2]
             path = Path(script)
             assert path.is_absolute() and path.is_file(), script
             assert path.parent == inst.SCRIPTS_DIR
@@ -124,16 +133,32 @@ def test_wheel_ships_plugin_files(tmp_path):
     """A plain (non-editable) install: build the wheel, unpack it like site-packages,
     and render from there in a fresh interpreter."""
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(ROOT)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for rel in ("matflow/task_schemas/vae3d_task_schemas.yaml", "matflow/task_schemas/vae3d_parameters.yaml",
-                "matflow/workflow_templates/uniaxial_campaign_demo.yaml",
-                "matflow/workflow_templates/uniaxial_campaign.yaml", "matflow/scripts/fingerprint_VE.py"):
+    for rel in (
+        "matflow/task_schemas/vae3d_task_schemas.yaml",
+        "matflow/task_schemas/vae3d_parameters.yaml",
+        "matflow/workflow_templates/uniaxial_campaign_demo.yaml",
+        "matflow/workflow_templates/uniaxial_campaign.yaml",
+        "matflow/scripts/fingerprint_VE.py",
+    ):
         assert f"matflow_vae3d/{rel}" in names, rel
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -155,11 +180,28 @@ def test_damask_env_reused(tmp_path, unloaded):
     vae3d_env: its setup and DAMASK_GRID for a plain executable."""
     mf = unloaded
     envs = tmp_path / "damask_envs.yaml"
-    envs.write_text(yaml.safe_dump([{
-        "name": "damask_env", "setup": ["module load damask/3.0"],
-        "executables": [{"label": "damask_grid", "instances": [
-            {"command": "/opt/damask/bin/DAMASK_grid", "num_cores": {"start": 1, "stop": 100},
-             "parallel_mode": None}]}]}]))
+    envs.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "damask_env",
+                    "setup": ["module load damask/3.0"],
+                    "executables": [
+                        {
+                            "label": "damask_grid",
+                            "instances": [
+                                {
+                                    "command": "/opt/damask/bin/DAMASK_grid",
+                                    "num_cores": {"start": 1, "stop": 100},
+                                    "parallel_mode": None,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        )
+    )
     cdir = tmp_path / "cfg"
     mf.load_config(config_dir=cdir, warn=False)
     mf.config.append("environment_sources", str(envs))

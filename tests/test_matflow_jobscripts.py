@@ -13,8 +13,10 @@ CAMPAIGN = ROOT / "workflow_templates" / "uniaxial_campaign.yaml"
 SCHEDULERS = {
     "direct": {"defaults": {}},
     "slurm": {"defaults": {}},
-    "sge": {"defaults": {}, "parallel_environments": {None: {"num_cores": [1, 1, 1]},
-                                                       "smp": {"num_cores": [2, 1, 64]}}},
+    "sge": {
+        "defaults": {},
+        "parallel_environments": {None: {"num_cores": [1, 1, 1]}, "smp": {"num_cores": [2, 1, 64]}},
+    },
 }
 
 
@@ -27,8 +29,9 @@ def mf_hermetic(tmp_path_factory):
     d = tmp_path_factory.mktemp("mf_js")
     if mf.is_config_loaded:
         mf.unload_config()
-    mf.load_config(config_dir=str(d / "cfg"), warn=False,
-                   overrides={**hermetic_overrides(d / "r"), "schedulers": SCHEDULERS})
+    mf.load_config(
+        config_dir=str(d / "cfg"), warn=False, overrides={**hermetic_overrides(d / "r"), "schedulers": SCHEDULERS}
+    )
     mf.reload_template_components(warn=False)
     yield mf, d
     mf.unload_config()
@@ -43,14 +46,33 @@ def _preview(mf, d, name, variables):
 
 def test_slurm_jobscripts(mf_hermetic):
     mf, d = mf_hermetic
-    js = _preview(mf, d, "slurm", {
-        "scheduler": "slurm", "combine_scripts": "false", "n_train_shards": "5", "n_campaign_shards": "7",
-        "VEs_per_shard": "20", "n_val_VEs": "10", "cores_cp": "4", "cores_vae": "8",
-        "gpu_scheduler_args": '{"directives": {"--gres": "gpu:1", "--time": "24:00:00"}}',
-        "cp_scheduler_args": '{"directives": {"--time": "12:00:00"}}'})
-    assert set(js) == {("generate_VE_1",), ("train_VAE",), ("generate_VE_2",), ("fingerprint_VE",),
-                       ("simulate_uniaxial",), ("plot_latent_PCA",), ("train_surrogate",),
-                       ("evaluate_surrogate",)}
+    js = _preview(
+        mf,
+        d,
+        "slurm",
+        {
+            "scheduler": "slurm",
+            "combine_scripts": "false",
+            "n_train_shards": "5",
+            "n_campaign_shards": "7",
+            "VEs_per_shard": "20",
+            "n_val_VEs": "10",
+            "cores_cp": "4",
+            "cores_vae": "8",
+            "gpu_scheduler_args": '{"directives": {"--gres": "gpu:1", "--time": "24:00:00"}}',
+            "cp_scheduler_args": '{"directives": {"--time": "12:00:00"}}',
+        },
+    )
+    assert set(js) == {
+        ("generate_VE_1",),
+        ("train_VAE",),
+        ("generate_VE_2",),
+        ("fingerprint_VE",),
+        ("simulate_uniaxial",),
+        ("plot_latent_PCA",),
+        ("train_surrogate",),
+        ("evaluate_surrogate",),
+    }
     gen, fp, sim = js[("generate_VE_2",)], js[("fingerprint_VE",)], js[("simulate_uniaxial",)]
     assert js[("generate_VE_1",)]["is_array"] and "#SBATCH --array 1-5" in js[("generate_VE_1",)]["directives"]
     for j in (gen, fp, sim):
@@ -76,9 +98,20 @@ def test_slurm_jobscripts(mf_hermetic):
 
 def test_sge_jobscripts(mf_hermetic):
     mf, d = mf_hermetic
-    js = _preview(mf, d, "sge", {
-        "scheduler": "sge", "combine_scripts": "false", "n_train_shards": "2", "n_campaign_shards": "3",
-        "VEs_per_shard": "10", "n_val_VEs": "5", "cp_scheduler_args": '{"directives": {"-l": "h_rt=12:00:00"}}'})
+    js = _preview(
+        mf,
+        d,
+        "sge",
+        {
+            "scheduler": "sge",
+            "combine_scripts": "false",
+            "n_train_shards": "2",
+            "n_campaign_shards": "3",
+            "VEs_per_shard": "10",
+            "n_val_VEs": "5",
+            "cp_scheduler_args": '{"directives": {"-l": "h_rt=12:00:00"}}',
+        },
+    )
     gen, sim = js[("generate_VE_2",)], js[("simulate_uniaxial",)]
     assert "#$ -t 1-3" in sim["directives"] and "#$ -pe smp 4" in sim["directives"]
     assert "#$ -l h_rt=12:00:00" in sim["directives"]

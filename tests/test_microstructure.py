@@ -9,13 +9,10 @@ import numpy as np
 import pytest
 
 from matflow_vae3d import crystal as C
-from matflow_vae3d.microstructure import (PRESETS, VEParams, VolumeElement, generate_ve,
-                                          generate_ves, get_preset)
-from matflow_vae3d.microstructure.grain_sizes import (esd_bounds, esd_from_volumes,
-                                                      sample_grain_sizes)
+from matflow_vae3d.microstructure import PRESETS, VEParams, VolumeElement, generate_ve, generate_ves, get_preset
+from matflow_vae3d.microstructure.grain_sizes import esd_bounds, esd_from_volumes, sample_grain_sizes
 from matflow_vae3d.microstructure.tessellation import normalised_aspect, power_tessellation
-from matflow_vae3d.microstructure.textures import (TEXTURE_COMPONENTS, TEXTURE_MILLER,
-                                                   sample_orientations)
+from matflow_vae3d.microstructure.textures import TEXTURE_COMPONENTS, TEXTURE_MILLER, sample_orientations
 
 
 @pytest.fixture(scope="module")
@@ -25,28 +22,38 @@ def train_ves():
 
 
 # ----------------------------------------------------------------------------- params
-@pytest.mark.parametrize("kw,msg", [
-    (dict(grid=7), "grid must be >= 8"),
-    (dict(grid=(16, 16)), "grid must be"),
-    (dict(mean_esd=0), "mean_esd must be > 0"),
-    (dict(mean_esd=-3), "mean_esd must be > 0"),
-    (dict(mean_esd=float("nan")), "mean_esd must be finite"),
-    (dict(sigma=-0.1), "sigma must be >= 0"),
-    (dict(texture="fibre"), "unknown texture"),
-    (dict(lattice="tP"), "unknown crystal structure"),
-    (dict(aspect_ratio=(2, 1)), "aspect_ratio"),
-    (dict(aspect_ratio=(2, 0, 1)), "aspect_ratio"),
-    (dict(texture_eulers_deg=(0, float("nan"), 0)), "texture_eulers_deg"),
-    (dict(texture_scatter_deg=float("inf")), "finite"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(grid=7), "grid must be >= 8"),
+        (dict(grid=(16, 16)), "grid must be"),
+        (dict(mean_esd=0), "mean_esd must be > 0"),
+        (dict(mean_esd=-3), "mean_esd must be > 0"),
+        (dict(mean_esd=float("nan")), "mean_esd must be finite"),
+        (dict(sigma=-0.1), "sigma must be >= 0"),
+        (dict(texture="fibre"), "unknown texture"),
+        (dict(lattice="tP"), "unknown crystal structure"),
+        (dict(aspect_ratio=(2, 1)), "aspect_ratio"),
+        (dict(aspect_ratio=(2, 0, 1)), "aspect_ratio"),
+        (dict(texture_eulers_deg=(0, float("nan"), 0)), "texture_eulers_deg"),
+        (dict(texture_scatter_deg=float("inf")), "finite"),
+    ],
+)
 def test_params_validation(kw, msg):
     with pytest.raises(ValueError, match=msg):
         VEParams(**kw)
 
 
 def test_params_dict_round_trip():
-    p = VEParams(grid=(16, 24, 32), mean_esd=4.0, aspect_ratio=(2, 1, 1), texture="custom",
-                 texture_eulers_deg=(10, 20, 30), lattice="hcp", name="x")
+    p = VEParams(
+        grid=(16, 24, 32),
+        mean_esd=4.0,
+        aspect_ratio=(2, 1, 1),
+        texture="custom",
+        texture_eulers_deg=(10, 20, 30),
+        lattice="hcp",
+        name="x",
+    )
     d = json.loads(json.dumps(p.to_dict()))
     assert VEParams.from_dict(d) == p
     assert p.lattice == "hP" and p.grid == (16, 24, 32)
@@ -103,11 +110,12 @@ def test_generate_ves_order_and_workers():
 
 
 def test_other_lattices_and_grids():
-    ve = generate_ve(VEParams(grid=(8, 12, 16), mean_esd=3.0, lattice="hP", texture="custom",
-                              texture_eulers_deg=(30, 40, 50)), 7)
+    ve = generate_ve(
+        VEParams(grid=(8, 12, 16), mean_esd=3.0, lattice="hP", texture="custom", texture_eulers_deg=(30, 40, 50)), 7
+    )
     assert ve.grid == (8, 12, 16) and ve.lattice == "hP"
     assert np.all(damask.Orientation(ve.quaternions, lattice="hP").in_FZ)
-    one = generate_ve(VEParams(grid=8, mean_esd=40.0), 0)        # grain larger than the box
+    one = generate_ve(VEParams(grid=8, mean_esd=40.0), 0)  # grain larger than the box
     assert one.n_grains == 1 and np.all(one.grain_map == 0)
 
 
@@ -118,8 +126,13 @@ def test_morton_order_spatially_coherent(train_ves):
     idx = np.indices(ve.grid).reshape(3, -1).T
     gm = ve.grain_map.ravel()
     ang = 2 * np.pi * (idx + 0.5) / 32
-    cen = np.stack([np.arctan2(np.bincount(gm, np.sin(ang[:, d])), np.bincount(gm, np.cos(ang[:, d])))
-                    for d in range(3)], 1) * 32 / (2 * np.pi)
+    cen = (
+        np.stack(
+            [np.arctan2(np.bincount(gm, np.sin(ang[:, d])), np.bincount(gm, np.cos(ang[:, d]))) for d in range(3)], 1
+        )
+        * 32
+        / (2 * np.pi)
+    )
 
     def dist(a, b):
         d = np.abs(a - b)
@@ -131,8 +144,9 @@ def test_morton_order_spatially_coherent(train_ves):
 
 
 # ----------------------------------------------------------------------------- tessellation
-@pytest.mark.parametrize("grid,aspect,G", [((24, 24, 24), (1, 1, 1), 60), ((16, 20, 12), (2, 1, 0.5), 25),
-                                           ((8, 8, 8), (1, 1, 1), 3)])
+@pytest.mark.parametrize(
+    "grid,aspect,G", [((24, 24, 24), (1, 1, 1), 60), ((16, 20, 12), (2, 1, 0.5), 25), ((8, 8, 8), (1, 1, 1), 3)]
+)
 def test_power_tessellation_exact(grid, aspect, G):
     """Labels equal a brute-force periodic argmin of the power distance for every
     voxel (ties excluded: the margin of the winner is checked instead of its index)."""
@@ -160,7 +174,7 @@ def test_sampled_sizes_follow_lognormal():
     assert abs(np.log(d).std() / 0.1 - 1) < 0.03
     lo, hi = esd_bounds(5.78, 0.1, 5.0, 5.0)
     assert d.min() >= lo and d.max() <= hi
-    d2 = sample_grain_sizes(1.0e5, 5.0, 0.5, 1.0, 0.5, rng)          # tight cut-offs
+    d2 = sample_grain_sizes(1.0e5, 5.0, 0.5, 1.0, 0.5, rng)  # tight cut-offs
     lo, hi = esd_bounds(5.0, 0.5, 1.0, 0.5)
     assert d2.min() >= lo and d2.max() <= hi
     vol = np.pi / 6 * d**3
@@ -181,8 +195,12 @@ def test_measured_esd_distribution(train_ves):
 
 def test_measured_esd_large_grains():
     """'large' preset (ESD 12.24) at 32^3, 6 VEs (~200 grains): mean ESD within 5 %."""
-    esd = np.concatenate([esd_from_volumes(np.bincount(generate_ve(get_preset("large", grid=32), s)
-                                                       .grain_map.ravel())) for s in range(6)])
+    esd = np.concatenate(
+        [
+            esd_from_volumes(np.bincount(generate_ve(get_preset("large", grid=32), s).grain_map.ravel()))
+            for s in range(6)
+        ]
+    )
     assert abs(esd.mean() / 12.24 - 1) < 0.05
 
 
@@ -206,8 +224,12 @@ def _shape_ratios(ve):
     Cm = np.moveaxis(Cm, 2, 0) / cnt[:, None, None]
     ok = cnt >= 20
     lam, vec = np.linalg.eigh(Cm[ok])
-    return (np.sqrt(lam[:, 2] / lam[:, 1]), np.abs(vec[:, 0, 2]),
-            np.sqrt(Cm[ok, 0, 0] / Cm[ok, 1, 1]), np.sqrt(Cm[ok, 0, 0] / Cm[ok, 2, 2]))
+    return (
+        np.sqrt(lam[:, 2] / lam[:, 1]),
+        np.abs(vec[:, 0, 2]),
+        np.sqrt(Cm[ok, 0, 0] / Cm[ok, 1, 1]),
+        np.sqrt(Cm[ok, 0, 0] / Cm[ok, 2, 2]),
+    )
 
 
 def test_aspect_ratio_elongated():
@@ -235,14 +257,14 @@ def test_random_texture_mackenzie(train_ves):
     q = np.concatenate([sample_orientations(20000, "random", "cF", rng)] + [v.quaternions for v in train_ves])
     perm = rng.permutation(len(q))
     half = len(q) // 2
-    a = C.disorientation_angle(q[perm[:half]], q[perm[half:2 * half]], "cF")
+    a = C.disorientation_angle(q[perm[:half]], q[perm[half : 2 * half]], "cF")
     edges = np.radians(np.arange(0, 50, 5))
     cdf = 24 / np.pi * (edges - np.sin(edges))
     p = np.append(np.diff(cdf), 1 - cdf[-1])
     obs = np.append(np.histogram(a, bins=edges)[0], (a >= edges[-1]).sum())
     exp = p * len(a)
     chi2 = ((obs - exp) ** 2 / exp).sum()
-    assert chi2 < 29.6                           # chi^2_9 at p = 0.001
+    assert chi2 < 29.6  # chi^2_9 at p = 0.001
     assert abs(np.degrees(a.mean()) - 40.74) < 0.5
     assert np.degrees(a.max()) <= 62.8
 
@@ -261,19 +283,18 @@ def test_texture_components(name):
     s = get_preset(name).texture_scatter_deg
     a = C.disorientation_angle(ve.quaternions, comp, "cF", degrees=True)
     assert np.median(a) < 2.2 * s and np.percentile(a, 99) < 5 * s
-    r = C.disorientation_angle(sample_orientations(300, "random", "cF", np.random.default_rng(0)), comp, "cF",
-                               degrees=True)
+    r = C.disorientation_angle(
+        sample_orientations(300, "random", "cF", np.random.default_rng(0)), comp, "cF", degrees=True
+    )
     assert np.median(r) > 35
 
 
 def test_custom_texture_tight_scatter():
     """Mean away from zero (no reflection), scatter 2 deg: disorientation to the mean has
     median 1.0..2.0 x scatter (isotropic 3-D normal: 1.54) and max < 6 x scatter."""
-    p = VEParams(grid=16, mean_esd=3.0, texture="custom", texture_eulers_deg=(120, 60, 200),
-                 texture_scatter_deg=2.0)
+    p = VEParams(grid=16, mean_esd=3.0, texture="custom", texture_eulers_deg=(120, 60, 200), texture_scatter_deg=2.0)
     ve = generate_ve(p, 3)
-    a = C.disorientation_angle(ve.quaternions, C.eulers_to_quaternions(np.radians([120, 60, 200])), "cF",
-                               degrees=True)
+    a = C.disorientation_angle(ve.quaternions, C.eulers_to_quaternions(np.radians([120, 60, 200])), "cF", degrees=True)
     assert 2.0 < np.median(a) < 4.0 and a.max() < 12.0
 
 
@@ -287,11 +308,11 @@ def test_random_texture_hexagonal():
     q = np.concatenate([sample_orientations(20000, "random", "hP", rng), ve.quaternions])
     perm = rng.permutation(len(q))
     half = len(q) // 2
-    a = C.disorientation_angle(q[perm[:half]], q[perm[half:2 * half]], "hP")
+    a = C.disorientation_angle(q[perm[:half]], q[perm[half : 2 * half]], "hP")
     edges = np.radians(np.arange(0, 35, 5))
     cdf = 12 / np.pi * (edges - np.sin(edges))
     p = np.append(np.diff(cdf), 1 - cdf[-1])
     obs = np.append(np.histogram(a, bins=edges)[0], (a >= edges[-1]).sum())
     exp = p * len(a)
-    assert ((obs - exp) ** 2 / exp).sum() < 22.46      # chi^2_6 at p = 0.001
+    assert ((obs - exp) ** 2 / exp).sum() < 22.46  # chi^2_6 at p = 0.001
     assert np.degrees(a.max()) <= 93.84

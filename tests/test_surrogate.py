@@ -6,14 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_surrogate_helpers import T, smooth_response, write_fingerprints, write_stresses
 
-from matflow_vae3d.surrogate.ensemble import (
-    COVERAGE_2SIGMA, Surrogate, coverage, fit_calibration_scale)
+from matflow_vae3d.surrogate.ensemble import COVERAGE_2SIGMA, Surrogate, coverage, fit_calibration_scale
 from matflow_vae3d.surrogate.evaluate import regression_metrics
 from matflow_vae3d.surrogate.mlp import EnsembleMLP, PaperMLP
-from matflow_vae3d.surrogate.table import (
-    MinMaxScaling, build_table, read_fingerprints, read_stresses, split_by_id)
-from test_surrogate_helpers import T, smooth_response, write_fingerprints, write_stresses
+from matflow_vae3d.surrogate.table import MinMaxScaling, build_table, read_fingerprints, read_stresses, split_by_id
 
 
 def _ids(n, prefix="ve"):
@@ -37,7 +35,7 @@ def files(tmp_path):
     status[2], reason[2] = "failed", "stress-strain iteration did not converge"
     status[3], reason[3] = "failed", "timeout after 600 s"
     y[4, 15:] = np.nan  # status converged but only 14 increments
-    y[5, 7] = np.nan    # a NaN in the middle of a "converged" run
+    y[5, 7] = np.nan  # a NaN in the middle of a "converged" run
     write_stresses(tmp_path / "st.h5", st_ids, y, status, reason)
     return tmp_path / "fp.h5", tmp_path / "st.h5", fp_ids, mu, st_ids, y
 
@@ -80,8 +78,7 @@ def test_nan_in_converged_run_is_excluded_with_its_own_reason(tmp_path):
 def test_refusals_name_the_problem(files, tmp_path):
     fp, st, fp_ids, mu, st_ids, y = files
     # different increment counts across CP result files
-    write_stresses(tmp_path / "st10.h5", ["x1"], smooth_response(np.zeros((1, 3)), T[:11] * 1e-3),
-                   t=T[:11])
+    write_stresses(tmp_path / "st10.h5", ["x1"], smooth_response(np.zeros((1, 3)), T[:11] * 1e-3), t=T[:11])
     with pytest.raises(ValueError, match="increment count: 20 .* vs 10"):
         read_stresses([st, tmp_path / "st10.h5"])
     # not a fingerprint file
@@ -95,8 +92,13 @@ def test_refusals_name_the_problem(files, tmp_path):
     with pytest.raises(ValueError, match="share no VE id"):
         build_table(tmp_path / "other.h5", st)
     # everything excluded
-    write_stresses(tmp_path / "allfail.h5", fp_ids[:2], np.full((2, 21), np.nan),
-                   status=["failed"] * 2, reason=["diverged", "diverged"])
+    write_stresses(
+        tmp_path / "allfail.h5",
+        fp_ids[:2],
+        np.full((2, 21), np.nan),
+        status=["failed"] * 2,
+        reason=["diverged", "diverged"],
+    )
     with pytest.raises(ValueError, match=r"no VE left to learn from after exclusions \(2 x failed: diverged\)"):
         build_table(fp, tmp_path / "allfail.h5")
     # duplicate ids, unknown component, lattice mismatch, fingerprints of two VAEs
@@ -151,8 +153,11 @@ def test_scaling_round_trip_and_prediction_comes_back_in_mpa():
     with torch.no_grad():
         net.W2.zero_()
         net.b2.fill_(math.log(0.25 / 0.75))
-    sur = Surrogate(net, sc, {"latent_dim": 3, "model_sha256": "x", "t": T.tolist(),
-                              "strain": (T * 1e-3).tolist(), "initial_value": 0.0})
+    sur = Surrogate(
+        net,
+        sc,
+        {"latent_dim": 3, "model_sha256": "x", "t": T.tolist(), "strain": (T * 1e-3).tolist(), "initial_value": 0.0},
+    )
     mean, std = sur.predict(np.zeros((2, 3)))
     np.testing.assert_allclose(mean[:, 1:], y.min() + 0.25 * (y.max() - y.min()), rtol=1e-6)
     assert np.all(mean[:, 0] == 0) and np.all(std == 0)
@@ -184,9 +189,20 @@ def _tiny_surrogate(latent_dim=4, members=3, sha="vae-A", seed=0):
     torch.manual_seed(seed)
     net = EnsembleMLP(latent_dim, 8, 20, members)
     sc = MinMaxScaling.fit(np.array([[0.0] * 20, [200.0] * 20]))
-    return Surrogate(net, sc, {"latent_dim": latent_dim, "model_sha256": sha, "t": T.tolist(),
-                               "strain": (T * 1e-3).tolist(), "initial_value": 0.0,
-                               "calibration_scale": 1.7, "train_ids": ["a"], "config": {"x": 1}})
+    return Surrogate(
+        net,
+        sc,
+        {
+            "latent_dim": latent_dim,
+            "model_sha256": sha,
+            "t": T.tolist(),
+            "strain": (T * 1e-3).tolist(),
+            "initial_value": 0.0,
+            "calibration_scale": 1.7,
+            "train_ids": ["a"],
+            "config": {"x": 1},
+        },
+    )
 
 
 def test_checkpoint_loads_with_weights_only_and_refuses_other_fingerprints(tmp_path):
@@ -219,8 +235,8 @@ def test_coverage_and_calibration_scale():
     y = np.array([0.0, 1.0, 2.0, 3.0])
     m = np.zeros(4)
     s = np.ones(4)
-    assert coverage(y, m, s, k=2) == 0.75     # |3| > 2
-    assert coverage(y, m, s, k=1) == 0.5      # 0 and 1 inside (boundary counts)
+    assert coverage(y, m, s, k=2) == 0.75  # |3| > 2
+    assert coverage(y, m, s, k=1) == 0.5  # 0 and 1 inside (boundary counts)
     assert coverage(y, m, 0 * s, k=2) == 0.25  # only the exact prediction
     # Gaussian errors whose predicted spread is 2x too small: the fitted factor is ~2
     # and restores the nominal 95.45 % coverage on fresh data

@@ -31,23 +31,59 @@ def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("fromves")
     torch.manual_seed(0)
     t = np.linspace(0, 10, 21)
-    meta = {"latent_dim": 52, "model_sha256": file_sha256(pretrained_path("hP")), "component": "xx",
-            "t": t.tolist(), "strain": (1e-3 * t).tolist(), "outputs": "non-trivial",
-            "initial_value": 0.0, "calibration_scale": 1.5}
-    sur = Surrogate(EnsembleMLP(latent_dim=52, hidden=16, n_out=20, n_members=3),
-                    MinMaxScaling(lo=np.zeros(20), hi=np.full(20, 200.0)), meta)
+    meta = {
+        "latent_dim": 52,
+        "model_sha256": file_sha256(pretrained_path("hP")),
+        "component": "xx",
+        "t": t.tolist(),
+        "strain": (1e-3 * t).tolist(),
+        "outputs": "non-trivial",
+        "initial_value": 0.0,
+        "calibration_scale": 1.5,
+    }
+    sur = Surrogate(
+        EnsembleMLP(latent_dim=52, hidden=16, n_out=20, n_members=3),
+        MinMaxScaling(lo=np.zeros(20), hi=np.full(20, 200.0)),
+        meta,
+    )
     sur.save(d / "s.pt")
     for lat, grid, name in (("hP", 16, "ves"), ("cF", 16, "cu"), ("hP", 8, "small")):
-        r = run("generate", "--preset", "train", "--count", 3 if name == "ves" else 1, "--grid", grid,
-                "--seed", 7, "--lattice", lat, "--out", d / f"{name}.h5", "--no-progress")
+        r = run(
+            "generate",
+            "--preset",
+            "train",
+            "--count",
+            3 if name == "ves" else 1,
+            "--grid",
+            grid,
+            "--seed",
+            7,
+            "--lattice",
+            lat,
+            "--out",
+            d / f"{name}.h5",
+            "--no-progress",
+        )
         assert r.exit_code == 0, r.output
     return d
 
 
 def test_predict_from_ves_equals_fingerprint_then_predict(work):
     d = work
-    r = run("predict", "--model", d / "s.pt", "--data", d / "ves.h5", "--out", d / "p.h5",
-            "--png", d / "p.png", "--save-fingerprints", d / "fp.h5", "--no-progress")
+    r = run(
+        "predict",
+        "--model",
+        d / "s.pt",
+        "--data",
+        d / "ves.h5",
+        "--out",
+        d / "p.h5",
+        "--png",
+        d / "p.png",
+        "--save-fingerprints",
+        d / "fp.h5",
+        "--no-progress",
+    )
     assert r.exit_code == 0, r.output
     assert "predicted 3 curves (3 member(s))" in r.output and "VEs/s end to end" in r.output
     assert (d / "p.png").stat().st_size > 10_000
@@ -76,8 +112,9 @@ def test_predict_from_ves_refuses_by_name(work):
     assert r.exit_code == 1 and "crystal structure 'hP'" in r.output and "'cF'" in r.output, r.output
     r = run("predict", "--model", d / "s.pt", "--data", d / "small.h5", "--out", d / "x.h5")
     assert r.exit_code == 1 and "16x16x16" in r.output and "8x8x8" in r.output, r.output
-    r = run("predict", "--model", d / "s.pt", "--data", d / "ves.h5", "--vae", pretrained_path("cF"),
-            "--out", d / "x.h5")
+    r = run(
+        "predict", "--model", d / "s.pt", "--data", d / "ves.h5", "--vae", pretrained_path("cF"), "--out", d / "x.h5"
+    )
     assert r.exit_code == 1 and "give the VAE it was trained with" in r.output, r.output
     r = run("predict", "--model", d / "s.pt", "--data", d / "ves.h5", "-f", d / "ves.h5", "--out", d / "x.h5")
     assert r.exit_code == 2 and "exactly one of --fingerprints and --data" in r.output

@@ -21,8 +21,7 @@ def write_fingerprints(path, ve_id, mu, model_sha256="vae-A", lattice="hP", fmt=
     with h5py.File(path, "w") as f:
         f.attrs["format"] = fmt or "matflow-vae3d/fingerprints"
         f.attrs["format_version"] = 1
-        f.create_dataset("ve_id", data=np.asarray(ve_id, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("ve_id", data=np.asarray(ve_id, dtype=object), dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("mu", data=mu)
         f.attrs["model_sha256"] = model_sha256
         f.attrs["latent_dim"] = mu.shape[1]
@@ -48,15 +47,30 @@ def write_stresses(path, ve_id, sxx_mpa, status=None, reason=None, t=T, lattice=
     ok = np.isfinite(sxx)
     n_conv = np.where(ok.all(axis=1), ns - 1, np.argmin(ok, axis=1) - 1)
     Path(path).unlink(missing_ok=True)
-    with ResultsWriter(path, t=np.asarray(t, dtype=np.float64), material="synthetic",
-                       loadcase="uniaxial x, 20 increments", solver="builtin",
-                       lattice=lattice) as w:
+    with ResultsWriter(
+        path,
+        t=np.asarray(t, dtype=np.float64),
+        material="synthetic",
+        loadcase="uniaxial x, 20 increments",
+        solver="builtin",
+        lattice=lattice,
+    ) as w:
         for k in range(n):
-            w.append(SimulationRecord(
-                ve_id=ve_id[k], solver="builtin", status=status[k],
-                converged=status[k] == "converged", reason=reason[k],
-                t=np.asarray(t, dtype=np.float64), F=F[k], P=sigma[k], sigma=sigma[k],
-                n_converged=int(n_conv[k]), wall_s=1.0))
+            w.append(
+                SimulationRecord(
+                    ve_id=ve_id[k],
+                    solver="builtin",
+                    status=status[k],
+                    converged=status[k] == "converged",
+                    reason=reason[k],
+                    t=np.asarray(t, dtype=np.float64),
+                    F=F[k],
+                    P=sigma[k],
+                    sigma=sigma[k],
+                    n_converged=int(n_conv[k]),
+                    wall_s=1.0,
+                )
+            )
     return path
 
 

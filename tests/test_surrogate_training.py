@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_surrogate_helpers import T, smooth_response, write_fingerprints, write_stresses
 
 from matflow_vae3d.cli import cli
 from matflow_vae3d.surrogate.acquisition import rank_candidates
@@ -14,7 +15,6 @@ from matflow_vae3d.surrogate.ensemble import Surrogate
 from matflow_vae3d.surrogate.evaluate import evaluate
 from matflow_vae3d.surrogate.lightning import TrainConfig, train_surrogate
 from matflow_vae3d.surrogate.table import Fingerprints, Stresses, build_table
-from test_surrogate_helpers import T, smooth_response, write_fingerprints, write_stresses
 
 
 def _table(X, seed=0, val=0.15, test=0.15):
@@ -39,7 +39,9 @@ def test_paper_mlp_learns_a_smooth_response_to_2_mpa():
     assert res["n_ve"] == len(tab.rows("test")) > 50
     assert m["mae_mpa_mean"] < 2.0, m["mae_mpa_mean"]
     assert base["mae_mpa_mean"] > 10.0 and base["mae_mpa_mean"] > 5 * m["mae_mpa_mean"], (
-        base["mae_mpa_mean"], m["mae_mpa_mean"])
+        base["mae_mpa_mean"],
+        m["mae_mpa_mean"],
+    )
     assert m["r2"] > 0.98
     # predictions are in MPa, the unloaded state is exactly 0
     mean, _ = sur.predict(tab.X[:3])
@@ -50,8 +52,9 @@ def test_ensemble_spread_grows_away_from_the_data_and_acquisition_ranks_it_first
     rng = np.random.default_rng(1)
     X = rng.uniform(-1, 1, size=(300, 4)).astype(np.float32)
     tab = _table(X)
-    sur = train_surrogate(tab, TrainConfig(n_members=5, hidden=128, max_epochs=200,
-                                           patience=40, seed=1), progress=False)
+    sur = train_surrogate(
+        tab, TrainConfig(n_members=5, hidden=128, max_epochs=200, patience=40, seed=1), progress=False
+    )
     assert sur.n_members == 5 and sur.calibration_scale is not None
     near = rng.uniform(-0.8, 0.8, size=(40, 4))
     d = rng.normal(size=(40, 4))
@@ -91,9 +94,27 @@ def test_cli_train_predict_evaluate_acquire(tmp_path):
     write_fingerprints(tmp_path / "cand.h5", [f"c{i}" for i in range(30)], cand)
     run = CliRunner().invoke
     ck = tmp_path / "s.ckpt"
-    r = run(cli, ["train-surrogate", "-f", str(tmp_path / "fp.h5"), "-s", str(tmp_path / "st.h5"),
-                  "--out", str(ck), "--ensemble", "3", "--epochs", "40", "--patience", "10",
-                  "--hidden", "64", "--no-progress"])
+    r = run(
+        cli,
+        [
+            "train-surrogate",
+            "-f",
+            str(tmp_path / "fp.h5"),
+            "-s",
+            str(tmp_path / "st.h5"),
+            "--out",
+            str(ck),
+            "--ensemble",
+            "3",
+            "--epochs",
+            "40",
+            "--patience",
+            "10",
+            "--hidden",
+            "64",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "1 CP result(s) excluded" in r.output and "failed: diverged" in r.output
     assert (tmp_path / "s_logs" / "loss.png").stat().st_size > 0
@@ -102,12 +123,22 @@ def test_cli_train_predict_evaluate_acquire(tmp_path):
     assert ckpt["meta"]["config"]["n_members"] == 3 and len(ckpt["meta"]["train_ids"]) > 100
     # refuses to overwrite
     before = ck.read_bytes()
-    r = run(cli, ["train-surrogate", "-f", str(tmp_path / "fp.h5"), "-s", str(tmp_path / "st.h5"),
-                  "--out", str(ck)])
+    r = run(cli, ["train-surrogate", "-f", str(tmp_path / "fp.h5"), "-s", str(tmp_path / "st.h5"), "--out", str(ck)])
     assert r.exit_code != 0 and "exists" in r.output and ck.read_bytes() == before
 
-    r = run(cli, ["predict", "--model", str(ck), "-f", str(tmp_path / "cand.h5"),
-                  "--out", str(tmp_path / "pred.h5"), "--no-progress"])
+    r = run(
+        cli,
+        [
+            "predict",
+            "--model",
+            str(ck),
+            "-f",
+            str(tmp_path / "cand.h5"),
+            "--out",
+            str(tmp_path / "pred.h5"),
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     sur = Surrogate.load(ck)
     mean, std = sur.predict(cand)
@@ -118,17 +149,48 @@ def test_cli_train_predict_evaluate_acquire(tmp_path):
         assert f["sigma"].shape == (30, 21) and f.attrs["units"] == "MPa"
 
     out = tmp_path / "eval"
-    r = run(cli, ["evaluate-surrogate", "--model", str(ck), "-f", str(tmp_path / "fp.h5"),
-                  "-s", str(tmp_path / "st.h5"), "--out-dir", str(out)])
+    r = run(
+        cli,
+        [
+            "evaluate-surrogate",
+            "--model",
+            str(ck),
+            "-f",
+            str(tmp_path / "fp.h5"),
+            "-s",
+            str(tmp_path / "st.h5"),
+            "--out-dir",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "MAE per increment" in r.output and "+-2 sigma coverage" in r.output
-    for name in ("metrics.json", "per_increment.csv", "summary.txt", "curves.png",
-                 "error_per_increment.png", "parity.png", "calibration.png"):
+    for name in (
+        "metrics.json",
+        "per_increment.csv",
+        "summary.txt",
+        "curves.png",
+        "error_per_increment.png",
+        "parity.png",
+        "calibration.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert len((out / "per_increment.csv").read_text().splitlines()) == 21
 
-    r = run(cli, ["acquire", "--model", str(ck), "-f", str(tmp_path / "cand.h5"),
-                  "--top", "5", "--out", str(tmp_path / "ranked.csv")])
+    r = run(
+        cli,
+        [
+            "acquire",
+            "--model",
+            str(ck),
+            "-f",
+            str(tmp_path / "cand.h5"),
+            "--top",
+            "5",
+            "--out",
+            str(tmp_path / "ranked.csv"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = (tmp_path / "ranked.csv").read_text().splitlines()
     assert rows[0].startswith("rank,ve_id,score_mpa") and len(rows) == 6
@@ -139,22 +201,49 @@ def test_cli_train_predict_evaluate_acquire(tmp_path):
     write_fingerprints(tmp_path / "vaeB.h5", ["b0"], cand[:1], model_sha256="vae-B")
     write_fingerprints(tmp_path / "dim8.h5", ["b0"], np.zeros((1, 8)))
     for bad, msg in (("vaeB.h5", "different VAEs"), ("dim8.h5", "6-dimensional")):
-        r = run(cli, ["predict", "--model", str(ck), "-f", str(tmp_path / bad),
-                      "--out", str(tmp_path / "p2.h5")])
+        r = run(cli, ["predict", "--model", str(ck), "-f", str(tmp_path / bad), "--out", str(tmp_path / "p2.h5")])
         assert r.exit_code == 1 and msg in r.output, r.output
         assert not (tmp_path / "p2.h5").exists()
     # stresses with another increment count are refused by evaluate
     write_stresses(tmp_path / "st10.h5", ids[:5], smooth_response(X[:5], T[:11] * 1e-3), t=T[:11])
-    r = run(cli, ["evaluate-surrogate", "--model", str(ck), "-f", str(tmp_path / "fp.h5"),
-                  "-s", str(tmp_path / "st10.h5"), "--out-dir", str(tmp_path / "e2"), "--split", "all"])
+    r = run(
+        cli,
+        [
+            "evaluate-surrogate",
+            "--model",
+            str(ck),
+            "-f",
+            str(tmp_path / "fp.h5"),
+            "-s",
+            str(tmp_path / "st10.h5"),
+            "--out-dir",
+            str(tmp_path / "e2"),
+            "--split",
+            "all",
+        ],
+    )
     assert r.exit_code == 1 and "predicts 21 states" in r.output, r.output
     # a single model cannot rank by spread
     ck1 = tmp_path / "one.ckpt"
-    r = run(cli, ["train-surrogate", "-f", str(tmp_path / "fp.h5"), "-s", str(tmp_path / "st.h5"),
-                  "--out", str(ck1), "--epochs", "2", "--hidden", "16", "--no-progress"])
+    r = run(
+        cli,
+        [
+            "train-surrogate",
+            "-f",
+            str(tmp_path / "fp.h5"),
+            "-s",
+            str(tmp_path / "st.h5"),
+            "--out",
+            str(ck1),
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = run(cli, ["acquire", "--model", str(ck1), "-f", str(tmp_path / "cand.h5"),
-                  "--out", str(tmp_path / "r1.csv")])
+    r = run(cli, ["acquire", "--model", str(ck1), "-f", str(tmp_path / "cand.h5"), "--out", str(tmp_path / "r1.csv")])
     assert r.exit_code == 1 and "needs an ensemble" in r.output
 
 
@@ -166,8 +255,7 @@ def test_training_is_reproducible_and_the_papers_21_outputs_work():
     b = train_surrogate(tab, cfg, progress=False)
     for k, v in a.net.state_dict().items():
         torch.testing.assert_close(v, b.net.state_dict()[k], rtol=0, atol=0)
-    c = train_surrogate(tab, TrainConfig(hidden=16, max_epochs=3, outputs="all", scaling_margin=0),
-                        progress=False)
+    c = train_surrogate(tab, TrainConfig(hidden=16, max_epochs=3, outputs="all", scaling_margin=0), progress=False)
     assert c.net.n_out == 21 and c.scaling.lo[0] == pytest.approx(0.0)  # paper: min over all
     mean, _ = c.predict(tab.X[:2])
     assert mean.shape == (2, 21) and a.predict(tab.X[:2])[0].shape == (2, 21)

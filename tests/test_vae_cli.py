@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from vae_helpers import write_set
 
 from matflow_vae3d.cli import cli
 from matflow_vae3d.vae import PRETRAINED_LATTICES, pretrained_path
 from matflow_vae3d.vae.checkpoint import load_model
-
 
 #: measured with the shipped model, see docs/vae.md
 CUBE_GOSS_MIN_ACCURACY = 0.9
@@ -40,11 +38,17 @@ def ves(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("vae_cli")
     out = {}
-    for name, preset, n, s0 in (("train", "train", 24, 900_000), ("cube", "cube", 12, 910_000),
-                                ("goss", "goss", 12, 920_000)):
+    for name, preset, n, s0 in (
+        ("train", "train", 24, 900_000),
+        ("cube", "cube", 12, 910_000),
+        ("goss", "goss", 12, 920_000),
+    ):
         out[name] = d / f"{name}.h5"
-        write_ves(out[name], generate_ves(get_preset(preset, grid=16, lattice="hP"),
-                                          range(s0, s0 + n), progress=False), progress=False)
+        write_ves(
+            out[name],
+            generate_ves(get_preset(preset, grid=16, lattice="hP"), range(s0, s0 + n), progress=False),
+            progress=False,
+        )
     out["cubic"] = write_set(d / "cubic.h5", 2, seed=2, lattice="cF")
     # empty, NaN and foreign files
     out["empty"] = d / "empty.h5"
@@ -98,9 +102,26 @@ def test_pretrained_model_reconstructs_unseen_ves(ves):
 
 def test_train_vae_cli_and_resume(ves, tmp_path):
     out = tmp_path / "run"
-    common = ["train-vae", "--train", ves["train"], "--val", ves["goss"], "--preset", "small",
-              "--widths", "4,8,8,16", "--hidden", "16", "--latent", "6", "--batch-size", "8",
-              "--out", out, "--no-progress"]
+    common = [
+        "train-vae",
+        "--train",
+        ves["train"],
+        "--val",
+        ves["goss"],
+        "--preset",
+        "small",
+        "--widths",
+        "4,8,8,16",
+        "--hidden",
+        "16",
+        "--latent",
+        "6",
+        "--batch-size",
+        "8",
+        "--out",
+        out,
+        "--no-progress",
+    ]
     text = run(*common, "--epochs", "1")
     assert "model ->" in text
     model, meta = load_model(out / "model.pt")
@@ -112,15 +133,26 @@ def test_train_vae_cli_and_resume(ves, tmp_path):
     assert (out / "model.pt").read_bytes() == before
     assert len((out / "history.csv").read_text().strip().splitlines()) == 2
     # training set of another lattice than the validation set
-    assert "does not match" in run("train-vae", "--train", ves["train"], "--val", ves["cubic"], "--preset",
-                                   "small", "--out", tmp_path / "r2", ok=False)
+    assert "does not match" in run(
+        "train-vae",
+        "--train",
+        ves["train"],
+        "--val",
+        ves["cubic"],
+        "--preset",
+        "small",
+        "--out",
+        tmp_path / "r2",
+        ok=False,
+    )
 
 
 def test_fingerprint_evaluate_reconstruct(ves, tmp_path):
     model = pretrained_path()
     fp = tmp_path / "fp.h5"
-    text = run("fingerprint", "--model", model, "--data", ves["train"], "--out", fp, "--batch-size", "10",
-               "--no-progress")
+    text = run(
+        "fingerprint", "--model", model, "--data", ves["train"], "--out", fp, "--batch-size", "10", "--no-progress"
+    )
     assert "24 fingerprints (latent 512)" in text
     with h5py.File(fp) as f:
         assert f.attrs["format"] == "matflow-vae3d/fingerprints" and f["mu"].shape == (24, 512)
@@ -148,15 +180,39 @@ def test_fingerprint_evaluate_reconstruct(ves, tmp_path):
     ref = evaluate_dataset(um, umeta, ves["train"], progress=False)
     assert doc["deg_mean"] < 0.5 * ref["deg_mean"]
 
-    text = run("reconstruct", "--model", "pretrained", "--data", ves["train"], "--out", tmp_path / "r.png",
-               "--index", "0", "--index", "5")
+    text = run(
+        "reconstruct",
+        "--model",
+        "pretrained",
+        "--data",
+        ves["train"],
+        "--out",
+        tmp_path / "r.png",
+        "--index",
+        "0",
+        "--index",
+        "5",
+    )
     assert text.count("disorientation") == 2 and (tmp_path / "r.png").stat().st_size > 1000
 
 
 def test_latent_cli(ves, tmp_path):
     out = tmp_path / "lat"
-    text = run("latent", "--model", pretrained_path(), "--train", ves["train"], "--set", f"cube={ves['cube']}",
-               "--set", f"goss={ves['goss']}", "--out", out, "--steps", "5")
+    text = run(
+        "latent",
+        "--model",
+        pretrained_path(),
+        "--train",
+        ves["train"],
+        "--set",
+        f"cube={ves['cube']}",
+        "--set",
+        f"goss={ves['goss']}",
+        "--out",
+        out,
+        "--steps",
+        "5",
+    )
     summary = json.loads((out / "latent.json").read_text())
     assert summary["n_train"] == 24 and summary["sets"] == {"cube": 12, "goss": 12}
     assert "spectral clustering of 2 sets" in text
@@ -165,13 +221,16 @@ def test_latent_cli(ves, tmp_path):
     assert (out / "path.png").stat().st_size > 1000 and (out / "pca.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("case, message", [
-    ("foreign", "not a matflow-vae3d VE dataset"),
-    ("empty", "holds no VEs"),
-    ("nan", "NaN"),
-    ("cubic", "trained on crystal structure 'hP'"),
-    ("missing", "not found"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("foreign", "not a matflow-vae3d VE dataset"),
+        ("empty", "holds no VEs"),
+        ("nan", "NaN"),
+        ("cubic", "trained on crystal structure 'hP'"),
+        ("missing", "not found"),
+    ],
+)
 def test_bad_input_clear_error_nothing_written(ves, tmp_path, case, message):
     data = ves.get(case, tmp_path / "missing.h5")
     out = tmp_path / "fp.h5"

@@ -20,7 +20,14 @@ def test_paper_presets():
     for name, layers in (("resnet12", (1, 1, 1, 1)), ("resnet18", (2, 2, 2, 2)), ("resnet34", (3, 4, 6, 3))):
         c = preset_config(name)
         assert (c.layers, c.widths, c.grid, c.hidden, c.latent, c.in_channels, c.stem_kernel) == (
-            layers, (64, 128, 256, 512), 64, 8192, 256, 3, 7)
+            layers,
+            (64, 128, 256, 512),
+            64,
+            8192,
+            256,
+            3,
+            7,
+        )
         assert c.bottleneck == 4  # 512·4³ features, as in the reference code
         # block count with the sizes shrunk (the paper's 8192-wide linears are 2.4 GB)
         m = ResNetVAE3d(preset_config(name, widths=(2, 2, 2, 2), hidden=4, latent=2, grid=16))
@@ -139,7 +146,9 @@ def test_misorientation_metric_symmetry_aware():
     # a 10° rotation about the sample z axis: disorientation 10°
     rz = np.array([np.cos(np.radians(5)), 0, 0, np.sin(np.radians(5))])
     q3 = crystal.torch_quaternion_multiply(torch.as_tensor(qf), torch.as_tensor(rz)).numpy().reshape(q.shape)
-    x3 = torch.as_tensor(crystal.normalise_eulers(crystal.quaternions_to_eulers(q3)), dtype=torch.float64).movedim(-1, 1)
+    x3 = torch.as_tensor(crystal.normalise_eulers(crystal.quaternions_to_eulers(q3)), dtype=torch.float64).movedim(
+        -1, 1
+    )
     err3 = misorientation(x, x3, "hP")
     md3 = err3["deg"]
     assert torch.allclose(md3, torch.full_like(md3, 10.0), atol=0.05)

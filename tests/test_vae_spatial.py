@@ -6,7 +6,6 @@ fingerprint file's summary."""
 import numpy as np
 import pytest
 import torch
-
 from vae_helpers import write_set
 
 from matflow_vae3d import crystal
@@ -76,8 +75,9 @@ def test_latent_equivariant_to_rolls_by_the_stride_and_summary_invariant():
     assert np.allclose(s_ref, s_even, atol=1e-5)
     _, s_odd = encode_with_summary(m, torch.roll(x, (1, 3, 0), dims=(2, 3, 4)))
     one = roll_invariant_summary(mu.flatten(1).numpy(), (2, 4, 4, 4))
-    one_odd = roll_invariant_summary(m.encode(torch.roll(x, (1, 3, 0), dims=(2, 3, 4)))[0].flatten(1).detach().numpy(),
-                                     (2, 4, 4, 4))
+    one_odd = roll_invariant_summary(
+        m.encode(torch.roll(x, (1, 3, 0), dims=(2, 3, 4)))[0].flatten(1).detach().numpy(), (2, 4, 4, 4)
+    )
     assert np.abs(s_odd - s_ref).mean() < np.abs(one_odd - one).mean()
     s = roll_invariant_summary(mu.flatten(1).numpy(), (2, 4, 4, 4))
     assert s.shape == (2, 2 + 3 + 2)
@@ -175,8 +175,15 @@ def test_train_vae_spatial_resume_fingerprints_and_summary(tmp_path):
 
     train = write_set(tmp_path / "t.h5", 8, seed=0)
     val = write_set(tmp_path / "v.h5", 4, seed=1)
-    kw = dict(val=val, preset="periodic", overrides=dict(widths=(4, 8, 8), latent_channels=2), batch_size=4,
-              accelerator="cpu", progress=False, warmup_steps=2)
+    kw = dict(
+        val=val,
+        preset="periodic",
+        overrides=dict(widths=(4, 8, 8), latent_channels=2),
+        batch_size=4,
+        accelerator="cpu",
+        progress=False,
+        warmup_steps=2,
+    )
     rec = train_vae(train, tmp_path / "run", epochs=1, **kw)
     assert rec["architecture"] == "spatial" and rec["roll"] and rec["optimizer"] == "adamw"
     assert rec["total_steps"] == 2 and rec["n_train"] == 8
@@ -215,8 +222,16 @@ def test_spatial_model_on_euler_angles_trains_with_the_paper_loss(tmp_path):
     from matflow_vae3d.vae.train import train_vae
 
     train = write_set(tmp_path / "t.h5", 4, seed=0)
-    rec = train_vae(train, tmp_path / "run", preset="periodic", epochs=1, batch_size=4, accelerator="cpu",
-                    progress=False, overrides=dict(widths=(4, 4, 4), latent_channels=1, representation="euler"))
+    rec = train_vae(
+        train,
+        tmp_path / "run",
+        preset="periodic",
+        epochs=1,
+        batch_size=4,
+        accelerator="cpu",
+        progress=False,
+        overrides=dict(widths=(4, 4, 4), latent_channels=1, representation="euler"),
+    )
     assert rec["config"]["representation"] == "euler"
     assert "train_bce" in (tmp_path / "run" / "history.csv").read_text().splitlines()[0]
     model, meta = load_model(tmp_path / "run" / "model.pt")

@@ -5,7 +5,6 @@ lattice + grid; encoding VEs of another lattice/grid is refused."""
 import numpy as np
 import pytest
 import torch
-
 from vae_helpers import write_set
 
 from matflow_vae3d.vae.checkpoint import check_compatible, load_model, save_model
@@ -133,10 +132,39 @@ def test_ddp_two_processes_cpu(sets, tmp_path):
     import sys
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "matflow_vae3d.cli", "train-vae", "--train", str(sets["train"]),
-           "--val", str(sets["val"]), "--preset", "small", "--widths", "4,8,8,16", "--hidden", "16",
-           "--latent", "6", "--epochs", "1", "--batch-size", "3", "--out", str(out),
-           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--threads", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "matflow_vae3d.cli",
+        "train-vae",
+        "--train",
+        str(sets["train"]),
+        "--val",
+        str(sets["val"]),
+        "--preset",
+        "small",
+        "--widths",
+        "4,8,8,16",
+        "--hidden",
+        "16",
+        "--latent",
+        "6",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "3",
+        "--out",
+        str(out),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("model ->") == 1

@@ -13,7 +13,7 @@ def voronoi_ve(grid: int, n_grains: int, rng, lattice: str = "hP", ve_id=None, s
     """Periodic Voronoi VE. spread: None = random texture, else (mean quaternion, deg)
     for a textured VE (small rotations about a mean orientation)."""
     seeds = rng.random((n_grains, 3)) * grid
-    c = (np.indices((grid,) * 3).reshape(3, -1).T + 0.5)
+    c = np.indices((grid,) * 3).reshape(3, -1).T + 0.5
     d = c[:, None, :] - seeds[None]
     d -= grid * np.round(d / grid)
     gm = np.argmin((d**2).sum(-1), axis=1).reshape((grid,) * 3)
@@ -30,8 +30,9 @@ def voronoi_ve(grid: int, n_grains: int, rng, lattice: str = "hP", ve_id=None, s
         q = crystal.torch_quaternion_multiply(torch.as_tensor(dq), torch.as_tensor(np.asarray(q0, float))).numpy()
     q = crystal.reduce_to_fz(q, lattice)
     used, gm = np.unique(gm, return_inverse=True)
-    return VolumeElement(grain_map=gm.reshape((grid,) * 3).astype(np.int32), quaternions=q[used],
-                         lattice=lattice, ve_id=ve_id)
+    return VolumeElement(
+        grain_map=gm.reshape((grid,) * 3).astype(np.int32), quaternions=q[used], lattice=lattice, ve_id=ve_id
+    )
 
 
 def write_set(path, n, grid=16, n_grains=12, seed=0, lattice="hP", prefix="ve", spread=None):

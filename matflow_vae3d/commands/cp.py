@@ -13,44 +13,109 @@ from matflow_vae3d.commands._options import parse_device
 
 
 @click.command("simulate")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False),
-              help="VE dataset (HDF5, from `vae3d generate`).")
-@click.option("--damask-inputs", nargs=3, type=click.Path(dir_okay=False),
-              metavar="GRID.vti MATERIAL.yaml LOAD.yaml",
-              help="Run an existing DAMASK grid job (geometry, material, load case) instead of a dataset.")
-@click.option("--material", default="Mg", show_default=True,
-              help="Material preset (Mg, Cu), a phase YAML file or a material.yaml with one phase "
-                   "(ignored with --damask-inputs, whose material.yaml is used).")
-@click.option("--solver", type=click.Choice(["builtin", "damask"]), default="builtin", show_default=True,
-              help="builtin: embedded torch spectral solver; damask: DAMASK_grid (PATH or $DAMASK_GRID).")
-@click.option("--load", "load_path", type=click.Path(dir_okay=False),
-              help="DAMASK load.yaml (default: uniaxial tension along x, F_xx = 1.01 in 20 increments).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="CP results file (HDF5). An existing one is resumed: VEs already in it are skipped.")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-              help="VEs per builtin-solver batch.")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), help="VE dataset (HDF5, from `vae3d generate`).")
+@click.option(
+    "--damask-inputs",
+    nargs=3,
+    type=click.Path(dir_okay=False),
+    metavar="GRID.vti MATERIAL.yaml LOAD.yaml",
+    help="Run an existing DAMASK grid job (geometry, material, load case) instead of a dataset.",
+)
+@click.option(
+    "--material",
+    default="Mg",
+    show_default=True,
+    help="Material preset (Mg, Cu), a phase YAML file or a material.yaml with one phase "
+    "(ignored with --damask-inputs, whose material.yaml is used).",
+)
+@click.option(
+    "--solver",
+    type=click.Choice(["builtin", "damask"]),
+    default="builtin",
+    show_default=True,
+    help="builtin: embedded torch spectral solver; damask: DAMASK_grid (PATH or $DAMASK_GRID).",
+)
+@click.option(
+    "--load",
+    "load_path",
+    type=click.Path(dir_okay=False),
+    help="DAMASK load.yaml (default: uniaxial tension along x, F_xx = 1.01 in 20 increments).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="CP results file (HDF5). An existing one is resumed: VEs already in it are skipped.",
+)
+@click.option(
+    "--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="VEs per builtin-solver batch."
+)
 @click.option("--device", default="cpu", show_default=True, help="Builtin solver device: cpu, cuda, cuda:N or auto.")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="Builtin solver precision.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float64", "float32"]),
+    default="float64",
+    show_default=True,
+    help="Builtin solver precision.",
+)
 @click.option("--limit", type=click.IntRange(min=0), help="Only the first N VEs of the dataset.")
-@click.option("--damask-np", default=1, show_default=True, type=click.IntRange(min=1),
-              help="MPI processes per DAMASK_grid job (mpirun -np N when N > 1).")
-@click.option("--damask-exe", type=click.Path(dir_okay=False), help="DAMASK_grid executable (default: $DAMASK_GRID or PATH).")
+@click.option(
+    "--damask-np",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="MPI processes per DAMASK_grid job (mpirun -np N when N > 1).",
+)
+@click.option(
+    "--damask-exe", type=click.Path(dir_okay=False), help="DAMASK_grid executable (default: $DAMASK_GRID or PATH)."
+)
 @click.option("--mpiexec", default="mpirun", show_default=True, help="MPI launcher for --damask-np > 1.")
-@click.option("--keep-jobs", type=click.Path(file_okay=False),
-              help="Keep every DAMASK job directory under DIR/<ve_id> (with --damask-inputs: DIR is the job "
-                   "directory). Default: temporary, kept only when a run fails.")
+@click.option(
+    "--keep-jobs",
+    type=click.Path(file_okay=False),
+    help="Keep every DAMASK job directory under DIR/<ve_id> (with --damask-inputs: DIR is the job "
+    "directory). Default: temporary, kept only when a run fails.",
+)
 @click.option("--timeout", type=float, help="Seconds allowed per DAMASK_grid job.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="torch CPU threads for the builtin solver (1 is fastest on a busy 2-core machine: "
-                   "its small batched kernels lose to thread contention).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Solver processes side by side (--data only), each with --threads torch threads "
-                   "and --batch-size VEs per chunk (DAMASK: one job each). Rows are written in dataset "
-                   "order whatever the count.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch CPU threads for the builtin solver (1 is fastest on a busy 2-core machine: "
+    "its small batched kernels lose to thread contention).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Solver processes side by side (--data only), each with --threads torch threads "
+    "and --batch-size VEs per chunk (DAMASK: one job each). Rows are written in dataset "
+    "order whatever the count.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def simulate(data_path, damask_inputs, material, solver, load_path, out_path, batch_size, device, dtype,
-             limit, damask_np, damask_exe, mpiexec, keep_jobs, timeout, threads, workers, no_progress):
+def simulate(
+    data_path,
+    damask_inputs,
+    material,
+    solver,
+    load_path,
+    out_path,
+    batch_size,
+    device,
+    dtype,
+    limit,
+    damask_np,
+    damask_exe,
+    mpiexec,
+    keep_jobs,
+    timeout,
+    threads,
+    workers,
+    no_progress,
+):
     """Run crystal-plasticity uniaxial tension and store per-increment volume averages.
 
     \b
@@ -79,27 +144,56 @@ def simulate(data_path, damask_inputs, material, solver, load_path, out_path, ba
             if load_path:
                 raise click.UsageError("--load cannot be combined with --damask-inputs (its load.yaml is used)")
             rec = sim.simulate_damask_inputs(
-                vti, mat, load, solver=solver, out=out_path, device=dev, dtype=dtype,
-                progress=not no_progress, job_dir=keep_jobs, damask_executable=damask_exe,
-                n_proc=damask_np, mpiexec=mpiexec, timeout=timeout)
+                vti,
+                mat,
+                load,
+                solver=solver,
+                out=out_path,
+                device=dev,
+                dtype=dtype,
+                progress=not no_progress,
+                job_dir=keep_jobs,
+                damask_executable=damask_exe,
+                n_proc=damask_np,
+                mpiexec=mpiexec,
+                timeout=timeout,
+            )
             s = rec.sigma_xx_MPa
-            click.echo(f"{rec.ve_id}: {rec.status}, {rec.n_converged}/{len(s) - 1} increments, "
-                       f"sigma_xx at the last converged increment {s[rec.n_converged]:.2f} MPa, "
-                       f"{rec.wall_s:.1f} s -> {out_path}")
+            click.echo(
+                f"{rec.ve_id}: {rec.status}, {rec.n_converged}/{len(s) - 1} increments, "
+                f"sigma_xx at the last converged increment {s[rec.n_converged]:.2f} MPa, "
+                f"{rec.wall_s:.1f} s -> {out_path}"
+            )
             if not rec.converged:
                 raise click.ClickException(f"simulation failed: {rec.reason}")
             return
         summary = sim.simulate_dataset(
-            data_path, out_path, material=material, solver=solver, load=load_path,
-            batch_size=batch_size, device=dev, limit=limit, progress=not no_progress, dtype=dtype,
-            keep_jobs=keep_jobs, damask_executable=damask_exe, n_proc=damask_np, mpiexec=mpiexec,
-            timeout=timeout, workers=workers, worker_threads=threads)
+            data_path,
+            out_path,
+            material=material,
+            solver=solver,
+            load=load_path,
+            batch_size=batch_size,
+            device=dev,
+            limit=limit,
+            progress=not no_progress,
+            dtype=dtype,
+            keep_jobs=keep_jobs,
+            damask_executable=damask_exe,
+            n_proc=damask_np,
+            mpiexec=mpiexec,
+            timeout=timeout,
+            workers=workers,
+            worker_threads=threads,
+        )
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     for ve_id, reason in summary["failed"][:10]:
         click.echo(f"failed {ve_id}: {reason}", err=True)
     if len(summary["failed"]) > 10:
         click.echo(f"... and {len(summary['failed']) - 10} more failures (see 'reason' in {out_path})", err=True)
-    click.echo(f"converged {summary['n_converged']}, failed {summary['n_failed']}, "
-               f"skipped {summary['n_skipped']} already in {Path(out_path).name} "
-               f"({summary['wall_s']:.1f} s)")
+    click.echo(
+        f"converged {summary['n_converged']}, failed {summary['n_failed']}, "
+        f"skipped {summary['n_skipped']} already in {Path(out_path).name} "
+        f"({summary['wall_s']:.1f} s)"
+    )

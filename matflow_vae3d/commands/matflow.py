@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 _config_dir = click.option(
-    "--config-dir", type=click.Path(file_okay=False), default=None,
+    "--config-dir",
+    type=click.Path(file_okay=False),
+    default=None,
     help="MatFlow config folder (default: $MATFLOW_CONFIG_DIR, else ~/.matflow).",
 )
 
@@ -22,21 +24,31 @@ def matflow_group():
 
 @matflow_group.command("install")
 @_config_dir
-@click.option("--python", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Interpreter that runs the actions (default: this one).")
-@click.option("--setup", "extra_setup", multiple=True,
-              help="Extra shell line for the environment's setup (repeatable), e.g. "
-                   "'module load damask'.")
-@click.option("--damask-env/--no-damask-env", default=True, show_default=True,
-              help="Reuse the setup of MatFlow's `damask_env` (if configured) for CP_solver damask.")
+@click.option(
+    "--python",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Interpreter that runs the actions (default: this one).",
+)
+@click.option(
+    "--setup",
+    "extra_setup",
+    multiple=True,
+    help="Extra shell line for the environment's setup (repeatable), e.g. 'module load damask'.",
+)
+@click.option(
+    "--damask-env/--no-damask-env",
+    default=True,
+    show_default=True,
+    help="Reuse the setup of MatFlow's `damask_env` (if configured) for CP_solver damask.",
+)
 def install_cmd(config_dir, python, extra_setup, damask_env):
     """Register task schemas, parameters and the `vae3d_env` environment (idempotent;
     re-running refreshes the rendered files)."""
     from ..matflow.install import install
 
     try:
-        r = install(config_dir=config_dir, python=python, extra_setup=list(extra_setup),
-                    use_damask_env=damask_env)
+        r = install(config_dir=config_dir, python=python, extra_setup=list(extra_setup), use_damask_env=damask_env)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"MatFlow config: {r['config_file']}")
@@ -90,16 +102,28 @@ def export_cmd(workflow, out, force, config_dir):
     write_export(data, out, overwrite=force)
     st = data["status"]
     counts = {s: int((st == s).sum()) for s in sorted(set(st.tolist()))}
-    click.echo(f"{len(st)} VEs -> {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-               + f"; {int(data['has_fingerprint'].sum())} fingerprinted")
+    click.echo(
+        f"{len(st)} VEs -> {out}: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + f"; {int(data['has_fingerprint'].sum())} fingerprinted"
+    )
 
 
 @matflow_group.command("add-fingerprint")
 @click.argument("workflow", type=click.Path(exists=True))
-@click.option("--model", default="pretrained", show_default=True,
-              help="VAE checkpoint (path, or 'pretrained' for the shipped model).")
-@click.option("--source", type=click.Choice(["auto", "VE_dataset", "volume_element"]), default="auto",
-              show_default=True, help="Which VEs to fingerprint (auto: VE_dataset if present).")
+@click.option(
+    "--model",
+    default="pretrained",
+    show_default=True,
+    help="VAE checkpoint (path, or 'pretrained' for the shipped model).",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "VE_dataset", "volume_element"]),
+    default="auto",
+    show_default=True,
+    help="Which VEs to fingerprint (auto: VE_dataset if present).",
+)
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the new task to finish.")
 @_config_dir
 def add_fingerprint_cmd(workflow, model, source, wait, config_dir):
@@ -121,12 +145,28 @@ def _vars(pairs) -> dict[str, str]:
 
 
 @matflow_group.command("demo")
-@click.option("--out", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the workflow, the exported dataset and the plots.")
-@click.option("-v", "--var", "variables", type=(str, str), multiple=True,
-              help="Template variable, e.g. --var n_shards 2 (see the template's header).")
-@click.option("--template", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="Workflow template (default: the packaged uniaxial_campaign_demo.yaml).")
+@click.option(
+    "--out",
+    "out_dir",
+    default="out/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the workflow, the exported dataset and the plots.",
+)
+@click.option(
+    "-v",
+    "--var",
+    "variables",
+    type=(str, str),
+    multiple=True,
+    help="Template variable, e.g. --var n_shards 2 (see the template's header).",
+)
+@click.option(
+    "--template",
+    default=None,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Workflow template (default: the packaged uniaxial_campaign_demo.yaml).",
+)
 @_config_dir
 def demo_cmd(out_dir, variables, template, config_dir):
     """Register the plugin and run the demo campaign through MatFlow (the same as
@@ -145,8 +185,7 @@ def demo_cmd(out_dir, variables, template, config_dir):
     import matflow as mf
 
     tpl = Path(template) if template else TEMPLATES_DIR / "uniaxial_campaign_demo.yaml"
-    wk = mf.Workflow.from_YAML_file(str(tpl), path=str(out), variables=_vars(variables),
-                                    overwrite=False, store="zarr")
+    wk = mf.Workflow.from_YAML_file(str(tpl), path=str(out), variables=_vars(variables), overwrite=False, store="zarr")
     click.echo(f"workflow: {wk.path}")
     wk.submit(wait=True, add_to_known=False, status=False, quiet=True)
     wall = time.perf_counter() - t0
@@ -158,11 +197,16 @@ def demo_cmd(out_dir, variables, template, config_dir):
     data = export_workflow(wk)
     ds = write_export(data, out / "demo_dataset.h5", overwrite=True)
     st = data["status"]
-    click.echo(f"dataset: {ds} ({len(st)} VEs: {int((st == 'converged').sum())} converged, "
-               f"{int((st == 'failed').sum())} failed)")
+    click.echo(
+        f"dataset: {ds} ({len(st)} VEs: {int((st == 'converged').sum())} converged, "
+        f"{int((st == 'failed').sum())} failed)"
+    )
     for t in wk.tasks:
-        if t.template.schema.name == "plot_latent_PCA" and t.elements and \
-                t.elements[0].action_runs[-1].status.name == "success":
+        if (
+            t.template.schema.name == "plot_latent_PCA"
+            and t.elements
+            and t.elements[0].action_runs[-1].status.name == "success"
+        ):
             for p in t.elements[0].outputs.latent_plots.value:
                 shutil.copy2(Path(wk.path) / p, out / "latent_pca.png")
     ev = [t for t in wk.tasks if t.template.schema.name == "evaluate_surrogate"]
@@ -171,8 +215,10 @@ def demo_cmd(out_dir, variables, template, config_dir):
         for p in el.outputs.surrogate_plots.value:
             shutil.copy2(Path(wk.path) / p, out / f"surrogate_{Path(p).name}")
         m = el.outputs.surrogate_metrics.value
-        click.echo(f"surrogate on {m['n_ve']} held-out VEs: MAE {m['mae_mpa_mean']:.2f} MPa, "
-                   f"R^2 {m['r2']:.3f}; plots: {out}/surrogate_*.png, {out}/latent_pca.png")
+        click.echo(
+            f"surrogate on {m['n_ve']} held-out VEs: MAE {m['mae_mpa_mean']:.2f} MPa, "
+            f"R^2 {m['r2']:.3f}; plots: {out}/surrogate_*.png, {out}/latent_pca.png"
+        )
     click.echo(f"wall time {wall:.0f} s")
     if failed:
         raise click.ClickException(f"{len(failed)} run(s) did not succeed: {failed}")
@@ -182,8 +228,13 @@ def demo_cmd(out_dir, variables, template, config_dir):
 @click.argument("template", type=click.Path(dir_okay=False, exists=True))
 @click.option("--scheduler", type=click.Choice(["slurm", "sge", "direct"]), default="slurm", show_default=True)
 @click.option("-v", "--var", "variables", type=(str, str), multiple=True, help="Template variable.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for the throw-away workflow and the composed jobscripts.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the throw-away workflow and the composed jobscripts.",
+)
 def jobscripts_cmd(template, scheduler, variables, out_dir):
     """Compose the jobscripts of TEMPLATE for a scheduler without submitting anything
     (no scheduler needed): prints directives and submit commands, writes the scripts."""
@@ -196,14 +247,20 @@ def jobscripts_cmd(template, scheduler, variables, out_dir):
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scheds = {"direct": {"defaults": {}}, "slurm": {"defaults": {}},
-              "sge": {"defaults": {}, "parallel_environments": {
-                  None: {"num_cores": [1, 1, 1]}, "smp": {"num_cores": [2, 1, 1024]}}}}
+    scheds = {
+        "direct": {"defaults": {}},
+        "slurm": {"defaults": {}},
+        "sge": {
+            "defaults": {},
+            "parallel_environments": {None: {"num_cores": [1, 1, 1]}, "smp": {"num_cores": [2, 1, 1024]}},
+        },
+    }
     cfg = Path(tempfile.mkdtemp(prefix="cfg_", dir=out))
     if mf.is_config_loaded:
         mf.unload_config()
-    mf.load_config(config_dir=str(cfg), warn=False,
-                   overrides={**hermetic_overrides(cfg / "plugin"), "schedulers": scheds})
+    mf.load_config(
+        config_dir=str(cfg), warn=False, overrides={**hermetic_overrides(cfg / "plugin"), "schedulers": scheds}
+    )
     mf.reload_template_components(warn=False)
     v = {"scheduler": scheduler, "combine_scripts": "false", **_vars(variables)}
     wk = mf.Workflow.from_YAML_file(str(template), path=str(out), variables=v)

@@ -18,43 +18,124 @@ def _fail(exc: Exception):
 
 
 @click.command("train-surrogate")
-@click.option("--fingerprints", "-f", type=_FILES, multiple=True, required=True,
-              help="Fingerprint HDF5 file(s) (vae3d fingerprint); repeat for several.")
-@click.option("--stresses", "-s", type=_FILES, multiple=True, required=True,
-              help="CP result HDF5 file(s) (vae3d simulate); repeat for several.")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Surrogate checkpoint to write (torch, weights_only-loadable).")
-@click.option("--ensemble", "n_members", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of ensemble members (>= 2 gives a spread and enables `acquire`).")
-@click.option("--epochs", type=click.IntRange(min=1), default=10000, show_default=True,
-              help="Maximum epochs (the paper's 10,000); early stopping usually ends sooner.")
-@click.option("--patience", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Stop when no member's validation loss improved for this many epochs.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the initialisation, shuffling and train/val/test split.")
-@click.option("--component", default="xx", show_default=True,
-              help="Stress component to learn (xx = loading direction).")
+@click.option(
+    "--fingerprints",
+    "-f",
+    type=_FILES,
+    multiple=True,
+    required=True,
+    help="Fingerprint HDF5 file(s) (vae3d fingerprint); repeat for several.",
+)
+@click.option(
+    "--stresses",
+    "-s",
+    type=_FILES,
+    multiple=True,
+    required=True,
+    help="CP result HDF5 file(s) (vae3d simulate); repeat for several.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Surrogate checkpoint to write (torch, weights_only-loadable).",
+)
+@click.option(
+    "--ensemble",
+    "n_members",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of ensemble members (>= 2 gives a spread and enables `acquire`).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=10000,
+    show_default=True,
+    help="Maximum epochs (the paper's 10,000); early stopping usually ends sooner.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Stop when no member's validation loss improved for this many epochs.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the initialisation, shuffling and train/val/test split.",
+)
+@click.option(
+    "--component", default="xx", show_default=True, help="Stress component to learn (xx = loading direction)."
+)
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--test-fraction", type=float, default=0.1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True)
-@click.option("--outputs", type=click.Choice(["non-trivial", "all"]), default="non-trivial",
-              show_default=True,
-              help="Predict the loaded states only (state 0 is 0 MPa) or all (the paper's 21).")
-@click.option("--scaling", type=click.Choice(["global", "per_increment"]), default="global",
-              show_default=True, help="Min-max scaling of the targets.")
-@click.option("--scaling-margin", type=float, default=0.05, show_default=True,
-              help="Widen [min, max] by this fraction of the range on each side (0 = paper).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="torch threads while training (1 is fastest for these small batches).")
-@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="CSV log and loss.png [default: OUT without suffix + '_logs'].")
+@click.option(
+    "--outputs",
+    type=click.Choice(["non-trivial", "all"]),
+    default="non-trivial",
+    show_default=True,
+    help="Predict the loaded states only (state 0 is 0 MPa) or all (the paper's 21).",
+)
+@click.option(
+    "--scaling",
+    type=click.Choice(["global", "per_increment"]),
+    default="global",
+    show_default=True,
+    help="Min-max scaling of the targets.",
+)
+@click.option(
+    "--scaling-margin",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Widen [min, max] by this fraction of the range on each side (0 = paper).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch threads while training (1 is fastest for these small batches).",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="CSV log and loss.png [default: OUT without suffix + '_logs'].",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def train_surrogate(fingerprints, stresses, out, n_members, epochs, patience, seed, component,
-                    val_fraction, test_fraction, batch_size, lr, hidden, outputs, scaling,
-                    scaling_margin, threads, log_dir, overwrite, progress):
+def train_surrogate(
+    fingerprints,
+    stresses,
+    out,
+    n_members,
+    epochs,
+    patience,
+    seed,
+    component,
+    val_fraction,
+    test_fraction,
+    batch_size,
+    lr,
+    hidden,
+    outputs,
+    scaling,
+    scaling_margin,
+    threads,
+    log_dir,
+    overwrite,
+    progress,
+):
     """Train the fingerprint -> stress-curve surrogate (the paper's MLP; an ensemble
     with --ensemble N).
 
@@ -69,12 +150,27 @@ def train_surrogate(fingerprints, stresses, out, n_members, epochs, patience, se
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
     try:
-        cfg = TrainConfig(n_members=n_members, hidden=hidden, lr=lr, batch_size=batch_size,
-                          max_epochs=epochs, patience=patience, outputs=outputs,
-                          scaling_mode=scaling, scaling_margin=scaling_margin, seed=seed,
-                          threads=threads)
-        table = build_table(list(fingerprints), list(stresses), component=component,
-                            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        cfg = TrainConfig(
+            n_members=n_members,
+            hidden=hidden,
+            lr=lr,
+            batch_size=batch_size,
+            max_epochs=epochs,
+            patience=patience,
+            outputs=outputs,
+            scaling_mode=scaling,
+            scaling_margin=scaling_margin,
+            seed=seed,
+            threads=threads,
+        )
+        table = build_table(
+            list(fingerprints),
+            list(stresses),
+            component=component,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     click.echo(table.summary())
@@ -88,8 +184,9 @@ def train_surrogate(fingerprints, stresses, out, n_members, epochs, patience, se
     model.meta["train_wall_s"] = wall
     model.save(out, overwrite=overwrite)
     best = model.meta["best_val_loss"]
-    msg = (f"trained {n_members} member(s) for {model.meta['epochs_run']} epochs in {wall:.1f} s"
-           + (f"; best val MSE (scaled) {sum(best) / len(best):.3e}" if best else ""))
+    msg = f"trained {n_members} member(s) for {model.meta['epochs_run']} epochs in {wall:.1f} s" + (
+        f"; best val MSE (scaled) {sum(best) / len(best):.3e}" if best else ""
+    )
     if model.calibration_scale is not None:
         msg += f"; spread calibration x{model.calibration_scale:.3f}"
     click.echo(msg)
@@ -97,32 +194,64 @@ def train_surrogate(fingerprints, stresses, out, n_members, epochs, patience, se
 
 
 @click.command("predict")
-@click.option("--model", "-m", required=True,
-              help="Surrogate checkpoint, or 'pretrained' (the shipped Mg 16³ surrogate on the paper's "
-                   "load case, matched to the shipped hP VAE).")
-@click.option("--fingerprints", "-f", type=_FILES, multiple=True,
-              help="Fingerprint HDF5 file(s) of the VEs to predict.")
-@click.option("--data", "-d", type=click.Path(dir_okay=False, path_type=Path),
-              help="VEs instead of fingerprints: a VE dataset (HDF5), a DAMASK .vti (with --material-yaml), "
-                   "a DREAM.3D file or a MatFlow volume_element; fingerprinted with the surrogate's VAE.")
-@click.option("--vae", type=_FILES,
-              help="With --data: the VAE the surrogate was trained with (default: the shipped VAE with "
-                   "the surrogate's model_sha256).")
-@click.option("--material-yaml", type=click.Path(dir_okay=False, path_type=Path),
-              help="With a .vti --data: its DAMASK material.yaml (default: material.yaml beside it).")
-@click.option("--save-fingerprints", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --data: also keep the fingerprint file.")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Predictions HDF5 to write (sigma, sigma_std in MPa).")
-@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also draw the predicted curves with their +-2 sigma bands.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=65536, show_default=True,
-              help="Fingerprints per surrogate batch.")
+@click.option(
+    "--model",
+    "-m",
+    required=True,
+    help="Surrogate checkpoint, or 'pretrained' (the shipped Mg 16³ surrogate on the paper's "
+    "load case, matched to the shipped hP VAE).",
+)
+@click.option(
+    "--fingerprints", "-f", type=_FILES, multiple=True, help="Fingerprint HDF5 file(s) of the VEs to predict."
+)
+@click.option(
+    "--data",
+    "-d",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="VEs instead of fingerprints: a VE dataset (HDF5), a DAMASK .vti (with --material-yaml), "
+    "a DREAM.3D file or a MatFlow volume_element; fingerprinted with the surrogate's VAE.",
+)
+@click.option(
+    "--vae",
+    type=_FILES,
+    help="With --data: the VAE the surrogate was trained with (default: the shipped VAE with "
+    "the surrogate's model_sha256).",
+)
+@click.option(
+    "--material-yaml",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With a .vti --data: its DAMASK material.yaml (default: material.yaml beside it).",
+)
+@click.option(
+    "--save-fingerprints",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --data: also keep the fingerprint file.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Predictions HDF5 to write (sigma, sigma_std in MPa).",
+)
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw the predicted curves with their +-2 sigma bands.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=65536,
+    show_default=True,
+    help="Fingerprints per surrogate batch.",
+)
 @click.option("--device", default="cpu", show_default=True, help="With --data: device for fingerprinting.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def predict(model, fingerprints, data, vae, material_yaml, save_fingerprints, out, png, batch_size,
-            device, overwrite, progress):
+def predict(
+    model, fingerprints, data, vae, material_yaml, save_fingerprints, out, png, batch_size, device, overwrite, progress
+):
     """Predict stress-strain curves (MPa) from fingerprints, or from VEs directly.
 
     \b
@@ -146,24 +275,22 @@ def predict(model, fingerprints, data, vae, material_yaml, save_fingerprints, ou
         sur = Surrogate.load(model_path)
         if data:
             with _ves_dataset(data, sur, material_yaml) as ds_path:
-                res = predict_ves(sur, ds_path, vae=vae, fingerprints_out=save_fingerprints,
-                                  device=device, progress=progress)
+                res = predict_ves(
+                    sur, ds_path, vae=vae, fingerprints_out=save_fingerprints, device=device, progress=progress
+                )
             ids, mean, std, std_raw = res["ve_id"], res["mean"], res["std"], res["std_raw"]
             wall = res["predict_s"]
         else:
             fp = read_fingerprints(list(fingerprints))
             sur.check_fingerprints(fp)
             t0 = time.perf_counter()
-            mean, std_raw = sur.predict(fp.mu, batch_size=batch_size, progress=progress,
-                                        calibrated=False)
+            mean, std_raw = sur.predict(fp.mu, batch_size=batch_size, progress=progress, calibrated=False)
             wall = time.perf_counter() - t0
             std = std_raw * (sur.calibration_scale or 1.0)
             ids = fp.ve_id
-        write_predictions(out, ids, mean, std, std_raw, sur, model_path=str(model_path),
-                          overwrite=overwrite)
+        write_predictions(out, ids, mean, std, std_raw, sur, model_path=str(model_path), overwrite=overwrite)
         if png:
-            plot_predictions(ids, mean, std, sur.meta["strain"], png,
-                             component=sur.meta.get("component", "xx"))
+            plot_predictions(ids, mean, std, sur.meta["strain"], png, component=sur.meta.get("component", "xx"))
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     msg = f"predicted {len(ids)} curves ({sur.n_members} member(s)) in {1000 * wall:.1f} ms"
@@ -199,12 +326,21 @@ def _ves_dataset(data: Path, sur, material_yaml):
 @click.option("--model", "-m", type=_FILES, required=True, help="Surrogate checkpoint.")
 @click.option("--fingerprints", "-f", type=_FILES, multiple=True, required=True)
 @click.option("--stresses", "-s", type=_FILES, multiple=True, required=True)
-@click.option("--out-dir", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for metrics.json, per_increment.csv, summary.txt and the PNGs.")
-@click.option("--split", type=click.Choice(["heldout", "test", "val", "train", "all"]),
-              default="heldout", show_default=True,
-              help="Rows to score: heldout = VEs neither trained on nor used for early "
-                   "stopping/calibration (the model's test VEs and any VE it never saw).")
+@click.option(
+    "--out-dir",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for metrics.json, per_increment.csv, summary.txt and the PNGs.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["heldout", "test", "val", "train", "all"]),
+    default="heldout",
+    show_default=True,
+    help="Rows to score: heldout = VEs neither trained on nor used for early "
+    "stopping/calibration (the model's test VEs and any VE it never saw).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing results in --out-dir.")
 def evaluate_surrogate(model, fingerprints, stresses, out_dir, split, overwrite):
     """Accuracy of a surrogate on held-out VEs: MSE (scaled), mean absolute error per
@@ -219,10 +355,14 @@ def evaluate_surrogate(model, fingerprints, stresses, out_dir, split, overwrite)
     try:
         sur = Surrogate.load(model)
         sp = sur.meta.get("split", {})
-        table = build_table(list(fingerprints), list(stresses),
-                            component=sur.meta.get("component", "xx"),
-                            val_fraction=sp.get("val_fraction", 0.1),
-                            test_fraction=sp.get("test_fraction", 0.1), seed=sp.get("seed", 0))
+        table = build_table(
+            list(fingerprints),
+            list(stresses),
+            component=sur.meta.get("component", "xx"),
+            val_fraction=sp.get("val_fraction", 0.1),
+            test_fraction=sp.get("test_fraction", 0.1),
+            seed=sp.get("seed", 0),
+        )
         res = evaluate(sur, table, split=split, out_dir=out_dir)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
@@ -239,18 +379,34 @@ def evaluate_surrogate(model, fingerprints, stresses, out_dir, split, overwrite)
 
 @click.command("acquire")
 @click.option("--model", "-m", type=_FILES, required=True, help="Ensemble surrogate checkpoint.")
-@click.option("--fingerprints", "-f", type=_FILES, multiple=True, required=True,
-              help="Fingerprints of candidate VEs (fingerprinted, not simulated).")
-@click.option("--top", "-k", type=click.IntRange(min=1), default=None,
-              help="Keep the K highest-ranked candidates [default: all].")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="CSV: rank, ve_id, score_mpa, pred_last_mpa, spread_last_mpa.")
-@click.option("--score", type=click.Choice(["spread", "spread-max"]), default="spread",
-              show_default=True,
-              help="spread: mean over loaded increments of the calibrated ensemble std (MPa); "
-                   "spread-max: its maximum.")
-@click.option("--include-simulated", is_flag=True,
-              help="Also rank VEs that are in the surrogate's table (normally left out).")
+@click.option(
+    "--fingerprints",
+    "-f",
+    type=_FILES,
+    multiple=True,
+    required=True,
+    help="Fingerprints of candidate VEs (fingerprinted, not simulated).",
+)
+@click.option(
+    "--top", "-k", type=click.IntRange(min=1), default=None, help="Keep the K highest-ranked candidates [default: all]."
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV: rank, ve_id, score_mpa, pred_last_mpa, spread_last_mpa.",
+)
+@click.option(
+    "--score",
+    type=click.Choice(["spread", "spread-max"]),
+    default="spread",
+    show_default=True,
+    help="spread: mean over loaded increments of the calibrated ensemble std (MPa); spread-max: its maximum.",
+)
+@click.option(
+    "--include-simulated", is_flag=True, help="Also rank VEs that are in the surrogate's table (normally left out)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 def acquire(model, fingerprints, top, out, score, include_simulated, overwrite):
     """Rank unsimulated VEs by the ensemble's predicted spread (active learning):
@@ -264,16 +420,19 @@ def acquire(model, fingerprints, top, out, score, include_simulated, overwrite):
     try:
         sur = Surrogate.load(model)
         fp = read_fingerprints(list(fingerprints))
-        rows = rank_candidates(sur, fp, top=top, score=score,
-                               skip_ids=set() if include_simulated else None)
+        rows = rank_candidates(sur, fp, top=top, score=score, skip_ids=set() if include_simulated else None)
         write_ranking(rows, out, overwrite=overwrite)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    seen = set() if include_simulated else (
-        set(sur.meta.get("train_ids", [])) | set(sur.meta.get("val_ids", []))
-        | set(sur.meta.get("test_ids", [])))
+    seen = (
+        set()
+        if include_simulated
+        else (set(sur.meta.get("train_ids", [])) | set(sur.meta.get("val_ids", [])) | set(sur.meta.get("test_ids", [])))
+    )
     n_seen = sum(v in seen for v in fp.ve_id.tolist())
-    click.echo(f"ranked {len(fp.ve_id) - n_seen} candidates by {score} ({n_seen} already "
-               f"simulated left out); wrote {len(rows)} rows to {out}")
+    click.echo(
+        f"ranked {len(fp.ve_id) - n_seen} candidates by {score} ({n_seen} already "
+        f"simulated left out); wrote {len(rows)} rows to {out}"
+    )
     for r in rows[:5]:
         click.echo(f"  {r['rank']:4d}  {r['ve_id']}  {r['score_mpa']:.3f} MPa")

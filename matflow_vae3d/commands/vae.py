@@ -35,9 +35,12 @@ def _check_out(path: Path, overwrite: bool) -> None:
 
 
 def _threads_option(f):
-    return click.option("--threads", type=click.IntRange(1), default=None,
-                        help="CPU threads for torch (default: torch's choice). On a loaded shared "
-                             "machine 1 can be 10x faster than 2.")(f)
+    return click.option(
+        "--threads",
+        type=click.IntRange(1),
+        default=None,
+        help="CPU threads for torch (default: torch's choice). On a loaded shared machine 1 can be 10x faster than 2.",
+    )(f)
 
 
 def _set_threads(threads):
@@ -60,36 +63,88 @@ def _load(model_path, data=None):
 
 # ----------------------------------------------------------------------------- train
 @click.command("train-vae")
-@click.option("--train", "train_path", required=True, type=click.Path(dir_okay=False), help="Training VE dataset (HDF5).")
+@click.option(
+    "--train", "train_path", required=True, type=click.Path(dir_okay=False), help="Training VE dataset (HDF5)."
+)
 @click.option("--val", "val_path", type=click.Path(dir_okay=False), help="Validation VE dataset (HDF5).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder: checkpoints/, history.csv, loss_curve.png, model.pt.")
-@click.option("--preset", default="periodic", show_default=True,
-              type=click.Choice(["periodic", "periodic-256", "periodic-large", "resnet12", "resnet18", "resnet34", "small"],
-                                case_sensitive=False),
-              help="periodic*: the spatial-latent periodic VAE on quaternions (the default design); "
-                   "resnet*/small: the paper's dense ResNet on Euler angles.")
-@click.option("--widths", help="Stage widths: 3 for periodic presets (e.g. 16,32,64), 4 for the paper's (default: preset's).")
-@click.option("--latent-channels", type=click.IntRange(1), help="periodic presets: latent numbers per coarse cell (fingerprint = channels x (grid/4)^3).")
-@click.option("--representation", type=click.Choice(["quaternion", "euler"]),
-              help="periodic presets: per-voxel input/output, FZ quaternions with the symmetry-aware loss "
-                   "(default) or the paper's normalised Euler angles with BCE + spectral loss.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder: checkpoints/, history.csv, loss_curve.png, model.pt.",
+)
+@click.option(
+    "--preset",
+    default="periodic",
+    show_default=True,
+    type=click.Choice(
+        ["periodic", "periodic-256", "periodic-large", "resnet12", "resnet18", "resnet34", "small"],
+        case_sensitive=False,
+    ),
+    help="periodic*: the spatial-latent periodic VAE on quaternions (the default design); "
+    "resnet*/small: the paper's dense ResNet on Euler angles.",
+)
+@click.option(
+    "--widths", help="Stage widths: 3 for periodic presets (e.g. 16,32,64), 4 for the paper's (default: preset's)."
+)
+@click.option(
+    "--latent-channels",
+    type=click.IntRange(1),
+    help="periodic presets: latent numbers per coarse cell (fingerprint = channels x (grid/4)^3).",
+)
+@click.option(
+    "--representation",
+    type=click.Choice(["quaternion", "euler"]),
+    help="periodic presets: per-voxel input/output, FZ quaternions with the symmetry-aware loss "
+    "(default) or the paper's normalised Euler angles with BCE + spectral loss.",
+)
 @click.option("--hidden", type=int, help="Paper presets: hidden layer width (default: preset's).")
 @click.option("--latent", type=int, help="Paper presets: latent (fingerprint) size (default: preset's).")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", type=click.IntRange(1), help="Default: 16 periodic, 8 paper.")
-@click.option("--optimizer", type=click.Choice(["adam", "adamw"]), help="Default: adamw with warm-up + cosine (periodic), adam constant lr (paper).")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "adamw"]),
+    help="Default: adamw with warm-up + cosine (periodic), adam constant lr (paper).",
+)
 @click.option("--lr", type=float, help="Default: 2e-3 periodic, 1e-4 paper.")
 @click.option("--warmup-steps", type=click.IntRange(0), help="adamw: linear warm-up steps (default 200).")
 @click.option("--weight-decay", type=float, help="Default 1e-4.")
-@click.option("--alpha", default=0.999, show_default=True, type=float, help="Paper presets: weight of BCE; 1-alpha on the spectral term.")
-@click.option("--kl-weight", type=float, help="Weight of the KL term, 0: off (default: 1e-3 per element periodic, 1e-5 paper).")
-@click.option("--orientation-loss", default="angle", show_default=True, type=click.Choice(["angle", "squared"]),
-              help="periodic presets: per-voxel sin(theta/2) ('angle') or sin^2(theta/2), min over symmetry operators.")
-@click.option("--roll/--no-roll", default=None, help="Random periodic roll of each training VE (default: on for periodic presets).")
+@click.option(
+    "--alpha",
+    default=0.999,
+    show_default=True,
+    type=float,
+    help="Paper presets: weight of BCE; 1-alpha on the spectral term.",
+)
+@click.option(
+    "--kl-weight", type=float, help="Weight of the KL term, 0: off (default: 1e-3 per element periodic, 1e-5 paper)."
+)
+@click.option(
+    "--orientation-loss",
+    default="angle",
+    show_default=True,
+    type=click.Choice(["angle", "squared"]),
+    help="periodic presets: per-voxel sin(theta/2) ('angle') or sin^2(theta/2), min over symmetry operators.",
+)
+@click.option(
+    "--roll/--no-roll",
+    default=None,
+    help="Random periodic roll of each training VE (default: on for periodic presets).",
+)
 @click.option("--gradient-clip", type=float, help="Gradient-norm clip, 0: off (default: 1 periodic, off paper).")
-@click.option("--checkpoint-every", default=0, show_default=True, type=click.IntRange(0), help="Also save last.ckpt every N steps (0: each epoch only).")
+@click.option(
+    "--checkpoint-every",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Also save last.ckpt every N steps (0: each epoch only).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--resume/--no-resume", default=None, help="Resume from OUT/checkpoints/last.ckpt (default: refuse if it exists).")
+@click.option(
+    "--resume/--no-resume", default=None, help="Resume from OUT/checkpoints/last.ckpt (default: refuse if it exists)."
+)
 @click.option("--accelerator", default="auto", show_default=True)
 @click.option("--devices", default="auto", show_default=True, help="Number of devices (DDP over several GPUs).")
 @click.option("--strategy", default="auto", show_default=True, help="Lightning strategy, e.g. ddp.")
@@ -98,10 +153,39 @@ def _load(model_path, data=None):
 @click.option("--num-workers", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--progress/--no-progress", default=True)
 @_threads_option
-def train_vae(train_path, val_path, out_dir, preset, widths, latent_channels, representation, hidden, latent, epochs,
-              batch_size, optimizer, lr, warmup_steps, weight_decay, alpha, kl_weight, orientation_loss,
-              roll, gradient_clip, checkpoint_every, seed, resume, accelerator, devices, strategy,
-              precision, compile_, num_workers, progress, threads):
+def train_vae(
+    train_path,
+    val_path,
+    out_dir,
+    preset,
+    widths,
+    latent_channels,
+    representation,
+    hidden,
+    latent,
+    epochs,
+    batch_size,
+    optimizer,
+    lr,
+    warmup_steps,
+    weight_decay,
+    alpha,
+    kl_weight,
+    orientation_loss,
+    roll,
+    gradient_clip,
+    checkpoint_every,
+    seed,
+    resume,
+    accelerator,
+    devices,
+    strategy,
+    precision,
+    compile_,
+    num_workers,
+    progress,
+    threads,
+):
     """Train a VAE on VE datasets (vae.train.train_vae).
 
     The grid and crystal structure are taken from the training set (the validation
@@ -113,27 +197,57 @@ def train_vae(train_path, val_path, out_dir, preset, widths, latent_channels, re
     from ..vae.train import train_vae as run
 
     w = tuple(int(s) for s in widths.split(",")) if widths else None
-    overrides = dict(widths=w, latent_channels=latent_channels, representation=representation, hidden=hidden,
-                     latent=latent)
+    overrides = dict(
+        widths=w, latent_channels=latent_channels, representation=representation, hidden=hidden, latent=latent
+    )
     devs = int(devices) if str(devices).isdigit() else devices
     with _clear_errors(batch_size):
         t0 = time.perf_counter()
-        rec = run(train_path, out_dir, val=val_path, preset=preset, overrides=overrides, epochs=epochs,
-                  batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-                  warmup_steps=warmup_steps, kl_weight=kl_weight, alpha=alpha,
-                  orientation_loss=orientation_loss, roll=roll, gradient_clip=gradient_clip, seed=seed,
-                  resume=resume, accelerator=accelerator, devices=devs, strategy=strategy,
-                  precision=precision, compile=compile_, num_workers=num_workers, progress=progress,
-                  checkpoint_every_n_steps=checkpoint_every)
+        rec = run(
+            train_path,
+            out_dir,
+            val=val_path,
+            preset=preset,
+            overrides=overrides,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            warmup_steps=warmup_steps,
+            kl_weight=kl_weight,
+            alpha=alpha,
+            orientation_loss=orientation_loss,
+            roll=roll,
+            gradient_clip=gradient_clip,
+            seed=seed,
+            resume=resume,
+            accelerator=accelerator,
+            devices=devs,
+            strategy=strategy,
+            precision=precision,
+            compile=compile_,
+            num_workers=num_workers,
+            progress=progress,
+            checkpoint_every_n_steps=checkpoint_every,
+        )
     out = Path(out_dir)
     if rec:  # rank 0 of a DDP run (or the only process)
-        click.echo(f"trained {epochs} epochs in {time.perf_counter() - t0:.0f} s; model -> {out / 'model.pt'} "
-                   f"(from {rec['exported_from']}); history -> {out / 'history.csv'}")
+        click.echo(
+            f"trained {epochs} epochs in {time.perf_counter() - t0:.0f} s; model -> {out / 'model.pt'} "
+            f"(from {rec['exported_from']}); history -> {out / 'history.csv'}"
+        )
 
 
 # ----------------------------------------------------------------------------- fingerprint
 @click.command("fingerprint")
-@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False), help="VAE model file (model.pt or a .ckpt), or 'pretrained' for the shipped small model.")
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="VAE model file (model.pt or a .ckpt), or 'pretrained' for the shipped small model.",
+)
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="VE dataset (HDF5).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Fingerprint file (HDF5) to write.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
@@ -151,11 +265,18 @@ def fingerprint(model_path, data, out, batch_size, device, num_workers, overwrit
     with _clear_errors(batch_size):
         model, meta = _load(model_path, data)
         t0 = time.perf_counter()
-        res = fingerprint_dataset(model, meta, data, out, batch_size=batch_size, device=parse_device(device),
-                                  num_workers=num_workers, progress=progress)
+        res = fingerprint_dataset(
+            model,
+            meta,
+            data,
+            out,
+            batch_size=batch_size,
+            device=parse_device(device),
+            num_workers=num_workers,
+            progress=progress,
+        )
         dt = time.perf_counter() - t0
-    click.echo(f"{res['n']} fingerprints (latent {res['latent']}) -> {out} in {dt:.1f} s "
-               f"({res['n'] / dt:.1f} VEs/s)")
+    click.echo(f"{res['n']} fingerprints (latent {res['latent']}) -> {out} in {dt:.1f} s ({res['n'] / dt:.1f} VEs/s)")
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -166,8 +287,16 @@ def _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, p
     dev = parse_device(device)
     results = {}
     for path in data:
-        results[path] = evaluate_dataset(model, meta, path, batch_size=batch_size, device=dev,
-                                         num_workers=num_workers, max_ves=max_ves, progress=progress)
+        results[path] = evaluate_dataset(
+            model,
+            meta,
+            path,
+            batch_size=batch_size,
+            device=dev,
+            num_workers=num_workers,
+            max_ves=max_ves,
+            progress=progress,
+        )
     return meta, results
 
 
@@ -179,7 +308,9 @@ def _table(results, baselines=None) -> str:
 
 _eval_options = [
     click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False)),
-    click.option("--data", required=True, multiple=True, type=click.Path(dir_okay=False), help="VE dataset(s); repeatable."),
+    click.option(
+        "--data", required=True, multiple=True, type=click.Path(dir_okay=False), help="VE dataset(s); repeatable."
+    ),
     click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
     click.option("--device", default="auto", show_default=True),
     click.option("--max-ves", type=click.IntRange(1), help="Use only the first N VEs of each set."),
@@ -193,21 +324,43 @@ def _with(options):
         for o in reversed(options):
             f = o(f)
         return f
+
     return deco
 
 
 @click.command("evaluate")
 @_with(_eval_options)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write per-set summaries (and per-VE values) as JSON.")
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Write per-set summaries (and per-VE values) as JSON."
+)
 @click.option("--png", type=click.Path(dir_okay=False), help="Input vs reconstruction mid-slices of the first set.")
-@click.option("--baselines/--no-baselines", default=True, show_default=True,
-              help="Also score the constant identity orientation and a mean image.")
-@click.option("--mean-image-from", type=click.Path(dir_okay=False),
-              help="VE dataset (e.g. the training set) whose voxel-wise mean Euler image is the "
-                   "'mean image' baseline (default: the evaluated set's own).")
+@click.option(
+    "--baselines/--no-baselines",
+    default=True,
+    show_default=True,
+    help="Also score the constant identity orientation and a mean image.",
+)
+@click.option(
+    "--mean-image-from",
+    type=click.Path(dir_okay=False),
+    help="VE dataset (e.g. the training set) whose voxel-wise mean Euler image is the "
+    "'mean image' baseline (default: the evaluated set's own).",
+)
 @_threads_option
-def evaluate(model_path, data, batch_size, device, max_ves, num_workers, progress, json_out, png, baselines,
-             mean_image_from, threads):
+def evaluate(
+    model_path,
+    data,
+    batch_size,
+    device,
+    max_ves,
+    num_workers,
+    progress,
+    json_out,
+    png,
+    baselines,
+    mean_image_from,
+    threads,
+):
     """Reconstruction error of a VAE on VE datasets, next to trivial baselines: per VE
     the mean over voxels of the disorientation (deg), the fractions of voxels within
     5 and 15 deg and the paper's 1-|q.q^| (FZ quaternions), then mean ± std per set."""
@@ -223,7 +376,9 @@ def evaluate(model_path, data, batch_size, device, max_ves, num_workers, progres
             for p in data:
                 img = fixed if fixed is not None else mean_euler_image(p)
                 base[p] = baseline_errors(p, meta["lattice"], mean_image=img, max_ves=max_ves)
-        click.echo(f"model {Path(model_path).name} ({meta['lattice']}, grid {meta['grid']}, sha256 {meta['sha256'][:12]})")
+        click.echo(
+            f"model {Path(model_path).name} ({meta['lattice']}, grid {meta['grid']}, sha256 {meta['sha256'][:12]})"
+        )
         click.echo(_table(results, base))
         if baselines:
             src = Path(mean_image_from).name if mean_image_from else "each set's own"
@@ -231,32 +386,44 @@ def evaluate(model_path, data, batch_size, device, max_ves, num_workers, progres
         if png:
             first = next(iter(results.values()))
             x, rec = first["examples"]
-            plot_reconstructions(x, rec, png, titles=first["ve_id"][: len(x)],
-                                 representation=meta["representation"], lattice=meta["lattice"])
+            plot_reconstructions(
+                x,
+                rec,
+                png,
+                titles=first["ve_id"][: len(x)],
+                representation=meta["representation"],
+                lattice=meta["lattice"],
+            )
             click.echo(f"mid-slices -> {png}")
         if json_out:
             from ..vae.evaluation import plain_summary
 
             doc = {p: plain_summary(r) for p, r in results.items()}
             if base:
-                doc = {p: dict(d, baselines={k: plain_summary(b) for k, b in base[p].items()})
-                       for p, d in doc.items()}
+                doc = {p: dict(d, baselines={k: plain_summary(b) for k, b in base[p].items()}) for p, d in doc.items()}
             tmp = Path(str(json_out) + ".tmp")
-            tmp.write_text(json.dumps({"model": str(model_path), "model_sha256": meta["sha256"], "sets": doc}, indent=1))
+            tmp.write_text(
+                json.dumps({"model": str(model_path), "model_sha256": meta["sha256"], "sets": doc}, indent=1)
+            )
             tmp.replace(json_out)
 
 
 @click.command("reconstruct")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--data", required=True, type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG of input vs reconstruction mid-slices.")
-@click.option("--index", "indices", multiple=True, type=click.IntRange(0), help="VE indices to draw (default: first 4).")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="PNG of input vs reconstruction mid-slices."
+)
+@click.option(
+    "--index", "indices", multiple=True, type=click.IntRange(0), help="VE indices to draw (default: first 4)."
+)
 @click.option("--device", default="auto", show_default=True)
 @_threads_option
 def reconstruct(model_path, data, out, indices, device, threads):
     """Decode VEs and draw input vs reconstruction mid-slices, with each VE's error."""
     _set_threads(threads)
-    from ..vae.encode import misorientation, open_dataset, plot_reconstructions, prepare, reconstruct as rec_fn, to_input
+    from ..vae.encode import misorientation, open_dataset, plot_reconstructions, prepare, to_input
+    from ..vae.encode import reconstruct as rec_fn
 
     with _clear_errors(len(indices) or 4):
         model, meta = _load(model_path, data)
@@ -273,11 +440,14 @@ def reconstruct(model_path, data, out, indices, device, threads):
         _, rec = rec_fn(model, x)
         err = misorientation(x, rec, meta["lattice"], rep)
         for k, (i, vid) in enumerate(zip(idx, batch.ve_ids)):
-            click.echo(f"VE {i} ({vid}): disorientation {float(err['deg'][k]):.2f} deg, "
-                       f"{100 * float(err['within5'][k]):.1f} % / {100 * float(err['within15'][k]):.1f} % "
-                       f"of voxels within 5 / 15 deg, 1-|q.q^| = {float(err['quat'][k]):.3e}")
-        plot_reconstructions(x, rec, out, titles=[str(v) for v in batch.ve_ids],
-                             representation=rep, lattice=meta["lattice"])
+            click.echo(
+                f"VE {i} ({vid}): disorientation {float(err['deg'][k]):.2f} deg, "
+                f"{100 * float(err['within5'][k]):.1f} % / {100 * float(err['within15'][k]):.1f} % "
+                f"of voxels within 5 / 15 deg, 1-|q.q^| = {float(err['quat'][k]):.3e}"
+            )
+        plot_reconstructions(
+            x, rec, out, titles=[str(v) for v in batch.ve_ids], representation=rep, lattice=meta["lattice"]
+        )
     click.echo(f"mid-slices -> {out}")
 
 
@@ -298,8 +468,10 @@ def _fingerprints_of(path, model, meta, device, batch_size, progress):
     if fmt == FINGERPRINT_FORMAT:
         fp = read_fingerprints(path)
         if fp["model_sha256"] != meta["sha256"]:
-            raise ValueError(f"{path} was made by another VAE (sha256 {fp['model_sha256'][:12]}, "
-                             f"this one {meta['sha256'][:12]}): fingerprint the VEs with this model")
+            raise ValueError(
+                f"{path} was made by another VAE (sha256 {fp['model_sha256'][:12]}, "
+                f"this one {meta['sha256'][:12]}): fingerprint the VEs with this model"
+            )
         return fp["ve_id"], fp["mu"], fp["summary"]
     open_dataset(path, meta)
     m = prepare(model, device)
@@ -321,14 +493,29 @@ def _named(spec: str) -> tuple[str, str]:
 
 @click.command("latent")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--train", "train_path", required=True, type=click.Path(dir_okay=False),
-              help="Training fingerprints (or VE dataset) to fit the PCA on.")
-@click.option("--set", "sets", multiple=True, metavar="NAME=PATH",
-              help="Labelled set (fingerprints or VE dataset); repeatable. Projected on the PCA and clustered.")
+@click.option(
+    "--train",
+    "train_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Training fingerprints (or VE dataset) to fit the PCA on.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Labelled set (fingerprints or VE dataset); repeatable. Projected on the PCA and clustered.",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--steps", default=8, show_default=True, type=click.IntRange(2))
-@click.option("--pca-components", default=3, show_default=True, type=click.IntRange(2),
-              help="PCA components used for the clustering (paper: 3).")
+@click.option(
+    "--pca-components",
+    default=3,
+    show_default=True,
+    type=click.IntRange(2),
+    help="PCA components used for the clustering (paper: 3).",
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -353,19 +540,28 @@ def latent(model_path, train_path, sets, out_dir, steps, pca_components, device,
         if len(train_mu) < 2:
             raise ValueError("need at least two training fingerprints")
         model = model.to(dev)
-        plot_path(decode_path(model, path_mu[0], path_mu[1], steps), out / "path.png",
-                  representation=meta["representation"], lattice=meta["lattice"])
+        plot_path(
+            decode_path(model, path_mu[0], path_mu[1], steps),
+            out / "path.png",
+            representation=meta["representation"],
+            lattice=meta["lattice"],
+        )
         pca2 = fit_pca(train_mu, 2)
         plot_pca(pca2, train_mu, set_mu, out / "pca.png")
         summary = {"n_train": int(len(train_mu)), "explained_variance_2": pca2.explained_variance_ratio_.tolist()}
         if len(set_mu) >= 2:
             pca = fit_pca(train_mu, min(pca_components, train_mu.shape[1]))
             sc = spectral_clustering(set_mu, pca=pca, seed=seed)
-            summary.update(clustering_accuracy=sc["accuracy"], sets={k: int(len(v)) for k, v in set_mu.items()},
-                           pca_components=int(pca.n_components_))
+            summary.update(
+                clustering_accuracy=sc["accuracy"],
+                sets={k: int(len(v)) for k, v in set_mu.items()},
+                pca_components=int(pca.n_components_),
+            )
             raw = spectral_clustering(set_mu, pca=None, seed=seed)
             summary["clustering_accuracy_full_latent"] = raw["accuracy"]
-            click.echo(f"spectral clustering of {len(set_mu)} sets: accuracy {100 * sc['accuracy']:.1f} % "
-                       f"on {pca.n_components_} PCA components, {100 * raw['accuracy']:.1f} % on the full latent")
+            click.echo(
+                f"spectral clustering of {len(set_mu)} sets: accuracy {100 * sc['accuracy']:.1f} % "
+                f"on {pca.n_components_} PCA components, {100 * raw['accuracy']:.1f} % on the full latent"
+            )
         (out / "latent.json").write_text(json.dumps(summary, indent=1))
     click.echo(f"path.png, pca.png, latent.json -> {out}")

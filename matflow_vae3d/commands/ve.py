@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -15,10 +16,12 @@ FORMATS = ("dataset", "damask", "dream3d", "matflow")
 _SUFFIX_FORMAT = {
     ".vti": "damask",
     ".dream3d": "dream3d",
-    ".json": "matflow", ".yaml": "matflow", ".yml": "matflow", ".npz": "matflow",
+    ".json": "matflow",
+    ".yaml": "matflow",
+    ".yml": "matflow",
+    ".npz": "matflow",
 }
-_FORMAT_SUFFIX = {"dataset": ".h5", "damask": ".vti", "dream3d": ".dream3d",
-                  "matflow": ".yaml"}
+_FORMAT_SUFFIX = {"dataset": ".h5", "damask": ".vti", "dream3d": ".dream3d", "matflow": ".yaml"}
 
 
 def derive_seed(seed: int, index: int) -> int:
@@ -27,8 +30,7 @@ def derive_seed(seed: int, index: int) -> int:
     Independent streams per (seed, index) via numpy's SeedSequence, so VE i is the
     same whether generated in one run or appended later.
     """
-    s = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).generate_state(
-        2, np.uint32)
+    s = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).generate_state(2, np.uint32)
     return int((int(s[0]) << 31) ^ int(s[1]))
 
 
@@ -51,7 +53,7 @@ def _params_for(preset: str, grid: int, lattice: str | None):
     except (KeyError, ValueError) as exc:
         raise click.BadParameter(str(exc).strip("'\""), param_hint="--preset") from None
     names = {f.name for f in dataclasses.fields(params)}
-    changes = {}
+    changes: dict[str, Any] = {}
     for name in ("grid", "cells", "grid_size"):
         if name in names:
             val = getattr(params, name)
@@ -59,8 +61,7 @@ def _params_for(preset: str, grid: int, lattice: str | None):
             break
     if lattice is not None:
         if "lattice" not in names:  # pragma: no cover - VEParams has a lattice
-            raise click.BadParameter("this preset has no lattice parameter",
-                                     param_hint="--lattice")
+            raise click.BadParameter("this preset has no lattice parameter", param_hint="--lattice")
         changes["lattice"] = lattice
     try:
         return dataclasses.replace(params, **changes)
@@ -86,37 +87,62 @@ def _check_lattice(ctx, param, value):
 
 
 @click.command("generate")
-@click.option("--preset", "-p", default="train", show_default=True,
-              help="Generator preset (the paper's datasets): train, large, small, "
-                   "elongated, brass, copper, cube, goss.")
-@click.option("--count", "-n", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Number of VEs to generate.")
-@click.option("--grid", type=int, default=64, show_default=True, callback=_check_grid,
-              help="Cells per edge (N for an N^3 grid, N >= 8).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Run seed; VE i gets a seed derived from (seed, i).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output VE dataset (HDF5).")
-@click.option("--lattice", default=None, callback=_check_lattice,
-              help="Crystal structure (cF, cI, hP or fcc/bcc/hcp); default: the preset's.")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Generator processes.")
-@click.option("--start", type=click.IntRange(min=0), default=None,
-              help="Index of the first VE. Default 0, or with --append the index after "
-                   "the last VE of this preset and seed already in the file.")
-@click.option("--append", is_flag=True,
-              help="Add to an existing dataset (same lattice and grid).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace an existing file (the old one stays until the new one is "
-                   "complete).")
-@click.option("--compression", type=click.Choice(COMPRESSIONS), default="zstd",
-              show_default=True,
-              help="Grain-map codec of a new file: zstd (fast, needs hdf5plugin in other "
-                   "HDF5 tools), gzip (readable everywhere), lzf, none.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar.")
-def generate(preset, count, grid, seed, out, lattice, workers, start, append, overwrite,
-             compression, progress):
+@click.option(
+    "--preset",
+    "-p",
+    default="train",
+    show_default=True,
+    help="Generator preset (the paper's datasets): train, large, small, elongated, brass, copper, cube, goss.",
+)
+@click.option(
+    "--count", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of VEs to generate."
+)
+@click.option(
+    "--grid",
+    type=int,
+    default=64,
+    show_default=True,
+    callback=_check_grid,
+    help="Cells per edge (N for an N^3 grid, N >= 8).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Run seed; VE i gets a seed derived from (seed, i).",
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output VE dataset (HDF5)."
+)
+@click.option(
+    "--lattice",
+    default=None,
+    callback=_check_lattice,
+    help="Crystal structure (cF, cI, hP or fcc/bcc/hcp); default: the preset's.",
+)
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=1, show_default=True, help="Generator processes.")
+@click.option(
+    "--start",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Index of the first VE. Default 0, or with --append the index after "
+    "the last VE of this preset and seed already in the file.",
+)
+@click.option("--append", is_flag=True, help="Add to an existing dataset (same lattice and grid).")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing file (the old one stays until the new one is complete)."
+)
+@click.option(
+    "--compression",
+    type=click.Choice(COMPRESSIONS),
+    default="zstd",
+    show_default=True,
+    help="Grain-map codec of a new file: zstd (fast, needs hdf5plugin in other "
+    "HDF5 tools), gzip (readable everywhere), lzf, none.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def generate(preset, count, grid, seed, out, lattice, workers, start, append, overwrite, compression, progress):
     """Generate synthetic polycrystal VEs into an HDF5 VE dataset.
 
     VE i has id PRESET-sSEED-iiiiii and a seed derived from (SEED, i), so the same
@@ -135,8 +161,7 @@ def generate(preset, count, grid, seed, out, lattice, workers, start, append, ov
     if append and overwrite:
         raise click.UsageError("use --append or --overwrite, not both")
     if out.exists() and not (append or overwrite):
-        raise click.ClickException(
-            f"{out} exists: pass --append to add VEs to it or --overwrite to replace it")
+        raise click.ClickException(f"{out} exists: pass --append to add VEs to it or --overwrite to replace it")
     params = _params_for(preset, grid, lattice)
     prefix = ve_id_for(preset, seed, 0)[:-6]
     if append and out.exists():
@@ -146,9 +171,11 @@ def generate(preset, count, grid, seed, out, lattice, workers, start, append, ov
                 if ds.grid != (grid,) * 3 or ds.lattice != lat:
                     raise click.ClickException(
                         f"{out} holds {ds.lattice} VEs on a {ds.grid} grid; cannot append "
-                        f"{lat} VEs on a {(grid,) * 3} grid")
-                taken = [int(v[len(prefix):]) for v in ds.ve_ids
-                         if v.startswith(prefix) and v[len(prefix):].isdigit()]
+                        f"{lat} VEs on a {(grid,) * 3} grid"
+                    )
+                taken = [
+                    int(v[len(prefix) :]) for v in ds.ve_ids if v.startswith(prefix) and v[len(prefix) :].isdigit()
+                ]
         except (ValueError, FileNotFoundError) as exc:
             raise _fail(exc) from None
         if start is None:
@@ -159,20 +186,21 @@ def generate(preset, count, grid, seed, out, lattice, workers, start, append, ov
     index_of = dict(zip(seeds, indices))
 
     def stream():
-        for k, ve in enumerate(generate_ves(params, seeds, workers=workers,
-                                            progress=progress)):
+        for k, ve in enumerate(generate_ves(params, seeds, workers=workers, progress=progress)):
             i = index_of.get(ve.seed, indices[k])
             ve.ve_id = ve_id_for(preset, seed, i)
             yield ve
 
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        n = write_ves(out, stream(), append=append, overwrite=overwrite, progress=False,
-                      total=count, compression=compression)
+        n = write_ves(
+            out, stream(), append=append, overwrite=overwrite, progress=False, total=count, compression=compression
+        )
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         raise _fail(exc) from None
-    click.echo(f"wrote {n} VEs ({ve_id_for(preset, seed, indices[0])} .. "
-               f"{ve_id_for(preset, seed, indices[-1])}) to {out}")
+    click.echo(
+        f"wrote {n} VEs ({ve_id_for(preset, seed, indices[0])} .. {ve_id_for(preset, seed, indices[-1])}) to {out}"
+    )
 
 
 # ----------------------------------------------------------------------------- loading
@@ -197,7 +225,8 @@ def detect_format(path: Path, must_exist: bool = True) -> str:
     raise ValueError(
         f"cannot tell the format of {path.name!r} from its extension: use .h5 (VE "
         f"dataset), .vti (DAMASK), .dream3d (DREAM.3D), .json/.yaml/.npz (MatFlow "
-        f"volume_element), or pass --from/--to")
+        f"volume_element), or pass --from/--to"
+    )
 
 
 def _material_for(vti: Path, material: Path | None) -> Path:
@@ -207,8 +236,8 @@ def _material_for(vti: Path, material: Path | None) -> Path:
         if cand.exists():
             return cand
     raise FileNotFoundError(
-        f"no material file for {vti}: looked for {vti.stem}_material.yaml and "
-        f"material.yaml next to it; pass --material")
+        f"no material file for {vti}: looked for {vti.stem}_material.yaml and material.yaml next to it; pass --material"
+    )
 
 
 def load_ves(src: Path, fmt: str, *, indices=(), ve_ids=(), lattice=None, material=None):
@@ -243,8 +272,7 @@ def load_ves(src: Path, fmt: str, *, indices=(), ve_ids=(), lattice=None, materi
     elif fmt == "dream3d":
         ve = io.load_dream3d(src, lattice=lattice)
     elif fmt == "matflow":
-        ve = io.from_matflow_volume_element(io.load_matflow_volume_element(src),
-                                            lattice=lattice)
+        ve = io.from_matflow_volume_element(io.load_matflow_volume_element(src), lattice=lattice)
         ve.ve_id = src.stem
     else:
         raise ValueError(f"unknown format {fmt!r}")
@@ -254,15 +282,31 @@ def load_ves(src: Path, fmt: str, *, indices=(), ve_ids=(), lattice=None, materi
 # ----------------------------------------------------------------------------- show
 @click.command("show")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--index", "-i", type=int, default=0, show_default=True,
-              help="Row of the VE in a VE dataset (negative counts from the end).")
+@click.option(
+    "--index",
+    "-i",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Row of the VE in a VE dataset (negative counts from the end).",
+)
 @click.option("--ve-id", default=None, help="Pick the VE by id instead of --index.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Image to write (.png, .pdf, .svg).")
-@click.option("--lattice", default=None, callback=_check_lattice,
-              help="Crystal structure, for sources that do not record it.")
-@click.option("--material", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="material.yaml of a .vti source.")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Image to write (.png, .pdf, .svg).",
+)
+@click.option(
+    "--lattice", default=None, callback=_check_lattice, help="Crystal structure, for sources that do not record it."
+)
+@click.option(
+    "--material",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="material.yaml of a .vti source.",
+)
 @click.option("--dpi", type=click.IntRange(min=10), default=150, show_default=True)
 def show(source, index, ve_id, out, lattice, material, dpi):
     """Draw the three mid-slices of a VE coloured by normalised Euler angles.
@@ -306,12 +350,13 @@ def _read_phase(path: Path | None):
     if isinstance(d, dict) and "lattice" in d:
         return d, None
     if isinstance(d, dict) and len(d) == 1:
-        (label, phase), = d.items()
+        ((label, phase),) = d.items()
         if isinstance(phase, dict):
             return phase, str(label)
-    raise click.BadParameter(f"{path} must hold one DAMASK phase definition "
-                             f"({{lattice: ..., mechanical: ...}} or {{label: {{...}}}})",
-                             param_hint="--phase")
+    raise click.BadParameter(
+        f"{path} must hold one DAMASK phase definition ({{lattice: ..., mechanical: ...}} or {{label: {{...}}}})",
+        param_hint="--phase",
+    )
 
 
 def _write_one(ve, dst: Path, fmt: str, *, phase, phase_label, material, overwrite):
@@ -319,8 +364,9 @@ def _write_one(ve, dst: Path, fmt: str, *, phase, phase_label, material, overwri
 
     if fmt == "damask":
         mat = material.name if material is not None else f"{dst.stem}_material.yaml"
-        vti, m = io.save_damask(ve, dst.parent, phase, phase_label=phase_label,
-                                name=dst.stem, material_name=mat, overwrite=overwrite)
+        vti, m = io.save_damask(
+            ve, dst.parent, phase, phase_label=phase_label, name=dst.stem, material_name=mat, overwrite=overwrite
+        )
         return f"{vti} + {m}"
     if fmt == "dream3d":
         return str(io.save_dream3d(ve, dst, phase_name=phase_label, overwrite=overwrite))
@@ -333,36 +379,78 @@ def _write_one(ve, dst: Path, fmt: str, *, phase, phase_label, material, overwri
 @click.command("convert")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--from", "from_", type=click.Choice(FORMATS), default=None,
-              help="Format of SOURCE (default: from its extension/content).")
-@click.option("--to", "to", type=click.Choice(FORMATS), default=None,
-              help="Format of DEST (default: from its extension). Required when DEST is "
-                   "a directory receiving one file per VE.")
-@click.option("--index", "-i", "indices", type=int, multiple=True,
-              help="Row of a VE in a dataset SOURCE (repeatable; default all).")
-@click.option("--ve-id", "ve_ids", multiple=True,
-              help="Id of a VE in a dataset SOURCE (repeatable).")
-@click.option("--lattice", default=None, callback=_check_lattice,
-              help="Crystal structure for sources that do not record it (MatFlow dicts; "
-                   "cubic DREAM.3D files: cF unless cI is given).")
-@click.option("--material", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="material.yaml of a .vti SOURCE (default: <stem>_material.yaml or "
-                   "material.yaml next to it), or the material file name for a .vti DEST "
-                   "(default <stem>_material.yaml).")
-@click.option("--phase", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None,
-              help="YAML with the DAMASK phase for .vti/material.yaml export (default: a "
-                   "minimal elastic phase of the VE's lattice).")
-@click.option("--phase-label", default=None,
-              help="Phase name in exports (default Al/Fe/Mg for cF/cI/hP).")
+@click.option(
+    "--from",
+    "from_",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Format of SOURCE (default: from its extension/content).",
+)
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Format of DEST (default: from its extension). Required when DEST is a directory receiving one file per VE.",
+)
+@click.option(
+    "--index",
+    "-i",
+    "indices",
+    type=int,
+    multiple=True,
+    help="Row of a VE in a dataset SOURCE (repeatable; default all).",
+)
+@click.option("--ve-id", "ve_ids", multiple=True, help="Id of a VE in a dataset SOURCE (repeatable).")
+@click.option(
+    "--lattice",
+    default=None,
+    callback=_check_lattice,
+    help="Crystal structure for sources that do not record it (MatFlow dicts; "
+    "cubic DREAM.3D files: cF unless cI is given).",
+)
+@click.option(
+    "--material",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="material.yaml of a .vti SOURCE (default: <stem>_material.yaml or "
+    "material.yaml next to it), or the material file name for a .vti DEST "
+    "(default <stem>_material.yaml).",
+)
+@click.option(
+    "--phase",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML with the DAMASK phase for .vti/material.yaml export (default: a "
+    "minimal elastic phase of the VE's lattice).",
+)
+@click.option("--phase-label", default=None, help="Phase name in exports (default Al/Fe/Mg for cF/cI/hP).")
 @click.option("--append", is_flag=True, help="Add to an existing VE dataset DEST.")
 @click.option("--overwrite", is_flag=True, help="Replace existing DEST files.")
-@click.option("--compression", type=click.Choice(COMPRESSIONS), default="zstd",
-              show_default=True, help="Grain-map codec of a new VE dataset DEST.")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Show a progress bar for several VEs.")
-def convert(source, dest, from_, to, indices, ve_ids, lattice, material, phase, phase_label,
-            append, overwrite, compression, progress):
+@click.option(
+    "--compression",
+    type=click.Choice(COMPRESSIONS),
+    default="zstd",
+    show_default=True,
+    help="Grain-map codec of a new VE dataset DEST.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar for several VEs.")
+def convert(
+    source,
+    dest,
+    from_,
+    to,
+    indices,
+    ve_ids,
+    lattice,
+    material,
+    phase,
+    phase_label,
+    append,
+    overwrite,
+    compression,
+    progress,
+):
     """Import/export VEs between a VE dataset and DAMASK, DREAM.3D and MatFlow files.
 
     \b
@@ -400,33 +488,42 @@ def convert(source, dest, from_, to, indices, ve_ids, lattice, material, phase, 
             raise click.UsageError("a VE dataset DEST is a file (.h5), not a directory")
         if dst_fmt != "dataset" and append:
             raise click.UsageError("--append only applies to a VE dataset DEST")
-        count, ves = load_ves(source, src_fmt, indices=indices, ve_ids=ve_ids,
-                              lattice=lattice, material=src_material)
+        count, ves = load_ves(source, src_fmt, indices=indices, ve_ids=ve_ids, lattice=lattice, material=src_material)
         if dst_fmt == "dataset":
-            n = write_ves(dest, ves, append=append, overwrite=overwrite,
-                          progress=progress and count > 1, total=count,
-                          compression=compression)
+            n = write_ves(
+                dest,
+                ves,
+                append=append,
+                overwrite=overwrite,
+                progress=progress and count > 1,
+                total=count,
+                compression=compression,
+            )
             click.echo(f"wrote {n} VE(s) to {dest}")
             return
         if not is_dir and count != 1:
             ves.close()
             raise click.UsageError(
                 f"{source} holds {count} VEs: select one with --index/--ve-id, or give a "
-                f"directory DEST with --to {dst_fmt}")
+                f"directory DEST with --to {dst_fmt}"
+            )
         if is_dir:
             dest.mkdir(parents=True, exist_ok=True)
         from tqdm.auto import tqdm
 
-        for k, ve in enumerate(tqdm(ves, total=count, desc="export", unit="VE",
-                                    disable=not progress or count == 1)):
-            t = dest / f"{ve.ve_id or f've{k:06d}'}{_FORMAT_SUFFIX[dst_fmt]}" if is_dir \
-                else dest
-            where = _write_one(ve, t, dst_fmt, phase=phase_def, phase_label=phase_label,
-                               material=None if src_material is not None else material,
-                               overwrite=overwrite)
+        for k, ve in enumerate(tqdm(ves, total=count, desc="export", unit="VE", disable=not progress or count == 1)):
+            t = dest / f"{ve.ve_id or f've{k:06d}'}{_FORMAT_SUFFIX[dst_fmt]}" if is_dir else dest
+            where = _write_one(
+                ve,
+                t,
+                dst_fmt,
+                phase=phase_def,
+                phase_label=phase_label,
+                material=None if src_material is not None else material,
+                overwrite=overwrite,
+            )
             if count <= 20:
-                click.echo(f"{ve.ve_id}: {ve.lattice}, grid {ve.grid}, {ve.n_grains} "
-                           f"grains -> {where}")
+                click.echo(f"{ve.ve_id}: {ve.lattice}, grid {ve.grid}, {ve.n_grains} grains -> {where}")
         if count > 20:
             click.echo(f"exported {count} VEs to {dest}")
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, IndexError) as exc:

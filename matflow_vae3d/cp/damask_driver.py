@@ -18,8 +18,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,9 @@ def find_damask_grid(executable: str | os.PathLike | None = None) -> str:
         if cand:
             found = shutil.which(str(cand))
             if found is None:
-                raise FileNotFoundError(f"DAMASK_grid executable {str(cand)!r} (from {origin}) not found or not executable")
+                raise FileNotFoundError(
+                    f"DAMASK_grid executable {str(cand)!r} (from {origin}) not found or not executable"
+                )
             return found
     found = shutil.which("DAMASK_grid")
     if found is None:
@@ -57,8 +60,7 @@ def find_damask_grid(executable: str | os.PathLike | None = None) -> str:
 
 def damask_command(executable: str, n_proc: int = 1, mpiexec: str | Sequence[str] = "mpirun") -> list[str]:
     """The argument list that runs DAMASK_grid in a job directory (relative file names)."""
-    cmd = [executable, "--geom", GEOM_FILE, "--load", LOAD_FILE, "--material", MATERIAL_FILE,
-           "--jobname", JOBNAME]
+    cmd = [executable, "--geom", GEOM_FILE, "--load", LOAD_FILE, "--material", MATERIAL_FILE, "--jobname", JOBNAME]
     if int(n_proc) > 1:
         launcher = shlex.split(mpiexec) if isinstance(mpiexec, str) else list(mpiexec)
         cmd = launcher + ["-np", str(int(n_proc))] + cmd
@@ -66,9 +68,17 @@ def damask_command(executable: str, n_proc: int = 1, mpiexec: str | Sequence[str
 
 
 # -------------------------------------------------------------------------- inputs
-def write_inputs(job_dir, grain_map: np.ndarray, quaternions: np.ndarray, phase: Mapping[str, Any],
-                 load: LoadCase, *, phase_name: str = "phase", size=(1.0, 1.0, 1.0),
-                 numerics: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def write_inputs(
+    job_dir,
+    grain_map: np.ndarray,
+    quaternions: np.ndarray,
+    phase: Mapping[str, Any],
+    load: LoadCase,
+    *,
+    phase_name: str = "phase",
+    size=(1.0, 1.0, 1.0),
+    numerics: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write grid.vti, material.yaml and load.yaml (and numerics.yaml if given).
 
     grain_map : (nx, ny, nz) int, 0-based grain index per cell, [ix, iy, iz].
@@ -89,12 +99,12 @@ def write_inputs(job_dir, grain_map: np.ndarray, quaternions: np.ndarray, phase:
     q = np.asarray(quaternions, dtype=np.float64)
     if gm.min() < 0 or gm.max() >= len(q):
         raise ValueError(f"grain_map indices span [{gm.min()}, {gm.max()}] but {len(q)} orientations are given")
-    phase = copy.deepcopy(dict(phase))
-    outputs = phase.setdefault("mechanical", {}).setdefault("output", [])
-    phase["mechanical"]["output"] = list(outputs) + [o for o in ("F", "P") if o not in outputs]
+    ph: dict[str, Any] = copy.deepcopy(dict(phase))
+    outputs = ph.setdefault("mechanical", {}).setdefault("output", [])
+    ph["mechanical"]["output"] = list(outputs) + [o for o in ("F", "P") if o not in outputs]
     paths = {"geom": job_dir / GEOM_FILE, "material": job_dir / MATERIAL_FILE, "load": job_dir / LOAD_FILE}
     damask.GeomGrid(gm.astype(np.int64), np.asarray(size, dtype=np.float64)).save(paths["geom"])
-    material_config(q, phase, phase_name).save(paths["material"])
+    material_config(q, ph, phase_name).save(paths["material"])
     damask.LoadcaseGrid(load.to_damask()).save(paths["load"])
     if numerics:
         paths["numerics"] = job_dir / NUMERICS_FILE
@@ -114,8 +124,9 @@ class DamaskRun:
     timed_out: bool = False
 
 
-def run_damask(job_dir, *, executable=None, n_proc: int = 1, mpiexec="mpirun",
-               timeout: float | None = None, numerics: bool = False) -> DamaskRun:
+def run_damask(
+    job_dir, *, executable=None, n_proc: int = 1, mpiexec="mpirun", timeout: float | None = None, numerics: bool = False
+) -> DamaskRun:
     """Run DAMASK_grid in ``job_dir`` (inputs written by :func:`write_inputs`).
 
     Output goes to ``job_dir/job.log``. Raises FileNotFoundError when DAMASK_grid
@@ -135,8 +146,7 @@ def run_damask(job_dir, *, executable=None, n_proc: int = 1, mpiexec="mpirun",
         fh.write(("$ " + shlex.join(cmd) + "\n").encode())
         fh.flush()
         # own process group, so that a timeout ends the launcher and all its ranks
-        proc = subprocess.Popen(cmd, cwd=job_dir, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=job_dir, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout)
         except BaseException as exc:  # timeout or Ctrl-C: stop the job we started
@@ -170,8 +180,8 @@ def read_sta(path) -> dict[str, np.ndarray]:
     ``converged`` (bool), ``iterations`` (int) and, when present,
     ``stag_iterations`` (int). Empty arrays for a missing or empty file.
     """
-    cols = {"increment": [], "time": [], "cutback_level": [], "converged": [],
-            "iterations": [], "stag_iterations": []}
+    names = ("increment", "time", "cutback_level", "converged", "iterations", "stag_iterations")
+    cols: dict[str, list] = {k: [] for k in names}
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
@@ -187,8 +197,9 @@ def read_sta(path) -> dict[str, np.ndarray]:
         cols["iterations"].append(int(parts[4]))
         if len(parts) > 5:
             cols["stag_iterations"].append(int(parts[5]))
-    out = {k: np.asarray(v, dtype=(bool if k == "converged" else float if k == "time" else int))
-           for k, v in cols.items()}
+    out = {
+        k: np.asarray(v, dtype=(bool if k == "converged" else float if k == "time" else int)) for k, v in cols.items()
+    }
     if len(out["stag_iterations"]) != len(out["increment"]):
         del out["stag_iterations"]
     return out
@@ -240,10 +251,16 @@ def read_result(hdf5_path, n_increments: int | None = None) -> dict[str, np.ndar
         Fa, Pa, Sa = volume_averages(F, P)
         incs.append(int(inc_name.split("_")[-1]))
         ts.append(float(t))
-        Fs.append(Fa), Ps.append(Pa), Ss.append(Sa)
-    out = {"increment": np.asarray(incs, dtype=int), "t": np.asarray(ts),
-           "F": np.asarray(Fs).reshape(-1, 3, 3), "P": np.asarray(Ps).reshape(-1, 3, 3),
-           "sigma": np.asarray(Ss).reshape(-1, 3, 3)}
+        Fs.append(Fa)
+        Ps.append(Pa)
+        Ss.append(Sa)
+    out = {
+        "increment": np.asarray(incs, dtype=int),
+        "t": np.asarray(ts),
+        "F": np.asarray(Fs).reshape(-1, 3, 3),
+        "P": np.asarray(Ps).reshape(-1, 3, 3),
+        "sigma": np.asarray(Ss).reshape(-1, 3, 3),
+    }
     if n_increments is not None:
         full = {k: np.full((n_increments + 1, 3, 3), np.nan) for k in ("F", "P", "sigma")}
         for i, inc in enumerate(out["increment"]):
@@ -255,8 +272,17 @@ def read_result(hdf5_path, n_increments: int | None = None) -> dict[str, np.ndar
 
 
 # ------------------------------------------------------------------------ one job
-def run_job(job_dir, load: LoadCase, *, executable=None, n_proc: int = 1, mpiexec="mpirun",
-            timeout: float | None = None, numerics: bool = False, ve_id: str | None = None):
+def run_job(
+    job_dir,
+    load: LoadCase,
+    *,
+    executable=None,
+    n_proc: int = 1,
+    mpiexec="mpirun",
+    timeout: float | None = None,
+    numerics: bool = False,
+    ve_id: str | None = None,
+):
     """Run DAMASK_grid on the inputs in ``job_dir`` and return a SimulationRecord.
 
     Converged means: exit code 0, every increment in the .sta with Converged = T,
@@ -268,8 +294,7 @@ def run_job(job_dir, load: LoadCase, *, executable=None, n_proc: int = 1, mpiexe
 
     job_dir = Path(job_dir).resolve()
     n_inc = load.n_increments
-    run = run_damask(job_dir, executable=executable, n_proc=n_proc, mpiexec=mpiexec,
-                     timeout=timeout, numerics=numerics)
+    run = run_damask(job_dir, executable=executable, n_proc=n_proc, mpiexec=mpiexec, timeout=timeout, numerics=numerics)
     sta = read_sta(job_dir / f"{JOBNAME}.sta")
     iterations = iterations_per_increment(sta, n_inc)
     hdf5 = job_dir / f"{JOBNAME}.hdf5"
@@ -288,7 +313,7 @@ def run_job(job_dir, load: LoadCase, *, executable=None, n_proc: int = 1, mpiexe
     F, P, sigma = (nan.copy(), nan.copy(), nan.copy()) if data is None else (data["F"], data["P"], data["sigma"])
     # states beyond the last converged increment are not trusted
     for a in (F, P, sigma):
-        a[reached + 1:] = np.nan
+        a[reached + 1 :] = np.nan
     problems = []
     if run.timed_out:
         problems.append(f"DAMASK_grid timed out after {timeout} s")
@@ -310,24 +335,62 @@ def run_job(job_dir, load: LoadCase, *, executable=None, n_proc: int = 1, mpiexe
         if last:
             reason += "\n--- last lines of job.log ---\n" + last
     return SimulationRecord(
-        ve_id=ve_id, solver="damask", status="converged" if converged else "failed",
-        converged=converged, reason=reason, t=load.times(), F=F, P=P, sigma=sigma,
-        n_converged=reached, iterations=iterations, wall_s=run.wall_s,
+        ve_id=ve_id,
+        solver="damask",
+        status="converged" if converged else "failed",
+        converged=converged,
+        reason=reason,
+        t=load.times(),
+        F=F,
+        P=P,
+        sigma=sigma,
+        n_converged=reached,
+        iterations=iterations,
+        wall_s=run.wall_s,
     )
 
 
-def simulate_damask(grain_map, quaternions, phase, load: LoadCase, job_dir, *, phase_name="phase",
-                    size=(1.0, 1.0, 1.0), executable=None, n_proc: int = 1, mpiexec="mpirun",
-                    timeout: float | None = None, numerics: Mapping[str, Any] | None = None,
-                    ve_id: str | None = None):
+def simulate_damask(
+    grain_map,
+    quaternions,
+    phase,
+    load: LoadCase,
+    job_dir,
+    *,
+    phase_name="phase",
+    size=(1.0, 1.0, 1.0),
+    executable=None,
+    n_proc: int = 1,
+    mpiexec="mpirun",
+    timeout: float | None = None,
+    numerics: Mapping[str, Any] | None = None,
+    ve_id: str | None = None,
+):
     """Write the inputs of one VE into ``job_dir``, run DAMASK_grid, return the record."""
-    write_inputs(job_dir, grain_map, quaternions, phase, load, phase_name=phase_name, size=size,
-                 numerics=numerics)
-    return run_job(job_dir, load, executable=executable, n_proc=n_proc, mpiexec=mpiexec,
-                   timeout=timeout, numerics=bool(numerics), ve_id=ve_id)
+    write_inputs(job_dir, grain_map, quaternions, phase, load, phase_name=phase_name, size=size, numerics=numerics)
+    return run_job(
+        job_dir,
+        load,
+        executable=executable,
+        n_proc=n_proc,
+        mpiexec=mpiexec,
+        timeout=timeout,
+        numerics=bool(numerics),
+        ve_id=ve_id,
+    )
 
 
 __all__ = [
-    "find_damask_grid", "damask_command", "write_inputs", "run_damask", "DamaskRun", "read_sta",
-    "iterations_per_increment", "volume_averages", "read_result", "run_job", "simulate_damask", "tail",
+    "find_damask_grid",
+    "damask_command",
+    "write_inputs",
+    "run_damask",
+    "DamaskRun",
+    "read_sta",
+    "iterations_per_increment",
+    "volume_averages",
+    "read_result",
+    "run_job",
+    "simulate_damask",
+    "tail",
 ]

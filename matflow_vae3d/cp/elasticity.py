@@ -11,8 +11,11 @@ import numpy as np
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
-REQUIRED = {"cF": ("C_11", "C_12", "C_44"), "cI": ("C_11", "C_12", "C_44"),
-            "hP": ("C_11", "C_12", "C_13", "C_33", "C_44")}
+REQUIRED = {
+    "cF": ("C_11", "C_12", "C_44"),
+    "cI": ("C_11", "C_12", "C_44"),
+    "hP": ("C_11", "C_12", "C_13", "C_33", "C_44"),
+}
 _OPTIONAL = {"type", "references"}
 
 
@@ -102,7 +105,7 @@ def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = np.moveaxis(q, -1, 0)
     P = -1.0
-    qq = w ** 2 - (x ** 2 + y ** 2 + z ** 2)
+    qq = w**2 - (x**2 + y**2 + z**2)
     R = np.empty(q.shape[:-1] + (3, 3))
     R[..., 0, 0] = qq + 2 * x * x
     R[..., 1, 1] = qq + 2 * y * y

@@ -358,9 +358,13 @@ def _active(N, Nmax, kind, lattice) -> np.ndarray:
     return np.concatenate([start[f] + np.arange(n) for f, n in enumerate(N)] or [np.zeros(0, int)]).astype(int)
 
 
-def _check_c_a(lattice: str, c_a: float | None) -> None:
-    if lattice == "hP" and (c_a is None or not 1.0 <= c_a <= 2.0):
+def _check_c_a(lattice: str, c_a: float | None) -> float:
+    """c/a of an hP lattice, checked (in [1, 2]); 1.0 for cubic lattices, which have none."""
+    if lattice != "hP":
+        return 1.0
+    if c_a is None or not 1.0 <= c_a <= 2.0:
         raise ValueError(f"hP needs c/a in [1, 2], got {c_a}")
+    return float(c_a)
 
 
 def coordinate_systems(N, lattice: str, c_a: float | None = None, kind: str = "slip") -> np.ndarray:
@@ -403,7 +407,7 @@ def characteristic_shear_twin(N_tw, lattice: str, c_a: float | None = None) -> n
     idx = _active(N_tw, data["ntwin"], "N_tw", lattice)
     if lattice in ("cF", "cI"):
         return np.full(len(idx), 0.5 * np.sqrt(2.0))
-    _check_c_a(lattice, c_a)
+    c_a = _check_c_a(lattice, c_a)
     fam = np.repeat(np.arange(4), 6)[idx]
     shear = np.array([(3.0 - c_a ** 2) / np.sqrt(3.0) / c_a,
                       1.0 / c_a,

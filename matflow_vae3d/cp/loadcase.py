@@ -46,9 +46,7 @@ class LoadStep:
         self.deformation = np.asarray(self.deformation, dtype=np.float64).reshape(3, 3)
         self.stress = np.asarray(self.stress, dtype=np.float64).reshape(3, 3)
         if self.deformation_kind not in ("dot_F", "F"):
-            raise ValueError(
-                f"deformation_kind must be 'dot_F' or 'F', got {self.deformation_kind!r}"
-            )
+            raise ValueError(f"deformation_kind must be 'dot_F' or 'F', got {self.deformation_kind!r}")
         both = ~np.isnan(self.deformation) & ~np.isnan(self.stress)
         neither = np.isnan(self.deformation) & np.isnan(self.stress)
         if both.any() or neither.any():
@@ -76,9 +74,7 @@ class LoadCase:
     solver: str = "spectral_basic"
 
     @classmethod
-    def uniaxial(
-        cls, axis: int = 0, rate: float = 1e-3, strain: float = 0.01, N: int = 20
-    ) -> "LoadCase":
+    def uniaxial(cls, axis: int = 0, rate: float = 1e-3, strain: float = 0.01, N: int = 20) -> LoadCase:
         """Uniaxial tension: dot_F[axis, axis] = rate (1/s), lateral normal P = 0,
         all off-diagonal dot_F = 0, to F[axis, axis] = 1 + strain in N increments.
 
@@ -131,7 +127,7 @@ class LoadCase:
         return {"solver": {"mechanical": self.solver}, "loadstep": steps}
 
     @classmethod
-    def from_damask(cls, load: dict[str, Any] | str | Path) -> "LoadCase":
+    def from_damask(cls, load: dict[str, Any] | str | Path) -> LoadCase:
         """Read a DAMASK_grid load case (dict or path to load.yaml).
 
         Supported: ``solver.mechanical`` spectral_basic/spectral_polarization/FEM
@@ -159,9 +155,7 @@ class LoadCase:
                 raise ValueError(f"load step {k}: unsupported keys {sorted(unknown)}")
             bc = ls["boundary_conditions"]
             if set(bc) - {"mechanical"}:
-                raise ValueError(
-                    f"load step {k}: unsupported boundary conditions {sorted(set(bc) - {'mechanical'})}"
-                )
+                raise ValueError(f"load step {k}: unsupported boundary conditions {sorted(set(bc) - {'mechanical'})}")
             mech = dict(bc["mechanical"])
             kinds = [key for key in ("dot_F", "F") if key in mech]
             unsupported = set(mech) - {"dot_F", "F", "P"}
@@ -174,15 +168,15 @@ class LoadCase:
                 raise ValueError(f"load step {k}: give exactly one of dot_F and F")
 
             def parse(a):
-                return np.array(
-                    [[np.nan if v == "x" else float(v) for v in row] for row in a]
-                )
+                return np.array([[np.nan if v == "x" else float(v) for v in row] for row in a])
 
             deformation = parse(mech[kinds[0]])
             stress = parse(mech["P"]) if "P" in mech else np.where(np.isnan(deformation), 0.0, np.nan)
             disc = ls["discretization"]
             if set(disc) - {"t", "N", "r"}:
-                raise ValueError(f"load step {k}: unsupported discretization keys {sorted(set(disc) - {'t', 'N', 'r'})}")
+                raise ValueError(
+                    f"load step {k}: unsupported discretization keys {sorted(set(disc) - {'t', 'N', 'r'})}"
+                )
             if float(disc.get("r", 1.0)) != 1.0:
                 raise ValueError(f"load step {k}: geometric increment spacing r != 1 is not supported")
             steps.append(

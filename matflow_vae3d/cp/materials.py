@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import copy
 import numbers
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
 
+from matflow_vae3d.cp.elasticity import REQUIRED as REQUIRED_HOOKE
+from matflow_vae3d.cp.elasticity import voigt_stiffness
 from matflow_vae3d.microstructure.volume_element import LATTICES, canonical_lattice
-from matflow_vae3d.cp.elasticity import REQUIRED as REQUIRED_HOOKE, voigt_stiffness
 
 #: folder holding one ``<Name>.yaml`` phase entry per preset.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "materials"
@@ -39,9 +41,26 @@ _SL_FAMILY_OPT = ("c_1", "c_2", "f_sat_sl-tw", "h_int")
 _TW_FAMILY = ("xi_0_tw", "dot_gamma_0_tw", "n_tw", "h_0_tw-tw")
 _TW_FAMILY_OPT = ("c_3", "c_4")
 _PHENO_KEYS = (
-    {"type", "references", "output", "N_sl", "N_tw", "h_sl-sl", "h_tw-tw", "h_sl-tw",
-     "h_tw-sl", "h_0_tw-sl", "a_nonSchmid_110", "a_nonSchmid", "atol_xi", "atol_gamma"}
-    | set(_SL_FAMILY) | set(_SL_FAMILY_OPT) | set(_TW_FAMILY) | set(_TW_FAMILY_OPT)
+    {
+        "type",
+        "references",
+        "output",
+        "N_sl",
+        "N_tw",
+        "h_sl-sl",
+        "h_tw-tw",
+        "h_sl-tw",
+        "h_tw-sl",
+        "h_0_tw-sl",
+        "a_nonSchmid_110",
+        "a_nonSchmid",
+        "atol_xi",
+        "atol_gamma",
+    }
+    | set(_SL_FAMILY)
+    | set(_SL_FAMILY_OPT)
+    | set(_TW_FAMILY)
+    | set(_TW_FAMILY_OPT)
 )
 
 
@@ -91,18 +110,14 @@ def load_phase(material: str | Path | Mapping[str, Any]) -> tuple[str, dict[str,
     elif isinstance(material, Mapping):
         data = material
     else:
-        raise ValueError(
-            f"material must be a preset name, a path or a dict, got {type(material).__name__}"
-        )
+        raise ValueError(f"material must be a preset name, a path or a dict, got {type(material).__name__}")
     if not isinstance(data, Mapping):
         raise ValueError(f"material {material!r} is not a YAML mapping")
     if "phase" in data:  # a whole material.yaml
         phases = data["phase"]
         if not isinstance(phases, Mapping) or len(phases) != 1:
             names = list(phases) if isinstance(phases, Mapping) else phases
-            raise ValueError(
-                f"material configuration must hold exactly one phase, found {names}"
-            )
+            raise ValueError(f"material configuration must hold exactly one phase, found {names}")
         name, data = next(iter(phases.items()))
     return str(name), validate_phase(data)
 
@@ -169,9 +184,7 @@ def _per_family(pl: dict, key: str, n: int, where: str, required: bool = True) -
     if isinstance(v, (list, tuple, np.ndarray)):
         vals = _numbers(v, f"{where}.{key}")
         if len(vals) != n:
-            raise ValueError(
-                f"{where}.{key}: expected {n} values (one per family), got {len(vals)}"
-            )
+            raise ValueError(f"{where}.{key}: expected {n} values (one per family), got {len(vals)}")
     else:
         vals = [_number(v, f"{where}.{key}")] * n
     pl[key] = vals
@@ -211,12 +224,10 @@ def validate_phase(phase: Mapping[str, Any]) -> dict[str, Any]:
 
     # elasticity
     el = mech.get("elastic")
-    if not isinstance(el, Mapping):
+    if not isinstance(el, dict):
         raise ValueError("phase.mechanical: missing key 'elastic'")
     if el.get("type") != "Hooke":
-        raise ValueError(
-            f"phase.mechanical.elastic.type {el.get('type')!r} not supported (only 'Hooke')"
-        )
+        raise ValueError(f"phase.mechanical.elastic.type {el.get('type')!r} not supported (only 'Hooke')")
     needed = _HOOKE_KEYS[lattice]
     missing = [k for k in needed if k not in el]
     if missing:
@@ -225,12 +236,11 @@ def validate_phase(phase: Mapping[str, Any]) -> dict[str, Any]:
         if k in ("type", "references"):
             continue
         base = k.split(",")[0]
-        if k == "T_ref" or (base in needed and (k == base or k[len(base):] in (",T", ",T^2", ",T^3"))):
+        if k == "T_ref" or (base in needed and (k == base or k[len(base) :] in (",T", ",T^2", ",T^3"))):
             el[k] = _number(el[k], f"phase.mechanical.elastic.{k}")
         else:
             raise ValueError(
-                f"phase.mechanical.elastic: unknown key {k!r} for lattice {lattice} "
-                f"(expected {list(needed)})"
+                f"phase.mechanical.elastic: unknown key {k!r} for lattice {lattice} (expected {list(needed)})"
             )
     C = stiffness_voigt(ph)
     eig = np.linalg.eigvalsh(C)
@@ -243,7 +253,7 @@ def validate_phase(phase: Mapping[str, Any]) -> dict[str, Any]:
     # plasticity
     pl = mech.get("plastic")
     if pl is not None:
-        if not isinstance(pl, Mapping) or "type" not in pl:
+        if not isinstance(pl, dict) or "type" not in pl:
             raise ValueError("phase.mechanical.plastic: missing key 'type'")
         if pl["type"] == "phenopowerlaw":
             _validate_phenopowerlaw(pl)
@@ -334,8 +344,7 @@ def builtin_unsupported(phase: Mapping[str, Any]) -> list[str]:
     if "eigen" in mech:
         out.append("phase.mechanical.eigen")
     el = mech["elastic"]
-    out += [f"phase.mechanical.elastic.{k} (temperature dependence)"
-            for k in el if k == "T_ref" or "," in k]
+    out += [f"phase.mechanical.elastic.{k} (temperature dependence)" for k in el if k == "T_ref" or "," in k]
     pl = mech.get("plastic")
     if pl is None or pl.get("type") == "none":
         out.append("a phase without plasticity (mechanical.plastic phenopowerlaw is required)")
@@ -363,8 +372,9 @@ def check_quaternions(quaternions, what: str = "VE") -> np.ndarray:
         raise ValueError(f"{what}: orientations contain NaN or inf")
     norm = np.linalg.norm(q, axis=1)
     if np.any(norm == 0):
-        raise ValueError(f"{what}: has no orientation for grains {np.flatnonzero(norm == 0)[:5].tolist()} "
-                         "(zero quaternions)")
+        raise ValueError(
+            f"{what}: has no orientation for grains {np.flatnonzero(norm == 0)[:5].tolist()} (zero quaternions)"
+        )
     if np.any(np.abs(norm - 1.0) > 1e-5):
         bad = np.flatnonzero(np.abs(norm - 1.0) > 1e-5)
         raise ValueError(f"{what}: orientations {bad[:5].tolist()} are not unit quaternions")
@@ -397,8 +407,17 @@ def quaternions_of(config: Mapping[str, Any]) -> np.ndarray:
 
 
 __all__ = [
-    "PRESET_DIR", "HOMOGENIZATION", "list_presets", "load_phase", "get_phase", "phase_yaml",
-    "validate_phase", "stiffness_voigt", "check_lattice", "builtin_unsupported",
-    "check_quaternions", "material_config", "quaternions_of",
+    "PRESET_DIR",
+    "HOMOGENIZATION",
+    "list_presets",
+    "load_phase",
+    "get_phase",
+    "phase_yaml",
+    "validate_phase",
+    "stiffness_voigt",
+    "check_lattice",
+    "builtin_unsupported",
+    "check_quaternions",
+    "material_config",
+    "quaternions_of",
 ]
-

@@ -32,12 +32,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import elasticity, lattice as lat
+from . import elasticity
+from . import lattice as lat
 
 PHASE_KEYS = {"lattice", "c/a", "rho", "mechanical", "references"}
 MECH_KEYS = {"output", "elastic", "plastic"}
-SLIP_KEYS = {"N_sl", "xi_0_sl", "xi_inf_sl", "h_0_sl-sl", "dot_gamma_0_sl", "n_sl", "a_sl",
-             "h_sl-sl", "c_1", "c_2", "f_sat_sl-tw"}
+SLIP_KEYS = {
+    "N_sl",
+    "xi_0_sl",
+    "xi_inf_sl",
+    "h_0_sl-sl",
+    "dot_gamma_0_sl",
+    "n_sl",
+    "a_sl",
+    "h_sl-sl",
+    "c_1",
+    "c_2",
+    "f_sat_sl-tw",
+}
 TWIN_KEYS = {"N_tw", "xi_0_tw", "dot_gamma_0_tw", "n_tw", "h_0_tw-tw", "h_tw-tw", "c_3", "c_4"}
 SLIPTWIN_KEYS = {"h_0_tw-sl", "h_sl-tw", "h_tw-sl"}
 OTHER_KEYS = {"type", "output", "references", "atol_xi", "atol_gamma"}
@@ -78,8 +90,8 @@ class Phenopowerlaw:
     C66: np.ndarray
     N_sl: list
     N_tw: list
-    P_sl: np.ndarray          # (n_sl, 3, 3)
-    P_tw: np.ndarray          # (n_tw, 3, 3)
+    P_sl: np.ndarray  # (n_sl, 3, 3)
+    P_tw: np.ndarray  # (n_tw, 3, 3)
     xi_0_sl: np.ndarray
     xi_inf_sl: np.ndarray
     h_0_sl_sl: np.ndarray
@@ -118,7 +130,7 @@ class Phenopowerlaw:
     def initial_state(self) -> np.ndarray:
         return np.concatenate([self.xi_0_sl, self.xi_0_tw, np.zeros(self.n_slip + self.n_twin)])
 
-    def to(self, device="cpu", dtype=torch.float64) -> "TorchLaw":
+    def to(self, device="cpu", dtype=torch.float64) -> TorchLaw:
         return TorchLaw(self, device, dtype)
 
 
@@ -149,7 +161,10 @@ def from_phase(phase: dict[str, Any]) -> Phenopowerlaw:
     unknown = sorted(set(mech) - MECH_KEYS)
     if unknown:
         raise ValueError(f"phase.mechanical: unsupported keys {unknown}")
-    C66 = elasticity.stiffness_66(mech.get("elastic"), lattice)
+    elastic = mech.get("elastic")
+    if not isinstance(elastic, dict):
+        raise ValueError("phase.mechanical: missing 'elastic'")
+    C66 = elasticity.stiffness_66(elastic, lattice)
     pl = mech.get("plastic")
     if not isinstance(pl, dict):
         raise ValueError("phase.mechanical: missing 'plastic'")
@@ -182,8 +197,19 @@ def from_phase(phase: dict[str, Any]) -> Phenopowerlaw:
         )
     else:
         z = np.zeros(0)
-        kw.update(P_sl=np.zeros((0, 3, 3)), dot_gamma_0_sl=z, n_sl=z, a_sl=z, h_0_sl_sl=z,
-                  xi_0_sl=z, xi_inf_sl=z, c_1=z, c_2=z, f_sat_sl_tw=z, h_sl_sl=np.zeros((0, 0)))
+        kw.update(
+            P_sl=np.zeros((0, 3, 3)),
+            dot_gamma_0_sl=z,
+            n_sl=z,
+            a_sl=z,
+            h_0_sl_sl=z,
+            xi_0_sl=z,
+            xi_inf_sl=z,
+            c_1=z,
+            c_2=z,
+            f_sat_sl_tw=z,
+            h_sl_sl=np.zeros((0, 0)),
+        )
     if sum(N_tw) > 0:
         lat._active(N_tw, data["ntwin"], "N_tw", lattice)
         kw.update(
@@ -199,8 +225,17 @@ def from_phase(phase: dict[str, Any]) -> Phenopowerlaw:
         )
     else:
         z = np.zeros(0)
-        kw.update(P_tw=np.zeros((0, 3, 3)), dot_gamma_0_tw=z, n_tw=z, h_0_tw_tw=z, xi_0_tw=z,
-                  c_3=z, c_4=z, gamma_char=z, h_tw_tw=np.zeros((0, 0)))
+        kw.update(
+            P_tw=np.zeros((0, 3, 3)),
+            dot_gamma_0_tw=z,
+            n_tw=z,
+            h_0_tw_tw=z,
+            xi_0_tw=z,
+            c_3=z,
+            c_4=z,
+            gamma_char=z,
+            h_tw_tw=np.zeros((0, 0)),
+        )
     ns, nt = kw["P_sl"].shape[0], kw["P_tw"].shape[0]
     if ns > 0 and nt > 0:
         kw.update(
@@ -240,19 +275,37 @@ class TorchLaw:
         self.device, self.dtype = torch.device(device), dtype
         t = lambda a: torch.as_tensor(np.asarray(a, dtype=float), device=self.device, dtype=dtype)  # noqa: E731
         self.ns, self.nt = law.n_slip, law.n_twin
-        P = np.concatenate([law.P_sl, law.P_tw], 0)                     # (n, 3, 3)
-        self.Pflat = t(P.reshape(-1, 9))                                  # (n, 9)
-        self.pv = t(_voigt_vec(P))                                        # (n, 6): tau = S_v . pv
+        P = np.concatenate([law.P_sl, law.P_tw], 0)  # (n, 3, 3)
+        self.Pflat = t(P.reshape(-1, 9))  # (n, 9)
+        self.pv = t(_voigt_vec(P))  # (n, 6): tau = S_v . pv
         self.C66 = t(law.C66)
-        for name in ("dot_gamma_0_sl", "n_sl", "a_sl", "h_0_sl_sl", "xi_inf_sl", "c_1", "c_2",
-                     "f_sat_sl_tw", "h_sl_sl", "dot_gamma_0_tw", "n_tw", "h_0_tw_tw", "c_3", "c_4",
-                     "gamma_char", "h_tw_tw", "h_0_tw_sl", "h_sl_tw", "h_tw_sl"):
+        for name in (
+            "dot_gamma_0_sl",
+            "n_sl",
+            "a_sl",
+            "h_0_sl_sl",
+            "xi_inf_sl",
+            "c_1",
+            "c_2",
+            "f_sat_sl_tw",
+            "h_sl_sl",
+            "dot_gamma_0_tw",
+            "n_tw",
+            "h_0_tw_tw",
+            "c_3",
+            "c_4",
+            "gamma_char",
+            "h_tw_tw",
+            "h_0_tw_sl",
+            "h_sl_tw",
+            "h_tw_sl",
+        ):
             setattr(self, name, t(getattr(law, name)))
         self.state0 = t(law.initial_state())
         for name in ("n_sl", "n_tw", "a_sl", "c_2", "c_3", "c_4"):
             v = np.asarray(getattr(law, name), dtype=float)
             if v.size and np.all(v == v.flat[0]):
-                setattr(self, name, float(v.flat[0]))       # scalar exponent: faster pow
+                setattr(self, name, float(v.flat[0]))  # scalar exponent: faster pow
         # per-system (slip then twin) reference rate and exponent for :meth:`kinetics`
         self.g0 = t(np.concatenate([law.dot_gamma_0_sl, law.dot_gamma_0_tw]))
         n_exp = np.concatenate([law.n_sl, law.n_tw])
@@ -261,14 +314,14 @@ class TorchLaw:
         # V: vec(X) (row-major 3x3) -> Voigt vector X_11, X_22, X_33, X_23 + X_32, X_13 + X_31,
         # X_12 + X_21 (the engineering strain of sym(X), and S : X = S_v . voigt(X) for symmetric S)
         V = np.zeros((9, 6))
-        for v, (i, j) in enumerate(_VOIGT):
-            V[3 * i + j, v] = V[3 * j + i, v] = 1.0
+        for col, (i, j) in enumerate(_VOIGT):
+            V[3 * i + j, col] = V[3 * j + i, col] = 1.0
         # stress as linear maps: Sv = vec(Fe^T Fe) @ _CE + _Sv0 (E = (Fe^T Fe - I)/2), S = Sv @ _V2M
         CE = 0.5 * V @ law.C66.T
         self._CE = t(CE)
         self._Sv0 = t(-np.eye(3).reshape(9) @ CE)
         self._V2M = t(V.T)
-        self._VC = t(V @ law.C66.T)                                     # vec(X) -> C66 voigt(X)
+        self._VC = t(V @ law.C66.T)  # vec(X) -> C66 voigt(X)
         # Zv[(i, k), a, v]: voigt(M P_a) = vec(M) @ Zv[:, a] (M P_a)_ij = M_ik P_a,kj
         Zv = np.einsum("akj,ijv->ikav", P, V.reshape(3, 3, 6)).reshape(9, len(P), 6)
         self.Zv = t(Zv.reshape(9, -1))
@@ -308,10 +361,10 @@ class TorchLaw:
         ns = self.ns
         tau, tau_eff, x = self.flow_ratio(Sv, state)
         xi = state[:, : self.ns + self.nt]
-        pl = self.g0 * x ** self.n_exp
+        pl = self.g0 * x**self.n_exp
         over = None
         if cap is not None:
-            cap, pl_c = cap                      # pl_c = dot_gamma_0 x_c^n, the same for all systems
+            cap, pl_c = cap  # pl_c = dot_gamma_0 x_c^n, the same for all systems
             beyond = x > cap
             pl = torch.where(beyond, pl_c * (1.0 + self.n_exp * (x / cap - 1.0)), pl)
             dpl = torch.where(beyond, self.n_exp * pl_c / (cap * xi), self.n_exp * pl / tau_eff.clamp_min(1e-300))
@@ -320,8 +373,13 @@ class TorchLaw:
             dpl = self.n_exp * pl / tau_eff.clamp_min(1e-300)
         dpl = torch.where(tau_eff > 0, dpl, torch.zeros_like(dpl))
         if self.nt:
-            scale = torch.cat([torch.sign(tau[:, :ns]),
-                               (1.0 - self.twin_fraction(state))[:, None].expand(-1, self.nt) * (tau[:, ns:] > 0)], -1)
+            scale = torch.cat(
+                [
+                    torch.sign(tau[:, :ns]),
+                    (1.0 - self.twin_fraction(state))[:, None].expand(-1, self.nt) * (tau[:, ns:] > 0),
+                ],
+                -1,
+            )
             rate, k = scale * pl, scale.abs() * dpl
         else:
             rate, k = torch.sign(tau) * pl, dpl
@@ -333,7 +391,7 @@ class TorchLaw:
         x = driving / xi to the current resistance (x ~ 1 at the flow stress)."""
         tau = Sv @ self.pv.T
         if self.nt:
-            tau_eff = torch.cat([tau[:, : self.ns].abs(), tau[:, self.ns:].clamp_min(0.0)], -1)
+            tau_eff = torch.cat([tau[:, : self.ns].abs(), tau[:, self.ns :].clamp_min(0.0)], -1)
         else:
             tau_eff = tau.abs()
         return tau, tau_eff, tau_eff / state[:, : self.ns + self.nt]
@@ -343,7 +401,7 @@ class TorchLaw:
         strain |E_tr| = |(A^T A - I)/2| in dt (no converged step comes near them), and that
         shear rate (M, 1) 1/s."""
         E = 0.5 * (A.transpose(-1, -2) @ A - self.eye)
-        g = factor * E.flatten(1).norm(dim=-1).clamp_min(1e-12)[:, None] / dt   # (M, 1)
+        g = factor * E.flatten(1).norm(dim=-1).clamp_min(1e-12)[:, None] / dt  # (M, 1)
         return (g / self.g0) ** (1.0 / self.n_exp), g
 
     def twin_fraction(self, state):
@@ -351,7 +409,7 @@ class TorchLaw:
         ns, nt = self.ns, self.nt
         if nt == 0:
             return torch.zeros(state.shape[:-1], device=state.device, dtype=state.dtype)
-        return (state[..., 2 * ns + nt:] / self.gamma_char).sum(-1)
+        return (state[..., 2 * ns + nt :] / self.gamma_char).sum(-1)
 
     def dot_state(self, rate, state):
         """(..., n_state) rate of xi_sl, xi_tw, gamma_sl, gamma_tw from the shear rates
@@ -366,15 +424,15 @@ class TorchLaw:
             sat = self.xi_inf_sl + self.f_sat_sl_tw * f.clamp_min(0.0).sqrt()
             x = 1.0 - xi_sl / sat
             left = torch.sign(x) * x.abs() ** self.a_sl
-            d = self.h_0_sl_sl * (1.0 + self.c_1 * f ** self.c_2) * left * (r_sl @ self.h_sl_sl.T)
+            d = self.h_0_sl_sl * (1.0 + self.c_1 * f**self.c_2) * left * (r_sl @ self.h_sl_sl.T)
             if nt:
                 d = d + r_tw @ self.h_sl_tw.T
             parts.append(d)
         if nt:
-            G = state[..., ns + nt: 2 * ns + nt].sum(-1, keepdim=True)
-            d = self.h_0_tw_tw * f ** self.c_4 * (r_tw @ self.h_tw_tw.T)
+            G = state[..., ns + nt : 2 * ns + nt].sum(-1, keepdim=True)
+            d = self.h_0_tw_tw * f**self.c_4 * (r_tw @ self.h_tw_tw.T)
             if ns:
-                d = d + self.h_0_tw_sl * G ** self.c_3 * (r_sl @ self.h_tw_sl.T)
+                d = d + self.h_0_tw_sl * G**self.c_3 * (r_sl @ self.h_tw_sl.T)
             parts.append(d)
         return torch.cat(parts + [r_sl, r_tw], -1)
 
@@ -391,10 +449,11 @@ class TorchLaw:
         f = self.twin_fraction(state)[:, None]
         pos = f > 0
 
-        def dpow(x, c):                    # d x^c / dx, 0 where c = 0 or (x = 0 and c < 1)
+        def dpow(x, c):  # d x^c / dx, 0 where c = 0 or (x = 0 and c < 1)
             c = torch.as_tensor(c, device=dev, dtype=dty)
-            return torch.where((c == 0) | ((x <= 0) & (c < 1)), torch.zeros_like(x * c),
-                               c * x.clamp_min(1e-300) ** (c - 1.0))
+            return torch.where(
+                (c == 0) | ((x <= 0) & (c < 1)), torch.zeros_like(x * c), c * x.clamp_min(1e-300) ** (c - 1.0)
+            )
 
         sg = torch.sign(rate[:, :ns])
         r_sl = rate[:, :ns].abs()
@@ -405,29 +464,31 @@ class TorchLaw:
             sat = self.xi_inf_sl + self.f_sat_sl_tw * sq
             x = 1.0 - xi / sat
             left = torch.sign(x) * x.abs() ** self.a_sl
-            dleft = self.a_sl * x.abs() ** (self.a_sl - 1.0)                     # d left / d x
-            A = self.h_0_sl_sl * (1.0 + self.c_1 * f ** self.c_2)
+            dleft = self.a_sl * x.abs() ** (self.a_sl - 1.0)  # d left / d x
+            A = self.h_0_sl_sl * (1.0 + self.c_1 * f**self.c_2)
             hsum = r_sl @ self.h_sl_sl.T
             Dr[:, :ns, :ns] = (A * left)[:, :, None] * self.h_sl_sl * sg[:, None, :]
             Ds[:, range(ns), range(ns)] = A * hsum * dleft * (-1.0 / sat)
-            Dr[:, range(n, n + ns), range(ns)] = sg                                 # gamma_sl = |rate|
+            Dr[:, range(n, n + ns), range(ns)] = sg  # gamma_sl = |rate|
             if nt:
                 Dr[:, :ns, ns:] = self.h_sl_tw
                 # through f (gamma_tw): A(f) and sat(f)
                 dsq = torch.where(pos, 0.5 / sq.clamp_min(1e-300), torch.zeros_like(sq))
-                d_f = (self.h_0_sl_sl * self.c_1 * dpow(f, self.c_2) * left * hsum
-                       + A * hsum * dleft * xi / sat ** 2 * self.f_sat_sl_tw * dsq)      # (M, ns)
-                Ds[:, :ns, 2 * ns + nt:] = d_f[:, :, None] / self.gamma_char
+                d_f = (
+                    self.h_0_sl_sl * self.c_1 * dpow(f, self.c_2) * left * hsum
+                    + A * hsum * dleft * xi / sat**2 * self.f_sat_sl_tw * dsq
+                )  # (M, ns)
+                Ds[:, :ns, 2 * ns + nt :] = d_f[:, :, None] / self.gamma_char
         if nt:
             htw = r_tw @ self.h_tw_tw.T
-            Dr[:, ns:n, ns:] = (self.h_0_tw_tw * f ** self.c_4)[:, :, None] * self.h_tw_tw
-            Ds[:, ns:n, 2 * ns + nt:] = (self.h_0_tw_tw * dpow(f, self.c_4) * htw)[:, :, None] / self.gamma_char
+            Dr[:, ns:n, ns:] = (self.h_0_tw_tw * f**self.c_4)[:, :, None] * self.h_tw_tw
+            Ds[:, ns:n, 2 * ns + nt :] = (self.h_0_tw_tw * dpow(f, self.c_4) * htw)[:, :, None] / self.gamma_char
             Dr[:, range(n + ns, 2 * n), range(ns, n)] = 1.0
             if ns:
-                G = state[:, n: n + ns].sum(-1, keepdim=True)
+                G = state[:, n : n + ns].sum(-1, keepdim=True)
                 hts = r_sl @ self.h_tw_sl.T
-                Dr[:, ns:n, :ns] = (self.h_0_tw_sl * G ** self.c_3)[:, :, None] * self.h_tw_sl * sg[:, None, :]
-                Ds[:, ns:n, n: n + ns] = (self.h_0_tw_sl * dpow(G, self.c_3) * hts)[:, :, None]
+                Dr[:, ns:n, :ns] = (self.h_0_tw_sl * G**self.c_3)[:, :, None] * self.h_tw_sl * sg[:, None, :]
+                Ds[:, ns:n, n : n + ns] = (self.h_0_tw_sl * dpow(G, self.c_3) * hts)[:, :, None]
         return Dr, Ds
 
     # ------------------------------------------------------------------ L_p solve
@@ -471,7 +532,7 @@ class TorchLaw:
         n = self.ns + self.nt
         CA = A.transpose(-1, -2) @ A
         cap = self.rate_cap(A, dt, factor=self.CAP_FACTOR)
-        Sv = self.stress_voigt(A @ (self.eye - dt * Lp))                  # stress of the initial guess
+        Sv = self.stress_voigt(A @ (self.eye - dt * Lp))  # stress of the initial guess
         x0 = self.flow_ratio(Sv, state)[2]
         far = (x0 > cap[0]).any(-1)
         if bool(far.any()):
@@ -480,7 +541,7 @@ class TorchLaw:
             Sv = torch.where(far[:, None], Sv * sc[:, None], Sv)
         f = self._flow(A, state, Sv, dt, cap)
         keys = ("Lp", "Sv2", "Fe", "rate", "k")
-        out = {key: f[key].clone() for key in keys}                   # filled in as points converge
+        out = {key: f[key].clone() for key in keys}  # filled in as points converge
         ok = torch.zeros(M, dtype=torch.bool, device=dev)
         act = torch.arange(M, device=dev)
         a_A, a_CA, a_st, a_cap, a_Sv = A, CA, state, cap, Sv
@@ -491,7 +552,7 @@ class TorchLaw:
         for it in range(max_iter):
             G = a_Sv - f["Sv2"]
             gn = G.norm(dim=-1)
-            R = ((G @ self.pv.T) * f["k"]) @ self.Pflat                       # dL_p/dS G (M, 9)
+            R = ((G @ self.pv.T) * f["k"]) @ self.Pflat  # dL_p/dS G (M, 9)
             rn = R.norm(dim=-1)
             tol = torch.clamp(rtol * f["Lp"].flatten(1).norm(dim=-1), min=atol)
             finite = torch.isfinite(rn) & torch.isfinite(gn)
@@ -540,14 +601,27 @@ class TorchLaw:
         """fn on consecutive chunks of CHUNK points of ``arrays`` (None passes through),
         the results (tensors, or dicts of tensors / None) concatenated."""
         M = arrays[0].shape[0]
-        parts = [fn(*(None if a is None else a[i:i + self.CHUNK] for a in arrays))
-                 for i in range(0, M, self.CHUNK)]
+        parts = [fn(*(None if a is None else a[i : i + self.CHUNK] for a in arrays)) for i in range(0, M, self.CHUNK)]
         if isinstance(parts[0], dict):
             return {k: (torch.cat([p[k] for p in parts]) if parts[0][k] is not None else None) for k in parts[0]}
         return torch.cat(parts)
 
-    def update(self, F, invFp0, state0, Lp, state, dt, *, F0=None, tangent=False, rtol_state=1e-7,
-               rtol_Lp=1e-8, max_state_iter=40, substeps=(4, 16)):
+    def update(
+        self,
+        F,
+        invFp0,
+        state0,
+        Lp,
+        state,
+        dt,
+        *,
+        F0=None,
+        tangent=False,
+        rtol_state=1e-7,
+        rtol_Lp=1e-8,
+        max_state_iter=40,
+        substeps=(4, 16),
+    ):
         """Implicit constitutive update of all points for one time step dt (s).
 
         Points whose update fails are integrated again in sub-steps (DAMASK's crystallite
@@ -559,11 +633,29 @@ class TorchLaw:
         if F.shape[0] > self.CHUNK:
             return self._in_chunks(
                 lambda F, invFp0, state0, Lp, state, F0: self.update(
-                    F, invFp0, state0, Lp, state, dt, F0=F0, tangent=tangent, rtol_state=rtol_state,
-                    rtol_Lp=rtol_Lp, max_state_iter=max_state_iter, substeps=substeps),
-                F, invFp0, state0, Lp, state, F0)
-        out = self._update(F, invFp0, state0, Lp, state, dt, rtol_state=rtol_state, rtol_Lp=rtol_Lp,
-                           max_state_iter=max_state_iter)
+                    F,
+                    invFp0,
+                    state0,
+                    Lp,
+                    state,
+                    dt,
+                    F0=F0,
+                    tangent=tangent,
+                    rtol_state=rtol_state,
+                    rtol_Lp=rtol_Lp,
+                    max_state_iter=max_state_iter,
+                    substeps=substeps,
+                ),
+                F,
+                invFp0,
+                state0,
+                Lp,
+                state,
+                F0,
+            )
+        out = self._update(
+            F, invFp0, state0, Lp, state, dt, rtol_state=rtol_state, rtol_Lp=rtol_Lp, max_state_iter=max_state_iter
+        )
         bad = ~out["ok"]
         if F0 is not None and bool(bad.any()):
             for nsub in substeps:
@@ -574,8 +666,17 @@ class TorchLaw:
                 ok = torch.ones(bi.numel(), dtype=torch.bool, device=F.device)
                 for j in range(1, nsub + 1):
                     Fj = F0[bi] + (F[bi] - F0[bi]) * (j / nsub)
-                    o = self._update(Fj, iFp, st, lp, st, dt / nsub, rtol_state=rtol_state, rtol_Lp=rtol_Lp,
-                                     max_state_iter=max_state_iter)
+                    o = self._update(
+                        Fj,
+                        iFp,
+                        st,
+                        lp,
+                        st,
+                        dt / nsub,
+                        rtol_state=rtol_state,
+                        rtol_Lp=rtol_Lp,
+                        max_state_iter=max_state_iter,
+                    )
                     ok = ok & o["ok"]
                     iFp, st, lp = o["invFp"], o["state"], o["Lp"]
                 good = ok
@@ -611,7 +712,7 @@ class TorchLaw:
         r_prev = g_prev = None
         for it in range(max_state_iter):
             a_Lp, a_S, _, _, a_rate, _, a_ok = self.solve_Lp(a_A, a_st, a_Lp, dt, rtol=rtol_Lp)
-            g = a_s0 + dt * self.dot_state(a_rate, a_st)          # fixed-point map of the state
+            g = a_s0 + dt * self.dot_state(a_rate, a_st)  # fixed-point map of the state
             r = g - a_st
             a_conv = (r.abs() <= torch.maximum(rtol_state * g.abs(), atol_state)).all(-1)
             # Anderson(1) acceleration of the fixed point (per point, scaled)
@@ -620,8 +721,11 @@ class TorchLaw:
                 w = 1.0 / torch.maximum(g.abs(), atol_state)
                 dr = (r - r_prev) * w
                 den = (dr * dr).sum(-1)
-                theta = torch.where(den > 0, (r * w * dr).sum(-1) / torch.where(den > 0, den, torch.ones_like(den)),
-                                    torch.zeros_like(den)).clamp(-0.9, 0.9)
+                theta = torch.where(
+                    den > 0,
+                    (r * w * dr).sum(-1) / torch.where(den > 0, den, torch.ones_like(den)),
+                    torch.zeros_like(den),
+                ).clamp(-0.9, 0.9)
                 new = g - theta[:, None] * (g - g_prev)
             new = torch.where(a_conv[:, None], g, new)
             last = it == max_state_iter - 1
@@ -656,8 +760,14 @@ class TorchLaw:
         """
         M = F.shape[0]
         if M > self.CHUNK:
-            return self._in_chunks(lambda F, invFp0, Lp, state, state0: self.tangent(F, invFp0, Lp, state, dt, state0),
-                                   F, invFp0, Lp, state, state0)
+            return self._in_chunks(
+                lambda F, invFp0, Lp, state, state0: self.tangent(F, invFp0, Lp, state, dt, state0),
+                F,
+                invFp0,
+                Lp,
+                state,
+                state0,
+            )
         n = self.ns + self.nt
         A = F @ invFp0
         B = self.eye - dt * Lp
@@ -670,41 +780,51 @@ class TorchLaw:
         J = self._stress_jacobian(Mm, k, dt)
         # d S(F_e)/dF at fixed L_p: C66 voigt(F_e^T dF F_p^-1), rows Voigt, cols F_kl
         Y = (Fe[:, :, None, :, None] * invFp[:, None, :, None, :]).reshape(M, 9, 9)  # [(k,l),(i,j)]
-        dPhi = (Y @ self._VC).transpose(1, 2)                                       # (M, 6, 9)
-        dr_dS = k[:, :, None] * self.pv                                              # (M, n, 6)
+        dPhi = (Y @ self._VC).transpose(1, 2)  # (M, 6, 9)
+        dr_dS = k[:, :, None] * self.pv  # (M, n, 6)
         if state0 is None:
             dS = torch.linalg.solve(J, dPhi)
             dr = dr_dS @ dS
         else:
             # unknowns (S, state); only the state that feeds back: xi, and with twins also gamma
             ns_ = n if self.nt == 0 else 2 * n
-            dr_ds = self._rate_state_jacobian(rate, state)[:, :, :ns_]                  # (M, n, ns_)
+            dr_ds = self._rate_state_jacobian(rate, state)[:, :, :ns_]  # (M, n, ns_)
             Dr, Ds = self.dot_state_jacobian(rate, state)
             Dr, Ds = Dr[:, :ns_], Ds[:, :ns_, :ns_]
-            EV = (Mm.reshape(M, 9) @ self.Zv).reshape(M, n, 6) @ self.C66.T            # C66 voigt(M P_a)
-            sc = state[:, :ns_].abs().clamp_min(1e-6)                                  # O(1) state unknowns
+            EV = (Mm.reshape(M, 9) @ self.Zv).reshape(M, n, 6) @ self.C66.T  # C66 voigt(M P_a)
+            sc = state[:, :ns_].abs().clamp_min(1e-6)  # O(1) state unknowns
             J12 = dt * (EV.transpose(1, 2) @ dr_ds) * sc[:, None, :]
             J21 = -dt * (Dr @ dr_dS) / sc[:, :, None]
-            J22 = (torch.eye(ns_, device=F.device, dtype=F.dtype)
-                   - dt * (Ds + Dr @ dr_ds) * sc[:, None, :] / sc[:, :, None])
+            J22 = (
+                torch.eye(ns_, device=F.device, dtype=F.dtype)
+                - dt * (Ds + Dr @ dr_ds) * sc[:, None, :] / sc[:, :, None]
+            )
             Jf = torch.cat([torch.cat([J, J12], -1), torch.cat([J21, J22], -1)], 1)
             rhs = torch.cat([dPhi, torch.zeros(M, ns_, 9, device=F.device, dtype=F.dtype)], 1)
             sol, info = torch.linalg.solve_ex(Jf, rhs)
             bad = (info != 0) | ~torch.isfinite(sol).flatten(1).all(-1)
-            if bool(bad.any()):                                      # singular: frozen state there
-                sol[bad] = torch.cat([torch.linalg.solve(J[bad], dPhi[bad]),
-                                      torch.zeros(int(bad.sum()), ns_, 9, device=F.device, dtype=F.dtype)], 1)
+            if bool(bad.any()):  # singular: frozen state there
+                sol[bad] = torch.cat(
+                    [
+                        torch.linalg.solve(J[bad], dPhi[bad]),
+                        torch.zeros(int(bad.sum()), ns_, 9, device=F.device, dtype=F.dtype),
+                    ],
+                    1,
+                )
             dS = sol[:, :6]
             dr = dr_dS @ dS + dr_ds @ (sol[:, 6:] * sc[:, :, None])
         # P = F F_p^-1 S F_p^-T with F_p^-1 = F_p0^-1 (I - dt L_p), as 9x9 maps of vec(dF),
         # vec(dL_p) and vec(dS) (row-major vec: vec(X Z Y) = _kron(X, Y) vec(Z))
-        dLp = self.Pflat.T @ dr                                                    # (M, 9 L_p, 9 F)
-        dLpT = dLp.reshape(M, 3, 3, 9).transpose(1, 2).reshape(M, 9, 9)            # d vec(L_p^T)
-        dS = self._V2M.T @ dS                                                       # (M, 9 S, 9 F)
+        dLp = self.Pflat.T @ dr  # (M, 9 L_p, 9 F)
+        dLpT = dLp.reshape(M, 3, 3, 9).transpose(1, 2).reshape(M, 9, 9)  # d vec(L_p^T)
+        dS = self._V2M.T @ dS  # (M, 9 S, 9 F)
         SiT = S @ invFp.transpose(-1, -2)
         Fi = F @ invFp
-        K = (_kron(self.eye.expand(M, 3, 3), invFp @ SiT) + _kron(Fi, invFp.transpose(-1, -2)) @ dS
-             - dt * (_kron(A, SiT) @ dLp + _kron(Fi @ S, invFp0.transpose(-1, -2)) @ dLpT))
+        K = (
+            _kron(self.eye.expand(M, 3, 3), invFp @ SiT)
+            + _kron(Fi, invFp.transpose(-1, -2)) @ dS
+            - dt * (_kron(A, SiT) @ dLp + _kron(Fi @ S, invFp0.transpose(-1, -2)) @ dLpT)
+        )
         return K
 
     def _rate_state_jacobian(self, rate, state):
@@ -717,5 +837,5 @@ class TorchLaw:
         D[:, range(n), range(n)] = -self.n_exp * rate / state[:, :n]
         if nt:
             f = self.twin_fraction(state)
-            D[:, ns:, n + ns:] = (-rate[:, ns:] / (1.0 - f)[:, None].clamp_min(1e-12))[:, :, None] / self.gamma_char
+            D[:, ns:, n + ns :] = (-rate[:, ns:] / (1.0 - f)[:, None].clamp_min(1e-12))[:, :, None] / self.gamma_char
         return D

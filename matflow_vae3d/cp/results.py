@@ -9,8 +9,9 @@ where it stopped without losing or duplicating rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -43,7 +44,9 @@ def _check_format(f: h5py.File, path) -> None:
     if fmt != FORMAT:
         raise ValueError(f"{path} is not a CP results file (format attribute {fmt!r}, expected {FORMAT!r})")
     if int(f.attrs.get("format_version", -1)) > FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {f.attrs['format_version']} is newer than this reader ({FORMAT_VERSION})")
+        raise ValueError(
+            f"{path}: format_version {f.attrs['format_version']} is newer than this reader ({FORMAT_VERSION})"
+        )
 
 
 def _attr_str(v) -> str:
@@ -66,8 +69,17 @@ class ResultsWriter:
     agree; otherwise ValueError, and the file is left untouched.
     """
 
-    def __init__(self, path, *, t, material: str, loadcase: str, solver: str, lattice: str,
-                 extra_attrs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        path,
+        *,
+        t,
+        material: str,
+        loadcase: str,
+        solver: str,
+        lattice: str,
+        extra_attrs: dict[str, Any] | None = None,
+    ):
         self.path = Path(path)
         t = np.asarray(t, dtype=np.float64)
         meta = {"material": material, "loadcase": loadcase, "solver": solver, "lattice": lattice}
@@ -100,8 +112,7 @@ class ResultsWriter:
                 n = len(t)
                 for name, (shape, dtype) in _ROW_FIELDS.items():
                     tail = shape(n)
-                    f.create_dataset(name, shape=(0,) + tail, maxshape=(None,) + tail,
-                                     dtype=dtype, chunks=(16,) + tail)
+                    f.create_dataset(name, shape=(0,) + tail, maxshape=(None,) + tail, dtype=dtype, chunks=(16,) + tail)
                 f.attrs["n_committed"] = 0
             tmp.replace(self.path)  # the file appears complete or not at all
             self._f = h5py.File(self.path, "r+")

@@ -18,16 +18,22 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
 
 from matflow_vae3d.cp.loadcase import LoadCase
 from matflow_vae3d.cp.materials import (
-    HOMOGENIZATION, builtin_unsupported, check_lattice, check_quaternions, load_phase,
-    phase_yaml, validate_phase,
+    HOMOGENIZATION,
+    builtin_unsupported,
+    check_lattice,
+    check_quaternions,
+    load_phase,
+    phase_yaml,
+    validate_phase,
 )
 
 SOLVERS = ("builtin", "damask")
@@ -73,17 +79,29 @@ class SimulationRecord:
         return self.sigma[:, 0, 0] / 1e6
 
     @classmethod
-    def failed(cls, reason: str, load: LoadCase, *, ve_id=None, solver="builtin",
-               wall_s: float = 0.0) -> "SimulationRecord":
+    def failed(
+        cls, reason: str, load: LoadCase, *, ve_id=None, solver="builtin", wall_s: float = 0.0
+    ) -> SimulationRecord:
         """A failure record with every state NaN (nothing was solved)."""
         n = load.n_increments + 1
         nan = np.full((n, 3, 3), np.nan)
-        return cls(ve_id=ve_id, solver=solver, status="failed", converged=False, reason=reason,
-                   t=load.times(), F=nan.copy(), P=nan.copy(), sigma=nan.copy(), n_converged=0,
-                   iterations=None, wall_s=float(wall_s))
+        return cls(
+            ve_id=ve_id,
+            solver=solver,
+            status="failed",
+            converged=False,
+            reason=reason,
+            t=load.times(),
+            F=nan.copy(),
+            P=nan.copy(),
+            sigma=nan.copy(),
+            n_converged=0,
+            iterations=None,
+            wall_s=float(wall_s),
+        )
 
     @classmethod
-    def from_solve_result(cls, res, load: LoadCase, *, ve_id=None, solver="builtin") -> "SimulationRecord":
+    def from_solve_result(cls, res, load: LoadCase, *, ve_id=None, solver="builtin") -> SimulationRecord:
         """Convert a :class:`matflow_vae3d.cp.spectral.SolveResult` (fields converged,
         reason, t, F, P, sigma, n_converged, iterations, wall_s), padding the states to
         n_inc + 1 with NaN and checking that converged states are finite."""
@@ -96,16 +114,25 @@ class SimulationRecord:
             arrays[name] = full
         n_conv = int(min(int(_numpy(res.n_converged)), n - 1))
         for a in arrays.values():
-            a[n_conv + 1:] = np.nan
+            a[n_conv + 1 :] = np.nan
         converged = bool(res.converged) and n_conv == n - 1
-        reason = "" if converged else (str(getattr(res, "reason", "") or "") or
-                                       f"{n_conv}/{n - 1} increments converged")
+        reason = (
+            "" if converged else (str(getattr(res, "reason", "") or "") or f"{n_conv}/{n - 1} increments converged")
+        )
         if converged and not all(np.isfinite(a).all() for a in arrays.values()):
             converged, reason = False, "solver reported convergence but the states contain NaN/inf"
-        return cls(ve_id=ve_id, solver=solver, status="converged" if converged else "failed",
-                   converged=converged, reason=reason, t=load.times(), n_converged=n_conv,
-                   iterations=_numpy(getattr(res, "iterations", None)),
-                   wall_s=float(getattr(res, "wall_s", 0.0) or 0.0), **arrays)
+        return cls(
+            ve_id=ve_id,
+            solver=solver,
+            status="converged" if converged else "failed",
+            converged=converged,
+            reason=reason,
+            t=load.times(),
+            n_converged=n_conv,
+            iterations=_numpy(getattr(res, "iterations", None)),
+            wall_s=float(getattr(res, "wall_s", 0.0) or 0.0),
+            **arrays,
+        )
 
 
 def _numpy(x):
@@ -133,8 +160,9 @@ def _torch_dtype(dtype):
     import torch
 
     try:
-        return {"float64": torch.float64, "float32": torch.float32, "double": torch.float64,
-                "float": torch.float32}[dtype]
+        return {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}[
+            dtype
+        ]
     except KeyError:
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}") from None
 
@@ -158,8 +186,9 @@ def _prepare(ve, phase: Mapping[str, Any], what: str) -> None:
 
 
 # ----------------------------------------------------------------- builtin solver
-def _solve_builtin(ves: Sequence, phase, load: LoadCase, *, device="cpu", dtype=None,
-                   progress=False, **numerics) -> list[SimulationRecord]:
+def _solve_builtin(
+    ves: Sequence, phase, load: LoadCase, *, device="cpu", dtype=None, progress=False, **numerics
+) -> list[SimulationRecord]:
     """Solve VEs of one grid shape in one batch; a batch-level error falls back to
     one VE at a time so that one bad VE does not fail the others."""
     from matflow_vae3d.cp.spectral import solve
@@ -178,11 +207,16 @@ def _solve_builtin(ves: Sequence, phase, load: LoadCase, *, device="cpu", dtype=
         if len(ves) > 1:
             out = []
             for ve in ves:
-                out += _solve_builtin([ve], phase, load, device=device, dtype=dtype,
-                                      progress=progress, **numerics)
+                out += _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress, **numerics)
             return out
-        return [SimulationRecord.failed(f"builtin solver error: {type(exc).__name__}: {exc}", load,
-                                        ve_id=ves[0].ve_id, wall_s=time.perf_counter() - t0)]
+        return [
+            SimulationRecord.failed(
+                f"builtin solver error: {type(exc).__name__}: {exc}",
+                load,
+                ve_id=ves[0].ve_id,
+                wall_s=time.perf_counter() - t0,
+            )
+        ]
     if len(results) != len(ves):
         raise RuntimeError(f"solver returned {len(results)} results for {len(ves)} VEs")
     records = [SimulationRecord.from_solve_result(r, load, ve_id=ve.ve_id) for r, ve in zip(results, ves)]
@@ -192,26 +226,63 @@ def _solve_builtin(ves: Sequence, phase, load: LoadCase, *, device="cpu", dtype=
 
 
 # ------------------------------------------------------------------ DAMASK solver
-def _solve_damask(ve, phase, phase_name, load, *, job_dir=None, keep_job=True, executable=None,
-                  n_proc=1, mpiexec="mpirun", timeout=None, numerics=None) -> SimulationRecord:
+def _solve_damask(
+    ve,
+    phase,
+    phase_name,
+    load,
+    *,
+    job_dir=None,
+    keep_job=True,
+    executable=None,
+    n_proc=1,
+    mpiexec="mpirun",
+    timeout=None,
+    numerics=None,
+) -> SimulationRecord:
     from matflow_vae3d.cp import damask_driver
 
     tmp = job_dir is None
     job = Path(tempfile.mkdtemp(prefix=f"vae3d-damask-{_safe_name(ve.ve_id)}-")) if tmp else Path(job_dir)
     rec = damask_driver.simulate_damask(
-        ve.grain_map, ve.quaternions, phase, load, job, phase_name=phase_name, size=ve.size,
-        executable=executable, n_proc=n_proc, mpiexec=mpiexec, timeout=timeout,
-        numerics=numerics, ve_id=ve.ve_id)
+        ve.grain_map,
+        ve.quaternions,
+        phase,
+        load,
+        job,
+        phase_name=phase_name,
+        size=ve.size,
+        executable=executable,
+        n_proc=n_proc,
+        mpiexec=mpiexec,
+        timeout=timeout,
+        numerics=numerics,
+        ve_id=ve.ve_id,
+    )
     if rec.converged and (tmp or not keep_job):
         shutil.rmtree(job, ignore_errors=True)
     return rec
 
 
 # ------------------------------------------------------------------------- one VE
-def simulate_ve(ve, material="Mg", load=None, solver: str = "builtin", *, device="cpu", dtype=None,
-                progress: bool = False, job_dir=None, keep_job: bool = True, damask_executable=None,
-                n_proc: int = 1, mpiexec="mpirun", timeout: float | None = None,
-                damask_numerics: Mapping[str, Any] | None = None, **numerics) -> SimulationRecord:
+def simulate_ve(
+    ve,
+    material="Mg",
+    load=None,
+    solver: str = "builtin",
+    *,
+    device="cpu",
+    dtype=None,
+    progress: bool = False,
+    job_dir=None,
+    keep_job: bool = True,
+    damask_executable=None,
+    n_proc: int = 1,
+    mpiexec="mpirun",
+    timeout: float | None = None,
+    damask_numerics: Mapping[str, Any] | None = None,
+    **numerics,
+) -> SimulationRecord:
     """Simulate one VE and return its per-increment record.
 
     ve : VolumeElement (grain_map (nx, ny, nz), quaternions (G, 4), lattice)
@@ -238,12 +309,21 @@ def simulate_ve(ve, material="Mg", load=None, solver: str = "builtin", *, device
     except (ValueError, FileNotFoundError) as exc:
         return SimulationRecord.failed(f"refused: {exc}", load, ve_id=ve_id, solver=solver)
     if solver == "builtin":
-        return _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress,
-                              **numerics)[0]
+        return _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress, **numerics)[0]
     try:
-        return _solve_damask(ve, phase, phase_name, load, job_dir=job_dir, keep_job=keep_job,
-                             executable=damask_executable, n_proc=n_proc, mpiexec=mpiexec,
-                             timeout=timeout, numerics=damask_numerics)
+        return _solve_damask(
+            ve,
+            phase,
+            phase_name,
+            load,
+            job_dir=job_dir,
+            keep_job=keep_job,
+            executable=damask_executable,
+            n_proc=n_proc,
+            mpiexec=mpiexec,
+            timeout=timeout,
+            numerics=damask_numerics,
+        )
     except FileNotFoundError as exc:
         return SimulationRecord.failed(str(exc), load, ve_id=ve_id, solver=solver)
 
@@ -275,9 +355,15 @@ def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, Simulati
         for i, ve in ready:
             groups.setdefault(tuple(np.shape(ve.grain_map)), []).append((i, ve))
         for group in groups.values():
-            recs = _solve_builtin([ve for _, ve in group], opts["phase"], opts["load"],
-                                  device=opts["device"], dtype=opts["dtype"], progress=opts["progress"],
-                                  **opts["numerics"])
+            recs = _solve_builtin(
+                [ve for _, ve in group],
+                opts["phase"],
+                opts["load"],
+                device=opts["device"],
+                dtype=opts["dtype"],
+                progress=opts["progress"],
+                **opts["numerics"],
+            )
             for (i, _), rec in zip(group, recs):
                 records[i] = rec
         return records
@@ -287,9 +373,18 @@ def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, Simulati
         if job is not None and job.exists() and any(job.iterdir()):
             job = Path(tempfile.mkdtemp(prefix=_safe_name(ve.ve_id) + "-", dir=Path(keep_jobs)))
         records[i] = _solve_damask(
-            ve, opts["phase"], opts["phase_name"], opts["load"], job_dir=job, keep_job=True,
-            executable=opts["damask_executable"], n_proc=opts["n_proc"], mpiexec=opts["mpiexec"],
-            timeout=opts["timeout"], numerics=opts["damask_numerics"])
+            ve,
+            opts["phase"],
+            opts["phase_name"],
+            opts["load"],
+            job_dir=job,
+            keep_job=True,
+            executable=opts["damask_executable"],
+            n_proc=opts["n_proc"],
+            mpiexec=opts["mpiexec"],
+            timeout=opts["timeout"],
+            numerics=opts["damask_numerics"],
+        )
     return records
 
 
@@ -308,8 +403,10 @@ def _run_pool(chunks, prepared, opts, workers: int, threads: int, ids, commit) -
 
     ctx = multiprocessing.get_context("spawn")  # torch is not fork-safe once used
     pending: collections.deque = collections.deque()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+    ) as pool:
+
         def drain(keep: int) -> None:
             while len(pending) > keep:
                 chunk, records, fut = pending.popleft()
@@ -336,12 +433,28 @@ def loadcase_yaml(load: LoadCase) -> str:
     return yaml.safe_dump(load.to_damask(), sort_keys=False, default_flow_style=None)
 
 
-def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin", load=None,
-                     batch_size: int = 8, device="cpu", limit: int | None = None,
-                     progress: bool = True, *, dtype=None, keep_jobs=None, damask_executable=None,
-                     n_proc: int = 1, mpiexec="mpirun", timeout: float | None = None,
-                     damask_numerics: Mapping[str, Any] | None = None, workers: int = 1,
-                     worker_threads: int = 1, **numerics) -> dict[str, Any]:
+def simulate_dataset(
+    data_path,
+    out_path,
+    material="Mg",
+    solver: str = "builtin",
+    load=None,
+    batch_size: int = 8,
+    device="cpu",
+    limit: int | None = None,
+    progress: bool = True,
+    *,
+    dtype=None,
+    keep_jobs=None,
+    damask_executable=None,
+    n_proc: int = 1,
+    mpiexec="mpirun",
+    timeout: float | None = None,
+    damask_numerics: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    worker_threads: int = 1,
+    **numerics,
+) -> dict[str, Any]:
     """Simulate the VEs of a dataset and append one row per VE to a CP results file.
 
     data_path : VE dataset file (``vae3d generate``), or a sequence of VolumeElements
@@ -386,17 +499,32 @@ def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin"
         find_damask_grid(damask_executable)
     ves, ids, lattice, close = _open_ves(data_path)
     t_start = time.perf_counter()
-    summary = {"out": str(out_path), "n_considered": 0, "n_skipped": 0, "n_run": 0,
-               "n_converged": 0, "n_failed": 0, "wall_s": 0.0, "failed": []}
+    summary: dict[str, Any] = {
+        "out": str(out_path),
+        "n_considered": 0,
+        "n_skipped": 0,
+        "n_run": 0,
+        "n_converged": 0,
+        "n_failed": 0,
+        "wall_s": 0.0,
+        "failed": [],
+    }
     try:
         if lattice is not None:
             check_lattice(phase, lattice, "dataset")
         n = len(ids) if limit is None else min(len(ids), int(limit))
         writer = ResultsWriter(
-            out_path, t=load.times(), material=phase_yaml(phase), loadcase=loadcase_yaml(load),
-            solver=solver, lattice=phase["lattice"],
-            extra_attrs={"phase_name": phase_name,
-                         "source": str(data_path) if isinstance(data_path, (str, Path)) else ""})
+            out_path,
+            t=load.times(),
+            material=phase_yaml(phase),
+            loadcase=loadcase_yaml(load),
+            solver=solver,
+            lattice=phase["lattice"],
+            extra_attrs={
+                "phase_name": phase_name,
+                "source": str(data_path) if isinstance(data_path, (str, Path)) else "",
+            },
+        )
         with writer:
             done = writer.done_ids()
             todo, seen = [], set(done)
@@ -421,11 +549,22 @@ def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin"
                 bar.set_postfix(converged=summary["n_converged"], failed=summary["n_failed"])
 
             step = int(batch_size) if solver == "builtin" else 1
-            opts = dict(solver=solver, phase=phase, phase_name=phase_name, load=load,
-                        device=device, dtype=dtype, progress=progress and workers == 1,
-                        keep_jobs=keep_jobs, damask_executable=damask_executable, n_proc=n_proc,
-                        mpiexec=mpiexec, timeout=timeout, damask_numerics=damask_numerics,
-                        numerics=numerics)
+            opts = dict(
+                solver=solver,
+                phase=phase,
+                phase_name=phase_name,
+                load=load,
+                device=device,
+                dtype=dtype,
+                progress=progress and workers == 1,
+                keep_jobs=keep_jobs,
+                damask_executable=damask_executable,
+                n_proc=n_proc,
+                mpiexec=mpiexec,
+                timeout=timeout,
+                damask_numerics=damask_numerics,
+                numerics=numerics,
+            )
 
             def prepared(chunk):
                 ready, records = [], {}
@@ -437,11 +576,10 @@ def simulate_dataset(data_path, out_path, material="Mg", solver: str = "builtin"
                         _prepare(ve, phase, f"VE {ids[i]!r}")
                         ready.append((i, ve))
                     except Exception as exc:  # unreadable or invalid VE: record, go on
-                        records[i] = SimulationRecord.failed(
-                            f"refused: {exc}", load, ve_id=ids[i], solver=solver)
+                        records[i] = SimulationRecord.failed(f"refused: {exc}", load, ve_id=ids[i], solver=solver)
                 return ready, records
 
-            chunks = [todo[s:s + step] for s in range(0, len(todo), step)]
+            chunks = [todo[s : s + step] for s in range(0, len(todo), step)]
             try:
                 if workers == 1:
                     for chunk in chunks:
@@ -492,13 +630,15 @@ def read_damask_inputs(vti, material_yaml, load_yaml, *, solver: str = "builtin"
     extra = set(cfg) - {"homogenization", "phase", "material"}
     if extra:
         raise ValueError(f"{material_yaml}: unsupported top-level keys {sorted(extra)}")
-    for k in ("homogenization", "phase", "material"):
-        if not cfg.get(k):
-            raise ValueError(f"{material_yaml}: missing or empty {k!r}")
+    for key in ("homogenization", "phase", "material"):
+        if not cfg.get(key):
+            raise ValueError(f"{material_yaml}: missing or empty {key!r}")
     phases = cfg["phase"]
     if len(phases) != 1:
-        raise ValueError(f"{material_yaml}: several phases ({', '.join(map(str, phases))}) are not supported; "
-                         "the embedded solver handles single-phase polycrystals")
+        raise ValueError(
+            f"{material_yaml}: several phases ({', '.join(map(str, phases))}) are not supported; "
+            "the embedded solver handles single-phase polycrystals"
+        )
     phase_name, phase = next(iter(phases.items()))
     phase = validate_phase(phase)
     if solver == "builtin":
@@ -512,15 +652,20 @@ def read_damask_inputs(vti, material_yaml, load_yaml, *, solver: str = "builtin"
         hom = cfg["homogenization"][h] or {}
         extra = set(hom) - {"N_constituents", "mechanical"}
         if extra:
-            raise ValueError(f"{material_yaml}: homogenization {h!r}: {sorted(extra)} not supported "
-                             "(only mechanical type pass)")
+            raise ValueError(
+                f"{material_yaml}: homogenization {h!r}: {sorted(extra)} not supported (only mechanical type pass)"
+            )
         mtype = (hom.get("mechanical") or {}).get("type")
         if mtype != "pass" or set(hom.get("mechanical") or {}) - {"type", "output"}:
-            raise ValueError(f"{material_yaml}: homogenization {h!r}: mechanical type {mtype!r} not "
-                             "supported (only 'pass', one constituent per material point)")
+            raise ValueError(
+                f"{material_yaml}: homogenization {h!r}: mechanical type {mtype!r} not "
+                "supported (only 'pass', one constituent per material point)"
+            )
         if int(hom.get("N_constituents", 1)) != 1:
-            raise ValueError(f"{material_yaml}: homogenization {h!r}: N_constituents "
-                             f"{hom.get('N_constituents')} not supported (only 1)")
+            raise ValueError(
+                f"{material_yaml}: homogenization {h!r}: N_constituents "
+                f"{hom.get('N_constituents')} not supported (only 1)"
+            )
     quats = []
     for k, m in enumerate(cfg["material"]):
         cons = m.get("constituents") or []
@@ -540,17 +685,37 @@ def read_damask_inputs(vti, material_yaml, load_yaml, *, solver: str = "builtin"
     q = check_quaternions(np.asarray(quats), f"{material_yaml}")
     gm = np.asarray(geom.material)
     if gm.min() < 0 or gm.max() >= len(q):
-        raise ValueError(f"{vti}: material indices span [{gm.min()}, {gm.max()}] but {material_yaml} "
-                         f"defines {len(q)} materials")
+        raise ValueError(
+            f"{vti}: material indices span [{gm.min()}, {gm.max()}] but {material_yaml} defines {len(q)} materials"
+        )
     load = as_loadcase(load_yaml)
-    return {"grain_map": gm.astype(np.int32), "quaternions": q, "phase_name": str(phase_name),
-            "phase": phase, "load": load, "size": np.asarray(geom.size, dtype=np.float64)}
+    return {
+        "grain_map": gm.astype(np.int32),
+        "quaternions": q,
+        "phase_name": str(phase_name),
+        "phase": phase,
+        "load": load,
+        "size": np.asarray(geom.size, dtype=np.float64),
+    }
 
 
-def simulate_damask_inputs(vti, material_yaml, load_yaml, solver: str = "builtin", out=None, *,
-                           device="cpu", dtype=None, progress: bool = False, job_dir=None,
-                           damask_executable=None, n_proc: int = 1, mpiexec="mpirun",
-                           timeout: float | None = None, **numerics) -> SimulationRecord:
+def simulate_damask_inputs(
+    vti,
+    material_yaml,
+    load_yaml,
+    solver: str = "builtin",
+    out=None,
+    *,
+    device="cpu",
+    dtype=None,
+    progress: bool = False,
+    job_dir=None,
+    damask_executable=None,
+    n_proc: int = 1,
+    mpiexec="mpirun",
+    timeout: float | None = None,
+    **numerics,
+) -> SimulationRecord:
     """Run a DAMASK grid job (geometry .vti, material.yaml, load.yaml) and return its record.
 
     solver 'builtin' runs it on the embedded solver, without DAMASK (unsupported
@@ -568,9 +733,15 @@ def simulate_damask_inputs(vti, material_yaml, load_yaml, solver: str = "builtin
     ve_id = Path(vti).name.removesuffix(".vti")
     writer = None
     if out is not None:
-        writer = ResultsWriter(out, t=load.times(), material=phase_yaml(phase),
-                               loadcase=loadcase_yaml(load), solver=solver, lattice=phase["lattice"],
-                               extra_attrs={"phase_name": job["phase_name"], "source": str(vti)})
+        writer = ResultsWriter(
+            out,
+            t=load.times(),
+            material=phase_yaml(phase),
+            loadcase=loadcase_yaml(load),
+            solver=solver,
+            lattice=phase["lattice"],
+            extra_attrs={"phase_name": job["phase_name"], "source": str(vti)},
+        )
         if ve_id in writer.done_ids():
             writer.close()
             raise ValueError(f"{out} already holds a result for {ve_id!r}; choose another --out")
@@ -578,10 +749,8 @@ def simulate_damask_inputs(vti, material_yaml, load_yaml, solver: str = "builtin
         if solver == "builtin":
             from matflow_vae3d.microstructure.volume_element import VolumeElement
 
-            ve = VolumeElement(job["grain_map"], job["quaternions"], phase["lattice"], size=job["size"],
-                               ve_id=ve_id)
-            rec = _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress,
-                                 **numerics)[0]
+            ve = VolumeElement(job["grain_map"], job["quaternions"], phase["lattice"], size=job["size"], ve_id=ve_id)
+            rec = _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress, **numerics)[0]
         else:
             from matflow_vae3d.cp import damask_driver
 
@@ -590,8 +759,9 @@ def simulate_damask_inputs(vti, material_yaml, load_yaml, solver: str = "builtin
             shutil.copyfile(vti, d / damask_driver.GEOM_FILE)
             shutil.copyfile(material_yaml, d / damask_driver.MATERIAL_FILE)
             shutil.copyfile(load_yaml, d / damask_driver.LOAD_FILE)
-            rec = damask_driver.run_job(d, load, executable=damask_executable, n_proc=n_proc,
-                                        mpiexec=mpiexec, timeout=timeout, ve_id=ve_id)
+            rec = damask_driver.run_job(
+                d, load, executable=damask_executable, n_proc=n_proc, mpiexec=mpiexec, timeout=timeout, ve_id=ve_id
+            )
         rec.ve_id = ve_id
         if writer is not None:
             writer.append(rec)
@@ -602,6 +772,13 @@ def simulate_damask_inputs(vti, material_yaml, load_yaml, solver: str = "builtin
 
 
 __all__ = [
-    "SimulationRecord", "SOLVERS", "as_loadcase", "simulate_ve", "simulate_dataset",
-    "read_damask_inputs", "simulate_damask_inputs", "loadcase_yaml", "HOMOGENIZATION",
+    "SimulationRecord",
+    "SOLVERS",
+    "as_loadcase",
+    "simulate_ve",
+    "simulate_dataset",
+    "read_damask_inputs",
+    "simulate_damask_inputs",
+    "loadcase_yaml",
+    "HOMOGENIZATION",
 ]

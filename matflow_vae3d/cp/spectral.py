@@ -22,8 +22,8 @@ import ctypes
 import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,16 +34,16 @@ from .loadcase import LoadCase
 from .phenopowerlaw import from_phase
 
 DEFAULT_NUMERICS = dict(
-    tol_div=1e-5,        # rms of the non-equilibrated (compatible) part of P / |mean P|
-    tol_div_abs=1.0,     # Pa, floor of the above
-    tol_bc=1e-5,         # |mean P - P_aim| on stress components / max|mean P|
-    tol_bc_abs=1.0,      # Pa
-    max_iter=25,         # Newton iterations per (sub)increment
-    max_cutback=3,       # halvings of the time step before a VE is declared failed
-    cg_tol=1e-4,         # relative residual of each linear solve
+    tol_div=1e-5,  # rms of the non-equilibrated (compatible) part of P / |mean P|
+    tol_div_abs=1.0,  # Pa, floor of the above
+    tol_bc=1e-5,  # |mean P - P_aim| on stress components / max|mean P|
+    tol_bc_abs=1.0,  # Pa
+    max_iter=25,  # Newton iterations per (sub)increment
+    max_cutback=3,  # halvings of the time step before a VE is declared failed
+    cg_tol=1e-4,  # relative residual of each linear solve
     cg_maxiter=300,
-    rtol_Lp=1e-8,        # local Newton on L_p (DAMASK: 1e-6)
-    rtol_state=1e-7,     # local state fixed point (DAMASK: 1e-6)
+    rtol_Lp=1e-8,  # local Newton on L_p (DAMASK: 1e-6)
+    rtol_state=1e-7,  # local state fixed point (DAMASK: 1e-6)
 )
 #: defaults that differ in float32 (its resolution, 1.2e-7, rules out the float64 tolerances)
 _DEBUG = False
@@ -101,8 +101,8 @@ def _keep_freed_memory():
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return
-    mallopt(-3, 1 << 30)            # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap
-    mallopt(-1, (1 << 31) - 1)      # M_TRIM_THRESHOLD: do not give the heap top back
+    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks below 1 GiB come from the heap
+    mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD: do not give the heap top back
 
 
 def _frequencies(cells, size, device, dtype):
@@ -110,13 +110,12 @@ def _frequencies(cells, size, device, dtype):
     axes = []
     for d, (n, L) in enumerate(zip(cells, size)):
         k = np.fft.rfftfreq(n, 1.0 / n) if d == 2 else np.fft.fftfreq(n, 1.0 / n)
-        k = np.where((n % 2 == 0) & (np.abs(k) == n // 2), 0.0, k)   # Nyquist component -> 0
+        k = np.where((n % 2 == 0) & (np.abs(k) == n // 2), 0.0, k)  # Nyquist component -> 0
         axes.append(2 * np.pi * k / L)
     X = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
-    n2 = (X ** 2).sum(-1)
+    n2 = (X**2).sum(-1)
     inv = np.where(n2 > 0, 1.0 / np.where(n2 > 0, n2, 1.0), 0.0)
-    return (torch.as_tensor(X, device=device, dtype=dtype),
-            torch.as_tensor(inv, device=device, dtype=dtype))
+    return (torch.as_tensor(X, device=device, dtype=dtype), torch.as_tensor(inv, device=device, dtype=dtype))
 
 
 class _Projector:
@@ -169,16 +168,16 @@ class _Batch:
                 raise ValueError(f"VE {b}: grain index {maps[b].max()} but only {len(q)} orientations")
             Rg = elasticity.quaternion_to_matrix(q)
             R.append(Rg[maps[b].reshape(-1)])
-        ld = law.dtype                      # local (constitutive) precision: always float64
-        R = torch.as_tensor(np.stack(R), device=device, dtype=ld)                # (B, N, 3, 3)
+        ld = law.dtype  # local (constitutive) precision: always float64
+        R = torch.as_tensor(np.stack(R), device=device, dtype=ld)  # (B, N, 3, 3)
         # F_p0 = R / det(R)^(1/3) = R  ->  F_p0^-1 = R^T
         self.invFp = R.transpose(-1, -2).reshape(B, *self.cells, 3, 3).contiguous()
         eye = torch.eye(3, device=device, dtype=dtype)
         self.F = eye.expand(B, *self.cells, 3, 3).clone()
-        self.dF_last = torch.zeros_like(self.F)                                 # F(t) - F(t - dt_last)
+        self.dF_last = torch.zeros_like(self.F)  # F(t) - F(t - dt_last)
         self.dt_last = torch.zeros(B, device=device, dtype=dtype)
         self.state = law.state0.expand(B, *self.cells, law.law.n_state).clone()
-        self.dstate_last = torch.zeros_like(self.state)                         # state(t) - state(t - dt_last)
+        self.dstate_last = torch.zeros_like(self.state)  # state(t) - state(t - dt_last)
         self.Lp = torch.zeros_like(self.invFp)
         self.P = torch.zeros_like(self.F)
         self.G = _Projector(self.cells, size, device, dtype)
@@ -197,12 +196,18 @@ class _Batch:
             Lp0, st0 = self.Lp[idx], self.state[idx]
         else:
             Lp0, st0 = guess["Lp"], guess["state"]
-        out = self.law.update(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
-                              self.state[idx].reshape(*sh, -1), Lp0.reshape(*sh, 3, 3),
-                              st0.reshape(*sh, -1), dt, tangent=tangent,
-                              F0=self.F[idx].reshape(*sh, 3, 3).to(self.law.dtype),
-                              rtol_state=max(self.num["rtol_state"], 1e-5) if loose else self.num["rtol_state"],
-                              rtol_Lp=max(self.num["rtol_Lp"], 1e-6) if loose else self.num["rtol_Lp"])
+        out = self.law.update(
+            F.reshape(*sh, 3, 3).to(self.law.dtype),
+            self.invFp[idx].reshape(*sh, 3, 3),
+            self.state[idx].reshape(*sh, -1),
+            Lp0.reshape(*sh, 3, 3),
+            st0.reshape(*sh, -1),
+            dt,
+            tangent=tangent,
+            F0=self.F[idx].reshape(*sh, 3, 3).to(self.law.dtype),
+            rtol_state=max(self.num["rtol_state"], 1e-5) if loose else self.num["rtol_state"],
+            rtol_Lp=max(self.num["rtol_Lp"], 1e-6) if loose else self.num["rtol_Lp"],
+        )
         shp = (nb, *self.cells)
         res = {k: (v.reshape(*shp, *v.shape[1:]) if v is not None else None) for k, v in out.items()}
         res["P"] = res["P"].to(self.dtype)
@@ -214,8 +219,14 @@ class _Batch:
         nb = len(idx)
         sh = (nb * self.N,)
         state0 = self.state[idx].reshape(*sh, -1) if self.full_tangent else None
-        K = self.law.tangent(F.reshape(*sh, 3, 3).to(self.law.dtype), self.invFp[idx].reshape(*sh, 3, 3),
-                             out["Lp"].reshape(*sh, 3, 3), out["state"].reshape(*sh, -1), dt, state0=state0)
+        K = self.law.tangent(
+            F.reshape(*sh, 3, 3).to(self.law.dtype),
+            self.invFp[idx].reshape(*sh, 3, 3),
+            out["Lp"].reshape(*sh, 3, 3),
+            out["state"].reshape(*sh, -1),
+            dt,
+            state0=state0,
+        )
         return K.reshape(nb, *self.cells, 9, 9).to(self.dtype)
 
     def _cg(self, K, mask, b_field, b_mac):
@@ -238,10 +249,12 @@ class _Batch:
         rr0 = rr.clone()
         active = rr0 > 0
         it = 0
-        for it in range(1, num["cg_maxiter"] + 1):
+        for it in range(1, num["cg_maxiter"] + 1):  # noqa: B007 - the count is returned
             qX, qy = op(pX, py)
             pq = dot(pX, py, qX, qy)
-            alpha = torch.where(active & (pq != 0), rr / torch.where(pq != 0, pq, torch.ones_like(pq)), torch.zeros_like(rr))
+            alpha = torch.where(
+                active & (pq != 0), rr / torch.where(pq != 0, pq, torch.ones_like(pq)), torch.zeros_like(rr)
+            )
             a5 = alpha[:, None, None, None, None, None]
             X = X + a5 * pX
             y = y + alpha[:, None, None] * py
@@ -289,7 +302,7 @@ class _Batch:
         res_base = None
         rho1 = torch.full((nb,), float("inf"), device=self.device, dtype=self.dtype)
         stalled = torch.zeros(nb, dtype=torch.bool, device=self.device)
-        loose = True     # inexact local solves while far from equilibrium (inexact Newton)
+        loose = True  # inexact local solves while far from equilibrium (inexact Newton)
         for it in range(2 * num["max_iter"] + 2):
             out = self._constitutive(idx, F, dt, guess=out, loose=loose)
             P = out["P"]
@@ -304,17 +317,19 @@ class _Batch:
             tol_bc = torch.clamp(num["tol_bc"] * Pbar.abs().flatten(1).amax(-1), min=num["tol_bc_abs"])
             now = (err_div <= tol_div) & (err_bc <= tol_bc) & local_ok & finite
             if loose and bool((now & ~conv).any()):
-                loose = False            # re-evaluate with tight local tolerances, then decide
+                loose = False  # re-evaluate with tight local tolerances, then decide
                 continue
             if _DEBUG:
-                print(f"  it {it} dt {dt:.3g} loose {loose} div {(err_div / scale).tolist()} bc {err_bc.tolist()} "
-                      f"local_ok {local_ok.tolist()}")
+                print(
+                    f"  it {it} dt {dt:.3g} loose {loose} div {(err_div / scale).tolist()} bc {err_bc.tolist()} "
+                    f"local_ok {local_ok.tolist()}"
+                )
             newly_bad = ~finite & ~failed & ~conv
             for j in torch.nonzero(newly_bad).flatten().tolist():
                 reasons[j] = "NaN/inf in the stress field"
             failed = failed | newly_bad
             conv = conv | (now & ~failed)
-            rho = torch.maximum(err_div / tol_div, err_bc / tol_bc)       # distance in tolerances
+            rho = torch.maximum(err_div / tol_div, err_bc / tol_bc)  # distance in tolerances
             rho1 = torch.where(iters == 1, rho, rho1)
             if give_up:
                 stuck = ~conv & ~failed & ~stalled & (iters >= STALL_ITERS) & ~(rho <= STALL_RATIO * rho1)
@@ -349,8 +364,9 @@ class _Batch:
                 upd = torch.where(t6, X + y[:, None, None, None], upd)
                 res_base = torch.where(take, res, res_base)
                 step = torch.where(take, torch.ones_like(step), step)
-            F = torch.where(todo[:, None, None, None, None, None],
-                            F_base + step[:, None, None, None, None, None] * upd, F)
+            F = torch.where(
+                todo[:, None, None, None, None, None], F_base + step[:, None, None, None, None, None] * upd, F
+            )
         for j in torch.nonzero(~conv & ~failed).flatten().tolist():
             reasons[j] = f"no convergence in {num['max_iter']} iterations"
         # commit converged VEs
@@ -388,7 +404,7 @@ def _fit_level(level, left):
     """The sub-step level (dt / 2^level) nearest ``level`` whose sub-step fits in ``left``
     (a Fraction of dt that is a multiple of the sub-steps taken so far)."""
     level = max(int(level), 0)
-    while Fraction(1, 2 ** level) > left:
+    while Fraction(1, 2**level) > left:
         level += 1
     return level
 
@@ -403,8 +419,18 @@ def _step_targets(step, Fbar_start, t_in_step):
     return np.where(mask_F, target, np.nan)
 
 
-def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, device="cpu",
-          dtype=torch.float64, progress=False, size=(1.0, 1.0, 1.0), **numerics) -> list[SolveResult]:
+def solve(
+    material_maps,
+    quaternions: Sequence,
+    phase: dict,
+    load: LoadCase,
+    *,
+    device="cpu",
+    dtype=torch.float64,
+    progress=False,
+    size=(1.0, 1.0, 1.0),
+    **numerics,
+) -> list[SolveResult]:
     """Run the load case on a batch of VEs of one grid.
 
     material_maps: (B, nx, ny, nz) int, 0-based grain index per cell, indexed [ix, iy, iz].
@@ -435,25 +461,24 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
     batch = _Batch(law, maps, quaternions, size, torch.device(device), dtype, num)
     B = batch.B
 
-    times = [0.0]
     Fr, Pr, Sr = batch.record()
     recF, recP, recS = [[Fr[b]] for b in range(B)], [[Pr[b]] for b in range(B)], [[Sr[b]] for b in range(B)]
     rect = [[0.0] for _ in range(B)]
     alive = np.ones(B, dtype=bool)
     reason = [""] * B
     n_conv = np.zeros(B, dtype=int)
-    iters = [[] for _ in range(B)]
+    iters: list[list[int]] = [[] for _ in range(B)]
     t = 0.0
     n_total = load.n_increments
     bar = tqdm(total=n_total, disable=not progress, desc="CP increments", leave=False)
     inc = 0
-    start_level = np.zeros(B, dtype=int)          # sub-step level each VE starts its next increment on
+    start_level = np.zeros(B, dtype=int)  # sub-step level each VE starts its next increment on
     # levels that do not count as cutbacks: the first increment's up-front sub-steps, until
     # the VE has converged on a longer step (max_cutback halvings are allowed below them)
     free = np.zeros(B, dtype=int)
     for step in load.steps:
         mask = step.stress_mask
-        Fbar_start = batch._mean(batch.F).cpu().numpy()            # (B, 3, 3)
+        Fbar_start = batch._mean(batch.F).cpu().numpy()  # (B, 3, 3)
         dt = step.t / step.N
         if inc == 0:
             # first increment, nothing to extrapolate from: where the elastic predictor overshoots
@@ -470,31 +495,32 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
             # increment and into the next (so a cutback, e.g. at the onset of plasticity, does
             # not slow the rest of the run down)
             todo = np.nonzero(alive)[0]
-            done = {int(b): Fraction(0) for b in todo}          # fraction of dt done
+            done = {int(b): Fraction(0) for b in todo}  # fraction of dt done
             level = {int(b): int(start_level[b]) for b in todo}
             it_sum = {int(b): 0 for b in todo}
             pending = list(todo)
             while pending:
                 # group VEs by their current sub-step level and progress
-                groups = {}
+                groups: dict[tuple, list[int]] = {}
                 for b in pending:
                     groups.setdefault((level[b], done[b]), []).append(b)
                 pending = []
-                for (lev, fr), members in groups.items():
-                    ddt = dt / 2 ** lev
+                for (lev, fr), group in groups.items():
+                    ddt = dt / 2**lev
                     tt = k * dt + float(fr) * dt + ddt
-                    members = np.array(members)
+                    members = np.array(group)
                     idx = torch.as_tensor(members, device=batch.device)
                     # targets per VE (start of step may differ per VE for stress comps; deformation
                     # comps are identical) -> use the first VE's (all share the load)
                     Faim = _step_targets(step, Fbar_start[members[0]], tt)
-                    conv, its, why = batch.increment(idx, Faim, step.stress, mask, ddt,
-                                                     give_up=lev < num["max_cutback"] + int(free[members].min()))
+                    conv, its, why = batch.increment(
+                        idx, Faim, step.stress, mask, ddt, give_up=lev < num["max_cutback"] + int(free[members].min())
+                    )
                     for j, b in enumerate(members):
                         b = int(b)
                         it_sum[b] += int(its[j])
                         if bool(conv[j]):
-                            done[b] = fr + Fraction(1, 2 ** lev)
+                            done[b] = fr + Fraction(1, 2**lev)
                             free[b] = min(free[b], lev)
                             grow = lev > 0 and int(its[j]) <= GROW_ITERS
                             start_level[b] = lev - 1 if grow else lev
@@ -524,7 +550,17 @@ def solve(material_maps, quaternions: Sequence, phase: dict, load: LoadCase, *, 
             break
     bar.close()
     wall = time.perf_counter() - t_start
-    return [SolveResult(converged=bool(alive[b]), reason=reason[b], t=np.asarray(rect[b]),
-                        F=np.asarray(recF[b]), P=np.asarray(recP[b]), sigma=np.asarray(recS[b]),
-                        n_converged=int(n_conv[b]), iterations=np.asarray(iters[b], dtype=int),
-                        wall_s=wall) for b in range(B)]
+    return [
+        SolveResult(
+            converged=bool(alive[b]),
+            reason=reason[b],
+            t=np.asarray(rect[b]),
+            F=np.asarray(recF[b]),
+            P=np.asarray(recP[b]),
+            sigma=np.asarray(recS[b]),
+            n_converged=int(n_conv[b]),
+            iterations=np.asarray(iters[b], dtype=int),
+            wall_s=wall,
+        )
+        for b in range(B)
+    ]

@@ -155,8 +155,16 @@ def _write_single_ve_dataset(ve, action: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- actions
-def generate_VE(VEs_per_shard, VE_shard=0, VE_preset="train", VE_overrides=None,
-                crystal_structure=None, VE_grid=None, VE_seed=0, VE_id_prefix="ve"):
+def generate_VE(
+    VEs_per_shard,
+    VE_shard=0,
+    VE_preset="train",
+    VE_overrides=None,
+    crystal_structure=None,
+    VE_grid=None,
+    VE_seed=0,
+    VE_id_prefix="ve",
+):
     """One shard of VEs -> {'VE_dataset': relative path}.
 
     VE_preset: a generator preset (train, large, small, elongated, brass, copper, cube,
@@ -241,9 +249,28 @@ def _merge_shards(paths: list[Path], n_val: int, train_out: Path, val_out: Path)
 
 #: VAE_config keys that set model fields (the rest are train_vae arguments).
 _VAE_MODEL_KEYS = ("widths", "hidden", "latent", "latent_channels", "representation")
-_VAE_OPTIONS = ("preset", *_VAE_MODEL_KEYS, "epochs", "batch_size", "lr", "weight_decay", "optimizer",
-                "warmup_steps", "alpha", "kl_weight", "orientation_loss", "roll", "gradient_clip", "seed",
-                "accelerator", "devices", "strategy", "precision", "num_workers", "checkpoint_every_n_steps")
+_VAE_OPTIONS = (
+    "preset",
+    *_VAE_MODEL_KEYS,
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "warmup_steps",
+    "alpha",
+    "kl_weight",
+    "orientation_loss",
+    "roll",
+    "gradient_clip",
+    "seed",
+    "accelerator",
+    "devices",
+    "strategy",
+    "precision",
+    "num_workers",
+    "checkpoint_every_n_steps",
+)
 
 
 def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
@@ -274,8 +301,15 @@ def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
         overrides["widths"] = tuple(int(v) for v in overrides["widths"].split(","))
     if "devices" in cfg and str(cfg["devices"]).isdigit():
         cfg["devices"] = int(cfg["devices"])
-    train_vae(run_dir / "train.h5", run_dir, val=(run_dir / "val.h5") if n_val else None,
-              overrides=overrides, progress=_progress(), resume=True, **cfg)
+    train_vae(
+        run_dir / "train.h5",
+        run_dir,
+        val=(run_dir / "val.h5") if n_val else None,
+        overrides=overrides,
+        progress=_progress(),
+        resume=True,
+        **cfg,
+    )
     return {"VAE_checkpoint": f"{rel_dir}/model.pt"}
 
 
@@ -288,8 +322,9 @@ def evaluate_VAE(VAE_checkpoint, VE_dataset):
     png, rel = output_path("evaluate_VAE", "reconstructions", ".png")
     x, recon = res["examples"]
     plot_reconstructions(x, recon, png, representation=meta["representation"], lattice=meta["lattice"])
-    metrics = {f"{k}_{s}": float(res[f"{k}_{s}"]) for k in ("quat", "deg", "within5", "within15")
-               for s in ("mean", "std")}
+    metrics = {
+        f"{k}_{s}": float(res[f"{k}_{s}"]) for k in ("quat", "deg", "within5", "within15") for s in ("mean", "std")
+    }
     metrics["n"] = int(res["n"])
     return {"VAE_metrics": metrics, "VAE_plots": [rel]}
 
@@ -341,20 +376,21 @@ def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options) -> 
 
     load = loadcase_of(uniaxial_load)
     out, rel = output_path("simulate_uniaxial", "cp_results")
-    simulate_dataset(data, out, material=CP_material, solver=CP_solver, load=load,
-                     progress=_progress(), **dict(CP_options or {}))
+    simulate_dataset(
+        data, out, material=CP_material, solver=CP_solver, load=load, progress=_progress(), **dict(CP_options or {})
+    )
     return rel
 
 
-def simulate_uniaxial(VE_dataset, CP_material="Mg", uniaxial_load=None, CP_solver="builtin",
-                      CP_options=None):
+def simulate_uniaxial(VE_dataset, CP_material="Mg", uniaxial_load=None, CP_solver="builtin", CP_options=None):
     """CP uniaxial tension of one VE dataset shard -> {'CP_results': relative path}."""
     data = resolve_input(VE_dataset, "VE dataset")
     return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options)}
 
 
-def simulate_volume_element(volume_element, crystal_structure=None, CP_material="Mg",
-                            uniaxial_load=None, CP_solver="builtin", CP_options=None):
+def simulate_volume_element(
+    volume_element, crystal_structure=None, CP_material="Mg", uniaxial_load=None, CP_solver="builtin", CP_options=None
+):
     """CP uniaxial tension of MatFlow's ``volume_element`` -> {'CP_results': path}.
     The crystal structure defaults to the material's."""
     if crystal_structure is None:
@@ -377,9 +413,14 @@ def _as_list(v) -> list:
 def _surrogate_table(manifest: dict):
     from ..surrogate.table import build_table
 
-    return build_table(manifest["fingerprints"], manifest["CP_results"],
-                       component=manifest["component"], val_fraction=manifest["val_fraction"],
-                       test_fraction=manifest["test_fraction"], seed=manifest["seed"])
+    return build_table(
+        manifest["fingerprints"],
+        manifest["CP_results"],
+        component=manifest["component"],
+        val_fraction=manifest["val_fraction"],
+        test_fraction=manifest["test_fraction"],
+        seed=manifest["seed"],
+    )
 
 
 def plot_latent_PCA(fingerprints):
@@ -389,8 +430,9 @@ def plot_latent_PCA(fingerprints):
     from ..vae.fingerprints import read_fingerprints
 
     # the roll-invariant summaries, as `vae3d latent` uses (for a dense VAE: mu itself)
-    mus = [read_fingerprints(resolve_input(p, "fingerprints"))["summary"]
-           for p in _as_list(fingerprints) if p is not None]
+    mus = [
+        read_fingerprints(resolve_input(p, "fingerprints"))["summary"] for p in _as_list(fingerprints) if p is not None
+    ]
     if not mus:
         raise ValueError("plot_latent_PCA: no fingerprint files")
     mu = np.concatenate(mus)
@@ -407,9 +449,11 @@ def _ensure_split(table, manifest: dict, tries: int = 1000) -> None:
     from ..surrogate.table import split_by_id
 
     def ok(split):
-        return ((split == "train").any()
-                and ((split == "test").any() or manifest["test_fraction"] == 0)
-                and ((split == "val").any() or manifest["val_fraction"] == 0))
+        return (
+            (split == "train").any()
+            and ((split == "test").any() or manifest["test_fraction"] == 0)
+            and ((split == "val").any() or manifest["val_fraction"] == 0)
+        )
 
     if ok(table.split):
         return
@@ -442,7 +486,8 @@ def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_t
         raise ValueError(f"nothing to train on: {len(fps)} fingerprint and {len(cps)} CP result files")
     cfg = dict(surrogate_config or {})
     manifest = {
-        "fingerprints": fps, "CP_results": cps,
+        "fingerprints": fps,
+        "CP_results": cps,
         "component": str(cfg.pop("component", "xx")),
         "val_fraction": float(cfg.pop("val_fraction", 0.1)),
         "test_fraction": float(surrogate_test_fraction),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from matflow_vae3d.fileio import atomic_output
 
 FORMAT = "matflow-vae3d/workflow-export"
@@ -46,8 +47,8 @@ def resolve_path(wk_path: str | Path, p: str | None) -> Path | None:
     workflow folder)."""
     if p is None:
         return None
-    p = Path(p)
-    return p if p.is_absolute() else Path(wk_path) / p
+    path = Path(p)
+    return path if path.is_absolute() else Path(wk_path) / path
 
 
 def run_failure_message(wk_path: str | Path, run_id: int) -> str:
@@ -90,8 +91,15 @@ def workflow_elements(workflow) -> dict[str, list[dict]]:
             continue
         for el in task.elements:
             status, run_id = _element_status(el)
-            rec = {"task": task.unique_name, "element": el.index, "status": status,
-                   "run_id": run_id, "file": None, "ve_dataset": None, "error": ""}
+            rec = {
+                "task": task.unique_name,
+                "element": el.index,
+                "status": status,
+                "run_id": run_id,
+                "file": None,
+                "ve_dataset": None,
+                "error": "",
+            }
             try:
                 rec["ve_dataset"] = resolve_path(wk.path, el.get("inputs.VE_dataset"))
             except Exception:
@@ -149,9 +157,7 @@ def export_workflow(workflow) -> dict[str, Any]:
     wk = _open_workflow(workflow)
     elems = workflow_elements(wk)
     if not elems["fingerprint"] and not elems["simulate"]:
-        raise ValueError(
-            f"workflow {wk.path} has no {FINGERPRINT_OBJECTIVE} or {SIMULATE_OBJECTIVE} task"
-        )
+        raise ValueError(f"workflow {wk.path} has no {FINGERPRINT_OBJECTIVE} or {SIMULATE_OBJECTIVE} task")
     order: dict[str, int] = {}
 
     def idx(v: str) -> int:
@@ -162,7 +168,7 @@ def export_workflow(workflow) -> dict[str, Any]:
     # ---- CP results
     cp_rows: dict[str, dict] = {}
     t = None
-    meta = {"material": set(), "loadcase": set(), "solver": set(), "lattice": set()}
+    meta: dict[str, set[str]] = {"material": set(), "loadcase": set(), "solver": set(), "lattice": set()}
     failed_rows: dict[str, tuple[str, int]] = {}
     for rec in elems["simulate"]:
         if rec["file"] is not None:
@@ -179,10 +185,10 @@ def export_workflow(workflow) -> dict[str, Any]:
                 cp_rows[str(v)] = {k: r[k][i] for k in ("status", "reason", "sigma", "F", "P", "n_converged")}
                 cp_rows[str(v)]["shard"] = rec["element"]
         elif rec["status"] == "error":
-            reason = f"CP shard failed ({rec['task']} element {rec['element']}): {rec['error']}"
+            why = f"CP shard failed ({rec['task']} element {rec['element']}): {rec['error']}"
             for v in _ve_ids_of(rec):
                 idx(v)
-                failed_rows[v] = (reason, rec["element"])
+                failed_rows[v] = (why, rec["element"])
     for k in ("loadcase",):
         if len(meta[k]) > 1:
             raise ValueError(f"workflow mixes CP results of {len(meta[k])} different {k}s")
@@ -246,9 +252,18 @@ def export_workflow(workflow) -> dict[str, Any]:
         "matflow_version": str(getattr(mf, "__version__", "")),
     }
     return {
-        "ve_id": ve_id, "mu": mu, "has_fingerprint": has_fp, "status": status,
-        "reason": reason, "t": t if t is not None else np.zeros(0), "sigma": sigma,
-        "F": F, "P": P, "n_converged": n_conv, "shard": shard, "provenance": prov,
+        "ve_id": ve_id,
+        "mu": mu,
+        "has_fingerprint": has_fp,
+        "status": status,
+        "reason": reason,
+        "t": t if t is not None else np.zeros(0),
+        "sigma": sigma,
+        "F": F,
+        "P": P,
+        "n_converged": n_conv,
+        "shard": shard,
+        "provenance": prov,
     }
 
 
@@ -291,6 +306,7 @@ def read_export(path: str | Path) -> dict[str, Any]:
             out[k] = v
         out["provenance"] = {
             k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
-            for k, v in f.attrs.items() if k not in ("format", "format_version")
+            for k, v in f.attrs.items()
+            if k not in ("format", "format_version")
         }
     return out

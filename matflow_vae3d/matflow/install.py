@@ -94,9 +94,7 @@ def render(out_dir: str | Path, python: str | None = None, extra_setup: list[str
     out_dir.mkdir(parents=True, exist_ok=True)
     schemas = (SCHEMAS_DIR / "vae3d_task_schemas.yaml").read_text()
     schemas = schemas.replace(SCRIPTS_PLACEHOLDER, SCRIPTS_DIR.as_posix())
-    missing = [
-        p for p in _script_paths(schemas) if not Path(p).is_file()
-    ]
+    missing = [p for p in _script_paths(schemas) if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"task schemas reference missing action scripts: {missing}")
     paths = {k: out_dir / v for k, v in _SOURCES.items()}
@@ -201,7 +199,11 @@ def install(
     mf.reload_template_components(warn=False)  # raises before saving if invalid
     if added:
         mf.config.save()
-    return {"config_file": str(mf.config.config_file_path), "rendered": {k: str(v) for k, v in paths.items()}, "added": added}
+    return {
+        "config_file": str(mf.config.config_file_path),
+        "rendered": {k: str(v) for k, v in paths.items()},
+        "added": added,
+    }
 
 
 def uninstall(config_dir: str | Path | None = None) -> dict[str, Any]:

@@ -16,8 +16,9 @@ def _has_param(wk, param: str) -> bool:
     return False
 
 
-def add_fingerprint(workflow, model: str = "pretrained", wait: bool = True,
-                    source: str = "auto", submit: bool = True) -> dict[str, Any]:
+def add_fingerprint(
+    workflow, model: str = "pretrained", wait: bool = True, source: str = "auto", submit: bool = True
+) -> dict[str, Any]:
     """Add a fingerprint task to an existing workflow and submit only it.
 
     workflow : path of a MatFlow workflow (or a loaded ``Workflow``) with VEs: a task
@@ -58,8 +59,7 @@ def add_fingerprint(workflow, model: str = "pretrained", wait: bool = True,
         schema = getattr(mf.task_schemas, name)
     except AttributeError as exc:
         raise ValueError(
-            f"task schema {name} is not registered in this MatFlow config: run "
-            "`vae3d matflow install` first"
+            f"task schema {name} is not registered in this MatFlow config: run `vae3d matflow install` first"
         ) from exc
     task = mf.Task(schema=schema, inputs={"VAE_checkpoint": model or "pretrained"})
     wk.add_task(task)
@@ -68,10 +68,14 @@ def add_fingerprint(workflow, model: str = "pretrained", wait: bool = True,
     if submit:
         wk.submit(tasks=[new.index], wait=wait, add_to_known=False, status=False, quiet=True)
         if wait:
-            statuses = [el.action_runs[-1].status.name if el.action_runs else "pending"
-                        for el in new.elements]
-    return {"task": new.unique_name, "task_index": new.index, "schema": name,
-            "elements": len(new.elements), "statuses": statuses}
+            statuses = [el.action_runs[-1].status.name if el.action_runs else "pending" for el in new.elements]
+    return {
+        "task": new.unique_name,
+        "task_index": new.index,
+        "schema": name,
+        "elements": len(new.elements),
+        "statuses": statuses,
+    }
 
 
 def preview_jobscripts(workflow) -> list[dict[str, Any]]:
@@ -109,9 +113,16 @@ def preview_jobscripts(workflow) -> list[dict[str, Any]]:
         except Exception:  # direct scheduler: no submit command of its own
             cmd = []
         tasks = [task_names.get(i, "?") for b in js.blocks for i in b.task_insert_IDs]
-        out.append({
-            "index": js.index, "tasks": tasks, "is_array": bool(js.is_array),
-            "num_elements": int(js.blocks[0].num_elements), "num_cores": js.resources.num_cores,
-            "directives": directives, "submit_command": [str(c) for c in cmd], "text": text,
-        })
+        out.append(
+            {
+                "index": js.index,
+                "tasks": tasks,
+                "is_array": bool(js.is_array),
+                "num_elements": int(js.blocks[0].num_elements),
+                "num_cores": js.resources.num_cores,
+                "directives": directives,
+                "submit_command": [str(c) for c in cmd],
+                "text": text,
+            }
+        )
     return out

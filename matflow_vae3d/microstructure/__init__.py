@@ -1,11 +1,20 @@
 """Synthetic polycrystal volume elements: grain sizes, tessellation, textures,
 presets and the :class:`VolumeElement` type."""
 
-from .volume_element import LATTICES, VolumeElement, canonical_lattice
 from .generate import VEParams, generate_ve, generate_ves
 from .presets import PRESETS, get_preset
 from .textures import TEXTURE_COMPONENTS, TEXTURES
+from .volume_element import LATTICES, VolumeElement, canonical_lattice
 
-__all__ = ["LATTICES", "VolumeElement", "canonical_lattice",
-           "VEParams", "generate_ve", "generate_ves", "PRESETS", "get_preset",
-           "TEXTURE_COMPONENTS", "TEXTURES"]
+__all__ = [
+    "LATTICES",
+    "VolumeElement",
+    "canonical_lattice",
+    "VEParams",
+    "generate_ve",
+    "generate_ves",
+    "PRESETS",
+    "get_preset",
+    "TEXTURE_COMPONENTS",
+    "TEXTURES",
+]

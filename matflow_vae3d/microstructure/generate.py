@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +125,7 @@ class VEParams:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VEParams":
+    def from_dict(cls, d: dict) -> VEParams:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
         if not isinstance(d, dict):
             raise ValueError(f"VE parameters must be a dict, got {type(d).__name__}")
@@ -157,8 +158,9 @@ def generate_ve(params: VEParams, seed: int, ve_id: str | None = None) -> Volume
     seed = _check_seed(seed)
     rng_m, rng_o = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     grid = np.asarray(params.grid)
-    esd = sample_grain_sizes(float(np.prod(grid)), params.mean_esd, params.sigma,
-                             params.min_cutoff, params.max_cutoff, rng_m)
+    esd = sample_grain_sizes(
+        float(np.prod(grid)), params.mean_esd, params.sigma, params.min_cutoff, params.max_cutoff, rng_m
+    )
     labels, seeds = laguerre_grains(esd, grid, params.aspect_ratio, rng_m)
     # Morton order of the seeds, then drop empty cells: new id = rank among non-empty
     order = morton_order(seeds, grid)
@@ -171,12 +173,23 @@ def generate_ve(params: VEParams, seed: int, ve_id: str | None = None) -> Volume
     new_id[order[present_sorted]] = np.arange(int(present_sorted.sum()))
     grain_map = new_id[labels].astype(np.int32)
     n = int(present_sorted.sum())
-    q = sample_orientations(n, params.texture, params.lattice, rng_o,
-                            eulers_deg=params.texture_eulers_deg,
-                            scatter_deg=params.texture_scatter_deg)
-    return VolumeElement(grain_map=grain_map, quaternions=q, lattice=params.lattice,
-                         size=grid * 1e-6, seed=seed, params=params.to_dict(),
-                         ve_id=ve_id if ve_id is not None else f"{params.name}-{seed}")
+    q = sample_orientations(
+        n,
+        params.texture,
+        params.lattice,
+        rng_o,
+        eulers_deg=params.texture_eulers_deg,
+        scatter_deg=params.texture_scatter_deg,
+    )
+    return VolumeElement(
+        grain_map=grain_map,
+        quaternions=q,
+        lattice=params.lattice,
+        size=grid * 1e-6,
+        seed=seed,
+        params=params.to_dict(),
+        ve_id=ve_id if ve_id is not None else f"{params.name}-{seed}",
+    )
 
 
 def _work(args):
@@ -184,8 +197,9 @@ def _work(args):
     return generate_ve(params, seed)
 
 
-def generate_ves(params: VEParams, seeds: Iterable[int], workers: int = 1,
-                 progress: bool = True) -> Iterator[VolumeElement]:
+def generate_ves(
+    params: VEParams, seeds: Iterable[int], workers: int = 1, progress: bool = True
+) -> Iterator[VolumeElement]:
     """VEs for each seed, yielded in seed order.
 
     workers > 1 uses a process pool (one VE per task, results reordered); progress

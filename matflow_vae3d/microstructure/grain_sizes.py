@@ -28,8 +28,9 @@ def esd_bounds(mean_esd: float, sigma: float, min_cutoff: float, max_cutoff: flo
     return float(np.exp(mu - min_cutoff * sigma)), float(np.exp(mu + max_cutoff * sigma))
 
 
-def sample_esd(n: int, mean_esd: float, sigma: float, min_cutoff: float, max_cutoff: float,
-               rng: np.random.Generator) -> np.ndarray:
+def sample_esd(
+    n: int, mean_esd: float, sigma: float, min_cutoff: float, max_cutoff: float, rng: np.random.Generator
+) -> np.ndarray:
     """n ESDs (voxels) from the truncated log-normal (exact truncation by inverse CDF)."""
     from scipy.special import ndtr, ndtri
 
@@ -41,8 +42,9 @@ def sample_esd(n: int, mean_esd: float, sigma: float, min_cutoff: float, max_cut
     return np.exp(mu + sigma * z)
 
 
-def sample_grain_sizes(volume: float, mean_esd: float, sigma: float, min_cutoff: float,
-                       max_cutoff: float, rng: np.random.Generator) -> np.ndarray:
+def sample_grain_sizes(
+    volume: float, mean_esd: float, sigma: float, min_cutoff: float, max_cutoff: float, rng: np.random.Generator
+) -> np.ndarray:
     """ESDs (voxels) of grains whose sphere volumes fill ``volume`` (voxels).
 
     Sizes are drawn in batches until the cumulative volume pi/6 ESD^3 reaches
@@ -59,7 +61,7 @@ def sample_grain_sizes(volume: float, mean_esd: float, sigma: float, min_cutoff:
         total += float(np.sum(np.pi / 6.0 * d**3))
     d = np.concatenate(out)
     cum = np.cumsum(np.pi / 6.0 * d**3)
-    k = int(np.searchsorted(cum, volume))          # first index with cum >= volume
+    k = int(np.searchsorted(cum, volume))  # first index with cum >= volume
     if k > 0 and abs(cum[k - 1] - volume) < abs(cum[k] - volume):
         k -= 1
     return d[: k + 1]

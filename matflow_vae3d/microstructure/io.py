@@ -23,13 +23,44 @@ from .volume_element import VolumeElement, canonical_lattice
 
 #: minimal elastic phases used when no phase is given (room-temperature constants, Pa).
 MINIMAL_PHASES: dict[str, tuple[str, dict]] = {
-    "cF": ("Al", {"lattice": "cF", "mechanical": {"output": ["F", "P"], "elastic": {
-        "type": "Hooke", "C_11": 106.9e9, "C_12": 60.52e9, "C_44": 28.26e9}}}),
-    "cI": ("Fe", {"lattice": "cI", "mechanical": {"output": ["F", "P"], "elastic": {
-        "type": "Hooke", "C_11": 231.4e9, "C_12": 134.7e9, "C_44": 116.4e9}}}),
-    "hP": ("Mg", {"lattice": "hP", "c/a": 1.6235, "mechanical": {"output": ["F", "P"],
-               "elastic": {"type": "Hooke", "C_11": 59.4e9, "C_12": 25.61e9,
-                           "C_13": 21.44e9, "C_33": 61.6e9, "C_44": 16.4e9}}}),
+    "cF": (
+        "Al",
+        {
+            "lattice": "cF",
+            "mechanical": {
+                "output": ["F", "P"],
+                "elastic": {"type": "Hooke", "C_11": 106.9e9, "C_12": 60.52e9, "C_44": 28.26e9},
+            },
+        },
+    ),
+    "cI": (
+        "Fe",
+        {
+            "lattice": "cI",
+            "mechanical": {
+                "output": ["F", "P"],
+                "elastic": {"type": "Hooke", "C_11": 231.4e9, "C_12": 134.7e9, "C_44": 116.4e9},
+            },
+        },
+    ),
+    "hP": (
+        "Mg",
+        {
+            "lattice": "hP",
+            "c/a": 1.6235,
+            "mechanical": {
+                "output": ["F", "P"],
+                "elastic": {
+                    "type": "Hooke",
+                    "C_11": 59.4e9,
+                    "C_12": 25.61e9,
+                    "C_13": 21.44e9,
+                    "C_33": 61.6e9,
+                    "C_44": 16.4e9,
+                },
+            },
+        },
+    ),
 }
 
 #: homogenization for full-field (one constituent per material) DAMASK grid runs.
@@ -66,8 +97,8 @@ def _compact(material: np.ndarray, quats: np.ndarray) -> tuple[np.ndarray, np.nd
     used, inv = np.unique(material, return_inverse=True)
     if used.min() < 0 or used.max() >= len(quats):
         raise ValueError(
-            f"material indices span [{used.min()}, {used.max()}] but only "
-            f"{len(quats)} orientations are defined")
+            f"material indices span [{used.min()}, {used.max()}] but only {len(quats)} orientations are defined"
+        )
     return inv.reshape(material.shape).astype(np.int32), quats[used]
 
 
@@ -82,13 +113,14 @@ def to_geomgrid(ve: VolumeElement):
     """The VE's geometry as a :class:`damask.GeomGrid` (material = grain index)."""
     import damask
 
-    return damask.GeomGrid(material=ve.grain_map, size=ve.size,
-                           comments=[f"matflow-vae3d VE {ve.ve_id or ''}".strip(),
-                                     f"lattice {ve.lattice}"])
+    return damask.GeomGrid(
+        material=ve.grain_map,
+        size=ve.size,
+        comments=[f"matflow-vae3d VE {ve.ve_id or ''}".strip(), f"lattice {ve.lattice}"],
+    )
 
 
-def to_config_material(ve: VolumeElement, phase: dict | None = None,
-                       phase_label: str | None = None):
+def to_config_material(ve: VolumeElement, phase: dict | None = None, phase_label: str | None = None):
     """:class:`damask.ConfigMaterial` with one single-constituent material per grain.
 
     Homogenization ``SX`` (type pass); ``phase`` is a DAMASK phase definition (dict)
@@ -100,22 +132,24 @@ def to_config_material(ve: VolumeElement, phase: dict | None = None,
     if phase is None:
         phase = default_phase
     if not isinstance(phase, dict):
-        raise ValueError(f"phase must be a DAMASK phase definition (dict), got "
-                         f"{type(phase).__name__}")
+        raise ValueError(f"phase must be a DAMASK phase definition (dict), got {type(phase).__name__}")
     if "lattice" in phase and canonical_lattice(phase["lattice"]) != ve.lattice:
-        raise ValueError(f"phase lattice {phase['lattice']!r} does not match the VE's "
-                         f"{ve.lattice!r}")
+        raise ValueError(f"phase lattice {phase['lattice']!r} does not match the VE's {ve.lattice!r}")
     label = phase_label or default_label
-    cfg = damask.ConfigMaterial({"homogenization": SX_HOMOGENIZATION,
-                                 "phase": {label: phase}})
-    return cfg.material_add(O=damask.Rotation(ve.quaternions), phase=label,
-                            homogenization="SX")
+    cfg = damask.ConfigMaterial({"homogenization": SX_HOMOGENIZATION, "phase": {label: phase}})
+    return cfg.material_add(O=damask.Rotation(ve.quaternions), phase=label, homogenization="SX")
 
 
-def save_damask(ve: VolumeElement, directory, phase: dict | None = None, *,
-                phase_label: str | None = None, name: str = "geom",
-                material_name: str = "material.yaml",
-                overwrite: bool = False) -> tuple[Path, Path]:
+def save_damask(
+    ve: VolumeElement,
+    directory,
+    phase: dict | None = None,
+    *,
+    phase_label: str | None = None,
+    name: str = "geom",
+    material_name: str = "material.yaml",
+    overwrite: bool = False,
+) -> tuple[Path, Path]:
     """Write ``directory/<name>.vti`` (damask GeomGrid) and ``directory/material.yaml``.
 
     One material per grain (material i = grain i, its orientation as ``O``),
@@ -165,8 +199,10 @@ def load_damask(vti, material_yaml, lattice: str | None = None) -> VolumeElement
     for k, m in enumerate(mats):
         cons = m.get("constituents") or []
         if len(cons) != 1:
-            raise ValueError(f"{material_yaml}: material {k} has {len(cons)} constituents; "
-                             f"only single-crystal materials (one constituent) are VEs")
+            raise ValueError(
+                f"{material_yaml}: material {k} has {len(cons)} constituents; "
+                f"only single-crystal materials (one constituent) are VEs"
+            )
         quats.append(np.asarray(cons[0]["O"], dtype=np.float64))
         labels.add(cons[0].get("phase"))
     found = set()
@@ -175,20 +211,19 @@ def load_damask(vti, material_yaml, lattice: str | None = None) -> VolumeElement
         if "lattice" in ph:
             found.add(canonical_lattice(ph["lattice"]))
     if len(found) > 1:
-        raise ValueError(f"{material_yaml}: phases of different lattices {sorted(found)}; "
-                         f"a VE is single-phase")
+        raise ValueError(f"{material_yaml}: phases of different lattices {sorted(found)}; a VE is single-phase")
     if found:
         lat = found.pop()
         if lattice is not None and canonical_lattice(lattice) != lat:
             raise ValueError(f"lattice {lattice!r} given but {material_yaml} says {lat!r}")
     elif lattice is None:
-        raise ValueError(f"{material_yaml} has no phase lattice: pass lattice "
-                         f"('cF', 'cI' or 'hP')")
+        raise ValueError(f"{material_yaml} has no phase lattice: pass lattice ('cF', 'cI' or 'hP')")
     else:
         lat = canonical_lattice(lattice)
     gm, q = _compact(np.asarray(grid.material), np.stack(quats))
-    return VolumeElement(gm, _fz(q, lat), lat, size=np.asarray(grid.size, float),
-                         params={"source": str(vti)}, ve_id=vti.stem)
+    return VolumeElement(
+        gm, _fz(q, lat), lat, size=np.asarray(grid.size, float), params={"source": str(vti)}, ve_id=vti.stem
+    )
 
 
 # ---------------------------------------------------------------------------- DREAM.3D
@@ -196,8 +231,7 @@ def load_damask(vti, material_yaml, lattice: str | None = None) -> VolumeElement
 _D3D_HEX, _D3D_CUBIC, _D3D_UNKNOWN = 0, 1, 999
 
 
-def save_dream3d(ve: VolumeElement, path, *, phase_name: str | None = None,
-                 overwrite: bool = False) -> Path:
+def save_dream3d(ve: VolumeElement, path, *, phase_name: str | None = None, overwrite: bool = False) -> Path:
     """Write a minimal DREAM.3D (file version 7.0) file of the VE.
 
     ``DataContainers/SyntheticVolumeDataContainer`` with ``_SIMPL_GEOMETRY``
@@ -234,8 +268,7 @@ def save_dream3d(ve: VolumeElement, path, *, phase_name: str | None = None,
             c["EulerAngles"] = eul[ve.grain_map.transpose(2, 1, 0)]
             gd = b.create_group("Grain Data")
             gd["EulerAngles"] = np.vstack([np.zeros((1, 3), np.float32), eul])
-            gd["Phases"] = np.vstack([np.zeros((1, 1), np.int32),
-                                      np.ones((ve.n_grains, 1), np.int32)])
+            gd["Phases"] = np.vstack([np.zeros((1, 1), np.int32), np.ones((ve.n_grains, 1), np.int32)])
             e = b.create_group("CellEnsembleData")
             xtal = _D3D_HEX if ve.lattice == "hP" else _D3D_CUBIC
             e["CrystalStructures"] = np.array([[_D3D_UNKNOWN], [xtal]], dtype=np.uint32)
@@ -243,8 +276,7 @@ def save_dream3d(ve: VolumeElement, path, *, phase_name: str | None = None,
             e["PhaseName"] = np.array([b"Invalid Phase", name.encode()])
             e.attrs["matflow_vae3d_lattice"] = ve.lattice
             # DREAM.3D attribute-matrix metadata: Cell (3), CellFeature (7), CellEnsemble (11)
-            for grp, kind, tdims in ((c, 3, [nx, ny, nz]), (gd, 7, [ve.n_grains + 1]),
-                                     (e, 11, [2])):
+            for grp, kind, tdims in ((c, 3, [nx, ny, nz]), (gd, 7, [ve.n_grains + 1]), (e, 11, [2])):
                 grp.attrs["AttributeMatrixType"] = np.uint32(kind)
                 grp.attrs["TupleDimensions"] = np.array(tdims, dtype=np.uint64)
         os.replace(tmp, path)
@@ -254,8 +286,9 @@ def save_dream3d(ve: VolumeElement, path, *, phase_name: str | None = None,
     return path
 
 
-def load_dream3d(path, lattice: str | None = None, *, feature_ids: str | None = "auto",
-                 grain_data: str | None = "auto") -> VolumeElement:
+def load_dream3d(
+    path, lattice: str | None = None, *, feature_ids: str | None = "auto", grain_data: str | None = "auto"
+) -> VolumeElement:
     """VE from a DREAM.3D file (versions 7.0 and 8.0).
 
     The grain map comes from ``damask.GeomGrid.load_DREAM3D``: grain-wise from the
@@ -278,8 +311,7 @@ def load_dream3d(path, lattice: str | None = None, *, feature_ids: str | None = 
     with h5py.File(path, "r") as f:
         version = f.attrs.get("FileVersion")
         if version is None:
-            raise ValueError(f"{path} is an HDF5 file but not a DREAM.3D file "
-                             f"(no FileVersion attribute)")
+            raise ValueError(f"{path} is an HDF5 file but not a DREAM.3D file (no FileVersion attribute)")
         version = version.decode() if isinstance(version, bytes) else str(version)
         base = util.DREAM3D_base_group(f, version)
         cell = util.DREAM3D_cell_data_group(f, version)
@@ -292,9 +324,11 @@ def load_dream3d(path, lattice: str | None = None, *, feature_ids: str | None = 
         cell_eul = bg[cell]["EulerAngles"][()] if "EulerAngles" in bg[cell] else None
         grain_eul = None
         if fid_name is not None:
-            names = [grain_data] if grain_data not in (None, "auto") else \
-                [k for k in bg if k != cell and isinstance(bg[k], h5py.Group)
-                 and "EulerAngles" in bg[k]]
+            names = (
+                [grain_data]
+                if grain_data not in (None, "auto")
+                else [k for k in bg if k != cell and isinstance(bg[k], h5py.Group) and "EulerAngles" in bg[k]]
+            )
             if grain_data is not None:
                 for k in names:
                     if k in bg and "EulerAngles" in bg[k]:
@@ -303,36 +337,34 @@ def load_dream3d(path, lattice: str | None = None, *, feature_ids: str | None = 
         xtal = None
         for k in bg:
             if isinstance(bg[k], h5py.Group) and "CrystalStructures" in bg[k]:
-                xs = np.asarray(bg[k]["CrystalStructures"][()]).reshape(-1)
-                xs = set(int(x) for x in xs if int(x) != _D3D_UNKNOWN)
+                codes = np.asarray(bg[k]["CrystalStructures"][()]).reshape(-1)
+                xs = {int(x) for x in codes if int(x) != _D3D_UNKNOWN}
                 if len(xs) > 1:
-                    raise ValueError(f"{path}: several crystal structures {sorted(xs)}; "
-                                     f"a VE is single-phase")
+                    raise ValueError(f"{path}: several crystal structures {sorted(xs)}; a VE is single-phase")
                 xtal = xs.pop() if xs else None
                 stored = bg[k].attrs.get("matflow_vae3d_lattice")
                 if stored is not None and lattice is None:
                     lattice = stored.decode() if isinstance(stored, bytes) else str(stored)
     if cell_eul is None and grain_eul is None:
         raise ValueError(f"{path}: no EulerAngles (cell- or grain-wise) found")
-    fam = {_D3D_HEX: "hP", _D3D_CUBIC: "cF"}.get(xtal)
+    fam = None if xtal is None else {_D3D_HEX: "hP", _D3D_CUBIC: "cF"}.get(xtal)
     if lattice is not None:
         lat = canonical_lattice(lattice)
         if fam is not None and (fam == "hP") != (lat == "hP"):
-            raise ValueError(f"lattice {lattice!r} given but {path} records "
-                             f"{'hexagonal' if fam == 'hP' else 'cubic'} crystals")
+            raise ValueError(
+                f"lattice {lattice!r} given but {path} records {'hexagonal' if fam == 'hP' else 'cubic'} crystals"
+            )
     elif fam is not None:
         lat = fam
     else:
-        raise ValueError(f"{path} records no supported crystal structure: pass lattice "
-                         f"('cF', 'cI' or 'hP')")
+        raise ValueError(f"{path} records no supported crystal structure: pass lattice ('cF', 'cI' or 'hP')")
 
     grid = damask.GeomGrid.load_DREAM3D(path, feature_IDs=fid_name)
     material = np.asarray(grid.material)
     if grain_eul is not None:
         eul = np.asarray(grain_eul, dtype=np.float64).reshape(len(grain_eul), 3)
         if material.max() >= len(eul):
-            raise ValueError(f"{path}: feature ids reach {material.max()} but the grain "
-                             f"data has {len(eul)} rows")
+            raise ValueError(f"{path}: feature ids reach {material.max()} but the grain data has {len(eul)} rows")
     else:  # orientation of each material = that of its first cell
         ce = np.asarray(cell_eul, dtype=np.float64).reshape(-1, 3)  # C order (z, y, x)
         flat = material.transpose(2, 1, 0).reshape(-1)
@@ -340,8 +372,9 @@ def load_dream3d(path, lattice: str | None = None, *, feature_ids: str | None = 
         eul = np.zeros((material.max() + 1, 3))
         eul[ids] = ce[first]
     gm, q = _compact(material, _eulers_to_quats(eul))
-    return VolumeElement(gm, _fz(q, lat), lat, size=np.asarray(grid.size, float),
-                         params={"source": str(path)}, ve_id=path.stem)
+    return VolumeElement(
+        gm, _fz(q, lat), lat, size=np.asarray(grid.size, float), params={"source": str(path)}, ve_id=path.stem
+    )
 
 
 # ---------------------------------------------------------------------------- MatFlow
@@ -349,8 +382,7 @@ def load_dream3d(path, lattice: str | None = None, *, feature_ids: str | None = 
 UNIT_CELL_ALIGNMENT = {"x": "a", "y": "b*", "z": "c"}
 
 
-def to_matflow_volume_element(ve: VolumeElement, phase_label: str | None = None,
-                              homog_label: str = "SX") -> dict:
+def to_matflow_volume_element(ve: VolumeElement, phase_label: str | None = None, homog_label: str = "SX") -> dict:
     """MatFlow ``volume_element`` dict of the VE (as MatFlow's
     ``generate_volume_element_from_voronoi`` produces and
     ``simulate_VE_loading_damask`` consumes).
@@ -393,8 +425,7 @@ def _matflow_quaternions(oris: dict) -> np.ndarray:
     if typ in ("euler", "EULER"):
         if "euler_angles" not in oris:
             raise ValueError("orientations of type 'euler' need 'euler_angles'")
-        return _eulers_to_quats(np.atleast_2d(oris["euler_angles"]),
-                                bool(oris.get("euler_degrees", False)))
+        return _eulers_to_quats(np.atleast_2d(oris["euler_angles"]), bool(oris.get("euler_degrees", False)))
     if typ not in ("quat", "QUATERNION"):
         raise ValueError(f"unknown orientation type {typ!r}: use 'quat' or 'euler'")
     if "quaternions" not in oris:
@@ -417,8 +448,7 @@ def _matflow_quaternions(oris: dict) -> np.ndarray:
     return q
 
 
-def from_matflow_volume_element(d: dict, lattice: str | None = None, *,
-                                phases: dict | None = None) -> VolumeElement:
+def from_matflow_volume_element(d: dict, lattice: str | None = None, *, phases: dict | None = None) -> VolumeElement:
     """VE from a MatFlow ``volume_element`` dict.
 
     Single-phase, full-field VEs only (one constituent per material). The dict does
@@ -440,20 +470,18 @@ def from_matflow_volume_element(d: dict, lattice: str | None = None, *,
             if emi.size == int(np.prod(gs)) and emi.ndim == 1:
                 emi = emi.reshape(gs, order="F")  # DAMASK's flat order
             else:
-                raise ValueError(f"element_material_idx has shape {emi.shape} but "
-                                 f"grid_size is {gs}")
+                raise ValueError(f"element_material_idx has shape {emi.shape} but grid_size is {gs}")
     if emi.ndim != 3 or not np.issubdtype(emi.dtype, np.integer):
-        raise ValueError(f"element_material_idx must be a 3-D int array, got shape "
-                         f"{emi.shape} dtype {emi.dtype}")
+        raise ValueError(f"element_material_idx must be a 3-D int array, got shape {emi.shape} dtype {emi.dtype}")
     q = _matflow_quaternions(d["orientations"])
     n_mat = int(emi.max()) + 1
     if "constituent_material_idx" in d:
         cmi = np.asarray(d["constituent_material_idx"]).reshape(-1)
         if len(np.unique(cmi)) != len(cmi):
-            raise ValueError("materials with several constituents are not single-crystal "
-                             "VEs (constituent_material_idx repeats)")
-        coi = np.asarray(d.get("constituent_orientation_idx", np.arange(len(cmi)))
-                         ).reshape(-1)
+            raise ValueError(
+                "materials with several constituents are not single-crystal VEs (constituent_material_idx repeats)"
+            )
+        coi = np.asarray(d.get("constituent_orientation_idx", np.arange(len(cmi)))).reshape(-1)
         if len(coi) != len(cmi) or coi.max() >= len(q):
             raise ValueError("constituent_orientation_idx does not index the orientations")
         mat_q = np.full((max(n_mat, int(cmi.max()) + 1), 4), np.nan)
@@ -466,16 +494,21 @@ def from_matflow_volume_element(d: dict, lattice: str | None = None, *,
         raise ValueError(f"several phases {list(labels)}: a VE is single-phase")
     lat = None
     if phases:
-        lats = {canonical_lattice(phases[lab]["lattice"]) for lab in labels
-                if lab in phases and "lattice" in (phases[lab] or {})}
+        lats = {
+            canonical_lattice(phases[lab]["lattice"])
+            for lab in labels
+            if lab in phases and "lattice" in (phases[lab] or {})
+        }
         lat = lats.pop() if len(lats) == 1 else None
     if lattice is not None:
         if lat is not None and canonical_lattice(lattice) != lat:
             raise ValueError(f"lattice {lattice!r} given but the phases say {lat!r}")
         lat = canonical_lattice(lattice)
     if lat is None:
-        raise ValueError("the MatFlow volume_element does not record the crystal "
-                         "structure: pass lattice ('cF', 'cI' or 'hP') or phases")
+        raise ValueError(
+            "the MatFlow volume_element does not record the crystal "
+            "structure: pass lattice ('cF', 'cI' or 'hP') or phases"
+        )
     used = np.unique(emi)
     if used.min() < 0 or used.max() >= len(mat_q) or not np.all(np.isfinite(mat_q[used])):
         raise ValueError("element_material_idx refers to materials without an orientation")
@@ -497,9 +530,15 @@ def _to_plain(o):
     return o
 
 
-_ARRAY_KEYS = ("grid_size", "element_material_idx", "constituent_material_idx",
-               "constituent_material_fraction", "constituent_phase_label",
-               "constituent_orientation_idx", "material_homog")
+_ARRAY_KEYS = (
+    "grid_size",
+    "element_material_idx",
+    "constituent_material_idx",
+    "constituent_material_fraction",
+    "constituent_phase_label",
+    "constituent_orientation_idx",
+    "material_homog",
+)
 
 
 def save_matflow_volume_element(d: dict, path, *, overwrite: bool = False) -> Path:
@@ -514,22 +553,19 @@ def save_matflow_volume_element(d: dict, path, *, overwrite: bool = False) -> Pa
         elif suffix in (".yaml", ".yml"):
             import yaml
 
-            tmp.write_text(yaml.safe_dump({"volume_element": _to_plain(d)},
-                                          default_flow_style=None, width=1 << 30))
+            tmp.write_text(yaml.safe_dump({"volume_element": _to_plain(d)}, default_flow_style=None, width=1 << 30))
         elif suffix == ".npz":
             flat = {}
             for k, v in d.items():
                 if isinstance(v, dict):
                     for k2, v2 in v.items():
-                        flat[f"{k}/{k2}"] = np.asarray(
-                            json.dumps(v2) if isinstance(v2, dict) else v2)
+                        flat[f"{k}/{k2}"] = np.asarray(json.dumps(v2) if isinstance(v2, dict) else v2)
                 else:
                     flat[k] = np.asarray(v)
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **flat)
         else:
-            raise ValueError(f"unknown MatFlow volume_element file type {suffix!r}: "
-                             f"use .json, .yaml or .npz")
+            raise ValueError(f"unknown MatFlow volume_element file type {suffix!r}: use .json, .yaml or .npz")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -545,6 +581,7 @@ def load_matflow_volume_element(path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     suffix = path.suffix.lower()
+    d: dict[str, Any]
     if suffix == ".json":
         d = json.loads(path.read_text())
     elif suffix in (".yaml", ".yml"):
@@ -552,7 +589,7 @@ def load_matflow_volume_element(path) -> dict:
 
         d = yaml.safe_load(path.read_text())
     elif suffix == ".npz":
-        d: dict[str, Any] = {}
+        d = {}
         with np.load(path, allow_pickle=False) as z:
             for k in z.files:
                 v = z[k]
@@ -572,10 +609,8 @@ def load_matflow_volume_element(path) -> dict:
                 else:
                     d[k] = v
     else:
-        raise ValueError(f"unknown MatFlow volume_element file type {suffix!r}: "
-                         f"use .json, .yaml or .npz")
-    if isinstance(d, dict) and "volume_element" in d and isinstance(d["volume_element"],
-                                                                     dict):
+        raise ValueError(f"unknown MatFlow volume_element file type {suffix!r}: use .json, .yaml or .npz")
+    if isinstance(d, dict) and "volume_element" in d and isinstance(d["volume_element"], dict):
         d = d["volume_element"]
     if not isinstance(d, dict):
         raise ValueError(f"{path} does not hold a volume_element dict")

@@ -13,8 +13,7 @@ from .generate import VEParams
 
 __all__ = ["PRESETS", "get_preset"]
 
-_TRAIN = dict(mean_esd=5.78, sigma=0.1, min_cutoff=5.0, max_cutoff=5.0,
-              aspect_ratio=(1.0, 1.0, 1.0), texture="random")
+_TRAIN = dict(mean_esd=5.78, sigma=0.1, min_cutoff=5.0, max_cutoff=5.0, aspect_ratio=(1.0, 1.0, 1.0), texture="random")
 
 #: preset name -> VEParams keyword arguments (grid and lattice are chosen at use)
 PRESETS: dict[str, dict] = {

@@ -23,8 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["normalised_aspect", "morton_order", "power_tessellation", "cell_statistics",
-           "laguerre_grains"]
+__all__ = ["normalised_aspect", "morton_order", "power_tessellation", "cell_statistics", "laguerre_grains"]
 
 
 def normalised_aspect(aspect_ratio) -> np.ndarray:
@@ -52,8 +51,14 @@ def _exact_query(s, w, L, a, x_vox):
     return tree.query(np.column_stack([x, np.zeros(len(x))]), k=1)[1]
 
 
-def power_tessellation(seeds: np.ndarray, weights: np.ndarray, grid, aspect=(1.0, 1.0, 1.0),
-                       reach: float = 1.6, max_entries: int = 4_000_000) -> np.ndarray:
+def power_tessellation(
+    seeds: np.ndarray,
+    weights: np.ndarray,
+    grid,
+    aspect=(1.0, 1.0, 1.0),
+    reach: float = 1.6,
+    max_entries: int = 4_000_000,
+) -> np.ndarray:
     """Periodic power diagram on a voxel grid.
 
     seeds: (G, 3) voxel coordinates in [0, grid); weights: (G,) in scaled-space
@@ -71,9 +76,9 @@ def power_tessellation(seeds: np.ndarray, weights: np.ndarray, grid, aspect=(1.0
     """
     grid = np.asarray(grid, dtype=np.int64).reshape(3)
     a = normalised_aspect(aspect)
-    L = grid / a                                          # box in scaled space
+    L = grid / a  # box in scaled space
     s_vox = np.mod(np.asarray(seeds, dtype=np.float64), grid)
-    s_vox = np.where(s_vox >= grid, 0.0, s_vox)          # mod round-off
+    s_vox = np.where(s_vox >= grid, 0.0, s_vox)  # mod round-off
     w = np.asarray(weights, dtype=np.float64)
     G = len(s_vox)
     if G == 1:
@@ -81,33 +86,33 @@ def power_tessellation(seeds: np.ndarray, weights: np.ndarray, grid, aspect=(1.0
     n_vox = int(np.prod(grid))
     r_c = np.cbrt(3.0 * n_vox / (4.0 * np.pi * G))
     T = (reach * r_c) ** 2 - np.median(w)
-    R = np.sqrt(np.maximum(T + w, 0.0))                   # scaled-space stencil radius
-    Rq = np.ceil(R * 2.0) / 2.0                           # grouped in 0.5-voxel steps
-    w_off = w.max()                                       # p + w_off >= 0
+    R = np.sqrt(np.maximum(T + w, 0.0))  # scaled-space stencil radius
+    Rq = np.ceil(R * 2.0) / 2.0  # grouped in 0.5-voxel steps
+    w_off = w.max()  # p + w_off >= 0
     groups = [(rq, _ball_offsets(rq, tuple(a))) for rq in np.unique(Rq[R > 0])]
     h = np.max([np.abs(o).max(0) for _, o in groups], axis=0) if groups else np.zeros(3, np.int64)
-    pad = grid + 2 * h                                    # halo so that no index wraps
+    pad = grid + 2 * h  # halo so that no index wraps
     if np.prod(pad) >= 2**31:
         raise ValueError(f"grid {tuple(grid)} too large for the tessellation's int32 indices")
     st = np.array([pad[1] * pad[2], pad[2], 1], dtype=np.int64)
     best = np.full(int(np.prod(pad)), np.iinfo(np.int64).max, dtype=np.int64)
     v0 = np.floor(s_vox).astype(np.int64)
-    f = (s_vox - v0) / a                                  # position inside its voxel, scaled
+    f = (s_vox - v0) / a  # position inside its voxel, scaled
     base = ((v0 + h) @ st).astype(np.int32)
     for rq, off in groups:
         members = np.nonzero((Rq == rq) & (R > 0))[0]
-        o_s = (off + 0.5) / a                             # voxel centre offsets, scaled
-        O = np.column_stack([o_s, np.ones(len(off))]).astype(np.float32)    # (S, 4)
+        o_s = (off + 0.5) / a  # voxel centre offsets, scaled
+        O = np.column_stack([o_s, np.ones(len(off))]).astype(np.float32)  # (S, 4)
         oo = np.einsum("sd,sd->s", o_s, o_s).astype(np.float32)
         ofl = (off @ st).astype(np.int32)
         chunk = max(1, int(max_entries // len(off)))
         for c0 in range(0, len(members), chunk):
-            mem = members[c0:c0 + chunk]
+            mem = members[c0 : c0 + chunk]
             fm = f[mem]
             F = np.column_stack([-2.0 * fm, np.einsum("gd,gd->g", fm, fm) + (w_off - w[mem])]).astype(np.float32)
-            p = F @ O.T                                   # (g, S) = |o - f|^2 - w + w_off - |o|^2
+            p = F @ O.T  # (g, S) = |o - f|^2 - w + w_off - |o|^2
             p += oo
-            np.maximum(p, 0.0, out=p)                     # round-off; true value >= 0
+            np.maximum(p, 0.0, out=p)  # round-off; true value >= 0
             key = (p.view(np.int32).astype(np.int64) << 32) | mem.astype(np.int64)[:, None]
             np.minimum.at(best, (base[mem, None] + ofl).ravel(), key.ravel())
     best = _fold(best.reshape(tuple(pad)), grid, h).ravel()
@@ -131,7 +136,7 @@ def _ball_offsets(r: float, a: tuple) -> np.ndarray:
         av = np.asarray(a)
         hw = np.ceil(r * av).astype(np.int64) + 1
         o = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in hw], indexing="ij"), -1).reshape(-1, 3)
-        dmin = np.where(o == 0, 0.0, np.abs(o) - 0.5) / av      # (o + 0.5 - f), f in [0, 1)
+        dmin = np.where(o == 0, 0.0, np.abs(o) - 0.5) / av  # (o + 0.5 - f), f in [0, 1)
         o = o[np.einsum("sd,sd->s", dmin, dmin) <= r * r]
         if len(_OFFSETS) > 256:
             _OFFSETS.clear()
@@ -146,12 +151,12 @@ def _fold(arr: np.ndarray, grid: np.ndarray, h: np.ndarray) -> np.ndarray:
         a = np.moveaxis(arr, d, 0)
         out = np.full((n,) + a.shape[1:], np.iinfo(np.int64).max, dtype=np.int64)
         for start in range(0, n + 2 * hd, n):
-            chunk = a[start:start + n]
+            chunk = a[start : start + n]
             t0 = (start - hd) % n
             k = min(len(chunk), n - t0)
-            np.minimum(out[t0:t0 + k], chunk[:k], out=out[t0:t0 + k])
+            np.minimum(out[t0 : t0 + k], chunk[:k], out=out[t0 : t0 + k])
             if k < len(chunk):
-                np.minimum(out[:len(chunk) - k], chunk[k:], out=out[:len(chunk) - k])
+                np.minimum(out[: len(chunk) - k], chunk[k:], out=out[: len(chunk) - k])
         arr = np.moveaxis(out, 0, d)
     return np.ascontiguousarray(arr)
 
@@ -177,8 +182,9 @@ def cell_statistics(labels: np.ndarray, seeds: np.ndarray, n: int):
     return vol, np.mod(cen, grid)
 
 
-def laguerre_grains(esd: np.ndarray, grid, aspect, rng: np.random.Generator, iterations: int = 1,
-                    coarse: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def laguerre_grains(
+    esd: np.ndarray, grid, aspect, rng: np.random.Generator, iterations: int = 1, coarse: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Periodic grain map whose cells have (approximately) the volumes pi/6 esd^3.
 
     esd: (G,) voxels (volumes are rescaled to fill the grid exactly); grid: (3,) int;
@@ -187,8 +193,8 @@ def laguerre_grains(esd: np.ndarray, grid, aspect, rng: np.random.Generator, ite
     ``iterations`` moves seeds to their cell centroids (Lloyd) and corrects the
     weights by the volume error, w += r_target^2 - r_measured^2; with ``coarse`` these
     iterations run on a grid of half the resolution (when every edge is even and the
-    mean ESD spans >= 5 voxels, i.e. >= 2.5 coarse voxels). Returns (labels (nx, ny, nz) int32 into the seed list, seeds (G, 3)
-    voxel coordinates).
+    mean ESD spans >= 5 voxels, i.e. >= 2.5 coarse voxels). Returns (labels (nx, ny, nz)
+    int32 into the seed list, seeds (G, 3) voxel coordinates).
     """
     grid = np.asarray(grid, dtype=np.int64).reshape(3)
     G = len(esd)

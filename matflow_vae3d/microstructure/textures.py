@@ -34,11 +34,17 @@ import numpy as np
 from .. import crystal
 from .volume_element import canonical_lattice
 
-__all__ = ["TEXTURE_COMPONENTS", "TEXTURE_MILLER", "TEXTURES", "DEFAULT_SCATTER_DEG",
-           "scatter_eulers", "sample_orientations"]
+__all__ = [
+    "TEXTURE_COMPONENTS",
+    "TEXTURE_MILLER",
+    "TEXTURES",
+    "DEFAULT_SCATTER_DEG",
+    "scatter_eulers",
+    "sample_orientations",
+]
 
 #: mean Bunge Euler angles (deg) of the texture components
-_A = float(np.degrees(np.arctan(1.0 / np.sqrt(2.0))))          # 35.2644 deg
+_A = float(np.degrees(np.arctan(1.0 / np.sqrt(2.0))))  # 35.2644 deg
 TEXTURE_COMPONENTS = {
     "cube": (0.0, 0.0, 0.0),
     "goss": (0.0, 45.0, 0.0),
@@ -70,8 +76,14 @@ def scatter_eulers(mean_deg, scatter_deg: float, n: int, rng: np.random.Generato
     return np.radians(e)
 
 
-def sample_orientations(n: int, texture: str, lattice: str, rng: np.random.Generator,
-                        eulers_deg=None, scatter_deg: float = DEFAULT_SCATTER_DEG) -> np.ndarray:
+def sample_orientations(
+    n: int,
+    texture: str,
+    lattice: str,
+    rng: np.random.Generator,
+    eulers_deg=None,
+    scatter_deg: float = DEFAULT_SCATTER_DEG,
+) -> np.ndarray:
     """n grain orientations (n, 4), FZ-reduced quaternions for ``lattice``.
 
     texture: 'random' (uniform on SO(3)), a component name ('brass', 'copper',

@@ -15,9 +15,15 @@ import numpy as np
 LATTICES = ("cF", "cI", "hP")
 
 _LATTICE_ALIASES = {
-    "cf": "cF", "fcc": "cF", "cubic": "cF",
-    "ci": "cI", "bcc": "cI",
-    "hp": "hP", "hcp": "hP", "hex": "hP", "hexagonal": "hP",
+    "cf": "cF",
+    "fcc": "cF",
+    "cubic": "cF",
+    "ci": "cI",
+    "bcc": "cI",
+    "hp": "hP",
+    "hcp": "hP",
+    "hex": "hP",
+    "hexagonal": "hP",
 }
 
 
@@ -86,8 +92,7 @@ class VolumeElement:
             raise ValueError("quaternions contain NaN or inf")
         if gm.size and (gm.min() < 0 or gm.max() >= len(q)):
             raise ValueError(
-                f"grain_map indices span [{gm.min()}, {gm.max()}] but only "
-                f"{len(q)} orientations are given"
+                f"grain_map indices span [{gm.min()}, {gm.max()}] but only {len(q)} orientations are given"
             )
         self.grain_map = gm.astype(np.int32, copy=False)
         self.quaternions = q
@@ -96,7 +101,8 @@ class VolumeElement:
     @property
     def grid(self) -> tuple[int, int, int]:
         """Cells per direction (nx, ny, nz)."""
-        return tuple(int(n) for n in self.grain_map.shape)
+        nx, ny, nz = (int(n) for n in self.grain_map.shape)
+        return nx, ny, nz
 
     @property
     def n_grains(self) -> int:

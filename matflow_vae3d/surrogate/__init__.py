@@ -14,15 +14,27 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "build_table": "table", "read_fingerprints": "table", "read_stresses": "table",
-    "split_by_id": "table", "MinMaxScaling": "table", "SurrogateTable": "table",
-    "Fingerprints": "table", "Stresses": "table",
-    "PaperMLP": "mlp", "EnsembleMLP": "mlp",
-    "TrainConfig": "lightning", "train_surrogate": "lightning",
-    "Surrogate": "ensemble", "coverage": "ensemble", "fit_calibration_scale": "ensemble",
-    "evaluate": "evaluate", "regression_metrics": "evaluate",
-    "rank_candidates": "acquisition", "acquisition_scores": "acquisition",
-    "orientation_features": "baselines", "mean_curve": "baselines",
+    "build_table": "table",
+    "read_fingerprints": "table",
+    "read_stresses": "table",
+    "split_by_id": "table",
+    "MinMaxScaling": "table",
+    "SurrogateTable": "table",
+    "Fingerprints": "table",
+    "Stresses": "table",
+    "PaperMLP": "mlp",
+    "EnsembleMLP": "mlp",
+    "TrainConfig": "lightning",
+    "train_surrogate": "lightning",
+    "Surrogate": "ensemble",
+    "coverage": "ensemble",
+    "fit_calibration_scale": "ensemble",
+    "evaluate": "evaluate",
+    "regression_metrics": "evaluate",
+    "rank_candidates": "acquisition",
+    "acquisition_scores": "acquisition",
+    "orientation_features": "baselines",
+    "mean_curve": "baselines",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -44,9 +44,11 @@ def mean_curve(table: SurrogateTable) -> np.ndarray:
 
 #: Bunge-angle ranges of the fundamental zones (hP: phi2 < 60 deg, Phi <= 90 deg; the
 #: cubic FZ is not a box, these bound it), used to normalise the Euler histograms.
-_EULER_RANGE = {"hP": (2 * np.pi, np.pi / 2, np.pi / 3),
-                "cF": (2 * np.pi, np.pi / 2, np.pi / 2),
-                "cI": (2 * np.pi, np.pi / 2, np.pi / 2)}
+_EULER_RANGE = {
+    "hP": (2 * np.pi, np.pi / 2, np.pi / 3),
+    "cF": (2 * np.pi, np.pi / 2, np.pi / 2),
+    "cI": (2 * np.pi, np.pi / 2, np.pi / 2),
+}
 
 
 def _hist(values, weights, bins, lo, hi):
@@ -54,8 +56,9 @@ def _hist(values, weights, bins, lo, hi):
     return h
 
 
-def orientation_features(quaternions: np.ndarray, grain_map: np.ndarray, lattice: str,
-                         euler_bins: int = 8) -> np.ndarray:
+def orientation_features(
+    quaternions: np.ndarray, grain_map: np.ndarray, lattice: str, euler_bins: int = 8
+) -> np.ndarray:
     """Volume-weighted orientation statistics of one VE (see module doc).
 
     quaternions : (G, 4) (w, x, y, z), DAMASK convention, FZ-reduced; grain_map :
@@ -78,8 +81,9 @@ def orientation_features(quaternions: np.ndarray, grain_map: np.ndarray, lattice
         h2, _, _ = np.histogram2d(cos_c, az, bins=(6, 3), range=((0, 1), (0, 30)), weights=w)
     elif lattice in ("cF", "cI"):
         a = np.sort(np.abs(d), axis=1)
-        h2, _, _ = np.histogram2d(a[:, 2], a[:, 0], bins=(5, 5),
-                                  range=((1 / np.sqrt(3), 1), (0, 1 / np.sqrt(3))), weights=w)
+        h2, _, _ = np.histogram2d(
+            a[:, 2], a[:, 0], bins=(5, 5), range=((1 / np.sqrt(3), 1), (0, 1 / np.sqrt(3))), weights=w
+        )
     else:
         raise ValueError(f"unknown lattice {lattice!r}")
     eul = rot.as_Euler_angles() / np.asarray(_EULER_RANGE[lattice])
@@ -95,8 +99,7 @@ def feature_sha256(lattice: str, euler_bins: int) -> str:
     return hashlib.sha256(f"{FEATURE_VERSION}:{lattice}:{euler_bins}".encode()).hexdigest()
 
 
-def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool = True,
-                       overwrite: bool = False) -> Path:
+def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool = True, overwrite: bool = False) -> Path:
     """Orientation-statistics features of every VE of a VE dataset, written as a
     fingerprint-format HDF5 file (``model_sha256`` = :func:`feature_sha256`)."""
     from tqdm import tqdm
@@ -114,11 +117,19 @@ def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool =
             feats.append(orientation_features(ve.quaternions, ve.grain_map, ve.lattice, euler_bins))
             ids.append(ve.ve_id if ve.ve_id is not None else str(i))
         grid = ve.grid if len(ds) else (0, 0, 0)
-    if not feats:
+    if not feats or lattice is None:
         raise ValueError(f"{ves_path}: the VE dataset is empty")
     mu = np.stack(feats)
-    write_fingerprints(out_path, ids, mu, model_sha256=feature_sha256(lattice, euler_bins), lattice=lattice,
-                       grid=grid, source=str(ves_path), attrs={"features": FEATURE_VERSION})
+    write_fingerprints(
+        out_path,
+        ids,
+        mu,
+        model_sha256=feature_sha256(lattice, euler_bins),
+        lattice=lattice,
+        grid=grid,
+        source=str(ves_path),
+        attrs={"features": FEATURE_VERSION},
+    )
     return out_path
 
 

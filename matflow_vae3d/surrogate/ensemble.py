@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from matflow_vae3d.fileio import atomic_output
+
 from .mlp import EnsembleMLP
 from .table import Fingerprints, MinMaxScaling
-from matflow_vae3d.fileio import atomic_output
 
 CHECKPOINT_FORMAT = "matflow-vae3d/surrogate"
 CHECKPOINT_VERSION = 1
@@ -40,8 +41,7 @@ def coverage(y_true, mean, std, k: float = 2.0) -> float:
     return float(np.mean(np.abs(y_true - mean) <= k * std))
 
 
-def fit_calibration_scale(y_true, mean, std, k: float = 2.0,
-                          target: float = COVERAGE_2SIGMA) -> float:
+def fit_calibration_scale(y_true, mean, std, k: float = 2.0, target: float = COVERAGE_2SIGMA) -> float:
     """Scalar s such that a fraction ``target`` of |y_true - mean| <= k * s * std.
 
     s = quantile(|z|, target) / k with z = (y_true - mean) / std over entries with
@@ -125,15 +125,13 @@ class Surrogate:
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()
-    def predict_members(self, X: np.ndarray | torch.Tensor, batch_size: int | None = None,
-                        progress: bool = False) -> np.ndarray:
+    def predict_members(
+        self, X: np.ndarray | torch.Tensor, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray:
         """Every member's curve: X (n, latent_dim) -> (M, n, n_states) MPa."""
-        X = torch.as_tensor(np.asarray(X, dtype=np.float32) if not torch.is_tensor(X) else X,
-                            dtype=torch.float32)
+        X = torch.as_tensor(np.asarray(X, dtype=np.float32) if not torch.is_tensor(X) else X, dtype=torch.float32)
         if X.ndim != 2 or X.shape[1] != self.latent_dim:
-            raise ValueError(
-                f"expected fingerprints of shape (n, {self.latent_dim}), got {tuple(X.shape)}"
-            )
+            raise ValueError(f"expected fingerprints of shape (n, {self.latent_dim}), got {tuple(X.shape)}")
         if not torch.isfinite(X.sum()):  # one cheap pass; NaN/inf make the sum non-finite
             bad = int((~torch.isfinite(X).all(dim=1)).sum())
             raise ValueError(f"fingerprints contain NaN/inf ({bad} row(s)) or values too large")
@@ -147,7 +145,7 @@ class Surrogate:
         if n <= bs:
             s = self.net(X)
         else:
-            s = torch.cat([self.net(X[i:i + bs]) for i in chunks], dim=1)
+            s = torch.cat([self.net(X[i : i + bs]) for i in chunks], dim=1)
         s = s.double().numpy()  # (M, n, n_out) scaled
         y = self.scaling.inverse(s)
         if self.meta.get("outputs", "non-trivial") == "non-trivial":
@@ -155,8 +153,7 @@ class Surrogate:
             y = np.concatenate([y0, y], axis=-1)
         return y
 
-    def predict(self, X, batch_size: int | None = None, progress: bool = False,
-                calibrated: bool = True):
+    def predict(self, X, batch_size: int | None = None, progress: bool = False, calibrated: bool = True):
         """Predictive mean and spread: X (n, latent_dim) -> (mean, std), each
         (n, n_states) MPa. std is the members' sample standard deviation times
         ``calibration_scale`` when ``calibrated`` and a scale was fitted; zeros for a
@@ -176,8 +173,11 @@ class Surrogate:
             "format_version": CHECKPOINT_VERSION,
             "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
             "net": {
-                "latent_dim": net.latent_dim, "hidden": net.hidden, "n_out": net.n_out,
-                "n_members": net.n_members, "negative_slope": net.negative_slope,
+                "latent_dim": net.latent_dim,
+                "hidden": net.hidden,
+                "n_out": net.n_out,
+                "n_members": net.n_members,
+                "negative_slope": net.negative_slope,
             },
             "scaling": self.scaling.to_dict(),
             "latent_dim": self.latent_dim,
@@ -194,7 +194,7 @@ class Surrogate:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Surrogate":
+    def load(cls, path: str | Path) -> Surrogate:
         """Load a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
         path = Path(path)
         if not path.is_file():
@@ -218,8 +218,9 @@ class Surrogate:
 PREDICTIONS_FORMAT = "matflow-vae3d/surrogate-predictions"
 
 
-def write_predictions(path, ve_id, mean, std, std_raw, surrogate: Surrogate,
-                      model_path: str = "", overwrite: bool = False) -> Path:
+def write_predictions(
+    path, ve_id, mean, std, std_raw, surrogate: Surrogate, model_path: str = "", overwrite: bool = False
+) -> Path:
     """Write predicted curves to HDF5 (``format = matflow-vae3d/surrogate-predictions``):
     ve_id (n,) str; sigma (n, n_states) MPa, the ensemble mean; sigma_std (n, n_states)
     MPa, calibrated spread; sigma_std_raw (n, n_states) MPa, raw member spread (both 0
@@ -232,8 +233,7 @@ def write_predictions(path, ve_id, mean, std, std_raw, surrogate: Surrogate,
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = PREDICTIONS_FORMAT
             f.attrs["format_version"] = 1
-            f.create_dataset("ve_id", data=np.asarray(list(ve_id), dtype=object),
-                             dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("ve_id", data=np.asarray(list(ve_id), dtype=object), dtype=h5py.string_dtype("utf-8"))
             f.create_dataset("sigma", data=np.asarray(mean, dtype=np.float64))
             f.create_dataset("sigma_std", data=np.asarray(std, dtype=np.float64))
             f.create_dataset("sigma_std_raw", data=np.asarray(std_raw, dtype=np.float64))
@@ -244,6 +244,7 @@ def write_predictions(path, ve_id, mean, std, std_raw, surrogate: Surrogate,
             f.attrs["model"] = str(model_path)
             f.attrs["model_sha256"] = surrogate.model_sha256
             f.attrs["n_members"] = surrogate.n_members
-            f.attrs["calibration_scale"] = (np.nan if surrogate.calibration_scale is None
-                                            else surrogate.calibration_scale)
+            f.attrs["calibration_scale"] = (
+                np.nan if surrogate.calibration_scale is None else surrogate.calibration_scale
+            )
     return path

@@ -33,8 +33,7 @@ def _r2(y_true: np.ndarray, y_pred: np.ndarray, axis=None):
         return np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, scaling=None,
-                       first: int = 1) -> dict[str, Any]:
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, scaling=None, first: int = 1) -> dict[str, Any]:
     """Metrics of predicted vs true curves, y_* : (n, n_states) MPa (see module doc).
 
     ``scaling`` (a :class:`MinMaxScaling` over states ``first..``) gives ``mse_scaled``.
@@ -66,12 +65,11 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, scaling=None,
     }
     if scaling is not None:
         d = scaling.transform(y_pred) - scaling.transform(y_true)
-        out["mse_scaled"] = float(np.mean(d ** 2))
+        out["mse_scaled"] = float(np.mean(d**2))
     return out
 
 
-def calibration_metrics(y_true, mean, std_raw, scale: float | None,
-                        first: int = 1) -> dict[str, Any]:
+def calibration_metrics(y_true, mean, std_raw, scale: float | None, first: int = 1) -> dict[str, Any]:
     """Coverage of +-2 sigma before (raw ensemble spread) and after recalibration
     (spread x ``scale``), and a reliability curve: for k in 0..3, the observed fraction
     inside +-k sigma vs the Gaussian 2 Phi(k) - 1. Arrays (n, n_states) MPa."""
@@ -124,8 +122,9 @@ def plot_curves(ve_id, y_true, mean, std, strain, path, component="xx") -> Path:
         ax.plot(x, y_true[i], "k.-", label="CP")
         ax.plot(x, mean[i], "C1--", label="surrogate")
         if std is not None and np.any(std[i] > 0):
-            ax.fill_between(x, mean[i] - 2 * std[i], mean[i] + 2 * std[i], color="C1",
-                            alpha=0.25, lw=0, label="+-2 sigma")
+            ax.fill_between(
+                x, mean[i] - 2 * std[i], mean[i] + 2 * std[i], color="C1", alpha=0.25, lw=0, label="+-2 sigma"
+            )
         ax.set_title(f"{name}: {ve_id[i]} (MAE {err[i]:.2f} MPa)", fontsize=9)
         ax.set_xlabel(xlabel)
     axes[0].set_ylabel(f"sigma_{component} (MPa)")
@@ -144,8 +143,13 @@ def plot_error_per_increment(metrics: dict[str, Any], path) -> Path:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
     m, s = np.asarray(metrics["mae_mpa"]), np.asarray(metrics["sd_mpa"])
     a1.errorbar(k, m, yerr=s, fmt="o-", ms=3, capsize=2)
-    a1.axhline(metrics["mae_mpa_mean"], color="k", lw=0.8, ls=":",
-               label=f"mean over increments {metrics['mae_mpa_mean']:.2f} MPa")
+    a1.axhline(
+        metrics["mae_mpa_mean"],
+        color="k",
+        lw=0.8,
+        ls=":",
+        label=f"mean over increments {metrics['mae_mpa_mean']:.2f} MPa",
+    )
     a1.set_xlabel("increment")
     a1.set_ylabel("|predicted - true| (MPa)")
     a1.legend(fontsize=8)
@@ -170,12 +174,21 @@ def plot_calibration(cal: dict[str, Any], y_true, mean, std_raw, path) -> Path:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
     a1.plot([0, 1], [0, 1], "k:", lw=0.8)
-    a1.plot(cal["nominal"], cal["observed_raw"], "o-", ms=3,
-            label=f"raw spread (2 sigma: {100 * cal['coverage_2sigma_raw']:.1f} %)")
+    a1.plot(
+        cal["nominal"],
+        cal["observed_raw"],
+        "o-",
+        ms=3,
+        label=f"raw spread (2 sigma: {100 * cal['coverage_2sigma_raw']:.1f} %)",
+    )
     if cal.get("observed_calibrated") is not None:
-        a1.plot(cal["nominal"], cal["observed_calibrated"], "s-", ms=3,
-                label=f"x {cal['calibration_scale']:.2f} (2 sigma: "
-                      f"{100 * cal['coverage_2sigma_calibrated']:.1f} %)")
+        a1.plot(
+            cal["nominal"],
+            cal["observed_calibrated"],
+            "s-",
+            ms=3,
+            label=f"x {cal['calibration_scale']:.2f} (2 sigma: {100 * cal['coverage_2sigma_calibrated']:.1f} %)",
+        )
     a1.set_xlabel("nominal coverage of +-k sigma (Gaussian)")
     a1.set_ylabel("observed fraction inside")
     a1.legend(fontsize=8)
@@ -239,10 +252,7 @@ def check_compatible(surrogate, table) -> None:
             "increments)"
         )
     if table.component != surrogate.meta.get("component", table.component):
-        raise ValueError(
-            f"the surrogate predicts sigma_{surrogate.meta['component']}, not "
-            f"sigma_{table.component}"
-        )
+        raise ValueError(f"the surrogate predicts sigma_{surrogate.meta['component']}, not sigma_{table.component}")
     if table.latent_dim != surrogate.latent_dim:
         raise ValueError(
             f"the surrogate was trained on {surrogate.latent_dim}-dimensional fingerprints, "
@@ -255,8 +265,9 @@ def check_compatible(surrogate, table) -> None:
         )
 
 
-def evaluate(surrogate, table, split: str = "heldout", out_dir=None,
-             baseline_curve: np.ndarray | None = None) -> dict[str, Any]:
+def evaluate(
+    surrogate, table, split: str = "heldout", out_dir=None, baseline_curve: np.ndarray | None = None
+) -> dict[str, Any]:
     """Metrics (and, with ``out_dir``, figures) of ``surrogate`` on ``table``'s rows of
     ``split`` (see :func:`select_rows`). ``baseline_curve`` (n_states,) MPa, e.g. the
     training mean curve, is scored on the same rows for reference."""
@@ -264,8 +275,7 @@ def evaluate(surrogate, table, split: str = "heldout", out_dir=None,
     rows = select_rows(surrogate, table, split)
     if len(rows) == 0:
         raise ValueError(
-            f"no VE of the {split!r} split in this table ({len(table)} VEs); "
-            "try --split all or pass other files"
+            f"no VE of the {split!r} split in this table ({len(table)} VEs); try --split all or pass other files"
         )
     first = 1 if surrogate.meta.get("outputs", "non-trivial") == "non-trivial" else 0
     y = table.Y[rows]
@@ -283,8 +293,9 @@ def evaluate(surrogate, table, split: str = "heldout", out_dir=None,
         res["metrics"] = regression_metrics(y, mean, surrogate.scaling, first=1)
     else:  # the paper's 21 outputs: MSE over all of them, errors over the loaded states
         res["metrics"] = regression_metrics(y, mean, None, first=1)
-        res["metrics"]["mse_scaled"] = float(np.mean(
-            (surrogate.scaling.transform(mean) - surrogate.scaling.transform(y)) ** 2))
+        res["metrics"]["mse_scaled"] = float(
+            np.mean((surrogate.scaling.transform(mean) - surrogate.scaling.transform(y)) ** 2)
+        )
     if std_raw is not None:
         res["calibration"] = calibration_metrics(y, mean, std_raw, scale)
     if baseline_curve is None and surrogate.meta.get("train_mean_curve") is not None:
@@ -296,8 +307,7 @@ def evaluate(surrogate, table, split: str = "heldout", out_dir=None,
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         std_plot = None if std_raw is None else std_raw * (scale or 1.0)
-        plot_curves(table.ve_id[rows], y, mean, std_plot, table.strain,
-                    out_dir / "curves.png", table.component)
+        plot_curves(table.ve_id[rows], y, mean, std_plot, table.strain, out_dir / "curves.png", table.component)
         plot_error_per_increment(res["metrics"], out_dir / "error_per_increment.png")
         plot_parity(y, mean, out_dir / "parity.png", table.component)
         if std_raw is not None:
@@ -320,15 +330,13 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     if "baseline_mean_curve" in res:
         b = res["baseline_mean_curve"]
         lines.append(
-            f"baseline (training mean curve)  {b['mae_mpa_mean']:.3f} +- {b['mae_mpa_sd']:.3f} MPa, "
-            f"R^2 {b['r2']:.4f}"
+            f"baseline (training mean curve)  {b['mae_mpa_mean']:.3f} +- {b['mae_mpa_sd']:.3f} MPa, R^2 {b['r2']:.4f}"
         )
     if "calibration" in res:
         c = res["calibration"]
         s = f"+-2 sigma coverage              raw {100 * c['coverage_2sigma_raw']:.1f} %"
         if c.get("coverage_2sigma_calibrated") is not None:
-            s += (f", x{c['calibration_scale']:.2f} (fitted on val) "
-                  f"{100 * c['coverage_2sigma_calibrated']:.1f} %")
+            s += f", x{c['calibration_scale']:.2f} (fitted on val) {100 * c['coverage_2sigma_calibrated']:.1f} %"
         lines.append(s + f" (nominal {100 * c['nominal_2sigma']:.1f} %)")
     return lines
 
@@ -341,7 +349,9 @@ def per_increment_csv(res: dict[str, Any], strain, path) -> Path:
         f.write("increment,strain,mae_mpa,sd_mpa,rel_pct,rel_pct_sd,r2\n")
         for k in range(len(m["mae_mpa"])):
             e = strain[k + 1] if len(strain) > k + 1 else float("nan")
-            f.write(f"{k + 1},{e:.6g},{m['mae_mpa'][k]:.6g},{m['sd_mpa'][k]:.6g},"
-                    f"{m['rel_pct'][k]:.6g},{m['rel_pct_sd'][k]:.6g},"
-                    f"{m['r2_per_increment'][k]:.6g}\n")
+            f.write(
+                f"{k + 1},{e:.6g},{m['mae_mpa'][k]:.6g},{m['sd_mpa'][k]:.6g},"
+                f"{m['rel_pct'][k]:.6g},{m['rel_pct_sd'][k]:.6g},"
+                f"{m['r2_per_increment'][k]:.6g}\n"
+            )
     return Path(path)

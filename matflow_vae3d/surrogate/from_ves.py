@@ -29,9 +29,11 @@ def pretrained_surrogate_path(material: str = "Mg") -> Path:
     from importlib.resources import files
 
     if material not in PRETRAINED_SURROGATES:
-        raise ValueError(f"no pretrained surrogate is shipped for {material!r} "
-                         f"(only {', '.join(PRETRAINED_SURROGATES)}): train one with `vae3d train-surrogate`")
-    return Path(str(files("matflow_vae3d").joinpath("data", "pretrained", PRETRAINED_SURROGATES[material])))
+        raise ValueError(
+            f"no pretrained surrogate is shipped for {material!r} "
+            f"(only {', '.join(PRETRAINED_SURROGATES)}): train one with `vae3d train-surrogate`"
+        )
+    return Path(str(files("matflow_vae3d") / "data" / "pretrained" / PRETRAINED_SURROGATES[material]))
 
 
 def find_vae(surrogate, vae=None) -> tuple[Any, dict]:
@@ -46,19 +48,24 @@ def find_vae(surrogate, vae=None) -> tuple[Any, dict]:
     if vae is not None:
         got = file_sha256(vae)
         if got != want:
-            raise ValueError(f"the surrogate was trained on fingerprints of VAE {want[:16]}..., "
-                             f"but {vae} is VAE {got[:16]}...: give the VAE it was trained with")
+            raise ValueError(
+                f"the surrogate was trained on fingerprints of VAE {want[:16]}..., "
+                f"but {vae} is VAE {got[:16]}...: give the VAE it was trained with"
+            )
         return load_model(vae)
     for lat in PRETRAINED_LATTICES:
         p = Path(str(pretrained_path(lat)))
         if p.is_file() and file_sha256(p) == want:
             return load_model(p)
-    raise ValueError(f"the surrogate was trained on fingerprints of VAE {want[:16]}..., which is not a "
-                     "shipped pretrained VAE: pass the VAE checkpoint it was trained with (--vae)")
+    raise ValueError(
+        f"the surrogate was trained on fingerprints of VAE {want[:16]}..., which is not a "
+        "shipped pretrained VAE: pass the VAE checkpoint it was trained with (--vae)"
+    )
 
 
-def predict_ves(surrogate, data, *, vae=None, fingerprints_out=None, batch_size: int = 32,
-                device="cpu", progress: bool = False) -> dict[str, Any]:
+def predict_ves(
+    surrogate, data, *, vae=None, fingerprints_out=None, batch_size: int = 32, device="cpu", progress: bool = False
+) -> dict[str, Any]:
     """Fingerprint the VE dataset ``data`` with the surrogate's VAE and predict.
 
     Returns {'ve_id' (n,), 'mean', 'std' (calibrated), 'std_raw' (n, n_states) MPa,
@@ -72,8 +79,7 @@ def predict_ves(surrogate, data, *, vae=None, fingerprints_out=None, batch_size:
     with tempfile.TemporaryDirectory(prefix="vae3d-predict-") as tmp:
         fp_path = Path(fingerprints_out) if fingerprints_out else Path(tmp) / "fingerprints.h5"
         t0 = time.perf_counter()
-        fingerprint_dataset(model, meta, data, fp_path, batch_size=batch_size, device=device,
-                            progress=progress)
+        fingerprint_dataset(model, meta, data, fp_path, batch_size=batch_size, device=device, progress=progress)
         t1 = time.perf_counter()
         fp = read_fingerprints(fp_path)
         surrogate.check_fingerprints(fp)
@@ -81,9 +87,15 @@ def predict_ves(surrogate, data, *, vae=None, fingerprints_out=None, batch_size:
         mean, std_raw = surrogate.predict(fp.mu, calibrated=False)
         t3 = time.perf_counter()
     std = std_raw * (surrogate.calibration_scale or 1.0)
-    return {"ve_id": fp.ve_id, "mean": mean, "std": std, "std_raw": std_raw,
-            "fingerprints": str(fingerprints_out) if fingerprints_out else None,
-            "fingerprint_s": t1 - t0, "predict_s": t3 - t2}
+    return {
+        "ve_id": fp.ve_id,
+        "mean": mean,
+        "std": std,
+        "std_raw": std_raw,
+        "fingerprints": str(fingerprints_out) if fingerprints_out else None,
+        "fingerprint_s": t1 - t0,
+        "predict_s": t3 - t2,
+    }
 
 
 def plot_predictions(ve_id, mean, std, strain, path, component: str = "xx", max_curves: int = 12) -> Path:
@@ -97,10 +109,9 @@ def plot_predictions(ve_id, mean, std, strain, path, component: str = "xx", max_
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
     n = min(len(mean), max_curves)
     for i in range(n):
-        line, = ax.plot(x, mean[i], lw=1.2, label=str(ve_id[i]))
+        (line,) = ax.plot(x, mean[i], lw=1.2, label=str(ve_id[i]))
         if np.any(std[i] > 0):
-            ax.fill_between(x, mean[i] - 2 * std[i], mean[i] + 2 * std[i], color=line.get_color(),
-                            alpha=0.15, lw=0)
+            ax.fill_between(x, mean[i] - 2 * std[i], mean[i] + 2 * std[i], color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"predicted sigma_{component} (MPa)")
     title = "surrogate predictions, bands +-2 sigma"

@@ -62,8 +62,7 @@ class _Batches:
     """Mini-batches from in-memory tensors: yields (x (M, b, D), y (M, b, K)), each
     member with its own random permutation per epoch."""
 
-    def __init__(self, X: torch.Tensor, Y: torch.Tensor, n_members: int, batch_size: int,
-                 seed: int):
+    def __init__(self, X: torch.Tensor, Y: torch.Tensor, n_members: int, batch_size: int, seed: int):
         self.X, self.Y, self.M, self.bs = X, Y, n_members, batch_size
         self.gen = torch.Generator().manual_seed(int(seed))
 
@@ -74,7 +73,7 @@ class _Batches:
         n = len(self.X)
         perm = torch.argsort(torch.rand(self.M, n, generator=self.gen), dim=1)
         for s in range(0, n, self.bs):
-            idx = perm[:, s:s + self.bs]
+            idx = perm[:, s : s + self.bs]
             yield self.X[idx], self.Y[idx]
 
 
@@ -143,8 +142,7 @@ def _lightning_module(net: EnsembleMLP, lr: float, weight_decay: float):
 
         def configure_optimizers(self):
             try:  # the fused CPU kernel is several times faster for these small tensors
-                return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay,
-                                        fused=True)
+                return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
             except (RuntimeError, TypeError):  # pragma: no cover - older torch
                 return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
 
@@ -190,14 +188,14 @@ def train_surrogate(
     net = EnsembleMLP(table.latent_dim, cfg.hidden, Y.shape[1], cfg.n_members, cfg.negative_slope)
     module = _lightning_module(net, cfg.lr, cfg.weight_decay)
     train_batches = _Batches(X[tr], S[tr], cfg.n_members, cfg.batch_size, cfg.seed)
-    callbacks, val_batches = [], None
+    callbacks: list[Any] = []
+    val_batches = None
     if len(va):
         from lightning.pytorch.callbacks import EarlyStopping
 
         val_batches = _OneBatch(X[va], S[va])
-        callbacks.append(EarlyStopping(monitor="val_best", mode="min", patience=cfg.patience,
-                                       check_finite=True))
-    logger = False
+        callbacks.append(EarlyStopping(monitor="val_best", mode="min", patience=cfg.patience, check_finite=True))
+    logger: Any = False
     if log_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
 
@@ -219,9 +217,16 @@ def train_surrogate(
         warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer = L.Trainer(
-            max_epochs=cfg.max_epochs, accelerator="cpu", devices=1, logger=logger,
-            callbacks=callbacks, enable_checkpointing=False, enable_model_summary=False,
-            enable_progress_bar=progress, num_sanity_val_steps=0, log_every_n_steps=1,
+            max_epochs=cfg.max_epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=logger,
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
             limit_val_batches=1.0 if len(va) else 0,
         )
         try:
@@ -245,8 +250,7 @@ def train_surrogate(
         "calibration_scale": None,
         "lattice": table.lattice,
         "loadcase": table.loadcase,
-        "split": {"seed": table.seed, "val_fraction": table.val_fraction,
-                  "test_fraction": table.test_fraction},
+        "split": {"seed": table.seed, "val_fraction": table.val_fraction, "test_fraction": table.test_fraction},
         "train_ids": table.ve_id[tr].tolist(),
         "val_ids": table.ve_id[va].tolist(),
         "test_ids": table.ve_id[table.rows("test")].tolist(),
@@ -259,8 +263,7 @@ def train_surrogate(
     surrogate = Surrogate(net, scaling, meta)
     if cfg.n_members > 1 and len(va):
         mean, std = surrogate.predict(table.X[va], calibrated=False)
-        meta["calibration_scale"] = fit_calibration_scale(
-            table.Y[va, 1:], mean[:, 1:], std[:, 1:])
+        meta["calibration_scale"] = fit_calibration_scale(table.Y[va, 1:], mean[:, 1:], std[:, 1:])
     if log_dir is not None:
         plot_loss(module.history, log_dir / "loss.png")
     return surrogate

@@ -21,8 +21,7 @@ class PaperMLP(nn.Sequential):
     x : (B, latent_dim) -> (B, n_out) in (0, 1).
     """
 
-    def __init__(self, latent_dim: int = 256, hidden: int = 512, n_out: int = 21,
-                 negative_slope: float = 0.01):
+    def __init__(self, latent_dim: int = 256, hidden: int = 512, n_out: int = 21, negative_slope: float = 0.01):
         super().__init__(
             nn.Linear(latent_dim, hidden),
             nn.LeakyReLU(negative_slope),
@@ -42,8 +41,14 @@ class EnsembleMLP(nn.Module):
     x (M, B, latent_dim) -> (M, B, n_out), one batch per member.
     """
 
-    def __init__(self, latent_dim: int = 256, hidden: int = 512, n_out: int = 21,
-                 n_members: int = 1, negative_slope: float = 0.01):
+    def __init__(
+        self,
+        latent_dim: int = 256,
+        hidden: int = 512,
+        n_out: int = 21,
+        n_members: int = 1,
+        negative_slope: float = 0.01,
+    ):
         super().__init__()
         if n_members < 1:
             raise ValueError(f"an ensemble needs at least one member, got {n_members}")
@@ -82,9 +87,11 @@ class EnsembleMLP(nn.Module):
     def member(self, m: int) -> PaperMLP:
         """Member m as a stand-alone :class:`PaperMLP` (a copy of its weights)."""
         net = PaperMLP(self.latent_dim, self.hidden, self.n_out, self.negative_slope)
+        lin1, lin2 = net[0], net[2]
+        assert isinstance(lin1, nn.Linear) and isinstance(lin2, nn.Linear)
         with torch.no_grad():
-            net[0].weight.copy_(self.W1[m].T)
-            net[0].bias.copy_(self.b1[m, 0])
-            net[2].weight.copy_(self.W2[m].T)
-            net[2].bias.copy_(self.b2[m, 0])
+            lin1.weight.copy_(self.W1[m].T)
+            lin1.bias.copy_(self.b1[m, 0])
+            lin2.weight.copy_(self.W2[m].T)
+            lin2.bias.copy_(self.b2[m, 0])
         return net

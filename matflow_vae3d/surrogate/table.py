@@ -15,16 +15,23 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-
 #: stress component name -> (i, j) index into the (3, 3) Cauchy stress.
 COMPONENTS = {
-    "xx": (0, 0), "yy": (1, 1), "zz": (2, 2),
-    "xy": (0, 1), "yz": (1, 2), "xz": (0, 2), "zx": (0, 2), "yx": (0, 1), "zy": (1, 2),
+    "xx": (0, 0),
+    "yy": (1, 1),
+    "zz": (2, 2),
+    "xy": (0, 1),
+    "yz": (1, 2),
+    "xz": (0, 2),
+    "zx": (0, 2),
+    "yx": (0, 1),
+    "zy": (1, 2),
 }
 
 SPLITS = ("train", "val", "test")
@@ -62,10 +69,7 @@ def _check_unique(ids: np.ndarray, what: str, sources: Sequence[str] | None = No
             f"{what}: VE id {dup[0]!r} occurs more than once, in {where[0]} and {where[1]}; "
             "ids must be unique over all files"
         )
-    raise ValueError(
-        f"{what}: {len(dup)} VE id(s) occur more than once, e.g. {dup[:3]}; "
-        "ids must be unique"
-    )
+    raise ValueError(f"{what}: {len(dup)} VE id(s) occur more than once, e.g. {dup[:3]}; ids must be unique")
 
 
 @dataclasses.dataclass
@@ -88,20 +92,16 @@ class Fingerprints:
         self.mu = np.asarray(self.mu, dtype=np.float32)
         if self.mu.ndim != 2 or self.mu.shape[0] != len(self.ve_id):
             raise ValueError(
-                f"fingerprints: mu must have shape (n_ve={len(self.ve_id)}, latent_dim), "
-                f"got {self.mu.shape}"
+                f"fingerprints: mu must have shape (n_ve={len(self.ve_id)}, latent_dim), got {self.mu.shape}"
             )
         if int(self.latent_dim) != self.mu.shape[1]:
             raise ValueError(
-                f"fingerprints: attribute latent_dim={self.latent_dim} but mu has "
-                f"{self.mu.shape[1]} columns"
+                f"fingerprints: attribute latent_dim={self.latent_dim} but mu has {self.mu.shape[1]} columns"
             )
         self.latent_dim = int(self.latent_dim)
         if not np.all(np.isfinite(self.mu)):
             bad = self.ve_id[~np.isfinite(self.mu).all(axis=1)]
-            raise ValueError(
-                f"fingerprints: {len(bad)} row(s) contain NaN/inf, e.g. {list(bad[:3])}"
-            )
+            raise ValueError(f"fingerprints: {len(bad)} row(s) contain NaN/inf, e.g. {list(bad[:3])}")
         _check_unique(self.ve_id, "fingerprints")
 
 
@@ -184,16 +184,13 @@ class Stresses:
         self.sigma = np.asarray(self.sigma, dtype=np.float64)
         if self.sigma.shape != (n, len(self.t), 3, 3):
             raise ValueError(
-                f"CP results: sigma must have shape (n_ve={n}, n_states={len(self.t)}, 3, 3), "
-                f"got {self.sigma.shape}"
+                f"CP results: sigma must have shape (n_ve={n}, n_states={len(self.t)}, 3, 3), got {self.sigma.shape}"
             )
         if len(self.status) != n or len(self.reason) != n:
             raise ValueError("CP results: ve_id, status and reason differ in length")
         unknown = sorted(set(self.status.tolist()) - {"converged", "failed"})
         if unknown:
-            raise ValueError(
-                f"CP results: unknown status value(s) {unknown}; expected 'converged'/'failed'"
-            )
+            raise ValueError(f"CP results: unknown status value(s) {unknown}; expected 'converged'/'failed'")
         if self.F is not None:
             self.F = np.asarray(self.F, dtype=np.float64)
             if self.F.shape != self.sigma.shape:
@@ -250,18 +247,17 @@ def read_stresses(paths: str | Path | Sequence[str | Path]) -> Stresses:
             )
         if not np.allclose(other.t, first.t, rtol=1e-9, atol=0):
             raise ValueError(
-                f"CP result files differ in the times of their increments "
-                f"({first.source} vs {other.source})"
+                f"CP result files differ in the times of their increments ({first.source} vs {other.source})"
             )
         if first.loadcase and other.loadcase and other.loadcase != first.loadcase:
-            raise ValueError(
-                f"CP result files were run with different load cases "
-                f"({first.source} vs {other.source})"
-            )
+            raise ValueError(f"CP result files were run with different load cases ({first.source} vs {other.source})")
     if len(parts) == 1:
         return first
-    _check_unique(np.concatenate([p.ve_id for p in parts]), "CP results",
-                  sources=[p.source for p in parts for _ in range(len(p.ve_id))])
+    _check_unique(
+        np.concatenate([p.ve_id for p in parts]),
+        "CP results",
+        sources=[p.source for p in parts for _ in range(len(p.ve_id))],
+    )
     hasF = all(p.F is not None for p in parts)
     return Stresses(
         ve_id=np.concatenate([p.ve_id for p in parts]),
@@ -290,12 +286,11 @@ def split_by_id(
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(
-            f"need 0 <= val_fraction, test_fraction and their sum < 1; got "
-            f"{val_fraction}, {test_fraction}"
+            f"need 0 <= val_fraction, test_fraction and their sum < 1; got {val_fraction}, {test_fraction}"
         )
     out = []
     for vid in ve_ids:
-        h = hashlib.sha256(f"{int(seed)}:{vid}".encode("utf-8")).digest()
+        h = hashlib.sha256(f"{int(seed)}:{vid}".encode()).digest()
         u = int.from_bytes(h[:8], "big") / 2.0**64
         out.append("val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train")
     return np.asarray(out, dtype=object)
@@ -318,7 +313,7 @@ class MinMaxScaling:
     margin: float = 0.0
 
     @classmethod
-    def fit(cls, y: np.ndarray, mode: str = "global", margin: float = 0.0) -> "MinMaxScaling":
+    def fit(cls, y: np.ndarray, mode: str = "global", margin: float = 0.0) -> MinMaxScaling:
         """Fit on y : (n, n_out) MPa (all rows of the table)."""
         y = np.asarray(y, dtype=np.float64)
         if y.ndim != 2 or y.shape[0] == 0:
@@ -357,7 +352,7 @@ class MinMaxScaling:
         return {"lo": self.lo.tolist(), "hi": self.hi.tolist(), "mode": self.mode, "margin": self.margin}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MinMaxScaling":
+    def from_dict(cls, d: dict[str, Any]) -> MinMaxScaling:
         return cls(lo=d["lo"], hi=d["hi"], mode=d["mode"], margin=d["margin"])
 
 
@@ -427,8 +422,7 @@ class SurrogateTable:
             )
         if self.missing_stress:
             lines.append(
-                f"{len(self.missing_stress)} fingerprint(s) without a CP result, "
-                f"e.g. {self.missing_stress[:3]}"
+                f"{len(self.missing_stress)} fingerprint(s) without a CP result, e.g. {self.missing_stress[:3]}"
             )
         return "\n".join(lines)
 
@@ -455,9 +449,7 @@ def build_table(
     fp = fingerprints if isinstance(fingerprints, Fingerprints) else read_fingerprints(fingerprints)
     st = stresses if isinstance(stresses, Stresses) else read_stresses(stresses)
     if fp.lattice and st.lattice and fp.lattice != st.lattice:
-        raise ValueError(
-            f"fingerprints are of {fp.lattice!r} VEs but the CP results of {st.lattice!r} VEs"
-        )
+        raise ValueError(f"fingerprints are of {fp.lattice!r} VEs but the CP results of {st.lattice!r} VEs")
     i, j = COMPONENTS[component]
     fp_index = {v: k for k, v in enumerate(fp.ve_id.tolist())}
     st_ids = set(st.ve_id.tolist())
@@ -472,13 +464,14 @@ def build_table(
     n_inc = st.n_increments
     excluded: collections.Counter = collections.Counter()
     excluded_ids: dict[str, str] = {}
-    keep_st, keep_fp = [], []
+    keep_st: list[int] = []
+    keep_fp: list[int] = []
     for k, vid in enumerate(st.ve_id.tolist()):
         if vid not in fp_index:
             continue
         if st.status[k] == "failed":
             reason = f"failed: {st.reason[k] or 'no reason recorded'}"
-        elif st.n_converged[k] < n_inc:
+        elif st.n_converged is not None and st.n_converged[k] < n_inc:
             reason = f"incomplete: {st.n_converged[k]} of {n_inc} increments converged"
         elif not np.all(np.isfinite(st.sigma[k, :, i, j])):
             reason = "NaN/inf in the stress target although status is 'converged'"
@@ -490,21 +483,18 @@ def build_table(
         excluded_ids[vid] = reason
     if not keep_st:
         detail = "; ".join(f"{c} x {r}" for r, c in excluded.most_common())
-        raise ValueError(
-            f"no VE left to learn from after exclusions ({detail or 'nothing joined'})"
-        )
-    keep_st = np.asarray(keep_st)
-    keep_fp = np.asarray(keep_fp)
-    ve_id = st.ve_id[keep_st]
-    Y = st.sigma[keep_st, :, i, j] / 1e6
+        raise ValueError(f"no VE left to learn from after exclusions ({detail or 'nothing joined'})")
+    rows_st, rows_fp = np.asarray(keep_st), np.asarray(keep_fp)
+    ve_id = st.ve_id[rows_st]
+    Y = st.sigma[rows_st, :, i, j] / 1e6
     if st.F is not None:
-        strain = np.mean(st.F[keep_st, :, i, i], axis=0) - 1.0
+        strain = np.mean(st.F[rows_st, :, i, i], axis=0) - 1.0
     else:
         strain = np.full(len(st.t), np.nan)
     split = split_by_id(ve_id.tolist(), val_fraction, test_fraction, seed)
     return SurrogateTable(
         ve_id=ve_id,
-        X=fp.mu[keep_fp],
+        X=fp.mu[rows_fp],
         Y=Y,
         t=st.t.copy(),
         strain=strain,

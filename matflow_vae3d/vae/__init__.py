@@ -9,8 +9,18 @@ from .losses import ALPHA, vae_loss
 from .network import PRESET_LAYERS, ResNetVAE3d, VAEConfig, preset_config
 
 __all__ = [
-    "ALPHA", "PRESET_LAYERS", "ResNetVAE3d", "VAEConfig", "check_compatible",
-    "load_model", "pretrained_path", "PRETRAINED_LATTICES", "dataset_lattice", "preset_config", "save_model", "vae_loss",
+    "ALPHA",
+    "PRESET_LAYERS",
+    "ResNetVAE3d",
+    "VAEConfig",
+    "check_compatible",
+    "load_model",
+    "pretrained_path",
+    "PRETRAINED_LATTICES",
+    "dataset_lattice",
+    "preset_config",
+    "save_model",
+    "vae_loss",
 ]
 
 
@@ -27,9 +37,11 @@ def pretrained_path(lattice: str | None = None):
 
     lat = canonical_lattice(lattice or "hP")
     if lat not in PRETRAINED_LATTICES:
-        raise ValueError(f"no pretrained VAE is shipped for crystal structure {lat!r} "
-                         f"(only {', '.join(PRETRAINED_LATTICES)}): train one with `vae3d train-vae`")
-    return files("matflow_vae3d").joinpath("data", "pretrained", f"vae_{lat}_grid16.pt")
+        raise ValueError(
+            f"no pretrained VAE is shipped for crystal structure {lat!r} "
+            f"(only {', '.join(PRETRAINED_LATTICES)}): train one with `vae3d train-vae`"
+        )
+    return files("matflow_vae3d") / "data" / "pretrained" / f"vae_{lat}_grid16.pt"
 
 
 def dataset_lattice(path) -> str | None:

@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
+from matflow_vae3d.fileio import atomic_output
+
 from ..microstructure import canonical_lattice
 from .models import ARCHITECTURES, build_model
-from matflow_vae3d.fileio import atomic_output
 
 FORMAT = "matflow-vae3d/vae-model"
 FORMAT_VERSION = 2
@@ -89,22 +90,22 @@ def save_model(path, model, lattice: str, training: dict | None = None) -> Path:
 def _extract(obj: Any, path) -> dict:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if int(obj.get("format_version", 1)) > FORMAT_VERSION:
-            raise ValueError(f"{path} is a VAE checkpoint of format version {obj['format_version']}; "
-                             f"this matflow-vae3d reads up to {FORMAT_VERSION}: upgrade matflow-vae3d")
+            raise ValueError(
+                f"{path} is a VAE checkpoint of format version {obj['format_version']}; "
+                f"this matflow-vae3d reads up to {FORMAT_VERSION}: upgrade matflow-vae3d"
+            )
         return obj
     if isinstance(obj, dict) and isinstance(obj.get("vae3d"), dict):  # Lightning checkpoint
         meta = dict(obj["vae3d"])
         prefix = "net."
         state = {
-            k[len(prefix):].replace("_orig_mod.", ""): v
+            k[len(prefix) :].replace("_orig_mod.", ""): v
             for k, v in obj.get("state_dict", {}).items()
             if k.startswith(prefix)
         }
         meta["state_dict"] = state
         return meta
-    raise ValueError(
-        f"{path} is not a matflow-vae3d VAE checkpoint (no format {FORMAT!r} and no 'vae3d' record)"
-    )
+    raise ValueError(f"{path} is not a matflow-vae3d VAE checkpoint (no format {FORMAT!r} and no 'vae3d' record)")
 
 
 def load_model(path, map_location="cpu"):

@@ -25,8 +25,7 @@ import torch
 
 from .. import crystal
 from .checkpoint import check_compatible
-from .fingerprints import (SUMMARY_IDENTITY, SUMMARY_SHIFTED, roll_invariant_summary, summary_shifts,
-                           write_fingerprints)
+from .fingerprints import SUMMARY_IDENTITY, SUMMARY_SHIFTED, roll_invariant_summary, summary_shifts, write_fingerprints
 
 
 def open_dataset(path, meta: dict | None = None):
@@ -56,7 +55,7 @@ def prepare(model: torch.nn.Module, device) -> torch.nn.Module:
     device = torch.device(device)
     model = model.to(device).eval()
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch stubs lack it
     return model
 
 
@@ -65,8 +64,7 @@ def model_input(batch, device, representation: str = "euler", dtype=torch.float3
     normalised Euler angles or 'quaternion' (B, 4, n, n, n) FZ quaternions; a ready
     tensor (or [tensor, ...]) is taken as it is. NaN/inf refused."""
     if hasattr(batch, "to_tensor"):
-        x = (batch.quaternion_image(device, dtype) if representation == "quaternion"
-             else batch.to_tensor(device, dtype))
+        x = batch.quaternion_image(device, dtype) if representation == "quaternion" else batch.to_tensor(device, dtype)
     elif isinstance(batch, (list, tuple)):
         x = batch[0].to(device=device, dtype=dtype)
     else:
@@ -112,8 +110,9 @@ def image_quaternions(x: torch.Tensor, representation: str = "euler") -> torch.T
     return crystal.torch_eulers_to_quaternions(eu)
 
 
-def misorientation(x: torch.Tensor, recon: torch.Tensor, lattice: str,
-                   representation: str = "euler") -> dict[str, torch.Tensor]:
+def misorientation(
+    x: torch.Tensor, recon: torch.Tensor, lattice: str, representation: str = "euler"
+) -> dict[str, torch.Tensor]:
     """Per-VE reconstruction error; x, recon: (B, C, n, n, n) model images.
 
     Returns {'quat', 'deg', 'within5', 'within15'}, each (B,): the mean over voxels of
@@ -138,8 +137,14 @@ def loader(ds_path, batch_size: int, num_workers: int = 0, indices=None):
     from ..datasets import VETorchDataset, collate_ves
 
     tds = VETorchDataset(str(ds_path), indices=indices)
-    return DataLoader(tds, batch_size=int(batch_size), shuffle=False, collate_fn=collate_ves,
-                      num_workers=int(num_workers), pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        tds,  # type: ignore[arg-type]  # a map-style dataset (__len__, __getitem__), not a torch subclass
+        batch_size=int(batch_size),
+        shuffle=False,
+        collate_fn=collate_ves,
+        num_workers=int(num_workers),
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def _progress(it, total, desc, progress):
@@ -178,8 +183,9 @@ def latent_shape(model) -> tuple:
     return (int(c.latent),)
 
 
-def fingerprint_dataset(model, meta: dict, data, out, batch_size: int = 64, device="cpu",
-                        num_workers: int = 0, progress: bool = True) -> dict:
+def fingerprint_dataset(
+    model, meta: dict, data, out, batch_size: int = 64, device="cpu", num_workers: int = 0, progress: bool = True
+) -> dict:
     """Encode every VE of dataset ``data`` and write ``out`` (docs/formats.md
     "Fingerprints") atomically. Returns {'n', 'latent', 'path'}."""
     ds = open_dataset(data, meta)
@@ -188,7 +194,9 @@ def fingerprint_dataset(model, meta: dict, data, out, batch_size: int = 64, devi
     out = Path(out)
     if batch_size < 1:
         raise ValueError("batch size must be >= 1")
-    mus, sums, ids = [], [], []
+    mus: list[np.ndarray] = []
+    sums: list[np.ndarray] = []
+    ids: list[str] = []
     dl = loader(data, batch_size, num_workers)
     rep = model.representation
     for batch in _progress(dl, len(dl), "fingerprint", progress):
@@ -197,9 +205,18 @@ def fingerprint_dataset(model, meta: dict, data, out, batch_size: int = 64, devi
         sums.append(summ)
         ids.extend(str(v) for v in batch.ve_ids)
     mu = np.concatenate(mus).astype(np.float32)
-    write_fingerprints(out, ids, mu, model_sha256=meta["sha256"], lattice=meta["lattice"],
-                       grid=ds.grid, source=str(Path(data).resolve()), latent_shape=latent_shape(model),
-                       summary=np.concatenate(sums), summary_kind_=summary_kind_of(model))
+    write_fingerprints(
+        out,
+        ids,
+        mu,
+        model_sha256=meta["sha256"],
+        lattice=meta["lattice"],
+        grid=ds.grid,
+        source=str(Path(data).resolve()),
+        latent_shape=latent_shape(model),
+        summary=np.concatenate(sums),
+        summary_kind_=summary_kind_of(model),
+    )
     return {"n": len(ids), "latent": int(mu.shape[1]), "path": str(out)}
 
 
@@ -212,9 +229,16 @@ def summarise_errors(vals: dict, ids: list) -> dict:
     return out
 
 
-def evaluate_dataset(model, meta: dict, data, batch_size: int = 32, device="cpu",
-                     num_workers: int = 0, max_ves: int | None = None,
-                     progress: bool = True) -> dict:
+def evaluate_dataset(
+    model,
+    meta: dict,
+    data,
+    batch_size: int = 32,
+    device="cpu",
+    num_workers: int = 0,
+    max_ves: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Reconstruction error over a dataset.
 
     Returns {'ve_id': list, 'n', 'examples': (x, recon) of the first batch (CPU,
@@ -227,7 +251,9 @@ def evaluate_dataset(model, meta: dict, data, batch_size: int = 32, device="cpu"
     n = len(ds) if max_ves is None else min(len(ds), int(max_ves))
     dl = loader(data, batch_size, num_workers, indices=list(range(n)))
     rep = model.representation
-    ids, vals, examples = [], {}, None
+    ids: list[str] = []
+    vals: dict[str, list] = {}
+    examples = None
     for batch in _progress(dl, len(dl), "evaluate", progress):
         x = to_input(batch, device, rep)
         _, rec = reconstruct(model, x)
@@ -255,8 +281,9 @@ def display_image(x: torch.Tensor, representation: str, lattice: str) -> torch.T
     return crystal.torch_normalise_eulers(crystal.torch_quaternions_to_eulers(q)).movedim(-1, 1)
 
 
-def plot_reconstructions(x: torch.Tensor, recon: torch.Tensor, png, titles=None,
-                         representation: str = "euler", lattice: str = "hP") -> None:
+def plot_reconstructions(
+    x: torch.Tensor, recon: torch.Tensor, png, titles=None, representation: str = "euler", lattice: str = "hP"
+) -> None:
     """Mid-slices (z = n/2) of inputs (top row) and reconstructions (bottom row),
     coloured by normalised FZ Euler angles -> PNG (written atomically).
 
@@ -267,17 +294,16 @@ def plot_reconstructions(x: torch.Tensor, recon: torch.Tensor, png, titles=None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = display_image(x.float().cpu(), representation, lattice).numpy()
-    recon = display_image(recon.float().cpu(), representation, lattice).numpy()
-    b = min(len(x), 8)
-    k = x.shape[-1] // 2
-    scale = np.maximum(x[:b].reshape(b, 3, -1).max(axis=(0, 2)), 1e-3)
+    xs = display_image(x.float().cpu(), representation, lattice).numpy()
+    rs = display_image(recon.float().cpu(), representation, lattice).numpy()
+    b = min(len(xs), 8)
+    k = xs.shape[-1] // 2
+    scale = np.maximum(xs[:b].reshape(b, 3, -1).max(axis=(0, 2)), 1e-3)
     fig, axes = plt.subplots(2, b, figsize=(2.2 * b, 4.6), squeeze=False)
     for j in range(b):
-        for i, (img, lab) in enumerate(((x[j], "input"), (recon[j], "reconstruction"))):
+        for i, (img, lab) in enumerate(((xs[j], "input"), (rs[j], "reconstruction"))):
             ax = axes[i, j]
-            ax.imshow(_rgb(img[:, :, :, k], scale).transpose(1, 0, 2), origin="lower",
-                      interpolation="nearest")
+            ax.imshow(_rgb(img[:, :, :, k], scale).transpose(1, 0, 2), origin="lower", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:

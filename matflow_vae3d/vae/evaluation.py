@@ -25,26 +25,30 @@ def mean_euler_image(data, max_ves: int = 2000) -> torch.Tensor:
     VEs of a dataset (the 'training-mean image' baseline)."""
     ds = open_dataset(data)
     n = min(len(ds), int(max_ves))
-    total, count = None, 0
+    total: torch.Tensor | None = None
+    count = 0
     for batch in loader(data, 64, indices=list(range(n))):
         x = batch.to_tensor("cpu").double()
         total = x.sum(0) if total is None else total + x.sum(0)
         count += x.shape[0]
+    if total is None:
+        raise ValueError(f"VE dataset {data} holds no VEs")
     return (total / count).float()
 
 
 @torch.inference_mode()
-def baseline_errors(data, lattice: str, mean_image: torch.Tensor | None = None,
-                    max_ves: int | None = None) -> dict[str, dict]:
+def baseline_errors(
+    data, lattice: str, mean_image: torch.Tensor | None = None, max_ves: int | None = None
+) -> dict[str, dict]:
     """Errors of the constant predictors on a VE dataset, as :func:`evaluate_dataset`
     reports them: {'identity': summary, 'mean image': summary (with ``mean_image``)}."""
     ds = open_dataset(data)
     n = len(ds) if max_ves is None else min(len(ds), int(max_ves))
-    preds = {"identity": None}
+    preds: dict[str, torch.Tensor | None] = {"identity": None}
     if mean_image is not None:
         preds["mean image"] = mean_image
-    vals = {k: {} for k in preds}
-    ids = []
+    vals: dict[str, dict[str, list]] = {k: {} for k in preds}
+    ids: list[str] = []
     for batch in loader(data, 64, indices=list(range(n))):
         q = batch.quaternion_image("cpu")
         ids.extend(str(v) for v in batch.ve_ids)
@@ -65,13 +69,17 @@ def table(results: dict, baselines: dict | None = None) -> str:
     """Markdown table: one row per (dataset, predictor); ``results`` maps a dataset
     path to :func:`evaluate_dataset`'s summary, ``baselines`` a path to
     :func:`baseline_errors`' dict."""
-    rows = ["| dataset | predictor | VEs | disorientation / deg | within 5° | within 15° | 1-\\|q·q̂\\| |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| dataset | predictor | VEs | disorientation / deg | within 5° | within 15° | 1-\\|q·q̂\\| |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def row(name, pred, r):
-        rows.append(f"| {name} | {pred} | {r['n']} | {r['deg_mean']:.2f} ± {r['deg_std']:.2f} "
-                    f"| {100 * r['within5_mean']:.1f} % | {100 * r['within15_mean']:.1f} % "
-                    f"| {r['quat_mean']:.4f} |")
+        rows.append(
+            f"| {name} | {pred} | {r['n']} | {r['deg_mean']:.2f} ± {r['deg_std']:.2f} "
+            f"| {100 * r['within5_mean']:.1f} % | {100 * r['within15_mean']:.1f} % "
+            f"| {r['quat_mean']:.4f} |"
+        )
 
     for path, r in results.items():
         name = Path(path).name

@@ -67,7 +67,7 @@ def roll_invariant_summary(mu, latent_shape) -> np.ndarray:
     if len(shape) != 4:
         return mu.astype(np.float32)
     n, C = mu.shape[0], shape[0]
-    z = mu.reshape(n, C, -1)                                            # (n, C, cells)
+    z = mu.reshape(n, C, -1)  # (n, C, cells)
     mean = z.mean(2)
     iu = np.triu_indices(C)
     second = np.einsum("nic,njc->nij", z, z)[:, iu[0], iu[1]] / z.shape[2]
@@ -76,9 +76,19 @@ def roll_invariant_summary(mu, latent_shape) -> np.ndarray:
     return np.concatenate([mean, second, lag], axis=1).astype(np.float32)
 
 
-def write_fingerprints(path, ve_ids, mu, model_sha256: str, lattice: str, grid, source: str,
-                       latent_shape=None, attrs: dict | None = None, summary=None,
-                       summary_kind_: str | None = None) -> None:
+def write_fingerprints(
+    path,
+    ve_ids,
+    mu,
+    model_sha256: str,
+    lattice: str,
+    grid,
+    source: str,
+    latent_shape=None,
+    attrs: dict | None = None,
+    summary=None,
+    summary_kind_: str | None = None,
+) -> None:
     """Write a fingerprint file (temporary file, then rename).
 
     ve_ids: (n,) str; mu: (n, latent) float32; grid: 3 ints or one; latent_shape:
@@ -133,7 +143,7 @@ def read_fingerprints(path) -> dict:
         out["ve_id"] = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ve_id"][()]]
         out["mu"] = f["mu"][()]
         out["summary"] = f["summary"][()] if "summary" in f else out["mu"]
-    mu = out["mu"]
+    mu = np.asarray(out["mu"])
     out["latent_shape"] = tuple(int(s) for s in out.get("latent_shape", (mu.shape[-1] if mu.ndim == 2 else -1,)))
     out.setdefault("summary_kind", SUMMARY_IDENTITY)
     return out

@@ -21,6 +21,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -89,6 +90,8 @@ class VAEModule(L.LightningModule):
     compile: torch.compile the net.
     """
 
+    net: Any  # the VAE (a vae.models VAEBase)
+
     def __init__(
         self,
         config: dict,
@@ -114,11 +117,22 @@ class VAEModule(L.LightningModule):
         if orientation_loss not in ORIENTATION_LOSSES:
             raise ValueError(f"unknown orientation loss {orientation_loss!r}: use {' or '.join(ORIENTATION_LOSSES)}")
         self.save_hyperparameters(
-            dict(config=config, lattice=lattice, architecture=architecture, lr=float(lr),
-                 weight_decay=float(weight_decay), alpha=float(alpha), kl_weight=float(kl_weight),
-                 seed=int(seed), compile=bool(compile), optimizer=optimizer,
-                 warmup_steps=int(warmup_steps), total_steps=int(total_steps),
-                 orientation_loss=orientation_loss, roll=bool(roll))
+            dict(
+                config=config,
+                lattice=lattice,
+                architecture=architecture,
+                lr=float(lr),
+                weight_decay=float(weight_decay),
+                alpha=float(alpha),
+                kl_weight=float(kl_weight),
+                seed=int(seed),
+                compile=bool(compile),
+                optimizer=optimizer,
+                warmup_steps=int(warmup_steps),
+                total_steps=int(total_steps),
+                orientation_loss=orientation_loss,
+                roll=bool(roll),
+            )
         )
         self.net = build_model(architecture, config)
         self.__dict__["_forward"] = self.net  # not a registered submodule (compile wrapper)
@@ -126,14 +140,19 @@ class VAEModule(L.LightningModule):
 
     # -- device placement ------------------------------------------------------
     @property
+    def hp(self) -> Any:
+        """``self.hparams`` with attribute access (Lightning types it as a plain mapping)."""
+        return self.hparams
+
+    @property
     def _channels_last(self) -> bool:
         return self.device.type == "cuda"
 
     def setup(self, stage: str) -> None:
         if self._channels_last:
             self.net.to(memory_format=torch.channels_last_3d)
-        if self.hparams.compile and self._forward is self.net:
-            self.__dict__["_forward"] = torch.compile(self.net)
+        if self.hp.compile and self._forward is self.net:
+            self.__dict__["_forward"] = torch.compile(self.net)  # type: ignore[arg-type]  # a Module is accepted
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x = model_input(batch, self.device, self.net.representation)
@@ -144,27 +163,36 @@ class VAEModule(L.LightningModule):
     # -- steps ----------------------------------------------------------------
     def _noise_generator(self) -> torch.Generator:
         g = torch.Generator(device=self.device)
-        g.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
+        g.manual_seed(self.hp.seed * 1_000_003 + self.global_step * 101 + self.global_rank)
         return g
 
     def _log_terms(self, prefix: str, terms: dict, batch_size: int, prog_bar: bool) -> None:
         for k, v in terms.items():
-            self.log(f"{prefix}_{k}", v, on_step=False, on_epoch=True,
-                     prog_bar=prog_bar and k == "loss", batch_size=batch_size, sync_dist=True)
+            self.log(
+                f"{prefix}_{k}",
+                v,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=prog_bar and k == "loss",
+                batch_size=batch_size,
+                sync_dist=True,
+            )
 
     def loss_terms(self, raw, x, mu, logvar) -> dict:
         """The training objective of the model's representation (see vae.losses)."""
-        h = self.hparams
+        h = self.hp
         if self.net.representation == "quaternion":
-            return quaternion_vae_loss(self.net.output(raw), x, mu, logvar, h.lattice,
-                                       kind=h.orientation_loss, kl_weight=h.kl_weight)
+            return quaternion_vae_loss(
+                self.net.output(raw), x, mu, logvar, h.lattice, kind=h.orientation_loss, kl_weight=h.kl_weight
+            )
         return vae_loss(raw, x, mu.flatten(1), logvar.flatten(1), h.alpha, h.kl_weight)
 
     def training_step(self, x, batch_idx):
         self.net.check_input(x)
-        if self.hparams.roll:
-            x = random_rolls(x, torch.Generator().manual_seed(
-                self.hparams.seed * 7_919 + self.global_step * 131 + self.global_rank))
+        if self.hp.roll:
+            x = random_rolls(
+                x, torch.Generator().manual_seed(self.hp.seed * 7_919 + self.global_step * 131 + self.global_rank)
+            )
         raw, mu, logvar = self._forward(x, generator=self._noise_generator())
         terms = self.loss_terms(raw, x, mu, logvar)
         if not torch.isfinite(terms["loss"]):
@@ -182,7 +210,7 @@ class VAEModule(L.LightningModule):
         self._log_terms("val", terms, x.shape[0], True)
 
     def configure_optimizers(self):
-        h = self.hparams
+        h = self.hp
         if h.optimizer == "adam":
             return torch.optim.Adam(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay)
         opt = torch.optim.AdamW(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay)
@@ -209,14 +237,19 @@ class VAEModule(L.LightningModule):
         checkpoint["vae3d"] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "architecture": self.hparams.architecture,
+            "architecture": self.hp.architecture,
             "representation": self.net.representation,
-            "config": dict(self.hparams.config),
-            "lattice": self.hparams.lattice,
-            "grid": int(self.hparams.config["grid"]),
-            "training": plain(dict(self.training_record, epoch=int(self.current_epoch),
-                                   global_step=int(self.global_step),
-                                   train_wall_s=round(self.train_wall_s(), 1))),
+            "config": dict(self.hp.config),
+            "lattice": self.hp.lattice,
+            "grid": int(self.hp.config["grid"]),
+            "training": plain(
+                dict(
+                    self.training_record,
+                    epoch=int(self.current_epoch),
+                    global_step=int(self.global_step),
+                    train_wall_s=round(self.train_wall_s(), 1),
+                )
+            ),
         }
         # keep the file weights_only-loadable: hparams as a plain dict
         if "hyper_parameters" in checkpoint:
@@ -230,12 +263,12 @@ class VEDataModule(L.LightningDataModule):
     processes (0 = in the main process); seed: shuffling seed.
     """
 
-    def __init__(self, train: str, val: str | None = None, batch_size: int = 8,
-                 num_workers: int = 0, seed: int = 0):
+    def __init__(self, train: str, val: str | None = None, batch_size: int = 8, num_workers: int = 0, seed: int = 0):
         super().__init__()
         self.train_path, self.val_path = str(train), (str(val) if val else None)
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
-        self.train_set = self.val_set = None
+        self.train_set: Any = None
+        self.val_set: Any = None
 
     def setup(self, stage: str | None = None) -> None:
         from ..datasets import VETorchDataset
@@ -249,9 +282,13 @@ class VEDataModule(L.LightningDataModule):
         from ..datasets import collate_ves
 
         return DataLoader(
-            ds, batch_size=self.batch_size, sampler=EpochSampler(len(ds), self.seed, shuffle),
-            collate_fn=collate_ves, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+            ds,
+            batch_size=self.batch_size,
+            sampler=EpochSampler(len(ds), self.seed, shuffle),
+            collate_fn=collate_ves,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self):
@@ -328,8 +365,11 @@ class History(Callback):
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if not trainer.is_global_zero:
             return
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
-               "wall_s": round(time.perf_counter() - (self._t0 or time.perf_counter()), 3)}
+        row = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+            "wall_s": round(time.perf_counter() - (self._t0 or time.perf_counter()), 3),
+        }
         row.update({k: m[k] for k in m if k.startswith(("train_", "val_"))})
         rows = [r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch] + [row]
         self._write(rows)
@@ -353,8 +393,9 @@ def plot_loss_curve(csv_path, png_path) -> None:
     def series(p, k):
         return [float(r[f"{p}_{k}"]) if r.get(f"{p}_{k}") not in (None, "") else math.nan for r in rows]
 
-    terms = [k for k in LOSS_TERMS
-             if any(not all(math.isnan(y) for y in series(p, k)) for p in ("train", "val"))] or ["loss"]
+    terms = [k for k in LOSS_TERMS if any(not all(math.isnan(y) for y in series(p, k)) for p in ("train", "val"))] or [
+        "loss"
+    ]
     fig, axes = plt.subplots(1, len(terms), figsize=(3.5 * len(terms), 3.2), squeeze=False)
     for ax, k in zip(axes[0], terms):
         for p, style in (("train", "-"), ("val", "--")):
@@ -374,11 +415,20 @@ def plot_loss_curve(csv_path, png_path) -> None:
     os.replace(tmp, png_path)
 
 
-def make_trainer(out_dir, max_epochs: int, accelerator: str = "auto", devices="auto",
-                 strategy: str = "auto", precision: str | None = None, progress: bool = True,
-                 limit_train_batches=None, log_every_n_steps: int = 50,
-                 monitor_val: bool = True, gradient_clip: float = 0.0,
-                 checkpoint_every_n_steps: int = 0) -> L.Trainer:
+def make_trainer(
+    out_dir,
+    max_epochs: int,
+    accelerator: str = "auto",
+    devices="auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    progress: bool = True,
+    limit_train_batches=None,
+    log_every_n_steps: int = 50,
+    monitor_val: bool = True,
+    gradient_clip: float = 0.0,
+    checkpoint_every_n_steps: int = 0,
+) -> L.Trainer:
     """A Trainer writing checkpoints (every epoch ``checkpoints/last.ckpt``; with
     ``monitor_val`` also ``checkpoints/best.ckpt``, lowest val_loss), ``history.csv``
     and ``loss_curve.png`` under ``out_dir``.
@@ -391,18 +441,33 @@ def make_trainer(out_dir, max_epochs: int, accelerator: str = "auto", devices="a
     cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     if precision is None:
         precision = "bf16-mixed" if cuda else "32-true"
-    ckpts = [LastCheckpoint(out_dir / "checkpoints" / "last.ckpt", checkpoint_every_n_steps)]
+    ckpts: list[Any] = [LastCheckpoint(out_dir / "checkpoints" / "last.ckpt", checkpoint_every_n_steps)]
     if monitor_val:
-        ckpts.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best",
-                                     monitor="val_loss", mode="min", save_top_k=1,
-                                     enable_version_counter=False))
+        ckpts.append(
+            ModelCheckpoint(
+                dirpath=out_dir / "checkpoints",
+                filename="best",
+                monitor="val_loss",
+                mode="min",
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
     return L.Trainer(
-        default_root_dir=str(out_dir), max_epochs=int(max_epochs), accelerator=accelerator,
-        devices=devices, strategy=strategy, precision=precision, logger=False,
+        default_root_dir=str(out_dir),
+        max_epochs=int(max_epochs),
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,  # type: ignore[arg-type]  # checked by Lightning, a str here
+        logger=False,
         callbacks=[History(out_dir / "history.csv", out_dir / "loss_curve.png"), *ckpts],
-        plugins=[AtomicCheckpointIO()], enable_progress_bar=progress,
-        enable_model_summary=False, num_sanity_val_steps=0,
-        limit_train_batches=limit_train_batches, log_every_n_steps=log_every_n_steps,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=limit_train_batches,
+        log_every_n_steps=log_every_n_steps,
         gradient_clip_val=float(gradient_clip) or None,
         benchmark=cuda,
     )

@@ -103,10 +103,10 @@ def symmetric_cos_half(q_hat: torch.Tensor, q: torch.Tensor, lattice: str) -> to
     equivalent). Returns (B, ...) in [0, 1]; θ is the disorientation angle.
     """
     q_hat, q = q_hat.float(), q.float()
-    M = _symmetry_maps(lattice, q)                                     # (4n, 4)
-    eq = torch.einsum("kj,bj...->bk...", M, q)                          # (B, 4n, ...)
-    eq = eq.unflatten(1, (-1, 4))                                       # (B, n, 4, ...)
-    dots = (eq * q_hat.unsqueeze(1)).sum(2).abs()                       # (B, n, ...)
+    M = _symmetry_maps(lattice, q)  # (4n, 4)
+    eq = torch.einsum("kj,bj...->bk...", M, q)  # (B, 4n, ...)
+    eq = eq.unflatten(1, (-1, 4))  # (B, n, 4, ...)
+    dots = (eq * q_hat.unsqueeze(1)).sum(2).abs()  # (B, n, ...)
     return dots.amax(1).clamp(max=1.0)
 
 
@@ -128,8 +128,15 @@ def kl_per_element(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return torch.mean(-0.5 * (1 + logvar - mu**2 - logvar.exp()))
 
 
-def quaternion_vae_loss(q_hat: torch.Tensor, q: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                        lattice: str, kind: str = "angle", kl_weight: float = 1e-3) -> dict[str, torch.Tensor]:
+def quaternion_vae_loss(
+    q_hat: torch.Tensor,
+    q: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    lattice: str,
+    kind: str = "angle",
+    kl_weight: float = 1e-3,
+) -> dict[str, torch.Tensor]:
     """Loss of the quaternion representation: orientation term + kl_weight · KL per
     latent element. Returns {'loss', 'orientation', 'kl'} (the last two detached).
 

@@ -23,7 +23,10 @@ from typing import Any
 from .network import ResNetVAE3d, VAEConfig, preset_config
 from .spatial import SpatialVAE3d, SpatialVAEConfig
 
-ARCHITECTURES = {"spatial": (SpatialVAE3d, SpatialVAEConfig), "dense": (ResNetVAE3d, VAEConfig)}
+ARCHITECTURES: dict[str, tuple[Any, Any]] = {
+    "spatial": (SpatialVAE3d, SpatialVAEConfig),
+    "dense": (ResNetVAE3d, VAEConfig),
+}
 
 #: presets of the spatial architecture (the dense one keeps network.preset_config's
 #: 'small' / 'resnet12' / 'resnet18' / 'resnet34').
@@ -76,6 +79,8 @@ def model_config(preset: str, grid: int, **overrides):
         return "dense", preset_config(key, grid=grid, **overrides)
     except ValueError as exc:
         if "unknown VAE preset" in str(exc):
-            raise ValueError(f"unknown VAE preset {preset!r}: use one of "
-                             f"{', '.join([*SPATIAL_PRESETS, 'small', 'resnet12', 'resnet18', 'resnet34'])}") from None
+            raise ValueError(
+                f"unknown VAE preset {preset!r}: use one of "
+                f"{', '.join([*SPATIAL_PRESETS, 'small', 'resnet12', 'resnet18', 'resnet34'])}"
+            ) from None
         raise

@@ -90,7 +90,7 @@ class VAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VAEConfig":
+    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
         return config_from_plain(cls, d, "VAE")
 
@@ -113,6 +113,7 @@ def preset_config(name: str, **overrides) -> VAEConfig:
     any field (grid, widths, hidden, latent, ...).
     """
     key = name.lower()
+    base: dict[str, Any]
     if key == "small":
         base = dict(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), grid=16, hidden=256, latent=32)
     elif key in PRESET_LAYERS:
@@ -128,6 +129,15 @@ class VAEBase(nn.Module):
     A subclass sets ``encoder`` (x -> mu, logvar) and ``decoder`` (z -> raw output)
     and defines ``encode`` (checks x, then calls the encoder) and ``output`` (raw ->
     reconstruction)."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def output(self, raw: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def reparameterise(self, mu, logvar, generator: torch.Generator | None = None):
         """mu + exp(logvar/2)·eps, eps ~ N(0, 1) independently per sample and
@@ -293,9 +303,7 @@ class ResNetVAE3d(VAEBase):
         """Raise ValueError unless x is (B, in_channels, grid, grid, grid)."""
         c, n = self.config.in_channels, self.config.grid
         if x.ndim != 5 or tuple(x.shape[1:]) != (c, n, n, n):
-            raise ValueError(
-                f"the VAE expects input of shape (B, {c}, {n}, {n}, {n}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"the VAE expects input of shape (B, {c}, {n}, {n}, {n}), got {tuple(x.shape)}")
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, n, n, n) -> (mu, logvar), (B, latent) each."""
@@ -309,4 +317,3 @@ class ResNetVAE3d(VAEBase):
     def output(self, raw: torch.Tensor) -> torch.Tensor:
         """Logits -> normalised Euler angles in [0, 1]."""
         return torch.sigmoid(raw.float())
-

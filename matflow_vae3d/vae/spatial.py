@@ -78,8 +78,9 @@ class SpatialVAEConfig:
         if self.latent_channels < 1 or self.head_layers < 0:
             raise ValueError("latent_channels must be >= 1 and head_layers >= 0")
         if self.representation not in REPRESENTATION_CHANNELS:
-            raise ValueError(f"unknown representation {self.representation!r}: use "
-                             f"{' or '.join(REPRESENTATION_CHANNELS)}")
+            raise ValueError(
+                f"unknown representation {self.representation!r}: use {' or '.join(REPRESENTATION_CHANNELS)}"
+            )
 
     @property
     def in_channels(self) -> int:
@@ -101,7 +102,7 @@ class SpatialVAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SpatialVAEConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SpatialVAEConfig:
         return config_from_plain(cls, d, "spatial VAE")
 
 
@@ -195,9 +196,11 @@ class SpatialVAE3d(VAEBase):
         init_weights(self)
         lc = self.config.latent_channels
         nn.init.normal_(self.encoder.to_latent.weight, std=0.02)
-        nn.init.zeros_(self.encoder.to_latent.bias)
+        bias = self.encoder.to_latent.bias
+        assert bias is not None  # the latent projection is built with a bias
+        nn.init.zeros_(bias)
         with torch.no_grad():
-            self.encoder.to_latent.bias[lc:] = LOGVAR_INIT
+            bias[lc:] = LOGVAR_INIT
         nn.init.normal_(self.decoder.out.weight, std=0.02)
 
     @property
@@ -235,4 +238,3 @@ class SpatialVAE3d(VAEBase):
             raw = raw.float()
             return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-6)
         return torch.sigmoid(raw.float())
-

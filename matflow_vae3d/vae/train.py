@@ -26,13 +26,30 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 #: per-architecture defaults of :func:`train_vae` (None in a call = use these).
-DEFAULTS = {
-    "spatial": dict(optimizer="adamw", lr=2e-3, weight_decay=1e-4, warmup_steps=200, kl_weight=1e-3,
-                    roll=True, gradient_clip=1.0, batch_size=16),
-    "dense": dict(optimizer="adam", lr=1e-4, weight_decay=1e-4, warmup_steps=0, kl_weight=1e-5,
-                  roll=False, gradient_clip=0.0, batch_size=8),
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "spatial": dict(
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-4,
+        warmup_steps=200,
+        kl_weight=1e-3,
+        roll=True,
+        gradient_clip=1.0,
+        batch_size=16,
+    ),
+    "dense": dict(
+        optimizer="adam",
+        lr=1e-4,
+        weight_decay=1e-4,
+        warmup_steps=0,
+        kl_weight=1e-5,
+        roll=False,
+        gradient_clip=0.0,
+        batch_size=8,
+    ),
 }
 
 
@@ -40,16 +57,36 @@ class RunExists(ValueError):
     """OUT/checkpoints/last.ckpt exists and the caller did not say resume or not."""
 
 
-def train_vae(train, out, *, val=None, preset: str = "periodic", overrides: dict | None = None,
-              epochs: int = 10, batch_size: int | None = None, lr: float | None = None,
-              weight_decay: float | None = None, optimizer: str | None = None,
-              warmup_steps: int | None = None, kl_weight: float | None = None,
-              alpha: float = 0.999, orientation_loss: str = "angle", roll: bool | None = None,
-              gradient_clip: float | None = None, seed: int = 0, resume: bool | None = None,
-              accelerator: str = "auto", devices="auto", strategy: str = "auto",
-              precision: str | None = None, compile: bool = False, num_workers: int = 0,
-              progress: bool = True, checkpoint_every_n_steps: int = 0,
-              record: dict | None = None) -> dict:
+def train_vae(
+    train,
+    out,
+    *,
+    val=None,
+    preset: str = "periodic",
+    overrides: dict | None = None,
+    epochs: int = 10,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    optimizer: str | None = None,
+    warmup_steps: int | None = None,
+    kl_weight: float | None = None,
+    alpha: float = 0.999,
+    orientation_loss: str = "angle",
+    roll: bool | None = None,
+    gradient_clip: float | None = None,
+    seed: int = 0,
+    resume: bool | None = None,
+    accelerator: str = "auto",
+    devices="auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    compile: bool = False,
+    num_workers: int = 0,
+    progress: bool = True,
+    checkpoint_every_n_steps: int = 0,
+    record: dict | None = None,
+) -> dict:
     """Train a VAE and export ``out/model.pt``.
 
     Parameters
@@ -87,32 +124,61 @@ def train_vae(train, out, *, val=None, preset: str = "periodic", overrides: dict
     if val:
         va = open_dataset(val)
         if va.lattice != tr.lattice or tuple(va.grid) != g:
-            raise ValueError(f"validation set ({va.lattice}, grid {tuple(va.grid)}) does not match "
-                             f"the training set ({tr.lattice}, grid {g})")
+            raise ValueError(
+                f"validation set ({va.lattice}, grid {tuple(va.grid)}) does not match "
+                f"the training set ({tr.lattice}, grid {g})"
+            )
     arch, cfg = model_config(preset, g[0], **(overrides or {}))
     d = DEFAULTS[arch]
     pick = lambda v, k: d[k] if v is None else v  # noqa: E731
     batch_size = int(pick(batch_size, "batch_size"))
     steps_per_epoch = math.ceil(len(tr) / batch_size)
-    hp = dict(lr=float(pick(lr, "lr")), weight_decay=float(pick(weight_decay, "weight_decay")),
-              optimizer=pick(optimizer, "optimizer"), warmup_steps=int(pick(warmup_steps, "warmup_steps")),
-              kl_weight=float(pick(kl_weight, "kl_weight")), roll=bool(pick(roll, "roll")),
-              alpha=float(alpha), orientation_loss=orientation_loss)
+    hp = dict(
+        lr=float(pick(lr, "lr")),
+        weight_decay=float(pick(weight_decay, "weight_decay")),
+        optimizer=pick(optimizer, "optimizer"),
+        warmup_steps=int(pick(warmup_steps, "warmup_steps")),
+        kl_weight=float(pick(kl_weight, "kl_weight")),
+        roll=bool(pick(roll, "roll")),
+        alpha=float(alpha),
+        orientation_loss=orientation_loss,
+    )
     hp["total_steps"] = steps_per_epoch * int(epochs) if hp["optimizer"] == "adamw" else 0
     clip = float(pick(gradient_clip, "gradient_clip"))
 
     L.seed_everything(seed, verbose=False)
     module = VAEModule(cfg.to_dict(), tr.lattice, architecture=arch, seed=seed, compile=compile, **hp)
     data = VEDataModule(train, val, batch_size=batch_size, num_workers=num_workers, seed=seed)
-    trainer = make_trainer(out, epochs, accelerator=accelerator, devices=devices, strategy=strategy,
-                           precision=precision, progress=progress, monitor_val=bool(val),
-                           gradient_clip=clip, checkpoint_every_n_steps=checkpoint_every_n_steps)
+    trainer = make_trainer(
+        out,
+        epochs,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        progress=progress,
+        monitor_val=bool(val),
+        gradient_clip=clip,
+        checkpoint_every_n_steps=checkpoint_every_n_steps,
+    )
     rec = dict(record or {})
-    rec.update(train=str(Path(train).resolve()), val=str(Path(val).resolve()) if val else "",
-               n_train=len(tr), n_val=len(va) if va is not None else 0, preset=preset,
-               architecture=arch, config=cfg.to_dict(), epochs=int(epochs), batch_size=batch_size,
-               gradient_clip=clip, seed=int(seed), precision=str(trainer.precision),
-               devices=int(trainer.num_devices), accelerator=type(trainer.accelerator).__name__, **hp)
+    rec.update(
+        train=str(Path(train).resolve()),
+        val=str(Path(val).resolve()) if val else "",
+        n_train=len(tr),
+        n_val=len(va) if va is not None else 0,
+        preset=preset,
+        architecture=arch,
+        config=cfg.to_dict(),
+        epochs=int(epochs),
+        batch_size=batch_size,
+        gradient_clip=clip,
+        seed=int(seed),
+        precision=str(trainer.precision),
+        devices=int(trainer.num_devices),
+        accelerator=type(trainer.accelerator).__name__,
+        **hp,
+    )
     module.training_record = rec
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if (resume and last.exists()) else None)
@@ -124,7 +190,8 @@ def train_vae(train, out, *, val=None, preset: str = "periodic", overrides: dict
     model, meta = load_model(src)
     rec.update(meta["training"])
     history = out / "history.csv"
-    rec.update(wall_s_this_run=round(wall, 1), exported_from=src.name,
-               history=history.read_text() if history.exists() else "")
+    rec.update(
+        wall_s_this_run=round(wall, 1), exported_from=src.name, history=history.read_text() if history.exists() else ""
+    )
     save_model(out / "model.pt", model, tr.lattice, rec)
     return rec
