@@ -263,3 +263,26 @@ def test_training_is_reproducible_and_the_papers_21_outputs_work():
     tab.Y[0, 0] = 5.0
     with pytest.raises(ValueError, match="initial .* differs between VEs"):
         train_surrogate(tab, TrainConfig(hidden=16, max_epochs=1), progress=False)
+
+
+def test_standardized_inputs_learn_small_variations_and_round_trip(tmp_path):
+    """Fingerprint features that vary by ~0.05 around offsets of ~1 (as the spatial VAE's
+    summary does): with input standardisation (the default) the MLP learns the response
+    at least 1.5x better than on raw inputs within the same budget; the scaling is
+    stored, so a loaded model predicts the same curves."""
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(400, 6)).astype(np.float32)
+    tab = _table(Z)
+    tab.X = (1.0 + 0.05 * Z).astype(np.float32)  # same response, features squeezed
+    cfg = dict(max_epochs=60, patience=60, seed=0)
+    std = train_surrogate(tab, TrainConfig(**cfg), progress=False)
+    raw = train_surrogate(tab, TrainConfig(standardize_inputs=False, **cfg), progress=False)
+    m_std = evaluate(std, tab, split="heldout")["metrics"]["mae_mpa_mean"]
+    m_raw = evaluate(raw, tab, split="heldout")["metrics"]["mae_mpa_mean"]
+    assert m_std * 1.5 < m_raw, (m_std, m_raw)
+    sc = std.meta["input_scaling"]
+    np.testing.assert_allclose(sc["mean"], tab.X[tab.rows("train")].mean(0), rtol=1e-5)
+    assert raw.meta["input_scaling"] is None
+    std.save(tmp_path / "s.pt")
+    back = Surrogate.load(tmp_path / "s.pt")
+    np.testing.assert_array_equal(back.predict(tab.X[:5])[0], std.predict(tab.X[:5])[0])

@@ -79,6 +79,13 @@ def _fail(exc: Exception):
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True)
 @click.option(
+    "--standardize/--no-standardize",
+    default=True,
+    show_default=True,
+    help="Shift/scale each input feature by its training mean and sd (stored with the model); "
+    "--no-standardize feeds the fingerprint as it is, as the paper does.",
+)
+@click.option(
     "--outputs",
     type=click.Choice(["non-trivial", "all"]),
     default="non-trivial",
@@ -128,6 +135,7 @@ def train_surrogate(
     batch_size,
     lr,
     hidden,
+    standardize,
     outputs,
     scaling,
     scaling_margin,
@@ -162,6 +170,7 @@ def train_surrogate(
             scaling_margin=scaling_margin,
             seed=seed,
             threads=threads,
+            standardize_inputs=standardize,
         )
         table = build_table(
             list(fingerprints),

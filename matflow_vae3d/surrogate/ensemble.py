@@ -69,6 +69,20 @@ def _to_plain(v):
     return v
 
 
+def standardize(X, input_scaling: dict[str, Any] | None):
+    """Network input of fingerprints X (n, latent_dim): (X - mean) / std with the
+    training rows' per-feature ``input_scaling`` {'mean', 'std'}, or X itself
+    when None (the paper's raw mu). numpy in, numpy out; a tensor in, a tensor out."""
+    if not input_scaling:
+        return X
+    if torch.is_tensor(X):
+        m = torch.as_tensor(input_scaling["mean"], dtype=X.dtype, device=X.device)
+        s = torch.as_tensor(input_scaling["std"], dtype=X.dtype, device=X.device)
+        return (X - m) / s
+    mean, std = np.asarray(input_scaling["mean"]), np.asarray(input_scaling["std"])
+    return ((np.asarray(X, dtype=np.float64) - mean) / std).astype(np.float32)
+
+
 class Surrogate:
     """Trained fingerprint -> stress-curve model.
 
@@ -77,7 +91,8 @@ class Surrogate:
     training fingerprints), ``component``, ``t`` (n_states,) s, ``strain`` (n_states,),
     ``outputs`` ('non-trivial': the network predicts states 1..n and state 0 is the
     constant ``initial_value`` MPa; 'all': every state), ``calibration_scale`` (float
-    or None), ``train_ids``/``val_ids``/``test_ids``, ``config``, ``history``.
+    or None), ``input_scaling`` (per-feature {'mean', 'std'} applied before the
+    network, or None: raw inputs), ``train_ids``/``val_ids``/``test_ids``, ``config``, ``history``.
     """
 
     def __init__(self, net: EnsembleMLP, scaling: MinMaxScaling, meta: dict[str, Any]):
@@ -135,6 +150,7 @@ class Surrogate:
         if not torch.isfinite(X.sum()):  # one cheap pass; NaN/inf make the sum non-finite
             bad = int((~torch.isfinite(X).all(dim=1)).sum())
             raise ValueError(f"fingerprints contain NaN/inf ({bad} row(s)) or values too large")
+        X = standardize(X, self.meta.get("input_scaling"))
         n = X.shape[0]
         bs = n if not batch_size else int(batch_size)
         chunks = range(0, max(n, 1), max(bs, 1))
