@@ -78,6 +78,12 @@ def test_volume_element_inputs_match_dataset(in_tmp, tiny_vae):
 
     ds = in_tmp / actions.generate_VE(VEs_per_shard=2, crystal_structure="hP", VE_grid=16)["VE_dataset"]
     vols = [actions.to_volume_element(str(ds), VE_index=i)["volume_element"] for i in range(2)]
+    assert set(vols[0]["constituent_phase_label"]) == {"Mg"}
+    named = actions.to_volume_element(str(ds), VE_index=0, phase_label="AZ31")["volume_element"]
+    assert set(named["constituent_phase_label"]) == {"AZ31"}
+    np.testing.assert_array_equal(named["element_material_idx"], vols[0]["element_material_idx"])
+    with pytest.raises(ValueError, match="phase_label must be a non-empty string"):
+        actions.to_volume_element(str(ds), phase_label="")
     ids = [actions.volume_element_id(v) for v in vols]
     assert ids[0] != ids[1] and ids[0] == actions.volume_element_id(dict(vols[0]))
     model, meta = load_model(tiny_vae)

@@ -183,6 +183,21 @@ def test_workflow_fingerprints_match_library(campaign, tmp_path):
     got = read_fingerprints(Path(wk.path) / el.outputs.fingerprints.value)
     assert got["ve_id"] == ref["ve_id"]
     np.testing.assert_allclose(got["mu"], ref["mu"], rtol=1e-5, atol=1e-6)
+    # the same through the store helper: arrays, not relative paths
+    from matflow_vae3d.matflow.export import element_outputs
+
+    outs = element_outputs(wk.path, wk.tasks[1].unique_name, 0)
+    assert outs["fingerprints"]["ve_id"] == ref["ve_id"]
+    np.testing.assert_allclose(outs["fingerprints"]["mu"], ref["mu"], rtol=1e-5, atol=1e-6)
+    every = element_outputs(wk.path, wk.tasks[1].unique_name)
+    assert len(every) == len(wk.tasks[1].elements)
+    cp_task = next(t for t in wk.tasks if t.template.schema.objective.name == "simulate_uniaxial")
+    cps = element_outputs(wk.path, cp_task.unique_name)
+    ok = [c["CP_results"] for c in cps if c["CP_results"] is not None]
+    assert ok and all(set(r["status"]) == {"converged"} for r in ok)
+    assert ok[0]["sigma"].shape[1:] == (len(ok[0]["t"]), 3, 3)
+    with pytest.raises(ValueError, match="no task 'nope'"):
+        element_outputs(wk.path, "nope")
 
 
 def test_cli_export_and_add_fingerprint(campaign, tmp_path):

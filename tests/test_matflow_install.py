@@ -91,11 +91,17 @@ def test_rendered_schemas(tmp_path):
     paths = inst.render(tmp_path)
     schemas = yaml.safe_load(paths["task_schema_sources"].read_text())
     declared = {p["type"] for p in yaml.safe_load(paths["parameter_sources"].read_text())}
+    # MatFlow's own parameters (volume_element, phase_label) are shared, not redeclared
+    import matflow
+
+    builtin = Path(matflow.__file__).parent / "data" / "template_components" / "parameters.yaml"
+    declared |= {p["type"] for p in yaml.safe_load(builtin.read_text())}
+    assert {"volume_element", "phase_label"} <= declared
     assert inst.SCRIPTS_PLACEHOLDER not in paths["task_schema_sources"].read_text()
     for s in schemas:
         assert s.get("doc", "").strip(), f"schema {s['objective']} has no doc"
         for p in s["inputs"] + s["outputs"]:
-            assert p["parameter"] in declared or p["parameter"] == "volume_element", p
+            assert p["parameter"] in declared, p
         for a in s["actions"]:
             script = a["script"][len("<<script:") : -2]
             path = Path(script)

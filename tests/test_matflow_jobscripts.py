@@ -147,8 +147,17 @@ def test_add_fingerprint_to_matflow_volume_elements(mf_hermetic):
     wk = mf.Workflow.from_YAML_file(str(yml), path=str(d / "ve_only"), overwrite=True)
     with pytest.raises(ValueError, match="source must be"):
         add_fingerprint(wk, source="grains", submit=False)
+    # the structure comes from the workflow (generate_VE's crystal_structure) and must fit
+    with pytest.raises(ValueError, match="'cF' given, but workflow .* states hP"):
+        add_fingerprint(wk, source="volume_element", crystal_structure="cF", submit=False)
+    from matflow_vae3d.vae import pretrained_path
+
+    with pytest.raises(ValueError, match="trained on crystal structure 'cF', the VEs are 'hP'"):
+        add_fingerprint(wk, source="volume_element", model=str(pretrained_path("cF")), submit=False)
     r = add_fingerprint(wk, source="volume_element", submit=False)
     assert r["schema"] == "fingerprint_VE_from_volume_element" and r["elements"] == 1
+    assert r["crystal_structure"] == "hP"
+    assert wk.tasks[r["task_index"]].elements[0].get("inputs.crystal_structure") == "hP"
     new = wk.tasks[r["task_index"]]
     src = new.template.element_sets[0].input_sources["volume_element"][0]
     assert src.source_type.name == "TASK" and src.task_ref == wk.tasks[1].insert_ID

@@ -124,9 +124,15 @@ def export_cmd(workflow, out, force, config_dir):
     show_default=True,
     help="Which VEs to fingerprint (auto: VE_dataset if present).",
 )
+@click.option(
+    "--crystal-structure",
+    default=None,
+    help="Crystal structure of the VEs (hP, cF, ...); default: read from the workflow "
+    "(crystal_structure or damask_phases inputs). A VAE of another structure is refused.",
+)
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the new task to finish.")
 @_config_dir
-def add_fingerprint_cmd(workflow, model, source, wait, config_dir):
+def add_fingerprint_cmd(workflow, model, source, crystal_structure, wait, config_dir):
     """Add a fingerprint_VE task to WORKFLOW (which must have VEs: ours or MatFlow's
     `volume_element`) and run only that task."""
     from ..matflow.install import _load_config
@@ -134,7 +140,7 @@ def add_fingerprint_cmd(workflow, model, source, wait, config_dir):
 
     _load_config(config_dir)
     try:
-        r = add_fingerprint(workflow, model=model, wait=wait, source=source)
+        r = add_fingerprint(workflow, model=model, wait=wait, source=source, crystal_structure=crystal_structure)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(r, indent=1, default=str))

@@ -211,14 +211,19 @@ def generate_VE(
     return {"VE_dataset": rel}
 
 
-def to_volume_element(VE_dataset, VE_index=0):
-    """One VE of a dataset -> {'volume_element': MatFlow volume_element dict}."""
+def to_volume_element(VE_dataset, VE_index=0, phase_label=None):
+    """One VE of a dataset -> {'volume_element': MatFlow volume_element dict}.
+
+    phase_label : the phase name MatFlow's DAMASK tasks look up in ``damask_phases``
+        (None: 'Mg' for hP, 'Cu' for cF, as our material presets)."""
     from ..datasets import VEDataset
     from ..microstructure.io import to_matflow_volume_element
 
+    if phase_label is not None and (not isinstance(phase_label, str) or not phase_label.strip()):
+        raise ValueError(f"phase_label must be a non-empty string, got {phase_label!r}")
     with VEDataset(str(resolve_input(VE_dataset, "VE dataset"))) as ds:
         ve = ds[int(VE_index)]
-    return {"volume_element": to_matflow_volume_element(ve)}
+    return {"volume_element": to_matflow_volume_element(ve, phase_label=phase_label)}
 
 
 def _merge_shards(paths: list[Path], n_val: int, train_out: Path, val_out: Path) -> tuple[int, int]:

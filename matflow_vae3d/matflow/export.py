@@ -51,6 +51,66 @@ def resolve_path(wk_path: str | Path, p: str | None) -> Path | None:
     return path if path.is_absolute() else Path(wk_path) / path
 
 
+#: file-valued outputs read into arrays by :func:`element_outputs` (each by its
+#: format's one reader); other file outputs (VE_dataset, checkpoints, plots) come back
+#: as absolute paths.
+def _read_fingerprints(path):
+    from ..vae.fingerprints import read_fingerprints
+
+    return read_fingerprints(path)
+
+
+def _read_cp_results(path):
+    from ..cp.results import read_results
+
+    return read_results(path)
+
+
+FILE_READERS = {"fingerprints": _read_fingerprints, "CP_results": _read_cp_results}
+FILE_OUTPUTS = {"VE_dataset", "VAE_checkpoint", "surrogate_checkpoint", "surrogate_dataset"}
+
+
+def element_outputs(workflow, task, element: int | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+    """Outputs of one element (or, with ``element=None``, of every element) of
+    ``task`` (unique name such as 'fingerprint_VE', or index) as Python values:
+    ``fingerprints`` -> the fingerprint file's dict (ve_id, mu, summary, attrs),
+    ``CP_results`` -> the CP results dict (ve_id, status, reason, t, sigma, F, P,
+    ...), other file outputs -> absolute :class:`~pathlib.Path`, anything else as
+    MatFlow stores it. An output that was not produced (a failed run) is None.
+    """
+    wk = _open_workflow(workflow)
+    tasks = {t.unique_name: t for t in wk.tasks}
+    if isinstance(task, int):
+        if not 0 <= task < len(wk.tasks):
+            raise ValueError(f"workflow {wk.path} has {len(wk.tasks)} tasks, no task {task}")
+        tk = wk.tasks[task]
+    elif task in tasks:
+        tk = tasks[task]
+    else:
+        raise ValueError(f"workflow {wk.path} has no task {task!r} (tasks: {', '.join(tasks)})")
+    names = [o.typ for o in tk.template.schema.outputs]
+
+    def one(el) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in names:
+            try:
+                val = el.get(f"outputs.{name}")
+            except Exception:  # not produced  # noqa: BLE001
+                val = None
+            if val is not None and (name in FILE_READERS or name in FILE_OUTPUTS):
+                path = resolve_path(wk.path, str(val))
+                val = FILE_READERS[name](path) if name in FILE_READERS and path and path.exists() else path
+            out[name] = val
+        return out
+
+    elements = list(tk.elements)
+    if element is None:
+        return [one(el) for el in elements]
+    if not -len(elements) <= int(element) < len(elements):
+        raise ValueError(f"task {tk.unique_name} has {len(elements)} elements, no element {element}")
+    return one(elements[int(element)])
+
+
 def run_failure_message(wk_path: str | Path, run_id: int) -> str:
     """The failure recorded by the plugin's action wrapper for run ``run_id`` (first
     line of the exception), or a generic message if none was recorded."""

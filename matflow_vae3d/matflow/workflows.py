@@ -16,8 +16,42 @@ def _has_param(wk, param: str) -> bool:
     return False
 
 
+def workflow_crystal_structures(wk, max_elements: int = 8) -> set[str]:
+    """Crystal structures a workflow states for its VEs: our ``crystal_structure``
+    inputs and the ``lattice`` of each phase in MatFlow's ``damask_phases`` /
+    ``phases`` inputs (the first ``max_elements`` elements of each task)."""
+    from ..microstructure import canonical_lattice
+
+    found: set[str] = set()
+    for task in wk.tasks:
+        names = {i.typ for i in task.template.schema.inputs}
+        wanted = [n for n in ("crystal_structure", "damask_phases", "phases") if n in names]
+        for el in list(task.elements)[:max_elements] if wanted else []:
+            for name in wanted:
+                try:
+                    val = el.get(f"inputs.{name}")
+                except Exception:  # an input not set on this element  # noqa: BLE001
+                    continue
+                if name == "crystal_structure":
+                    vals = [val]
+                else:
+                    vals = [ph.get("lattice") for ph in (val or {}).values() if isinstance(ph, dict)]
+                for v in vals:
+                    if v:
+                        try:
+                            found.add(canonical_lattice(str(v)))
+                        except ValueError:
+                            found.add(str(v))  # an unknown one is still a mismatch to report
+    return found
+
+
 def add_fingerprint(
-    workflow, model: str = "pretrained", wait: bool = True, source: str = "auto", submit: bool = True
+    workflow,
+    model: str = "pretrained",
+    wait: bool = True,
+    source: str = "auto",
+    submit: bool = True,
+    crystal_structure: str | None = None,
 ) -> dict[str, Any]:
     """Add a fingerprint task to an existing workflow and submit only it.
 
@@ -28,6 +62,11 @@ def add_fingerprint(
         'VE_dataset' or 'volume_element'; picks ``fingerprint_VE`` or
         ``fingerprint_VE_from_volume_element``.
     wait : block until the new task's runs finish. submit : False only adds the task.
+    crystal_structure : of the VEs ('hP', 'cF', ...); by default read from the
+        workflow (:func:`workflow_crystal_structures`; a VE dataset records its
+        own). MatFlow's ``volume_element`` carries none: without one stated here or
+        in the workflow the call is refused rather than assuming the VAE's. A VAE of
+        another structure is refused by name.
 
     The plugin must be registered in the loaded MatFlow config (``vae3d matflow
     install``). Returns {'task': unique name, 'task_index', 'schema', 'elements',
@@ -54,6 +93,36 @@ def add_fingerprint(
         source = "VE_dataset" if _has_param(wk, "VE_dataset") else "volume_element"
     if not _has_param(wk, source):
         raise ValueError(f"workflow {wk.path} has no task with {source}")
+    from ..microstructure import canonical_lattice
+
+    stated = workflow_crystal_structures(wk)
+    if crystal_structure is not None:
+        lattice = canonical_lattice(crystal_structure)
+        if stated and stated != {lattice}:
+            raise ValueError(
+                f"crystal structure {lattice!r} given, but workflow {wk.path} states {', '.join(sorted(stated))}"
+            )
+    elif len(stated) > 1:
+        raise ValueError(f"workflow {wk.path} has VEs of several crystal structures: {', '.join(sorted(stated))}")
+    elif stated:
+        lattice = next(iter(stated))
+    elif source == "volume_element":
+        raise ValueError(
+            f"workflow {wk.path} does not state the crystal structure of its volume_element "
+            "(no crystal_structure or damask_phases input): pass crystal_structure (--crystal-structure hP|cF)"
+        )
+    else:
+        lattice = None  # the VE dataset records its own; the task checks it against the VAE
+    if lattice is not None:
+        from ..vae import pretrained_path
+        from ..vae.checkpoint import load_model
+
+        ckpt = pretrained_path(lattice) if model in (None, "", "pretrained") else model
+        vae_lattice = load_model(ckpt)[1]["lattice"]
+        if vae_lattice != lattice:
+            raise ValueError(
+                f"the VAE {ckpt} was trained on crystal structure {vae_lattice!r}, the VEs are {lattice!r}"
+            )
     name = "fingerprint_VE" if source == "VE_dataset" else "fingerprint_VE_from_volume_element"
     try:
         schema = getattr(mf.task_schemas, name)
@@ -61,7 +130,10 @@ def add_fingerprint(
         raise ValueError(
             f"task schema {name} is not registered in this MatFlow config: run `vae3d matflow install` first"
         ) from exc
-    task = mf.Task(schema=schema, inputs={"VAE_checkpoint": model or "pretrained"})
+    inputs: dict[str, Any] = {"VAE_checkpoint": model or "pretrained"}
+    if name == "fingerprint_VE_from_volume_element":
+        inputs["crystal_structure"] = lattice
+    task = mf.Task(schema=schema, inputs=inputs)
     wk.add_task(task)
     new = wk.tasks[-1]
     statuses: list[str] = []
@@ -75,6 +147,7 @@ def add_fingerprint(
         "schema": name,
         "elements": len(new.elements),
         "statuses": statuses,
+        "crystal_structure": lattice,
     }
 
 
