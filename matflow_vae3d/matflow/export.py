@@ -111,6 +111,25 @@ def element_outputs(workflow, task, element: int | None = None) -> dict[str, Any
     return one(elements[int(element)])
 
 
+def output_files(workflow, objective: str, output: str) -> list[Path]:
+    """Absolute paths of the file output ``output`` of every successful element of
+    the tasks with schema ``objective`` (e.g. 'fingerprint_VE', 'fingerprints')."""
+    wk = _open_workflow(workflow)
+    paths = []
+    for task in wk.tasks:
+        if task.template.schema.objective.name != objective:
+            continue
+        for el in task.elements:
+            try:
+                val = el.get(f"outputs.{output}")
+            except Exception:  # not produced  # noqa: BLE001
+                continue
+            p = resolve_path(wk.path, None if val is None else str(val))
+            if p is not None and p.exists():
+                paths.append(p)
+    return paths
+
+
 def run_failure_message(wk_path: str | Path, run_id: int) -> str:
     """The failure recorded by the plugin's action wrapper for run ``run_id`` (first
     line of the exception), or a generic message if none was recorded."""
