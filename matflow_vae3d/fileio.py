@@ -53,3 +53,18 @@ def open_hdf5(path: str | os.PathLike, what: str):
         return h5py.File(path, "r")
     except OSError as exc:
         raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: float | None = None) -> Path:
+    """Write a matplotlib figure atomically (:func:`atomic_output`; the format from
+    ``path``'s suffix, PNG without one) and close it. Returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return path

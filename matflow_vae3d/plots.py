@@ -6,11 +6,10 @@ divided by (2 pi, pi, 2 pi), i.e. R = phi1 / 2pi, G = Phi / pi, B = phi2 / 2pi.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from .datasets import euler_image
+from .fileio import save_figure
 from .microstructure.volume_element import VolumeElement
 
 
@@ -51,8 +50,5 @@ def plot_mid_slices(ve: VolumeElement, out=None, title: str | None = None, dpi: 
         title = f"{ve.ve_id or 'VE'}  |  lattice {ve.lattice}  |  grid {nx}x{ny}x{nz}  |  {ve.n_grains} grains"
     fig.suptitle(title + "\nRGB = (phi1/2pi, Phi/pi, phi2/2pi), FZ Bunge angles", fontsize=10)
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
-        plt.close(fig)
+        save_figure(fig, out, dpi=dpi)
     return fig

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import save_figure
 from .ensemble import COVERAGE_2SIGMA, coverage
 
 
@@ -130,9 +131,7 @@ def plot_curves(ve_id, y_true, mean, std, strain, path, component="xx") -> Path:
     axes[0].set_ylabel(f"sigma_{component} (MPa)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_error_per_increment(metrics: dict[str, Any], path) -> Path:
@@ -163,9 +162,7 @@ def plot_error_per_increment(metrics: dict[str, Any], path) -> Path:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"error per increment, {metrics['n_ve']} held-out VEs", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_calibration(cal: dict[str, Any], y_true, mean, std_raw, path) -> Path:
@@ -201,9 +198,7 @@ def plot_calibration(cal: dict[str, Any], y_true, mean, std_raw, path) -> Path:
     a2.set_ylabel("|predicted - true| (MPa)")
     a2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_parity(y_true, mean, path, component="xx") -> Path:
@@ -217,9 +212,7 @@ def plot_parity(y_true, mean, path, component="xx") -> Path:
     ax.set_xlabel(f"CP sigma_{component}, last increment (MPa)")
     ax.set_ylabel("surrogate (MPa)")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import save_figure
+
 #: shipped surrogates: name -> (file, VAE lattice). Mg 16³ on the paper's load case
 #: (uniaxial tension along x to 1 % in 20 increments), trained on the fingerprints of
 #: the shipped hP VAE (docs/surrogate.md, "The pretrained surrogate").
@@ -121,6 +123,4 @@ def plot_predictions(ve_id, mean, std, strain, path, component: str = "xx", max_
     if n <= 12:
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import save_figure
 from .ensemble import Surrogate, fit_calibration_scale, standardize
 from .mlp import EnsembleMLP
 from .table import MinMaxScaling, SurrogateTable
@@ -299,6 +300,4 @@ def plot_loss(history: dict[str, list[float]], path: str | Path) -> Path:
     ax.set_ylabel("MSE (scaled units)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -17,13 +17,13 @@ Over a set: mean ± std of the per-VE values.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import crystal
+from ..fileio import save_figure
 from .checkpoint import check_compatible
 from .fingerprints import SUMMARY_IDENTITY, SUMMARY_SHIFTED, roll_invariant_summary, summary_shifts, write_fingerprints
 
@@ -316,11 +316,4 @@ def plot_reconstructions(
 
 
 def _savefig(fig, png) -> None:
-    import matplotlib.pyplot as plt
-
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(png.stem + ".tmp" + png.suffix)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, png)
+    save_figure(fig, png, dpi=110)

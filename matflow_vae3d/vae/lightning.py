@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Sampler
 
+from ..fileio import save_figure
 from ..microstructure import canonical_lattice
 from .checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, plain
 from .encode import model_input
@@ -408,11 +409,7 @@ def plot_loss_curve(csv_path, png_path) -> None:
             ax.set_yscale("log")
         ax.legend()
     fig.tight_layout()
-    png_path = Path(png_path)
-    tmp = png_path.with_name(png_path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    save_figure(fig, png_path, dpi=100)
 
 
 def make_trainer(
