@@ -54,7 +54,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .microstructure.volume_element import VolumeElement, canonical_lattice
+from .crystal import canonical_lattice
+from .microstructure.volume_element import VolumeElement
 
 FORMAT = "matflow-vae3d/ve-dataset"
 FORMAT_VERSION = 1

@@ -78,7 +78,7 @@ def _check_grid(ctx, param, value):
 def _check_lattice(ctx, param, value):
     if value is None:
         return None
-    from ..microstructure import canonical_lattice
+    from ..crystal import canonical_lattice
 
     try:
         return canonical_lattice(value)

@@ -24,7 +24,7 @@ import yaml
 
 from matflow_vae3d.cp.elasticity import REQUIRED as REQUIRED_HOOKE
 from matflow_vae3d.cp.elasticity import voigt_stiffness
-from matflow_vae3d.microstructure.volume_element import LATTICES, canonical_lattice
+from matflow_vae3d.crystal import LATTICES, canonical_lattice
 
 #: folder holding one ``<Name>.yaml`` phase entry per preset.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "materials"

@@ -20,7 +20,7 @@ def workflow_crystal_structures(wk, max_elements: int = 8) -> set[str]:
     """Crystal structures a workflow states for its VEs: our ``crystal_structure``
     inputs and the ``lattice`` of each phase in MatFlow's ``damask_phases`` /
     ``phases`` inputs (the first ``max_elements`` elements of each task)."""
-    from ..microstructure import canonical_lattice
+    from ..crystal import canonical_lattice
 
     found: set[str] = set()
     for task in wk.tasks:
@@ -93,7 +93,7 @@ def add_fingerprint(
         source = "VE_dataset" if _has_param(wk, "VE_dataset") else "volume_element"
     if not _has_param(wk, source):
         raise ValueError(f"workflow {wk.path} has no task with {source}")
-    from ..microstructure import canonical_lattice
+    from ..crystal import canonical_lattice
 
     stated = workflow_crystal_structures(wk)
     if crystal_structure is not None:

@@ -1,10 +1,11 @@
 """Synthetic polycrystal volume elements: grain sizes, tessellation, textures,
 presets and the :class:`VolumeElement` type."""
 
+from ..crystal import LATTICES, canonical_lattice
 from .generate import VEParams, generate_ve, generate_ves
 from .presets import PRESETS, get_preset
 from .textures import TEXTURE_COMPONENTS, TEXTURES
-from .volume_element import LATTICES, VolumeElement, canonical_lattice
+from .volume_element import VolumeElement
 
 __all__ = [
     "LATTICES",

@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from ..crystal import canonical_lattice
 from .grain_sizes import sample_grain_sizes
 from .tessellation import laguerre_grains, morton_order
 from .textures import DEFAULT_SCATTER_DEG, TEXTURES, sample_orientations
-from .volume_element import VolumeElement, canonical_lattice
+from .volume_element import VolumeElement
 
 __all__ = ["VEParams", "generate_ve", "generate_ves"]
 

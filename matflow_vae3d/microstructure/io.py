@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .volume_element import VolumeElement, canonical_lattice
+from ..crystal import canonical_lattice
+from .volume_element import VolumeElement
 
 # ---------------------------------------------------------------------------- helpers
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import crystal
-from .volume_element import canonical_lattice
+from ..crystal import canonical_lattice
 
 __all__ = [
     "TEXTURE_COMPONENTS",

@@ -11,38 +11,7 @@ from typing import Any
 
 import numpy as np
 
-#: crystal structures understood throughout the package (DAMASK lattice symbols).
-LATTICES = ("cF", "cI", "hP")
-
-_LATTICE_ALIASES = {
-    "cf": "cF",
-    "fcc": "cF",
-    "cubic": "cF",
-    "ci": "cI",
-    "bcc": "cI",
-    "hp": "hP",
-    "hcp": "hP",
-    "hex": "hP",
-    "hexagonal": "hP",
-}
-
-
-def canonical_lattice(lattice: str) -> str:
-    """DAMASK lattice symbol ('cF', 'cI' or 'hP') for a name or alias.
-
-    'cubic'/'fcc' -> 'cF', 'bcc' -> 'cI', 'hexagonal'/'hcp' -> 'hP'.
-    Raises ValueError naming the accepted values for anything else.
-    """
-    if isinstance(lattice, str):
-        if lattice in LATTICES:
-            return lattice
-        key = lattice.strip().lower()
-        if key in _LATTICE_ALIASES:
-            return _LATTICE_ALIASES[key]
-    raise ValueError(
-        f"unknown crystal structure {lattice!r}: use one of {', '.join(LATTICES)} "
-        "(aliases: cubic/fcc, bcc, hexagonal/hcp)"
-    )
+from ..crystal import LATTICES, canonical_lattice  # noqa: F401 - re-exported
 
 
 @dataclasses.dataclass

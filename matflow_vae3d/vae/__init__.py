@@ -33,7 +33,7 @@ def pretrained_path(lattice: str | None = None):
     or 'cF' fcc), grid 16, CPU-trained (docs/vae.md). ValueError for other lattices."""
     from importlib.resources import files
 
-    from ..microstructure import canonical_lattice
+    from ..crystal import canonical_lattice
 
     lat = canonical_lattice(lattice or "hP")
     if lat not in PRETRAINED_LATTICES:

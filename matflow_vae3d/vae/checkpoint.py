@@ -27,7 +27,7 @@ import torch
 
 from matflow_vae3d.fileio import atomic_output
 
-from ..microstructure import canonical_lattice
+from ..crystal import canonical_lattice
 from .models import ARCHITECTURES, build_model
 
 FORMAT = "matflow-vae3d/vae-model"

@@ -29,8 +29,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Sampler
 
+from ..crystal import canonical_lattice
 from ..fileio import save_figure
-from ..microstructure import canonical_lattice
 from .checkpoint import FORMAT, FORMAT_VERSION, atomic_torch_save, plain
 from .encode import model_input
 from .losses import ALPHA, ORIENTATION_LOSSES, quaternion_vae_loss, vae_loss
