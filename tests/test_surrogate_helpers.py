@@ -9,8 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from matflow_vae3d.cp.results import ResultsWriter
-from matflow_vae3d.cp.simulate import SimulationRecord
+from matflow_vae3d.cp.results import ResultsWriter, SimulationRecord
 
 T = np.linspace(0.0, 10.0, 21)  # s, 20 increments at 1e-3 /s to 1 % strain
 STRAIN = T * 1e-3

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from matflow_vae3d.cp.loadcase import LoadCase
+from matflow_vae3d.cp.results import SimulationRecord
 
 JOBNAME = "job"
 GEOM_FILE = "grid.vti"
@@ -290,7 +291,6 @@ def run_job(
     record is 'failed', its reason names the exit code, the increments reached and
     the last lines of DAMASK's log, and NaN fills the states not reached.
     """
-    from matflow_vae3d.cp.simulate import SimulationRecord
 
     job_dir = Path(job_dir).resolve()
     n_inc = load.n_increments

@@ -13,7 +13,6 @@ invalid phase, DAMASK_grid missing) are refused before anything is written.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import tempfile
@@ -35,110 +34,9 @@ from matflow_vae3d.cp.materials import (
     phase_yaml,
     validate_phase,
 )
+from matflow_vae3d.cp.results import SimulationRecord  # the record lives with its file format
 
 SOLVERS = ("builtin", "damask")
-
-
-# -------------------------------------------------------------------------- record
-@dataclasses.dataclass
-class SimulationRecord:
-    """Per-increment volume averages of one simulation.
-
-    Attributes
-    ----------
-    ve_id : str or None
-    solver : 'builtin' or 'damask'
-    status : 'converged' or 'failed'
-    converged : bool
-    reason : str, why it failed ('' when converged)
-    t : (n_inc + 1,) s, time of each state (0 = initial state)
-    F : (n_inc + 1, 3, 3) mean deformation gradient (NaN beyond n_converged)
-    P : (n_inc + 1, 3, 3) Pa, mean first Piola-Kirchhoff stress
-    sigma : (n_inc + 1, 3, 3) Pa, mean Cauchy stress (plain cell mean of P F^T / det F)
-    n_converged : int, increments that converged
-    iterations : solver iterations (per increment when the solver reports them)
-    wall_s : float, s, solver wall time for this VE
-    """
-
-    ve_id: str | None
-    solver: str
-    status: str
-    converged: bool
-    reason: str
-    t: np.ndarray
-    F: np.ndarray
-    P: np.ndarray
-    sigma: np.ndarray
-    n_converged: int
-    iterations: Any = None
-    wall_s: float = 0.0
-
-    @property
-    def sigma_xx_MPa(self) -> np.ndarray:
-        """(n_inc + 1,) MPa: the tensile curve sigma_xx."""
-        return self.sigma[:, 0, 0] / 1e6
-
-    @classmethod
-    def failed(
-        cls, reason: str, load: LoadCase, *, ve_id=None, solver="builtin", wall_s: float = 0.0
-    ) -> SimulationRecord:
-        """A failure record with every state NaN (nothing was solved)."""
-        n = load.n_increments + 1
-        nan = np.full((n, 3, 3), np.nan)
-        return cls(
-            ve_id=ve_id,
-            solver=solver,
-            status="failed",
-            converged=False,
-            reason=reason,
-            t=load.times(),
-            F=nan.copy(),
-            P=nan.copy(),
-            sigma=nan.copy(),
-            n_converged=0,
-            iterations=None,
-            wall_s=float(wall_s),
-        )
-
-    @classmethod
-    def from_solve_result(cls, res, load: LoadCase, *, ve_id=None, solver="builtin") -> SimulationRecord:
-        """Convert a :class:`matflow_vae3d.cp.spectral.SolveResult` (fields converged,
-        reason, t, F, P, sigma, n_converged, iterations, wall_s), padding the states to
-        n_inc + 1 with NaN and checking that converged states are finite."""
-        n = load.n_increments + 1
-        arrays = {}
-        for name in ("F", "P", "sigma"):
-            a = np.asarray(_numpy(getattr(res, name)), dtype=np.float64).reshape(-1, 3, 3)[:n]
-            full = np.full((n, 3, 3), np.nan)
-            full[: len(a)] = a
-            arrays[name] = full
-        n_conv = int(min(int(_numpy(res.n_converged)), n - 1))
-        for a in arrays.values():
-            a[n_conv + 1 :] = np.nan
-        converged = bool(res.converged) and n_conv == n - 1
-        reason = (
-            "" if converged else (str(getattr(res, "reason", "") or "") or f"{n_conv}/{n - 1} increments converged")
-        )
-        if converged and not all(np.isfinite(a).all() for a in arrays.values()):
-            converged, reason = False, "solver reported convergence but the states contain NaN/inf"
-        return cls(
-            ve_id=ve_id,
-            solver=solver,
-            status="converged" if converged else "failed",
-            converged=converged,
-            reason=reason,
-            t=load.times(),
-            n_converged=n_conv,
-            iterations=_numpy(getattr(res, "iterations", None)),
-            wall_s=float(getattr(res, "wall_s", 0.0) or 0.0),
-            **arrays,
-        )
-
-
-def _numpy(x):
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return x
 
 
 # ----------------------------------------------------------------------- arguments
