@@ -330,6 +330,14 @@ def check_lattice(phase: Mapping[str, Any], lattice: str, what: str = "VE") -> N
         )
 
 
+def check_builtin_supported(phase: Mapping[str, Any], what: str = "") -> None:
+    """Refuse (ValueError naming each feature) a valid phase the embedded solver does
+    not model; ``what`` prefixes the message (e.g. the material file)."""
+    unsupported = builtin_unsupported(phase)
+    if unsupported:
+        raise ValueError(f"{what}{': ' if what else ''}builtin solver does not support: " + ", ".join(unsupported))
+
+
 def builtin_unsupported(phase: Mapping[str, Any]) -> list[str]:
     """Features of a (valid) phase the embedded solver does not model, by name.
 
@@ -417,6 +425,7 @@ __all__ = [
     "stiffness_voigt",
     "check_lattice",
     "builtin_unsupported",
+    "check_builtin_supported",
     "check_quaternions",
     "material_config",
     "quaternions_of",

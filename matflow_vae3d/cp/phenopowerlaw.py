@@ -27,6 +27,7 @@ The constitutive update follows DAMASK's ``phase_mechanical.f90`` and
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -34,25 +35,7 @@ import torch
 
 from . import elasticity
 from . import lattice as lat
-
-PHASE_KEYS = {"lattice", "c/a", "rho", "mechanical", "references"}
-MECH_KEYS = {"output", "elastic", "plastic"}
-SLIP_KEYS = {
-    "N_sl",
-    "xi_0_sl",
-    "xi_inf_sl",
-    "h_0_sl-sl",
-    "dot_gamma_0_sl",
-    "n_sl",
-    "a_sl",
-    "h_sl-sl",
-    "c_1",
-    "c_2",
-    "f_sat_sl-tw",
-}
-TWIN_KEYS = {"N_tw", "xi_0_tw", "dot_gamma_0_tw", "n_tw", "h_0_tw-tw", "h_tw-tw", "c_3", "c_4"}
-SLIPTWIN_KEYS = {"h_0_tw-sl", "h_sl-tw", "h_tw-sl"}
-OTHER_KEYS = {"type", "output", "references", "atol_xi", "atol_gamma"}
+from .materials import check_builtin_supported, validate_phase
 
 _VOIGT = elasticity.VOIGT
 _DEBUG = False
@@ -142,37 +125,15 @@ def from_phase(phase: dict[str, Any]) -> Phenopowerlaw:
     (other plasticity types, eigenstrains, thermal/damage fields, non-Schmid terms, unknown
     keys) raises ValueError naming it.
     """
-    if not isinstance(phase, dict):
+    if not isinstance(phase, Mapping):
         raise ValueError("phase must be a dict (one entry of material.yaml 'phase')")
-    unknown = sorted(set(phase) - PHASE_KEYS)
-    if unknown:
-        raise ValueError(f"phase: unsupported keys {unknown} (supported: {sorted(PHASE_KEYS)})")
-    lattice = phase.get("lattice")
-    if lattice not in ("cF", "cI", "hP"):
-        raise ValueError(f"phase: unsupported lattice {lattice!r} (cF, cI, hP)")
-    c_a = phase.get("c/a")
-    if lattice == "hP":
-        if c_a is None:
-            raise ValueError("phase: hP needs 'c/a'")
-        c_a = float(c_a)
-    mech = phase.get("mechanical")
-    if not isinstance(mech, dict):
-        raise ValueError("phase: missing 'mechanical'")
-    unknown = sorted(set(mech) - MECH_KEYS)
-    if unknown:
-        raise ValueError(f"phase.mechanical: unsupported keys {unknown}")
-    elastic = mech.get("elastic")
-    if not isinstance(elastic, dict):
-        raise ValueError("phase.mechanical: missing 'elastic'")
-    C66 = elasticity.stiffness_66(elastic, lattice)
-    pl = mech.get("plastic")
-    if not isinstance(pl, dict):
-        raise ValueError("phase.mechanical: missing 'plastic'")
-    if pl.get("type") != "phenopowerlaw":
-        raise ValueError(f"unsupported plastic type {pl.get('type')!r}: only 'phenopowerlaw'")
-    unknown = sorted(set(pl) - SLIP_KEYS - TWIN_KEYS - SLIPTWIN_KEYS - OTHER_KEYS)
-    if unknown:
-        raise ValueError(f"phenopowerlaw: unsupported keys {unknown}")
+    phase = validate_phase(phase)  # the one phase schema (cp/materials.py)
+    check_builtin_supported(phase)  # what this law models
+    lattice = phase["lattice"]
+    c_a = float(phase["c/a"]) if lattice == "hP" else None
+    mech = phase["mechanical"]
+    C66 = elasticity.stiffness_66(mech["elastic"], lattice)
+    pl = mech["plastic"]
 
     N_sl = [int(n) for n in pl.get("N_sl", [])]
     N_tw = [int(n) for n in pl.get("N_tw", [])]

@@ -27,7 +27,7 @@ import yaml
 from matflow_vae3d.cp.loadcase import LoadCase
 from matflow_vae3d.cp.materials import (
     HOMOGENIZATION,
-    builtin_unsupported,
+    check_builtin_supported,
     check_lattice,
     check_quaternions,
     load_phase,
@@ -200,9 +200,7 @@ def simulate_ve(
     try:
         phase_name, phase = load_phase(material)
         if solver == "builtin":
-            unsupported = builtin_unsupported(phase)
-            if unsupported:
-                raise ValueError("builtin solver does not support: " + ", ".join(unsupported))
+            check_builtin_supported(phase)
         _prepare(ve, phase, what)
     except (ValueError, FileNotFoundError) as exc:
         return SimulationRecord.failed(f"refused: {exc}", load, ve_id=ve_id, solver=solver)
@@ -387,9 +385,7 @@ def simulate_dataset(
     load = as_loadcase(load)
     phase_name, phase = load_phase(material)
     if solver == "builtin":
-        unsupported = builtin_unsupported(phase)
-        if unsupported:
-            raise ValueError("builtin solver does not support: " + ", ".join(unsupported))
+        check_builtin_supported(phase)
         _torch_dtype(dtype)
     else:
         from matflow_vae3d.cp.damask_driver import find_damask_grid
@@ -540,9 +536,7 @@ def read_damask_inputs(vti, material_yaml, load_yaml, *, solver: str = "builtin"
     phase_name, phase = next(iter(phases.items()))
     phase = validate_phase(phase)
     if solver == "builtin":
-        unsupported = builtin_unsupported(phase)
-        if unsupported:
-            raise ValueError(f"{material_yaml}: builtin solver does not support: " + ", ".join(unsupported))
+        check_builtin_supported(phase, str(material_yaml))
     used_h = {m.get("homogenization") for m in cfg["material"]}
     for h in used_h:
         if h not in cfg["homogenization"]:
