@@ -71,6 +71,43 @@ def test_generate_bad_input(in_tmp, bad, match):
     assert not list(in_tmp.rglob("*.h5"))
 
 
+def test_matflow_shards_are_the_cli_ves(in_tmp):
+    """Shard 1 of 2-VE shards with VE_seed 7 holds VEs 2 and 3 of
+    `vae3d generate --preset train --seed 7` (same grid and lattice): one seed rule."""
+    from click.testing import CliRunner
+
+    from matflow_vae3d.cli import cli
+    from matflow_vae3d.datasets import VEDataset
+
+    rel = actions.generate_VE(VEs_per_shard=2, VE_shard=1, VE_seed=7, crystal_structure="hP", VE_grid=12)
+    r = CliRunner().invoke(
+        cli,
+        [
+            "generate",
+            "--preset",
+            "train",
+            "--count",
+            "4",
+            "--grid",
+            "12",
+            "--seed",
+            "7",
+            "--lattice",
+            "hP",
+            "--out",
+            str(in_tmp / "cli.h5"),
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    with VEDataset(str(in_tmp / rel["VE_dataset"])) as mf, VEDataset(str(in_tmp / "cli.h5")) as c:
+        for i in range(2):
+            a, b = mf[i], c[2 + i]
+            np.testing.assert_array_equal(a.grain_map, b.grain_map)
+            np.testing.assert_array_equal(a.quaternions, b.quaternions)
+            assert mf.seed(i) == c.seed(2 + i)
+
+
 def test_volume_element_inputs_match_dataset(in_tmp, tiny_vae):
     from matflow_vae3d.vae.checkpoint import load_model
     from matflow_vae3d.vae.encode import fingerprint_dataset

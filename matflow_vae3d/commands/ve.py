@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from ..datasets import COMPRESSIONS
+from ..microstructure.generate import ve_seed as derive_seed  # the one seed rule, shared with MatFlow
 
 #: file formats understood by ``vae3d convert`` and ``vae3d show``.
 FORMATS = ("dataset", "damask", "dream3d", "matflow")
@@ -22,16 +23,6 @@ _SUFFIX_FORMAT = {
     ".npz": "matflow",
 }
 _FORMAT_SUFFIX = {"dataset": ".h5", "damask": ".vti", "dream3d": ".dream3d", "matflow": ".yaml"}
-
-
-def derive_seed(seed: int, index: int) -> int:
-    """Seed of VE ``index`` of a run started with ``seed`` (63-bit, deterministic).
-
-    Independent streams per (seed, index) via numpy's SeedSequence, so VE i is the
-    same whether generated in one run or appended later.
-    """
-    s = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).generate_state(2, np.uint32)
-    return int((int(s[0]) << 31) ^ int(s[1]))
 
 
 def ve_id_for(preset: str, seed: int, index: int) -> str:

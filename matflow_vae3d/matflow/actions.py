@@ -171,13 +171,14 @@ def generate_VE(
     goss); VE_overrides: VEParams fields replacing the preset's (mean_esd, sigma,
     aspect_ratio, texture, ...); crystal_structure: lattice (default: the generator's);
     VE_grid: voxels per edge (default 64). VE ids ``<prefix>-<shard:05d>-<index:06d>``;
-    each VE's seed is drawn from (VE_seed, VE_shard, index), so shards are independent
-    and reproducible. Uses $MATFLOW_RUN_NUM_CORES worker processes.
+    VE i of shard s is VE s*VEs_per_shard + i of ``vae3d generate --seed VE_seed``
+    (same preset, grid, lattice), so shards are independent and reproducible. Uses
+    $MATFLOW_RUN_NUM_CORES worker processes.
     """
     import dataclasses
 
     from ..datasets import write_ves
-    from ..microstructure import VEParams, generate_ves, get_preset
+    from ..microstructure import VEParams, generate_ves, get_preset, ve_seed
 
     n = int(VEs_per_shard)
     if n < 1:
@@ -198,7 +199,9 @@ def generate_VE(
         if unknown:
             raise ValueError(f"VE_overrides: unknown keys {sorted(unknown)} (known: {sorted(known)})")
         params = dataclasses.replace(params, **overrides)
-    seeds = [int(x) for x in np.random.SeedSequence([int(VE_seed), shard]).generate_state(n)]
+    # the one seed rule (microstructure.generate.ve_seed): shard s holds the VEs
+    # s*n .. s*n+n-1 of `vae3d generate --seed VE_seed`
+    seeds = [ve_seed(int(VE_seed), shard * n + i) for i in range(n)]
     workers = max(1, int(os.environ.get("MATFLOW_RUN_NUM_CORES") or 1))
 
     def renamed():

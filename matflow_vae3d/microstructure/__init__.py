@@ -2,7 +2,7 @@
 presets and the :class:`VolumeElement` type."""
 
 from ..crystal import LATTICES, canonical_lattice
-from .generate import VEParams, generate_ve, generate_ves
+from .generate import VEParams, generate_ve, generate_ves, ve_seed
 from .presets import PRESETS, get_preset
 from .textures import TEXTURE_COMPONENTS, TEXTURES
 from .volume_element import VolumeElement
@@ -14,6 +14,7 @@ __all__ = [
     "VEParams",
     "generate_ve",
     "generate_ves",
+    "ve_seed",
     "PRESETS",
     "get_preset",
     "TEXTURE_COMPONENTS",

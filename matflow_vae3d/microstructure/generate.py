@@ -137,6 +137,18 @@ class VEParams:
         return cls(**d)
 
 
+def ve_seed(seed: int, index: int) -> int:
+    """Seed of VE ``index`` of a run started with ``seed`` (63-bit, deterministic).
+
+    Independent streams per (seed, index) via numpy's SeedSequence, so VE i is the
+    same whether generated in one run, appended later, or made by MatFlow's
+    ``generate_VE`` (shard s of n VEs holds indices s*n .. s*n+n-1): the CLI and
+    MatFlow make the same VEs from the same preset and seed.
+    """
+    s = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).generate_state(2, np.uint32)
+    return int((int(s[0]) << 31) ^ int(s[1]))
+
+
 def _check_seed(seed) -> int:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
