@@ -79,12 +79,8 @@ VE_ID_BYTES = 128
 # ----------------------------------------------------------------------------------
 def _quaternions_to_eulers(q: np.ndarray) -> np.ndarray:
     """Bunge Euler angles (..., 3) rad of unit quaternions (..., 4) (w, x, y, z)."""
-    try:
-        from .crystal import quaternions_to_eulers
-    except ImportError:  # crystal module not available
-        import damask
+    from .crystal import quaternions_to_eulers
 
-        return damask.Rotation(np.asarray(q, dtype=np.float64)).as_Euler_angles()
     return quaternions_to_eulers(np.asarray(q, dtype=np.float64))
 
 

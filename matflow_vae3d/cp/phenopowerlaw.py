@@ -38,7 +38,6 @@ from . import lattice as lat
 from .materials import check_builtin_supported, validate_phase
 
 _VOIGT = elasticity.VOIGT
-_DEBUG = False
 
 
 def _family(pl, key, N, default=None, positive=False):

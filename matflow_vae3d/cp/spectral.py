@@ -46,7 +46,6 @@ DEFAULT_NUMERICS = dict(
     rtol_state=1e-7,  # local state fixed point (DAMASK: 1e-6)
 )
 #: defaults that differ in float32 (its resolution, 1.2e-7, rules out the float64 tolerances)
-_DEBUG = False
 #: Newton iterations in one increment after which the consistent (state-coupled) tangent is used
 FULL_TANGENT_AFTER = 5
 #: a Newton iteration that has not gained a factor STALL_RATIO on its residual (in units of the
@@ -303,7 +302,7 @@ class _Batch:
         rho1 = torch.full((nb,), float("inf"), device=self.device, dtype=self.dtype)
         stalled = torch.zeros(nb, dtype=torch.bool, device=self.device)
         loose = True  # inexact local solves while far from equilibrium (inexact Newton)
-        for it in range(2 * num["max_iter"] + 2):
+        for _ in range(2 * num["max_iter"] + 2):
             out = self._constitutive(idx, F, dt, guess=out, loose=loose)
             P = out["P"]
             Pbar = self._mean(P)
@@ -319,11 +318,6 @@ class _Batch:
             if loose and bool((now & ~conv).any()):
                 loose = False  # re-evaluate with tight local tolerances, then decide
                 continue
-            if _DEBUG:
-                print(
-                    f"  it {it} dt {dt:.3g} loose {loose} div {(err_div / scale).tolist()} bc {err_bc.tolist()} "
-                    f"local_ok {local_ok.tolist()}"
-                )
             newly_bad = ~finite & ~failed & ~conv
             for j in torch.nonzero(newly_bad).flatten().tolist():
                 reasons[j] = "NaN/inf in the stress field"
