@@ -19,6 +19,7 @@ COMMANDS = {
     "convert": "matflow_vae3d.commands.ve:convert",
     # crystal plasticity
     "simulate": "matflow_vae3d.commands.cp:simulate",
+    "simulate-paths": "matflow_vae3d.commands.cp:simulate_paths_cmd",
     # VAE
     "train-vae": "matflow_vae3d.commands.vae:train_vae",
     "fingerprint": "matflow_vae3d.commands.vae:fingerprint",
@@ -40,13 +41,14 @@ SHORT_HELP = {
     "show": "Draw mid-slices of a VE coloured by normalised Euler angles.",
     "convert": "Import/export VEs: DAMASK .vti, DREAM.3D, MatFlow volume_element.",
     "simulate": "Run crystal-plasticity uniaxial tension on VEs (builtin or DAMASK).",
+    "simulate-paths": "Run crystal plasticity along load paths (VE x path pairs, full tensors).",
     "train-vae": "Train the 3D ResNet VAE on VE datasets.",
     "fingerprint": "Encode VEs to fingerprints (the VAE's latent mean mu).",
     "reconstruct": "Decode VEs and draw input vs reconstruction mid-slices.",
     "evaluate": "Reconstruction error (misorientation) of a VAE on a VE dataset.",
     "latent": "Latent-space paths, PCA scatter and spectral clustering.",
     "train-surrogate": "Train the fingerprint -> stress-strain surrogate.",
-    "predict": "Predict stress-strain curves from fingerprints.",
+    "predict": "Predict stress-strain curves from fingerprints or VEs.",
     "evaluate-surrogate": "Accuracy of a surrogate on held-out VEs, with plots.",
     "acquire": "Rank unsimulated VEs by predicted uncertainty (active learning).",
     "matflow": "Register the plugin with MatFlow; add tasks to or export workflows.",

@@ -110,3 +110,55 @@ def test_solver_follows_reversal_and_change_of_axis():
     assert abs(c[3, 1, 1]) < 0.02 * c[3, 0, 0] and c[6, 1, 1] > 5
     # y contracted freely in the first step (Poisson), then stretched by 0.2 %
     assert ch.F[3, 1, 1] < 1.0 and ch.F[6, 1, 1] - ch.F[3, 1, 1] == pytest.approx(0.002)
+
+
+def test_simulate_paths_rows_resume_and_random_pairing(tmp_path):
+    """`vae3d simulate-paths`: 2 VEs x 2 paths of different lengths -> 4 rows with the
+    path's own states (shorter ones NaN-padded), resumable; random pairing gives each
+    VE its own seeded paths, the same on a rerun."""
+    from click.testing import CliRunner
+
+    from matflow_vae3d.cli import cli
+    from matflow_vae3d.cp.path_results import read_path_results
+    from matflow_vae3d.datasets import write_ves
+
+    gm = np.zeros((4, 4, 4), np.int32)
+    gm[2:] = 1
+    ves = [
+        VolumeElement(gm, damask.Orientation.from_random(shape=2, lattice="hP", rng_seed=s).reduced.quaternion,
+                      "hP", ve_id=f"v{s}")
+        for s in (1, 2)
+    ]
+    write_ves(tmp_path / "ves.h5", ves, progress=False)
+    paths = {
+        "tx": LP.path_of("uniaxial", axes=(0, 1), strains=(0.002,), N=2),
+        "rev": LP.path_of("reversal", axes=(1, 0), strains=(-0.001, 0.002), N=2),
+    }
+    LP.write_paths(paths, tmp_path / "paths.yaml")
+    out = tmp_path / "pcp.h5"
+    args = ["simulate-paths", "--data", str(tmp_path / "ves.h5"), "--paths", str(tmp_path / "paths.yaml"),
+            "--out", str(out), "--no-progress"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "4 converged, 0 failed, 0 of 4 pairs already" in r.output
+    d = read_path_results(out)
+    assert sorted(zip(d["ve_id"], d["path_id"])) == sorted((v, p) for v in ("v1", "v2") for p in ("tx", "rev"))
+    assert d["t"].shape == (4, 5) and d["sigma"].shape == (4, 5, 3, 3)
+    tx = d["path_id"] == "tx"
+    assert (d["n_states"][tx] == 3).all() and (d["n_states"][~tx] == 5).all()
+    assert np.isnan(d["sigma"][tx][:, 3:]).all() and np.isfinite(d["sigma"][~tx]).all()
+    assert (d["sigma"][tx][:, 2, 0, 0] > 0).all()
+    s_rev = d["sigma"][~tx][:, :, 1, 1]
+    assert (s_rev[:, 2] < 0).all() and (s_rev[:, 4] > 0).all()  # compression, then tension along y
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and "4 of 4 pairs already" in r.output
+    assert read_path_results(out)["n_committed"] == 4
+    rnd = ["simulate-paths", "--data", str(tmp_path / "ves.h5"), "--random-paths", "1", "--path-seed", "9",
+           "--increments", "2", "--max-strain", "0.004", "--out", str(tmp_path / "rnd.h5"), "--no-progress"]
+    r = CliRunner().invoke(cli, rnd)
+    assert r.exit_code == 0, r.output
+    d = read_path_results(tmp_path / "rnd.h5")
+    assert list(d["path_id"]) == [LP.random_path(9, i, N=2, max_strain=0.004)[0] for i in range(2)]
+    assert list(d["ve_id"]) == ["v1", "v2"]
+    r = CliRunner().invoke(cli, rnd[:5] + ["--paths", str(tmp_path / "paths.yaml")] + rnd[5:])
+    assert r.exit_code == 2 and "exactly one of --paths and --random-paths" in r.output

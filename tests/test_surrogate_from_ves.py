@@ -119,3 +119,22 @@ def test_predict_from_ves_refuses_by_name(work):
     r = run("predict", "--model", d / "s.pt", "--data", d / "ves.h5", "-f", d / "ves.h5", "--out", d / "x.h5")
     assert r.exit_code == 2 and "exactly one of --fingerprints and --data" in r.output
     assert not Path(d / "x.h5").exists()
+
+
+def test_pretrained_surrogate_on_new_mg_ves(work):
+    """The shipped Mg surrogate on 16³ hP VEs it never saw (seed 7; its training set is
+    seed 301): curves that start at 0, rise monotonically through the elastic-plastic
+    transition, and end inside the range the CP reference set spans at 1 % strain
+    (72-100 MPa), with a non-zero spread; Cu VEs are refused."""
+    d = work
+    r = run("predict", "--model", "pretrained", "--data", d / "ves.h5", "--out", d / "pre.h5", "--no-progress")
+    assert r.exit_code == 0, r.output
+    with h5py.File(d / "pre.h5") as f:
+        s, sd = f["sigma"][()], f["sigma_std"][()]
+        assert f.attrs["model_sha256"] == file_sha256(pretrained_path("hP"))
+    assert s.shape == (3, 21) and (s[:, 0] == 0).all()
+    assert (np.diff(s, axis=1) > 0).all(), s
+    assert ((s[:, -1] > 65) & (s[:, -1] < 105)).all(), s[:, -1]
+    assert (sd[:, 1:] > 0).all()
+    r = run("predict", "--model", "pretrained", "--data", d / "cu.h5", "--out", d / "pcu.h5")
+    assert r.exit_code == 1 and "'cF'" in r.output

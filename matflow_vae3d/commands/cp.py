@@ -197,3 +197,103 @@ def simulate(
         f"skipped {summary['n_skipped']} already in {Path(out_path).name} "
         f"({summary['wall_s']:.1f} s)"
     )
+
+
+@click.command("simulate-paths")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="VE dataset (HDF5).")
+@click.option(
+    "--paths",
+    "paths_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Load paths: a paths YAML (docs/load_paths.md) or one DAMASK load.yaml; every VE runs every path.",
+)
+@click.option(
+    "--random-paths",
+    "random_per_ve",
+    type=click.IntRange(min=1),
+    help="Instead of --paths: this many random paths per VE (uniaxial +-, biaxial, plane strain, shear, "
+    "reversal, change of axis; equivalent strain <= --max-strain).",
+)
+@click.option("--path-seed", type=int, default=0, show_default=True, help="Seed of the random paths.")
+@click.option("--max-strain", type=float, default=0.02, show_default=True, help="Random paths: strain budget.")
+@click.option(
+    "--increments",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Random paths: increments per load step.",
+)
+@click.option("--material", default="Mg", show_default=True, help="Material preset or phase YAML.")
+@click.option("--solver", type=click.Choice(["builtin", "damask"]), default="builtin", show_default=True)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Path results file (HDF5); an existing one is resumed.",
+)
+@click.option("--limit", type=click.IntRange(min=0), help="Only the first N VEs.")
+@click.option(
+    "--batch-size",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="VEs per builtin-solver batch (VEs sharing a path).",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--no-progress", is_flag=True)
+def simulate_paths_cmd(
+    data_path,
+    paths_file,
+    random_per_ve,
+    path_seed,
+    max_strain,
+    increments,
+    material,
+    solver,
+    out_path,
+    limit,
+    batch_size,
+    device,
+    threads,
+    no_progress,
+):
+    """Run crystal plasticity along load paths: one row per (VE, path) with F, P and
+    sigma at every state (docs/load_paths.md).
+
+    \b
+      vae3d simulate-paths --data ves.h5 --paths paths.yaml --out paths_cp.h5
+      vae3d simulate-paths --data ves.h5 --random-paths 2 --path-seed 1 --out paths_cp.h5
+    """
+    import torch
+
+    from matflow_vae3d.cp.loadpaths import read_paths
+    from matflow_vae3d.cp.simulate_paths import simulate_paths
+
+    torch.set_num_threads(threads)
+    if bool(paths_file) == bool(random_per_ve):
+        raise click.UsageError("give exactly one of --paths and --random-paths")
+    try:
+        s = simulate_paths(
+            data_path,
+            out_path,
+            material,
+            paths=read_paths(paths_file) if paths_file else None,
+            random_per_ve=random_per_ve,
+            path_seed=path_seed,
+            random_kw={"max_strain": max_strain, "N": increments},
+            solver=solver,
+            limit=limit,
+            batch_size=batch_size,
+            device=str(parse_device(device)),
+            progress=not no_progress,
+        )
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for ve_id, pid, reason in s["failed"][:10]:
+        click.echo(f"failed {ve_id} / {pid}: {reason}", err=True)
+    click.echo(
+        f"{s['n_converged']} converged, {s['n_failed']} failed, {s['n_skipped']} of {s['n_pairs']} pairs already "
+        f"in {Path(out_path).name} ({s['wall_s']:.1f} s)"
+    )

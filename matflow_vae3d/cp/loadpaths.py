@@ -144,21 +144,38 @@ def random_paths(
         raise ValueError(f"need 0 < min_strain <= max_strain, got {min_strain}, {max_strain}")
     out = {}
     for i in range(int(n)):
-        rng = np.random.default_rng([int(seed), i])  # per-path stream: path i independent of n
-        kind = kinds[int(rng.integers(len(kinds)))]
-        a, b = (int(x) for x in rng.permutation(3)[:2])
-        total = rng.uniform(min_strain, max_strain)
-        per = _EQUIVALENT["uniaxial" if kind in ("reversal", "change") else kind]
-        sign = 1.0 if rng.random() < 0.5 else -1.0
-        if kind in ("reversal", "change"):
-            f = rng.uniform(0.3, 0.7)  # share of the budget in the first step
-            e0, e1 = sign * f * total / per, (1 - f) * total / per
-            e1 = -sign * e1 if kind == "reversal" else (1.0 if rng.random() < 0.5 else -1.0) * e1
-            strains: tuple[float, ...] = (e0, e1)
-        else:
-            strains = (sign * total / per,)
-        out[f"p{seed}-{i:05d}-{kind}"] = path_of(kind, axes=(a, b), strains=strains, rate=rate, N=N)
+        pid, lc = random_path(seed, i, kinds=kinds, max_strain=max_strain, min_strain=min_strain, rate=rate, N=N)
+        out[pid] = lc
     return out
+
+
+def random_path(
+    seed: int,
+    index: int,
+    kinds=PATH_KINDS,
+    max_strain: float = 0.02,
+    min_strain: float = 0.004,
+    rate: float = 1e-3,
+    N: int = 10,
+) -> tuple[str, LoadCase]:
+    """Path ``index`` of the random stream ``seed`` as (id, LoadCase); see
+    :func:`random_paths` (which checks the arguments)."""
+    kinds = tuple(kinds)
+    i = int(index)
+    rng = np.random.default_rng([int(seed), i])  # per-path stream: path i independent of n
+    kind = kinds[int(rng.integers(len(kinds)))]
+    a, b = (int(x) for x in rng.permutation(3)[:2])
+    total = rng.uniform(min_strain, max_strain)
+    per = _EQUIVALENT["uniaxial" if kind in ("reversal", "change") else kind]
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    if kind in ("reversal", "change"):
+        f = rng.uniform(0.3, 0.7)  # share of the budget in the first step
+        e0, e1 = sign * f * total / per, (1 - f) * total / per
+        e1 = -sign * e1 if kind == "reversal" else (1.0 if rng.random() < 0.5 else -1.0) * e1
+        strains: tuple[float, ...] = (e0, e1)
+    else:
+        strains = (sign * total / per,)
+    return f"p{seed}-{i:05d}-{kind}", path_of(kind, axes=(a, b), strains=strains, rate=rate, N=N)
 
 
 # -------------------------------------------------------------------------- file

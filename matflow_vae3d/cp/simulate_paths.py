@@ -1,0 +1,145 @@
+"""CP along load paths: VEs x paths through the embedded solver (or DAMASK_grid), one
+row per (VE, path) in a path results file (:mod:`.path_results`), resumable.
+
+Pairing: ``paths`` (a dict {id: LoadCase}, e.g. from :func:`.loadpaths.read_paths`)
+runs every VE along every path; ``random_per_ve=K`` gives VE number v (its row in the
+dataset) the random paths v*K .. v*K+K-1 of the stream ``path_seed``
+(:func:`.loadpaths.random_path`), so a pair is the same pair whenever it is made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from .loadcase import LoadCase
+from .loadpaths import random_path
+from .materials import check_builtin_supported, check_lattice, load_phase, phase_yaml
+from .path_results import PathResultsWriter
+from .results import SimulationRecord
+from .simulate import _open_ves, _prepare, _solve_builtin, _solve_damask
+
+
+def _pairs(n_ves: int, paths: Mapping[str, LoadCase] | None, random_per_ve: int | None, path_seed: int, random_kw):
+    """[(VE row, path id, LoadCase)] in run order (VE-major)."""
+    if (paths is None) == (random_per_ve is None):
+        raise ValueError("give exactly one of paths and random_per_ve")
+    out = []
+    if paths is not None:
+        if not paths:
+            raise ValueError("no load paths given")
+        for v in range(n_ves):
+            out += [(v, pid, lc) for pid, lc in paths.items()]
+        return out
+    k = int(random_per_ve or 0)
+    if k < 1:
+        raise ValueError(f"random_per_ve must be >= 1, got {random_per_ve}")
+    for v in range(n_ves):
+        for j in range(k):
+            pid, lc = random_path(path_seed, v * k + j, **random_kw)
+            out.append((v, pid, lc))
+    return out
+
+
+def simulate_paths(
+    data_path,
+    out_path,
+    material="Mg",
+    *,
+    paths: Mapping[str, LoadCase] | None = None,
+    random_per_ve: int | None = None,
+    path_seed: int = 0,
+    random_kw: Mapping[str, Any] | None = None,
+    solver: str = "builtin",
+    limit: int | None = None,
+    batch_size: int = 8,
+    device="cpu",
+    dtype=None,
+    progress: bool = True,
+    **numerics,
+) -> dict[str, Any]:
+    """Simulate VEs of a dataset along load paths; append one row per (VE, path) to
+    ``out_path`` (an existing file is resumed: pairs already in it are skipped).
+
+    The builtin solver batches up to ``batch_size`` VEs that share a path. Returns a
+    summary {out, n_pairs, n_skipped, n_run, n_converged, n_failed, wall_s, failed}.
+    Settings that concern every pair (material, lattice, pairing) are refused before
+    anything is written; a pair that diverges is a 'failed' row with its reason.
+    """
+    from tqdm.auto import tqdm
+
+    if solver not in ("builtin", "damask"):
+        raise ValueError(f"unknown solver {solver!r}: use builtin or damask")
+    phase_name, phase = load_phase(material)
+    if solver == "builtin":
+        check_builtin_supported(phase)
+    ves, ids, lattice, close = _open_ves(data_path)
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = {
+        "out": str(out_path),
+        "n_pairs": 0,
+        "n_skipped": 0,
+        "n_run": 0,
+        "n_converged": 0,
+        "n_failed": 0,
+        "wall_s": 0.0,
+        "failed": [],
+    }
+    try:
+        if lattice is not None:
+            check_lattice(phase, lattice, "dataset")
+        n = len(ids) if limit is None else min(len(ids), int(limit))
+        pairs = _pairs(n, paths, random_per_ve, path_seed, dict(random_kw or {}))
+        with PathResultsWriter(out_path, material=phase_yaml(phase), solver=solver, lattice=phase["lattice"]) as w:
+            done = w.done()
+            todo = [p for p in pairs if (ids[p[0]], p[1]) not in done]
+            summary.update(n_pairs=len(pairs), n_skipped=len(pairs) - len(todo))
+            # group by path, keeping VE-major order inside each group
+            groups: dict[str, list] = {}
+            for v, pid, lc in todo:
+                groups.setdefault(pid, []).append((v, lc))
+            bar = tqdm(total=len(todo), unit="pair", desc=f"paths ({solver})", disable=not progress)
+            try:
+                for pid, members in groups.items():
+                    lc = members[0][1]
+                    text = yaml.safe_dump(lc.to_damask(), sort_keys=False, default_flow_style=None)
+                    step = int(batch_size) if solver == "builtin" else 1
+                    for s in range(0, len(members), step):
+                        chunk = [v for v, _ in members[s : s + step]]
+                        ready, records = [], {}
+                        for v in chunk:
+                            try:
+                                ve = ves[v]
+                                ve.ve_id = ids[v]
+                                _prepare(ve, phase, f"VE {ids[v]!r}")
+                                ready.append((v, ve))
+                            except Exception as exc:  # noqa: BLE001 - an unusable VE is a failed row
+                                records[v] = SimulationRecord.failed(f"refused: {exc}", lc, ve_id=ids[v], solver=solver)
+                        if ready and solver == "builtin":
+                            recs = _solve_builtin(
+                                [ve for _, ve in ready], phase, lc, device=device, dtype=dtype, **numerics
+                            )
+                            records.update({v: r for (v, _), r in zip(ready, recs)})
+                        elif ready:
+                            for v, ve in ready:
+                                records[v] = _solve_damask(ve, phase, phase_name, lc)
+                        for v in chunk:
+                            rec = records[v]
+                            rec.ve_id = ids[v]
+                            w.append(rec, pid, text)
+                            summary["n_run"] += 1
+                            if rec.converged:
+                                summary["n_converged"] += 1
+                            else:
+                                summary["n_failed"] += 1
+                                summary["failed"].append((ids[v], pid, rec.reason.split("\n")[0]))
+                            bar.update(1)
+            finally:
+                bar.close()
+    finally:
+        close()
+    summary["wall_s"] = time.perf_counter() - t0
+    return summary
