@@ -125,8 +125,12 @@ def test_simulate_paths_rows_resume_and_random_pairing(tmp_path):
     gm = np.zeros((4, 4, 4), np.int32)
     gm[2:] = 1
     ves = [
-        VolumeElement(gm, damask.Orientation.from_random(shape=2, lattice="hP", rng_seed=s).reduced.quaternion,
-                      "hP", ve_id=f"v{s}")
+        VolumeElement(
+            gm,
+            damask.Orientation.from_random(shape=2, lattice="hP", rng_seed=s).reduced.quaternion,
+            "hP",
+            ve_id=f"v{s}",
+        )
         for s in (1, 2)
     ]
     write_ves(tmp_path / "ves.h5", ves, progress=False)
@@ -136,8 +140,16 @@ def test_simulate_paths_rows_resume_and_random_pairing(tmp_path):
     }
     LP.write_paths(paths, tmp_path / "paths.yaml")
     out = tmp_path / "pcp.h5"
-    args = ["simulate-paths", "--data", str(tmp_path / "ves.h5"), "--paths", str(tmp_path / "paths.yaml"),
-            "--out", str(out), "--no-progress"]
+    args = [
+        "simulate-paths",
+        "--data",
+        str(tmp_path / "ves.h5"),
+        "--paths",
+        str(tmp_path / "paths.yaml"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert "4 converged, 0 failed, 0 of 4 pairs already" in r.output
@@ -153,8 +165,22 @@ def test_simulate_paths_rows_resume_and_random_pairing(tmp_path):
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and "4 of 4 pairs already" in r.output
     assert read_path_results(out)["n_committed"] == 4
-    rnd = ["simulate-paths", "--data", str(tmp_path / "ves.h5"), "--random-paths", "1", "--path-seed", "9",
-           "--increments", "2", "--max-strain", "0.004", "--out", str(tmp_path / "rnd.h5"), "--no-progress"]
+    rnd = [
+        "simulate-paths",
+        "--data",
+        str(tmp_path / "ves.h5"),
+        "--random-paths",
+        "1",
+        "--path-seed",
+        "9",
+        "--increments",
+        "2",
+        "--max-strain",
+        "0.004",
+        "--out",
+        str(tmp_path / "rnd.h5"),
+        "--no-progress",
+    ]
     r = CliRunner().invoke(cli, rnd)
     assert r.exit_code == 0, r.output
     d = read_path_results(tmp_path / "rnd.h5")

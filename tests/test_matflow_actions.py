@@ -229,3 +229,21 @@ def test_damask_solver_without_damask_grid_fails_clearly(in_tmp, monkeypatch):
     with pytest.raises(FileNotFoundError, match="DAMASK_grid"):
         actions.simulate_uniaxial(ds, CP_solver="damask")
     assert not list((in_tmp / "vae3d_data").glob("simulate_uniaxial/*.h5"))
+
+
+def test_campaign_scale_check_refuses_large_direct_runs():
+    """The campaign template's first task: the paper's scale on the direct scheduler is
+    refused with its cost (~14,800 CPU-hours, CP extrapolated from 32³); the same on
+    SLURM, a confirmed run, or a small one pass and report the plan."""
+    big = {"scheduler": "direct", "VEs_per_shard": 1000, "n_train_shards": 110, "n_campaign_shards": 50,
+           "grid": 64, "vae_epochs": 100}
+    with pytest.raises(ValueError, match=r"about 14,7\d\d CPU-hours .* extrapolated by cell count.*confirm_scale"):
+        actions.check_campaign_scale(big)
+    plan = actions.check_campaign_scale({**big, "scheduler": "slurm"})["campaign_plan"]
+    assert plan["cp_hours_per_shard"] == pytest.approx(1000 * 85.0 * 8 / 3600) and plan["cp_extrapolated"]
+    assert actions.check_campaign_scale({**big, "confirmed": "true"})["campaign_plan"]["confirmed"]
+    small = {**big, "VEs_per_shard": 4, "n_train_shards": 3, "n_campaign_shards": 2, "grid": 16, "vae_epochs": 1}
+    plan = actions.check_campaign_scale(small)["campaign_plan"]
+    assert plan["cpu_hours_total"] < 0.1 and not plan["cp_extrapolated"]
+    with pytest.raises(ValueError, match="missing keys"):
+        actions.check_campaign_scale({"scheduler": "direct"})

@@ -64,6 +64,7 @@ def test_slurm_jobscripts(mf_hermetic):
         },
     )
     assert set(js) == {
+        ("check_campaign_scale",),
         ("generate_VE_1",),
         ("train_VAE",),
         ("generate_VE_2",),
@@ -74,6 +75,10 @@ def test_slurm_jobscripts(mf_hermetic):
         ("evaluate_surrogate",),
     }
     gen, fp, sim = js[("generate_VE_2",)], js[("fingerprint_VE",)], js[("simulate_uniaxial",)]
+    # the scale check runs first: VE generation waits for it (a refusal stops the campaign)
+    check = js[("check_campaign_scale",)]
+    gen1 = js[("generate_VE_1",)]
+    assert f"JOB{check['index']}" in gen1["submit_command"][gen1["submit_command"].index("--dependency") + 1]
     assert js[("generate_VE_1",)]["is_array"] and "#SBATCH --array 1-5" in js[("generate_VE_1",)]["directives"]
     for j in (gen, fp, sim):
         assert j["is_array"] and "#SBATCH --array 1-7" in j["directives"], j["directives"]

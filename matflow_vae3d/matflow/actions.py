@@ -164,6 +164,7 @@ def generate_VE(
     VE_grid=None,
     VE_seed=0,
     VE_id_prefix="ve",
+    campaign_plan=None,
 ):
     """One shard of VEs -> {'VE_dataset': relative path}.
 
@@ -173,7 +174,8 @@ def generate_VE(
     VE_grid: voxels per edge (default 64). VE ids ``<prefix>-<shard:05d>-<index:06d>``;
     VE i of shard s is VE s*VEs_per_shard + i of ``vae3d generate --seed VE_seed``
     (same preset, grid, lattice), so shards are independent and reproducible. Uses
-    $MATFLOW_RUN_NUM_CORES worker processes.
+    $MATFLOW_RUN_NUM_CORES worker processes. campaign_plan (from check_campaign_scale)
+    only orders this task after that check.
     """
     import dataclasses
 
@@ -212,6 +214,14 @@ def generate_VE(
     path, rel = output_path("generate_VE", f"ves_shard{shard:05d}")
     write_ves(path, renamed(), overwrite=True, progress=_progress(), total=n)
     return {"VE_dataset": rel}
+
+
+def check_campaign_scale(campaign_scale):
+    """Cost of the campaign -> {'campaign_plan': CPU-hours per task kind}; refuses a
+    large campaign on the direct scheduler unless confirmed (matflow.campaign)."""
+    from .campaign import check_direct_scale
+
+    return {"campaign_plan": check_direct_scale(dict(campaign_scale or {}))}
 
 
 def to_volume_element(VE_dataset, VE_index=0, phase_label=None):
@@ -384,9 +394,11 @@ def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options) -> 
 
     load = loadcase_of(uniaxial_load)
     out, rel = output_path("simulate_uniaxial", "cp_results")
-    simulate_dataset(
-        data, out, material=CP_material, solver=CP_solver, load=load, progress=_progress(), **dict(CP_options or {})
-    )
+    opts = dict(CP_options or {})
+    if "workers" not in opts and str(opts.get("device", "cpu")) == "cpu" and int(opts.get("n_proc", 1)) == 1:
+        # one solver process per core the task asked for (num_cores), one thread each
+        opts["workers"] = max(1, int(os.environ.get("MATFLOW_RUN_NUM_CORES") or 1))
+    simulate_dataset(data, out, material=CP_material, solver=CP_solver, load=load, progress=_progress(), **opts)
     return rel
 
 
