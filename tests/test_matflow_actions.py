@@ -235,8 +235,14 @@ def test_campaign_scale_check_refuses_large_direct_runs():
     """The campaign template's first task: the paper's scale on the direct scheduler is
     refused with its cost (~14,800 CPU-hours, CP extrapolated from 32³); the same on
     SLURM, a confirmed run, or a small one pass and report the plan."""
-    big = {"scheduler": "direct", "VEs_per_shard": 1000, "n_train_shards": 110, "n_campaign_shards": 50,
-           "grid": 64, "vae_epochs": 100}
+    big = {
+        "scheduler": "direct",
+        "VEs_per_shard": 1000,
+        "n_train_shards": 110,
+        "n_campaign_shards": 50,
+        "grid": 64,
+        "vae_epochs": 100,
+    }
     with pytest.raises(ValueError, match=r"about 14,7\d\d CPU-hours .* extrapolated by cell count.*confirm_scale"):
         actions.check_campaign_scale(big)
     plan = actions.check_campaign_scale({**big, "scheduler": "slurm"})["campaign_plan"]

@@ -35,9 +35,10 @@ class TrainConfig:
     scaling_mode / scaling_margin : see :class:`MinMaxScaling`.
     standardize_inputs : shift and scale each input feature by its training-row mean
         and standard deviation (stored with the model and applied at prediction).
-        The paper feeds the VAE's mu as it is (False); a fingerprint summary's
-        features vary by ~0.1 around offsets up to ~1, which the network learns
-        far better standardised.
+        The paper feeds the VAE's mu as it is (False, the default): on the Mg
+        reference set (800 VEs) raw summaries gave 2.39 MPa held-out MAE vs 2.86
+        standardised (5-member ensembles); standardising helps when the response
+        hangs on low-variance features (a synthetic test).
     threads : torch intra-op threads while training. The batches are small (128 x
         256 x 512), so one thread is as fast as two on an idle 2-core machine and
         ~30x faster than two on a loaded one (threads spin-wait for each other).
@@ -56,7 +57,7 @@ class TrainConfig:
     scaling_margin: float = 0.05
     seed: int = 0
     threads: int = 1
-    standardize_inputs: bool = True
+    standardize_inputs: bool = False
 
     def __post_init__(self):
         if self.outputs not in ("non-trivial", "all"):
