@@ -19,7 +19,7 @@ CONF=$DIR/slurm.conf
 HOST=$(hostname -s)
 
 die() { echo "local_slurm: $*" >&2; exit 1; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 pidf() { if [ "$1" = munged ]; then echo "$DIR/munge/munged.pid"; else echo "$DIR/$1.pid"; fi; }
 
 start() {
