@@ -19,6 +19,12 @@ N_CU=${3:-250}
 DEVICE=${4:-cpu}
 if [ "$DEVICE" = cpu ]; then WORKERS=${WORKERS:-$(nproc)}; else WORKERS=${WORKERS:-1}; fi
 mkdir -p "$OUT"
+# the Mg set ships (interim) in the package: start from it rather than from nothing
+REF=$(python -c "from importlib.resources import files; print(files('matflow_vae3d') / 'data' / 'reference')")
+if [ ! -f "$OUT/mg_ves.h5" ] && [ -f "$REF/mg16_s301_ves.h5" ]; then
+  cp "$REF/mg16_s301_ves.h5" "$OUT/mg_ves.h5"
+  cp "$REF/mg16_s301_cp.h5" "$OUT/mg_cp.h5"
+fi
 
 ves() {  # ves FILE LATTICE SEED N: generate or extend FILE to N VEs
   local file=$1 lattice=$2 seed=$3 n=$4 have=0

@@ -345,3 +345,32 @@ def read_results(path, fields: Iterable[str] | None = None) -> dict[str, Any]:
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ResultsWriter", "read_results"]
+
+
+def compact_copy(src, dst) -> Path:
+    """Copy the committed rows of a CP results file to ``dst`` with gzip + shuffle
+    compression (the same format: readers and resuming writers accept it). For
+    shipping a reference set; ``dst`` is written atomically."""
+    from ..fileio import atomic_output
+
+    with open_hdf5(src, "CP results file") as f, atomic_output(dst) as tmp, h5py.File(tmp, "w") as g:
+        _check_format(f, src)
+        n = int(f.attrs["n_committed"])
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+        for name in f:
+            d = f[name]
+            if name == "t":
+                g.create_dataset("t", data=d[()])
+                continue
+            tail = d.shape[1:]
+            g.create_dataset(
+                name,
+                data=d[:n],
+                maxshape=(None,) + tail,
+                chunks=(min(max(n, 1), 256),) + tail,
+                compression="gzip",
+                compression_opts=6,
+                shuffle=True,
+            )
+    return Path(dst)
