@@ -36,7 +36,8 @@ def plot_path(images: torch.Tensor, png, labels=None, representation: str = "eul
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .vae.encode import _rgb, _savefig, display_image
+    from .fileio import save_figure
+    from .vae.encode import _rgb, display_image
 
     x = display_image(images.float().cpu(), representation, lattice).numpy()
     k = x.shape[-1] // 2
@@ -48,7 +49,7 @@ def plot_path(images: torch.Tensor, png, labels=None, representation: str = "eul
         ax.set_yticks([])
         ax.set_title(labels[j] if labels is not None else f"t={j / (len(x) - 1):.2f}", fontsize=8)
     fig.tight_layout()
-    _savefig(fig, png)
+    save_figure(fig, png, dpi=110)
 
 
 def fit_pca(train_mu: np.ndarray, n_components: int = 2):
@@ -68,7 +69,7 @@ def plot_pca(pca, train_mu, sets: dict, png) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .vae.encode import _savefig
+    from .fileio import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 5))
     p = pca.transform(np.asarray(train_mu, dtype=np.float64))
@@ -81,7 +82,7 @@ def plot_pca(pca, train_mu, sets: dict, png) -> None:
     ax.set_ylabel(f"PC2 ({100 * ev[1]:.1f} %)")
     ax.legend(fontsize=7, markerscale=2)
     fig.tight_layout()
-    _savefig(fig, png)
+    save_figure(fig, png, dpi=110)
 
 
 def matched_accuracy(labels, clusters) -> float:

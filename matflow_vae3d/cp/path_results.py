@@ -36,6 +36,7 @@ import numpy as np
 
 from ..fileio import open_hdf5
 from .results import SimulationRecord
+from .results import _attr_str as _s
 
 FORMAT = "matflow-vae3d/path-results"
 FORMAT_VERSION = 1
@@ -52,10 +53,6 @@ _SCALARS = {
     "wall_s": np.float64,
 }
 _STATES = ("t", "F", "P", "sigma")
-
-
-def _s(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class PathResultsWriter:

@@ -27,7 +27,6 @@ The constitutive update follows DAMASK's ``phase_mechanical.f90`` and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -124,9 +123,7 @@ def from_phase(phase: dict[str, Any]) -> Phenopowerlaw:
     (other plasticity types, eigenstrains, thermal/damage fields, non-Schmid terms, unknown
     keys) raises ValueError naming it.
     """
-    if not isinstance(phase, Mapping):
-        raise ValueError("phase must be a dict (one entry of material.yaml 'phase')")
-    phase = validate_phase(phase)  # the one phase schema (cp/materials.py)
+    phase = validate_phase(phase)  # the one phase schema (cp/materials.py), mapping check included
     check_builtin_supported(phase)  # what this law models
     lattice = phase["lattice"]
     c_a = float(phase["c/a"]) if lattice == "hP" else None

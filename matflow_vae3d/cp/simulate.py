@@ -242,6 +242,22 @@ def _open_ves(data):
     return ves, ids, None, lambda: None
 
 
+def _prepare_chunk(ves, ids, chunk, phase, load: LoadCase, solver: str) -> tuple[list, dict[int, SimulationRecord]]:
+    """Read and check the VEs of rows ``chunk``: ([(row, VE) ready to solve],
+    {row: 'failed' record} for VEs that cannot be read or do not fit the phase)."""
+    ready, records = [], {}
+    for i in chunk:
+        try:
+            ve = ves[i]
+            if ve.ve_id is None:
+                ve.ve_id = ids[i]
+            _prepare(ve, phase, f"VE {ids[i]!r}")
+            ready.append((i, ve))
+        except Exception as exc:  # unreadable or invalid VE: record, go on
+            records[i] = SimulationRecord.failed(f"refused: {exc}", load, ve_id=ids[i], solver=solver)
+    return ready, records
+
+
 def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, SimulationRecord]:
     """Solve prepared ``(index, VE)`` pairs: the builtin solver batches VEs of one
     grid shape; DAMASK runs one job per VE. Returns {index: record}."""
@@ -461,17 +477,7 @@ def simulate_dataset(
             )
 
             def prepared(chunk):
-                ready, records = [], {}
-                for i in chunk:
-                    try:
-                        ve = ves[i]
-                        if ve.ve_id is None:
-                            ve.ve_id = ids[i]
-                        _prepare(ve, phase, f"VE {ids[i]!r}")
-                        ready.append((i, ve))
-                    except Exception as exc:  # unreadable or invalid VE: record, go on
-                        records[i] = SimulationRecord.failed(f"refused: {exc}", load, ve_id=ids[i], solver=solver)
-                return ready, records
+                return _prepare_chunk(ves, ids, chunk, phase, load, solver)
 
             chunks = [todo[s : s + step] for s in range(0, len(todo), step)]
             try:

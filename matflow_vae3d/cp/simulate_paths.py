@@ -13,14 +13,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 from .loadcase import LoadCase
 from .loadpaths import random_path
 from .materials import check_builtin_supported, check_lattice, load_phase, phase_yaml
 from .path_results import PathResultsWriter
-from .results import SimulationRecord
-from .simulate import _open_ves, _prepare, _solve_builtin, _solve_damask
+from .simulate import _open_ves, _prepare_chunk, _solve_chunk, loadcase_yaml
 
 
 def _pairs(n_ves: int, paths: Mapping[str, LoadCase] | None, random_per_ve: int | None, path_seed: int, random_kw):
@@ -76,6 +73,10 @@ def simulate_paths(
     phase_name, phase = load_phase(material)
     if solver == "builtin":
         check_builtin_supported(phase)
+    else:
+        from .damask_driver import find_damask_grid
+
+        find_damask_grid()
     ves, ids, lattice, close = _open_ves(data_path)
     t0 = time.perf_counter()
     summary: dict[str, Any] = {
@@ -105,27 +106,28 @@ def simulate_paths(
             try:
                 for pid, members in groups.items():
                     lc = members[0][1]
-                    text = yaml.safe_dump(lc.to_damask(), sort_keys=False, default_flow_style=None)
+                    text = loadcase_yaml(lc)
+                    opts = dict(
+                        solver=solver,
+                        phase=phase,
+                        phase_name=phase_name,
+                        load=lc,
+                        device=device,
+                        dtype=dtype,
+                        progress=False,
+                        keep_jobs=None,
+                        damask_executable=None,
+                        n_proc=1,
+                        mpiexec="mpirun",
+                        timeout=None,
+                        damask_numerics=None,
+                        numerics=numerics,
+                    )
                     step = int(batch_size) if solver == "builtin" else 1
                     for s in range(0, len(members), step):
                         chunk = [v for v, _ in members[s : s + step]]
-                        ready, records = [], {}
-                        for v in chunk:
-                            try:
-                                ve = ves[v]
-                                ve.ve_id = ids[v]
-                                _prepare(ve, phase, f"VE {ids[v]!r}")
-                                ready.append((v, ve))
-                            except Exception as exc:  # noqa: BLE001 - an unusable VE is a failed row
-                                records[v] = SimulationRecord.failed(f"refused: {exc}", lc, ve_id=ids[v], solver=solver)
-                        if ready and solver == "builtin":
-                            recs = _solve_builtin(
-                                [ve for _, ve in ready], phase, lc, device=device, dtype=dtype, **numerics
-                            )
-                            records.update({v: r for (v, _), r in zip(ready, recs)})
-                        elif ready:
-                            for v, ve in ready:
-                                records[v] = _solve_damask(ve, phase, phase_name, lc)
+                        ready, records = _prepare_chunk(ves, ids, chunk, phase, lc, solver)
+                        records.update(_solve_chunk(ready, opts))
                         for v in chunk:
                             rec = records[v]
                             rec.ve_id = ids[v]

@@ -70,6 +70,14 @@ FILE_READERS = {"fingerprints": _read_fingerprints, "CP_results": _read_cp_resul
 FILE_OUTPUTS = {"VE_dataset", "VAE_checkpoint", "surrogate_checkpoint", "surrogate_dataset"}
 
 
+def _output(el, name: str):
+    """Output ``name`` of a MatFlow element, or None when it was not produced."""
+    try:
+        return el.get(f"outputs.{name}")
+    except Exception:  # not produced  # noqa: BLE001
+        return None
+
+
 def element_outputs(workflow, task, element: int | None = None) -> dict[str, Any] | list[dict[str, Any]]:
     """Outputs of one element (or, with ``element=None``, of every element) of
     ``task`` (unique name such as 'fingerprint_VE', or index) as Python values:
@@ -93,10 +101,7 @@ def element_outputs(workflow, task, element: int | None = None) -> dict[str, Any
     def one(el) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in names:
-            try:
-                val = el.get(f"outputs.{name}")
-            except Exception:  # not produced  # noqa: BLE001
-                val = None
+            val = _output(el, name)
             if val is not None and (name in FILE_READERS or name in FILE_OUTPUTS):
                 path = resolve_path(wk.path, str(val))
                 val = FILE_READERS[name](path) if name in FILE_READERS and path and path.exists() else path
@@ -120,10 +125,7 @@ def output_files(workflow, objective: str, output: str) -> list[Path]:
         if task.template.schema.objective.name != objective:
             continue
         for el in task.elements:
-            try:
-                val = el.get(f"outputs.{output}")
-            except Exception:  # not produced  # noqa: BLE001
-                continue
+            val = _output(el, output)
             p = resolve_path(wk.path, None if val is None else str(val))
             if p is not None and p.exists():
                 paths.append(p)

@@ -312,8 +312,4 @@ def plot_reconstructions(
             axes[0, j].set_title(str(titles[j]), fontsize=8)
     fig.suptitle("mid-slice z = n/2, RGB = normalised (phi1, Phi, phi2) / channel max", fontsize=9)
     fig.tight_layout()
-    _savefig(fig, png)
-
-
-def _savefig(fig, png) -> None:
     save_figure(fig, png, dpi=110)
