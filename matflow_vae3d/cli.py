@@ -31,6 +31,9 @@ COMMANDS = {
     "predict": "matflow_vae3d.commands.surrogate:predict",
     "evaluate-surrogate": "matflow_vae3d.commands.surrogate:evaluate_surrogate",
     "acquire": "matflow_vae3d.commands.surrogate:acquire",
+    # load-path surrogate
+    "train-path-surrogate": "matflow_vae3d.commands.paths:train_path_surrogate",
+    "predict-path": "matflow_vae3d.commands.paths:predict_path",
     # MatFlow plugin
     "matflow": "matflow_vae3d.commands.matflow:matflow_group",
 }
@@ -51,6 +54,8 @@ SHORT_HELP = {
     "predict": "Predict stress-strain curves from fingerprints or VEs.",
     "evaluate-surrogate": "Accuracy of a surrogate on held-out VEs, with plots.",
     "acquire": "Rank unsimulated VEs by predicted uncertainty (active learning).",
+    "train-path-surrogate": "Train the load-path surrogate (GRU from the fingerprint).",
+    "predict-path": "Predict stress along load paths from fingerprints, without CP.",
     "matflow": "Register the plugin with MatFlow; add tasks to or export workflows.",
 }
 

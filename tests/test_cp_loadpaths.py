@@ -188,3 +188,20 @@ def test_simulate_paths_rows_resume_and_random_pairing(tmp_path):
     assert list(d["ve_id"]) == ["v1", "v2"]
     r = CliRunner().invoke(cli, rnd[:5] + ["--paths", str(tmp_path / "paths.yaml")] + rnd[5:])
     assert r.exit_code == 2 and "exactly one of --paths and --random-paths" in r.output
+
+
+def test_random_pairing_offset_and_pool():
+    """VE v takes paths offset + vK ...; a pool takes the indices modulo its size, so
+    VEs share paths (the same LoadCase object per path id)."""
+    from matflow_vae3d.cp.simulate_paths import _pairs
+
+    base = _pairs(3, None, 2, 9, {"N": 2})
+    assert [pid.split("-")[1] for _, pid, _ in base] == [f"{i:05d}" for i in range(6)]
+    shifted = _pairs(3, None, 2, 9, {"N": 2}, path_offset=6)
+    assert [pid for _, pid, _ in shifted] == [LP.random_path(9, 6 + i, N=2)[0] for i in range(6)]
+    pooled = _pairs(4, None, 2, 9, {"N": 2}, path_pool=3)
+    ids = [pid for _, pid, _ in pooled]
+    assert [i.split("-")[1] for i in ids] == ["00000", "00001", "00002", "00000", "00001", "00002", "00000", "00001"]
+    assert [v for v, _, _ in pooled] == [0, 0, 1, 1, 2, 2, 3, 3]
+    with pytest.raises(ValueError, match="path_pool >= random_per_ve"):
+        _pairs(2, None, 2, 9, {}, path_pool=1)

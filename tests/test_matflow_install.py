@@ -219,7 +219,7 @@ def test_damask_env_reused(tmp_path, unloaded):
     assert {e.name for e in mf.envs} >= {"damask_env", "vae3d_env"}
 
 
-@pytest.mark.parametrize("name", ["uniaxial_campaign.yaml", "uniaxial_campaign_demo.yaml"])
+@pytest.mark.parametrize("name", ["uniaxial_campaign.yaml", "uniaxial_campaign_demo.yaml", "load_path_campaign.yaml"])
 def test_templates_parse_with_defaults(name, tmp_path):
     """Both templates load with their default variables and use only registered schemas
     (one template variable per line: MatFlow's substitution is greedy within a line)."""

@@ -215,6 +215,18 @@ def simulate(
     "reversal, change of axis; equivalent strain <= --max-strain).",
 )
 @click.option("--path-seed", type=int, default=0, show_default=True, help="Seed of the random paths.")
+@click.option(
+    "--path-offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Random paths: VE row v takes paths OFFSET + v*K ... (a shard's first VE index x K).",
+)
+@click.option(
+    "--path-pool",
+    type=click.IntRange(min=1),
+    help="Random paths: draw from a pool of this many paths (indices modulo the pool), so VEs share paths.",
+)
 @click.option("--max-strain", type=float, default=0.02, show_default=True, help="Random paths: strain budget.")
 @click.option(
     "--increments",
@@ -248,6 +260,8 @@ def simulate_paths_cmd(
     paths_file,
     random_per_ve,
     path_seed,
+    path_offset,
+    path_pool,
     max_strain,
     increments,
     material,
@@ -283,6 +297,8 @@ def simulate_paths_cmd(
             random_per_ve=random_per_ve,
             path_seed=path_seed,
             random_kw={"max_strain": max_strain, "N": increments},
+            path_offset=path_offset,
+            path_pool=path_pool,
             solver=solver,
             limit=limit,
             batch_size=batch_size,

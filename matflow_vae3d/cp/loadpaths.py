@@ -128,20 +128,14 @@ def random_paths(
     seed: int = 0,
     kinds=PATH_KINDS,
     max_strain: float = 0.02,
-    min_strain: float = 0.004,
+    min_strain: float | None = None,
     rate: float = 1e-3,
     N: int = 10,
 ) -> dict[str, LoadCase]:
     """``n`` random paths {id: LoadCase}, kinds drawn uniformly from ``kinds``, axes
     at random, strains such that the path's equivalent strain lies in
-    [min_strain, max_strain]. Path i of a seed is always the same path: its id is
-    ``p<seed>-<i:05d>-<kind>``."""
-    kinds = tuple(kinds)
-    bad = [k for k in kinds if k not in PATH_KINDS]
-    if bad or not kinds:
-        raise ValueError(f"unknown path kind(s) {bad}: use {', '.join(PATH_KINDS)}")
-    if not 0 < min_strain <= max_strain:
-        raise ValueError(f"need 0 < min_strain <= max_strain, got {min_strain}, {max_strain}")
+    [min_strain, max_strain] (min_strain default: 0.4 %, or max_strain if smaller).
+    Path i of a seed is always the same path: its id is ``p<seed>-<i:05d>-<kind>``."""
     out = {}
     for i in range(int(n)):
         pid, lc = random_path(seed, i, kinds=kinds, max_strain=max_strain, min_strain=min_strain, rate=rate, N=N)
@@ -154,13 +148,20 @@ def random_path(
     index: int,
     kinds=PATH_KINDS,
     max_strain: float = 0.02,
-    min_strain: float = 0.004,
+    min_strain: float | None = None,
     rate: float = 1e-3,
     N: int = 10,
 ) -> tuple[str, LoadCase]:
     """Path ``index`` of the random stream ``seed`` as (id, LoadCase); see
-    :func:`random_paths` (which checks the arguments)."""
+    :func:`random_paths`."""
     kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in PATH_KINDS]
+    if bad or not kinds:
+        raise ValueError(f"unknown path kind(s) {bad}: use {', '.join(PATH_KINDS)}")
+    if min_strain is None:
+        min_strain = min(0.004, max_strain)
+    if not 0 < min_strain <= max_strain:
+        raise ValueError(f"need 0 < min_strain <= max_strain, got {min_strain}, {max_strain}")
     i = int(index)
     rng = np.random.default_rng([int(seed), i])  # per-path stream: path i independent of n
     kind = kinds[int(rng.integers(len(kinds)))]

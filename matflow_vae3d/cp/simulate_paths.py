@@ -3,8 +3,12 @@ row per (VE, path) in a path results file (:mod:`.path_results`), resumable.
 
 Pairing: ``paths`` (a dict {id: LoadCase}, e.g. from :func:`.loadpaths.read_paths`)
 runs every VE along every path; ``random_per_ve=K`` gives VE number v (its row in the
-dataset) the random paths v*K .. v*K+K-1 of the stream ``path_seed``
-(:func:`.loadpaths.random_path`), so a pair is the same pair whenever it is made.
+dataset) the random paths o + v*K .. o + v*K+K-1 of the stream ``path_seed``
+(:func:`.loadpaths.random_path`; o = ``path_offset``, e.g. the first VE's index in a
+sharded campaign), so a pair is the same pair whenever it is made. With ``path_pool=P``
+the indices are taken modulo P: the VEs share a pool of P paths, so the effect of the
+microstructure on one path is seen on several VEs (and VEs sharing a path are solved
+in one batch).
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ from .path_results import PathResultsWriter
 from .simulate import _open_ves, _prepare_chunk, _solve_chunk, loadcase_yaml
 
 
-def _pairs(n_ves: int, paths: Mapping[str, LoadCase] | None, random_per_ve: int | None, path_seed: int, random_kw):
+def _pairs(
+    n_ves: int,
+    paths: Mapping[str, LoadCase] | None,
+    random_per_ve: int | None,
+    path_seed: int,
+    random_kw,
+    path_offset: int = 0,
+    path_pool: int | None = None,
+):
     """[(VE row, path id, LoadCase)] in run order (VE-major)."""
     if (paths is None) == (random_per_ve is None):
         raise ValueError("give exactly one of paths and random_per_ve")
@@ -34,10 +46,17 @@ def _pairs(n_ves: int, paths: Mapping[str, LoadCase] | None, random_per_ve: int 
     k = int(random_per_ve or 0)
     if k < 1:
         raise ValueError(f"random_per_ve must be >= 1, got {random_per_ve}")
+    if int(path_offset) < 0 or (path_pool is not None and int(path_pool) < k):
+        raise ValueError(f"need path_offset >= 0 and path_pool >= random_per_ve ({k}), got {path_offset}, {path_pool}")
+    made: dict[int, tuple[str, LoadCase]] = {}
     for v in range(n_ves):
         for j in range(k):
-            pid, lc = random_path(path_seed, v * k + j, **random_kw)
-            out.append((v, pid, lc))
+            i = int(path_offset) + v * k + j
+            if path_pool is not None:
+                i %= int(path_pool)
+            if i not in made:
+                made[i] = random_path(path_seed, i, **random_kw)
+            out.append((v, *made[i]))
     return out
 
 
@@ -50,6 +69,8 @@ def simulate_paths(
     random_per_ve: int | None = None,
     path_seed: int = 0,
     random_kw: Mapping[str, Any] | None = None,
+    path_offset: int = 0,
+    path_pool: int | None = None,
     solver: str = "builtin",
     limit: int | None = None,
     batch_size: int = 8,
@@ -93,7 +114,7 @@ def simulate_paths(
         if lattice is not None:
             check_lattice(phase, lattice, "dataset")
         n = len(ids) if limit is None else min(len(ids), int(limit))
-        pairs = _pairs(n, paths, random_per_ve, path_seed, dict(random_kw or {}))
+        pairs = _pairs(n, paths, random_per_ve, path_seed, dict(random_kw or {}), path_offset, path_pool)
         with PathResultsWriter(out_path, material=phase_yaml(phase), solver=solver, lattice=phase["lattice"]) as w:
             done = w.done()
             todo = [p for p in pairs if (ids[p[0]], p[1]) not in done]

@@ -422,6 +422,126 @@ def simulate_volume_element(
     return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options)}
 
 
+def load_paths_of(load_paths) -> dict[str, Any]:
+    """simulate_paths keywords from the ``load_paths`` input: None/{} (2 random paths per
+    VE, seed 0, 10 increments per step, equivalent strain <= 2 %); {random_per_VE,
+    path_seed, path_pool (0: none), max_strain, increments} for random paths; {paths: [{id,
+    loadstep, ...}, ...]} (a paths file's content) or {file: path of a paths YAML or
+    load.yaml} for given paths."""
+    from ..cp.loadcase import LoadCase
+    from ..cp.loadpaths import read_paths
+
+    spec = dict(load_paths or {})
+    if "paths" in spec or "file" in spec:
+        if set(spec) not in ({"paths"}, {"file"}):
+            raise ValueError(f"load_paths: give 'paths' or 'file' alone, got keys {sorted(spec)}")
+        if "file" in spec:
+            return {"paths": read_paths(resolve_input(spec["file"], "load paths file"))}
+        entries = spec["paths"]
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("load_paths: 'paths' must be a non-empty list of {id, loadstep, ...}")
+        out: dict[str, LoadCase] = {}
+        for k, e in enumerate(entries):
+            if not isinstance(e, dict) or "id" not in e:
+                raise ValueError(f"load_paths: path {k} has no 'id'")
+            out[str(e["id"])] = LoadCase.from_damask({key: v for key, v in e.items() if key != "id"})
+        return {"paths": out}
+    known = {"random_per_VE", "path_seed", "path_pool", "max_strain", "increments"}
+    unknown = set(spec) - known
+    if unknown:
+        raise ValueError(f"load_paths: unknown keys {sorted(unknown)} (use {sorted(known)}, or paths / file)")
+    return {
+        "random_per_ve": int(spec.get("random_per_VE", 2)),
+        "path_seed": int(spec.get("path_seed", 0)),
+        "path_pool": int(spec["path_pool"]) if spec.get("path_pool") else None,  # 0/None: no pool
+        "random_kw": {"max_strain": float(spec.get("max_strain", 0.02)), "N": int(spec.get("increments", 10))},
+    }
+
+
+def simulate_load_paths(
+    VE_dataset, VE_shard=0, CP_material="Mg", load_paths=None, CP_solver="builtin", CP_options=None
+):
+    """CP along load paths of one VE dataset shard -> {'path_CP_results': relative
+    path}. Random paths of shard s start at path index s * n_VEs * random_per_VE (the
+    CLI's ``--path-offset``), so shards draw different paths unless a pool is shared."""
+    from ..cp.simulate_paths import simulate_paths
+    from ..datasets import VEDataset
+
+    data = resolve_input(VE_dataset, "VE dataset")
+    kw = load_paths_of(load_paths)
+    if "random_per_ve" in kw:
+        with VEDataset(data) as ds:
+            kw["path_offset"] = int(VE_shard) * len(ds) * kw["random_per_ve"]
+    out, rel = output_path("simulate_load_paths", "path_cp_results")
+    opts = dict(CP_options or {})
+    opts.pop("workers", None)  # one process: pairs sharing a path are batched instead
+    summary = simulate_paths(data, out, CP_material, solver=CP_solver, progress=_progress(), **kw, **opts)
+    print(
+        f"{summary['n_converged']} converged, {summary['n_failed']} failed of {summary['n_pairs']} (VE, path) pairs",
+        flush=True,
+    )
+    return {"path_CP_results": rel}
+
+
+def train_path_surrogate(fingerprints, path_CP_results, path_surrogate_config=None):
+    """Train the load-path surrogate on all shards (element group ``campaign``) ->
+    {'path_surrogate_checkpoint': path, 'path_surrogate_metrics': held-out MAE (MPa) of
+    the model, of the same network without the microstructure, and of zero stress,
+    'path_surrogate_plots': [PNG]}.
+
+    path_surrogate_config: PathTrainConfig fields (n_members, hidden, layers, max_epochs,
+    patience, lr, seed, ...) plus val_fraction (0.15), test_fraction (0.2), features
+    ('fingerprint' or 'none') and baseline (True: also train the no-microstructure
+    network for the comparison).
+    """
+    from ..surrogate.path_evaluate import path_metrics, plot_paths, zero_prediction
+    from ..surrogate.path_surrogate import PathTrainConfig
+    from ..surrogate.path_surrogate import train_path_surrogate as _train
+    from ..surrogate.path_table import build_path_table, read_features
+
+    fps = [str(resolve_input(p, "fingerprints")) for p in _as_list(fingerprints) if p is not None]
+    cps = [str(resolve_input(p, "path CP results")) for p in _as_list(path_CP_results) if p is not None]
+    if not cps:
+        raise ValueError("nothing to train on: no path CP results")
+    cfg = dict(path_surrogate_config or {})
+    val, test = float(cfg.pop("val_fraction", 0.15)), float(cfg.pop("test_fraction", 0.2))
+    kind, baseline = str(cfg.pop("features", "fingerprint")), bool(cfg.pop("baseline", True))
+    if "threads" not in cfg and os.environ.get("MATFLOW_RUN_NUM_THREADS"):
+        cfg["threads"] = int(os.environ["MATFLOW_RUN_NUM_THREADS"])
+    config = PathTrainConfig(**cfg)
+    if kind == "none":
+        fp = None
+    else:
+        if not fps:
+            raise ValueError("no fingerprint files: set path_surrogate_config features: none to train without them")
+        fp, kind = read_features(fps)
+    table = build_path_table(cps, fp, kind, val, test, config.seed)
+    split = {"seed": config.seed, "val_fraction": val, "test_fraction": test}
+    _ensure_split(table, split)  # a tiny campaign: the first seed that fills every split
+    print(table.summary(), flush=True)
+    ckpt, rel = output_path("train_path_surrogate", "path_surrogate", ".pt")
+    model = _train(table, config, progress=_progress())
+    model.save(ckpt, overwrite=True)
+    rows = table.rows("test")
+    if len(rows) == 0:
+        rows = table.rows("val") if len(table.rows("val")) else table.rows("train")
+        print("no held-out test VEs: metrics on the validation (or training) rows", flush=True)
+    mean = model.predict_members(table.X, table.U).mean(axis=0)
+    metrics = {"n_rows": int(len(rows)), "mae_mpa": path_metrics(table, mean, rows)["mae_mpa"]}
+    metrics["zero_stress_mae_mpa"] = path_metrics(table, zero_prediction(table), rows)["mae_mpa"]
+    if baseline and kind != "none":
+        bare = build_path_table(cps, None, "none", val, test, config.seed)
+        bare.split, bare.seed = table.split, table.seed
+        base = _train(bare, config, progress=_progress())
+        metrics["no_microstructure_mae_mpa"] = path_metrics(bare, base.predict_members(None, bare.U).mean(0), rows)[
+            "mae_mpa"
+        ]
+    png, png_rel = output_path("train_path_surrogate", "paths_heldout", ".png")
+    plot_paths(table, mean, rows, png)
+    print(json.dumps(metrics), flush=True)
+    return {"path_surrogate_checkpoint": rel, "path_surrogate_metrics": metrics, "path_surrogate_plots": [png_rel]}
+
+
 def _as_list(v) -> list:
     if v is None:
         return []

@@ -56,52 +56,67 @@ def _hist(values, weights, bins, lo, hi):
     return h
 
 
+#: sample axes whose crystal-frame histograms the features can hold
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
 def orientation_features(
-    quaternions: np.ndarray, grain_map: np.ndarray, lattice: str, euler_bins: int = 8
+    quaternions: np.ndarray, grain_map: np.ndarray, lattice: str, euler_bins: int = 8, axes: str = "x"
 ) -> np.ndarray:
     """Volume-weighted orientation statistics of one VE (see module doc).
 
     quaternions : (G, 4) (w, x, y, z), DAMASK convention, FZ-reduced; grain_map :
-    (nx, ny, nz) int, 0-based grain index. Returns (n_features,) float32: 18 + 3
-    euler_bins + 1 for hP, 25 + 3 euler_bins + 1 for cubic lattices.
+    (nx, ny, nz) int, 0-based grain index; axes : the sample axes whose crystal-frame
+    histogram is included, in order ('x', the uniaxial load case's; 'xyz' for loads
+    along any axis). Returns (n_features,) float32: 18 per axis + 3 euler_bins + 1 for
+    hP, 25 per axis + 3 euler_bins + 1 for cubic lattices.
     """
     import damask
 
+    if not axes or any(a not in _AXES for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"axes must be distinct letters of 'xyz', got {axes!r}")
+    if lattice not in _EULER_RANGE:
+        raise ValueError(f"unknown lattice {lattice!r}")
     q = np.asarray(quaternions, dtype=np.float64)
     gm = np.asarray(grain_map)
     w = np.bincount(gm.ravel(), minlength=len(q)).astype(np.float64)
     w /= w.sum()
     rot = damask.Rotation.from_quaternion(q, accept_homomorph=True)
-    d = rot.as_matrix()[:, :, 0]  # sample x expressed in the crystal frame (passive g)
-    d = d / np.linalg.norm(d, axis=1, keepdims=True)
-    if lattice == "hP":
-        cos_c = np.abs(d[:, 2])
-        az = np.degrees(np.arctan2(d[:, 1], d[:, 0])) % 60.0
-        az = np.where(az > 30.0, 60.0 - az, az)
-        h2, _, _ = np.histogram2d(cos_c, az, bins=(6, 3), range=((0, 1), (0, 30)), weights=w)
-    elif lattice in ("cF", "cI"):
-        a = np.sort(np.abs(d), axis=1)
-        h2, _, _ = np.histogram2d(
-            a[:, 2], a[:, 0], bins=(5, 5), range=((1 / np.sqrt(3), 1), (0, 1 / np.sqrt(3))), weights=w
-        )
-    else:
-        raise ValueError(f"unknown lattice {lattice!r}")
+    g = rot.as_matrix()
+    hists = []
+    for axis in axes:
+        d = g[:, :, _AXES[axis]]  # the sample axis expressed in the crystal frame (passive g)
+        d = d / np.linalg.norm(d, axis=1, keepdims=True)
+        if lattice == "hP":
+            cos_c = np.abs(d[:, 2])
+            az = np.degrees(np.arctan2(d[:, 1], d[:, 0])) % 60.0
+            az = np.where(az > 30.0, 60.0 - az, az)
+            h2, _, _ = np.histogram2d(cos_c, az, bins=(6, 3), range=((0, 1), (0, 30)), weights=w)
+        else:
+            a = np.sort(np.abs(d), axis=1)
+            h2, _, _ = np.histogram2d(
+                a[:, 2], a[:, 0], bins=(5, 5), range=((1 / np.sqrt(3), 1), (0, 1 / np.sqrt(3))), weights=w
+            )
+        hists.append(h2.ravel() * h2.size)
     eul = rot.as_Euler_angles() / np.asarray(_EULER_RANGE[lattice])
     eh = [_hist(eul[:, c], w, euler_bins, 0.0, 1.0) for c in range(3)]
-    h2 = h2.ravel() * h2.size
     eh = np.concatenate(eh) * euler_bins
     size = np.log(gm.size / max(len(q), 1))
-    return np.concatenate([h2, eh, [size]]).astype(np.float32)
+    return np.concatenate([*hists, eh, [size]]).astype(np.float32)
 
 
-def feature_sha256(lattice: str, euler_bins: int) -> str:
+def feature_sha256(lattice: str, euler_bins: int, axes: str = "x") -> str:
     """Identifier of the feature definition (stored as ``model_sha256``)."""
-    return hashlib.sha256(f"{FEATURE_VERSION}:{lattice}:{euler_bins}".encode()).hexdigest()
+    tail = "" if axes == "x" else f":{axes}"  # the uniaxial features keep their identifier
+    return hashlib.sha256(f"{FEATURE_VERSION}:{lattice}:{euler_bins}{tail}".encode()).hexdigest()
 
 
-def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool = True, overwrite: bool = False) -> Path:
+def write_feature_file(
+    ves_path, out_path, euler_bins: int = 8, progress: bool = True, overwrite: bool = False, axes: str = "x"
+) -> Path:
     """Orientation-statistics features of every VE of a VE dataset, written as a
-    fingerprint-format HDF5 file (``model_sha256`` = :func:`feature_sha256`)."""
+    fingerprint-format HDF5 file (``model_sha256`` = :func:`feature_sha256`);
+    ``axes`` as in :func:`orientation_features`."""
     from tqdm import tqdm
 
     from matflow_vae3d.datasets import VEDataset
@@ -114,7 +129,7 @@ def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool =
         for i in tqdm(range(len(ds)), desc="orientation features", disable=not progress):
             ve = ds[i]
             lattice = ve.lattice
-            feats.append(orientation_features(ve.quaternions, ve.grain_map, ve.lattice, euler_bins))
+            feats.append(orientation_features(ve.quaternions, ve.grain_map, ve.lattice, euler_bins, axes))
             ids.append(ve.ve_id if ve.ve_id is not None else str(i))
         grid = ve.grid if len(ds) else (0, 0, 0)
     if not feats or lattice is None:
@@ -124,11 +139,11 @@ def write_feature_file(ves_path, out_path, euler_bins: int = 8, progress: bool =
         out_path,
         ids,
         mu,
-        model_sha256=feature_sha256(lattice, euler_bins),
+        model_sha256=feature_sha256(lattice, euler_bins, axes),
         lattice=lattice,
         grid=grid,
         source=str(ves_path),
-        attrs={"features": FEATURE_VERSION},
+        attrs={"features": FEATURE_VERSION, "axes": axes},
     )
     return out_path
 
