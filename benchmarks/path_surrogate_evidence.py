@@ -82,11 +82,20 @@ def main(argv=None):
     ap.add_argument("--max-epochs", type=int, default=400)
     ap.add_argument("--patience", type=int, default=40)
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument(
+        "--variants",
+        default="fingerprint,orientation,fingerprint+orientation,none",
+        help="comma-separated subset (the VAE needs the grid it was trained on)",
+    )
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
-    fp = read_fingerprints(fingerprints(a.ves, a.work, a.vae))
+    want = a.variants.split(",")
+    fp = read_fingerprints(fingerprints(a.ves, a.work, a.vae)) if any("fingerprint" in w for w in want) else None
     orient = read_fingerprints(orientation_xyz(a.ves, a.work))
-    variants = {"fingerprint": fp, "orientation": orient, "fingerprint+orientation": combined(fp, orient), "none": None}
+    variants = {"orientation": orient, "none": None}
+    if fp is not None:
+        variants |= {"fingerprint": fp, "fingerprint+orientation": combined(fp, orient)}
+    variants = {k: variants[k] for k in want}
     cfg = PathTrainConfig(n_members=a.members, hidden=a.hidden, max_epochs=a.max_epochs, patience=a.patience)
     out: dict = {"config": vars(cfg) | {"val": VAL, "test": TEST}, "variants": {}}
     rows = [

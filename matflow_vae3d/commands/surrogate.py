@@ -314,8 +314,8 @@ def _ves_dataset(data: Path, sur, material_yaml):
     """A VE dataset path for ``data``: the file itself, or a temporary dataset made
     from a .vti / DREAM.3D / MatFlow volume_element (the VAE then checks its
     crystal structure and grid)."""
-    from matflow_vae3d.commands.ve import detect_format, load_ves
     from matflow_vae3d.datasets import write_ves
+    from matflow_vae3d.microstructure.sources import detect_format, load_ves
 
     fmt = detect_format(data)
     if fmt == "dataset":
