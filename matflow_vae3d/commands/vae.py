@@ -459,7 +459,7 @@ def _fingerprints_of(path, model, meta, device, batch_size, progress):
     import numpy as np
 
     from ..vae.encode import encode_with_summary, loader, open_dataset, prepare, to_input
-    from ..vae.fingerprints import FINGERPRINT_FORMAT, read_fingerprints
+    from ..vae.fingerprints import FINGERPRINT_FORMAT, check_same_vae, read_fingerprints
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"not found: {path}")
@@ -467,11 +467,7 @@ def _fingerprints_of(path, model, meta, device, batch_size, progress):
         fmt = f.attrs.get("format")
     if fmt == FINGERPRINT_FORMAT:
         fp = read_fingerprints(path)
-        if fp["model_sha256"] != meta["sha256"]:
-            raise ValueError(
-                f"{path} was made by another VAE (sha256 {fp['model_sha256'][:12]}, "
-                f"this one {meta['sha256'][:12]}): fingerprint the VEs with this model"
-            )
+        check_same_vae(meta["sha256"], fp["model_sha256"], "this model's fingerprints", str(path))
         return fp["ve_id"], fp["mu"], fp["summary"]
     open_dataset(path, meta)
     m = prepare(model, device)

@@ -19,6 +19,7 @@ import torch
 
 from matflow_vae3d.fileio import atomic_output
 
+from ..vae.fingerprints import check_same_vae
 from .mlp import EnsembleMLP
 from .table import Fingerprints, MinMaxScaling
 
@@ -130,13 +131,9 @@ class Surrogate:
                 f"the surrogate was trained on {self.latent_dim}-dimensional fingerprints, "
                 f"{fp.source or 'these fingerprints'} are {fp.latent_dim}-dimensional"
             )
-        if fp.model_sha256 != self.model_sha256:
-            raise ValueError(
-                f"the surrogate was trained on fingerprints of VAE "
-                f"{self.model_sha256[:16] or '(none)'}..., but {fp.source or 'these'} come "
-                f"from VAE {fp.model_sha256[:16] or '(none)'}...: fingerprints of different "
-                "VAEs live in different latent spaces"
-            )
+        check_same_vae(
+            self.model_sha256, fp.model_sha256, "the surrogate's training fingerprints", fp.source or "these"
+        )
 
     # ------------------------------------------------------------------ prediction
     @torch.inference_mode()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import save_figure
+from ..vae.fingerprints import check_same_vae
 from .ensemble import COVERAGE_2SIGMA, coverage
 
 
@@ -251,11 +252,7 @@ def check_compatible(surrogate, table) -> None:
             f"the surrogate was trained on {surrogate.latent_dim}-dimensional fingerprints, "
             f"these are {table.latent_dim}-dimensional"
         )
-    if table.model_sha256 != surrogate.model_sha256:
-        raise ValueError(
-            f"the surrogate was trained on fingerprints of VAE {surrogate.model_sha256[:16]}..., "
-            f"these come from VAE {table.model_sha256[:16]}..."
-        )
+    check_same_vae(surrogate.model_sha256, table.model_sha256, "the surrogate's training fingerprints", "these")
 
 
 def evaluate(

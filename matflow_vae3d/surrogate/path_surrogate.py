@@ -26,6 +26,7 @@ import torch
 
 from ..cp.loadcase import LoadCase
 from ..fileio import atomic_output
+from ..vae.fingerprints import check_same_vae
 from .ensemble import _to_plain, fit_calibration_scale
 from .path_network import PathGRU
 from .path_table import N_SIGMA, PathTable, encode_loadcase, unvoigt
@@ -100,12 +101,9 @@ class PathSurrogate:
                 f"the path surrogate was trained on {self.n_features} features per VE, "
                 f"{fp.source or 'these'} have {fp.latent_dim}"
             )
-        if fp.model_sha256 != self.model_sha256:
-            raise ValueError(
-                f"the path surrogate was trained on {self.features} features of "
-                f"{self.model_sha256[:16] or '(none)'}..., but {fp.source or 'these'} come from "
-                f"{fp.model_sha256[:16] or '(none)'}...: features of different VAEs are not interchangeable"
-            )
+        check_same_vae(
+            self.model_sha256, fp.model_sha256, f"the model's training {self.features} features", fp.source or "these"
+        )
 
     def _x(self, X: np.ndarray | None, n: int) -> torch.Tensor:
         if self.n_features == 0:

@@ -111,6 +111,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path]) -> Fingerprints:
     file's roll-invariant ``summary`` (for a dense VAE: mu itself). All files must come
     from the same VAE (``model_sha256``) and have the same width; ids must be unique
     over all files."""
+    from ..vae.fingerprints import check_same_vae
     from ..vae.fingerprints import read_fingerprints as read_file
 
     if isinstance(paths, (str, Path)):
@@ -132,12 +133,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path]) -> Fingerprints:
         raise ValueError("no fingerprint file given")
     first = parts[0]
     for other in parts[1:]:
-        if other.model_sha256 != first.model_sha256:
-            raise ValueError(
-                f"fingerprint files come from different VAEs: {first.source} has "
-                f"model_sha256={first.model_sha256[:12]}..., {other.source} has "
-                f"{other.model_sha256[:12]}..."
-            )
+        check_same_vae(first.model_sha256, other.model_sha256, f"the fingerprints of {first.source}", other.source)
         if other.latent_dim != first.latent_dim:
             raise ValueError(
                 f"fingerprint files differ in latent_dim: {first.latent_dim} "

@@ -41,6 +41,17 @@ SUMMARY_SHIFTED = "moments-v1, mean over rolls {0,2}^3"
 SUMMARY_IDENTITY = "identity"
 
 
+def check_same_vae(expected: str, got: str, expected_what: str, got_what: str) -> None:
+    """The one rule for fingerprints: those of different VAEs (different
+    ``model_sha256``) live in different latent spaces and are never mixed or fed to a
+    model trained on another VAE's. ValueError naming both sides."""
+    if str(got) != str(expected):
+        raise ValueError(
+            f"{expected_what} come from VAE {str(expected)[:16] or '(none)'}..., but {got_what} come from VAE "
+            f"{str(got)[:16] or '(none)'}...: fingerprints of different VAEs live in different latent spaces"
+        )
+
+
 def summary_shifts(stride: int = 4) -> list[tuple[int, int, int]]:
     """The rolls (voxels per axis) whose moments the stored summary averages: each
     axis 0 or stride/2, 8 shifts for the stride-4 encoder."""
