@@ -113,6 +113,10 @@ def test_refusals_name_the_problem(files, tmp_path):
     write_fingerprints(tmp_path / "vaeB.h5", ["b1"], np.zeros((1, 4)), model_sha256="vae-B")
     with pytest.raises(ValueError, match="different VAEs"):
         read_fingerprints([fp, tmp_path / "vaeB.h5"])
+    # files without decoded statistics: 'auto' reads the summary, 'decoded' says what to do
+    assert read_fingerprints(fp, "auto").inputs == "summary"
+    with pytest.raises(ValueError, match="no decoded statistics.*vae3d fingerprint"):
+        read_fingerprints(fp, "decoded")
     mu_nan = mu.copy()
     mu_nan[3, 1] = np.nan
     write_fingerprints(tmp_path / "nan.h5", fp_ids, mu_nan)

@@ -158,6 +158,22 @@ def test_fingerprint_evaluate_reconstruct(ves, tmp_path):
         assert f.attrs["format"] == "matflow-vae3d/fingerprints" and f["mu"].shape == (24, 512)
         assert f["summary"].shape == (24, 52)
         assert f.attrs["lattice"] == "hP" and list(f.attrs["grid"]) == [16, 16, 16]
+        dec = f["decoded_stats"][()]
+    # decoded statistics: orientation statistics of the reconstruction from mu (x, y, z
+    # axis histograms of 18 bins, each a density of mean 1), nearer each VE's own
+    # statistics than the set's mean is
+    from matflow_vae3d.datasets import VEDataset
+    from matflow_vae3d.microstructure.statistics import orientation_features
+    from matflow_vae3d.surrogate.table import read_fingerprints
+
+    assert dec.shape == (24, 79) and np.allclose(dec[:, :54].reshape(24, 3, 18).mean(2), 1.0, atol=1e-5)
+    with VEDataset(ves["train"]) as ds:
+        true = np.stack([orientation_features(v.quaternions, v.grain_map, "hP", axes="xyz") for v in ds])
+    own = np.abs(dec[:, :78] - true[:, :78]).mean(1)
+    spread = np.abs(true[:, :78].mean(0) - true[:, :78]).mean(1)
+    assert (own < spread).mean() >= 0.7, (own, spread)
+    assert read_fingerprints(fp, "auto").inputs == "decoded" and read_fingerprints(fp, "auto").latent_dim == 79
+    assert read_fingerprints(fp, "summary+decoded").latent_dim == 52 + 79
     before = fp.read_bytes()
     assert "--overwrite" in run("fingerprint", "--model", model, "--data", ves["goss"], "--out", fp, ok=False)
     assert fp.read_bytes() == before

@@ -246,7 +246,7 @@ def _shipped_surrogate_summary(wk) -> None:
         return
     try:
         sur = Surrogate.load(pretrained_surrogate_path())
-        table = build_table(fps, cps, val_fraction=0.0, test_fraction=0.0)
+        table = build_table(fps, cps, val_fraction=0.0, test_fraction=0.0, inputs=sur.inputs)
         if table.loadcase and sur.meta.get("loadcase") and table.loadcase != sur.meta["loadcase"]:
             raise ValueError("the CP load case differs from the surrogate's (the paper's, x to 1 % in 20)")
         res = evaluate(sur, table, split="all")

@@ -150,7 +150,7 @@ def predict_path(model_path, fingerprints, paths_file, out, png, overwrite):
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
     try:
         sur = PathSurrogate.load(model_path)
-        fp = read_features(fingerprints)[0] if fingerprints else None
+        fp = read_features(fingerprints, sur.meta.get("inputs") or "auto")[0] if fingerprints else None
         sur.check_features(fp)
         paths = read_paths(paths_file)
     except (ValueError, FileNotFoundError) as exc:

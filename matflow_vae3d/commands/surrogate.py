@@ -42,6 +42,14 @@ def _fail(exc: Exception):
     help="Surrogate checkpoint to write (torch, weights_only-loadable).",
 )
 @click.option(
+    "--inputs",
+    type=click.Choice(["auto", "summary", "decoded", "summary+decoded"]),
+    default="auto",
+    show_default=True,
+    help="Fingerprint input: the decoded orientation statistics (auto, when the files have them), "
+    "the roll-invariant summary of mu (the paper's input), or both.",
+)
+@click.option(
     "--ensemble",
     "n_members",
     type=click.IntRange(min=1),
@@ -125,6 +133,7 @@ def train_surrogate(
     fingerprints,
     stresses,
     out,
+    inputs,
     n_members,
     epochs,
     patience,
@@ -179,6 +188,7 @@ def train_surrogate(
             val_fraction=val_fraction,
             test_fraction=test_fraction,
             seed=seed,
+            inputs=inputs,
         )
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
@@ -290,7 +300,7 @@ def predict(
             ids, mean, std, std_raw = res["ve_id"], res["mean"], res["std"], res["std_raw"]
             wall = res["predict_s"]
         else:
-            fp = read_fingerprints(list(fingerprints))
+            fp = read_fingerprints(list(fingerprints), sur.inputs)
             sur.check_fingerprints(fp)
             t0 = time.perf_counter()
             mean, std_raw = sur.predict(fp.mu, batch_size=batch_size, progress=progress, calibrated=False)
@@ -371,6 +381,7 @@ def evaluate_surrogate(model, fingerprints, stresses, out_dir, split, overwrite)
             val_fraction=sp.get("val_fraction", 0.1),
             test_fraction=sp.get("test_fraction", 0.1),
             seed=sp.get("seed", 0),
+            inputs=sur.inputs,
         )
         res = evaluate(sur, table, split=split, out_dir=out_dir)
     except (ValueError, FileNotFoundError) as exc:
@@ -428,7 +439,7 @@ def acquire(model, fingerprints, top, out, score, include_simulated, overwrite):
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
     try:
         sur = Surrogate.load(model)
-        fp = read_fingerprints(list(fingerprints))
+        fp = read_fingerprints(list(fingerprints), sur.inputs)
         rows = rank_candidates(sur, fp, top=top, score=score, skip_ids=set() if include_simulated else None)
         write_ranking(rows, out, overwrite=overwrite)
     except (ValueError, FileNotFoundError) as exc:

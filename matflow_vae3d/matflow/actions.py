@@ -560,6 +560,7 @@ def _surrogate_table(manifest: dict):
         val_fraction=manifest["val_fraction"],
         test_fraction=manifest["test_fraction"],
         seed=manifest["seed"],
+        inputs=manifest.get("inputs", "summary"),
     )
 
 
@@ -612,10 +613,12 @@ def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_t
     rebuilds the same table}.
 
     surrogate_config: TrainConfig fields (n_members, hidden, lr, batch_size,
-    max_epochs, patience, seed, ...) plus ``component`` (default 'xx') and
-    ``val_fraction`` (default 0.1). Failed CP runs are excluded by the table (and
-    counted); shards whose task run failed arrive as None and are skipped here (they
-    appear as failed VEs in ``vae3d matflow export``).
+    max_epochs, patience, seed, ...) plus ``component`` (default 'xx'),
+    ``val_fraction`` (default 0.1) and ``inputs`` (default 'auto': the fingerprints'
+    decoded statistics where present, see ``vae3d train-surrogate --inputs``). Failed
+    CP runs are excluded by the table (and counted); shards whose task run failed
+    arrive as None and are skipped here (they appear as failed VEs in ``vae3d matflow
+    export``).
     """
     from ..surrogate.lightning import TrainConfig
     from ..surrogate.lightning import train_surrogate as _train
@@ -632,10 +635,12 @@ def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_t
         "val_fraction": float(cfg.pop("val_fraction", 0.1)),
         "test_fraction": float(surrogate_test_fraction),
         "seed": int(cfg.get("seed", 0)),
+        "inputs": str(cfg.pop("inputs", "auto")),
     }
     if "threads" not in cfg and os.environ.get("MATFLOW_RUN_NUM_THREADS"):
         cfg["threads"] = int(os.environ["MATFLOW_RUN_NUM_THREADS"])
     table = _surrogate_table(manifest)
+    manifest["inputs"] = table.inputs  # 'auto' resolved: evaluation rebuilds the same table
     _ensure_split(table, manifest)
     print(table.summary(), flush=True)
     ckpt, rel = output_path("train_surrogate", "surrogate", ".pt")

@@ -111,6 +111,11 @@ class Surrogate:
         return str(self.meta["model_sha256"])
 
     @property
+    def inputs(self) -> str:
+        """The fingerprint input the surrogate was trained on (summary, decoded, both)."""
+        return str(self.meta.get("inputs", "summary"))
+
+    @property
     def n_members(self) -> int:
         return self.net.n_members
 
@@ -125,7 +130,12 @@ class Surrogate:
 
     # ------------------------------------------------------------------ checks
     def check_fingerprints(self, fp: Fingerprints) -> None:
-        """Refuse fingerprints of another dimension or of another VAE (ValueError)."""
+        """Refuse fingerprints of another input kind, dimension or VAE (ValueError)."""
+        if fp.inputs != self.inputs:
+            raise ValueError(
+                f"the surrogate was trained on the fingerprints' {self.inputs!r} input, "
+                f"{fp.source or 'these'} were read as {fp.inputs!r}"
+            )
         if fp.latent_dim != self.latent_dim:
             raise ValueError(
                 f"the surrogate was trained on {self.latent_dim}-dimensional fingerprints, "

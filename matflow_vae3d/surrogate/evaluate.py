@@ -247,6 +247,8 @@ def check_compatible(surrogate, table) -> None:
         )
     if table.component != surrogate.meta.get("component", table.component):
         raise ValueError(f"the surrogate predicts sigma_{surrogate.meta['component']}, not sigma_{table.component}")
+    if table.inputs != surrogate.inputs:
+        raise ValueError(f"the surrogate reads the {surrogate.inputs!r} input, the table holds {table.inputs!r}")
     if table.latent_dim != surrogate.latent_dim:
         raise ValueError(
             f"the surrogate was trained on {surrogate.latent_dim}-dimensional fingerprints, "

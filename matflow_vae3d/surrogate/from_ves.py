@@ -83,7 +83,7 @@ def predict_ves(
         t0 = time.perf_counter()
         fingerprint_dataset(model, meta, data, fp_path, batch_size=batch_size, device=device, progress=progress)
         t1 = time.perf_counter()
-        fp = read_fingerprints(fp_path)
+        fp = read_fingerprints(fp_path, surrogate.inputs)
         surrogate.check_fingerprints(fp)
         t2 = time.perf_counter()
         mean, std_raw = surrogate.predict(fp.mu, calibrated=False)

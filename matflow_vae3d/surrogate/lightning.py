@@ -256,6 +256,7 @@ def train_surrogate(
     meta: dict[str, Any] = {
         "latent_dim": table.latent_dim,
         "model_sha256": table.model_sha256,
+        "inputs": table.inputs,
         "component": table.component,
         "t": table.t.tolist(),
         "strain": table.strain.tolist(),

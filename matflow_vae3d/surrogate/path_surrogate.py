@@ -96,6 +96,8 @@ class PathSurrogate:
             return
         if fp is None:
             raise ValueError(f"this path surrogate needs per-VE {self.features} features (--fingerprints)")
+        if fp.inputs != self.meta.get("inputs", fp.inputs):
+            raise ValueError(f"the path surrogate reads the {self.meta['inputs']!r} input, these are {fp.inputs!r}")
         if fp.latent_dim != self.n_features:
             raise ValueError(
                 f"the path surrogate was trained on {self.n_features} features per VE, "
@@ -333,6 +335,7 @@ def train_path_surrogate(
     net.eval()
     meta: dict[str, Any] = {
         "features": table.features,
+        "inputs": table.inputs,
         "model_sha256": table.model_sha256,
         "feature_scaling": feature_scaling,
         "target_scale": target_scale.tolist(),

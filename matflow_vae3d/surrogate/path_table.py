@@ -130,6 +130,7 @@ class PathTable:
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     excluded: dict[str, int] = dataclasses.field(default_factory=dict)
+    inputs: str = ""
 
     def __len__(self) -> int:
         return len(self.ve_id)
@@ -237,16 +238,19 @@ def build_path_table(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         excluded=excluded,
+        inputs="" if features is None else features.inputs,
     )
 
 
-def read_features(paths: str | Path | Sequence[str | Path]) -> tuple[Fingerprints, str]:
+def read_features(paths: str | Path | Sequence[str | Path], inputs: str = "auto") -> tuple[Fingerprints, str]:
     """Per-VE features from fingerprint-format file(s) (concatenated, one source) and
     their kind: 'orientation' for orientation statistics (:mod:`.baselines`), else
-    'fingerprint' (a VAE's)."""
+    'fingerprint' (a VAE's, read as ``inputs``: see
+    :func:`~matflow_vae3d.surrogate.table.read_fingerprints`)."""
     from ..vae.fingerprints import read_fingerprints as read_file
     from .table import read_fingerprints
 
     first = paths if isinstance(paths, (str, Path)) else paths[0]
-    kind = str(read_file(first).get("features", ""))
-    return read_fingerprints(paths), "orientation" if kind.startswith("orientation-statistics") else "fingerprint"
+    if str(read_file(first).get("features", "")).startswith("orientation-statistics"):
+        return read_fingerprints(paths, "summary"), "orientation"
+    return read_fingerprints(paths, inputs), "fingerprint"

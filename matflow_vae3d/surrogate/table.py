@@ -86,6 +86,7 @@ class Fingerprints:
     latent_dim: int
     lattice: str = ""
     source: str = ""
+    inputs: str = "summary"
 
     def __post_init__(self):
         self.ve_id = _as_str_array(self.ve_id)
@@ -105,28 +106,35 @@ class Fingerprints:
         _check_unique(self.ve_id, "fingerprints")
 
 
-def read_fingerprints(paths: str | Path | Sequence[str | Path]) -> Fingerprints:
+def read_fingerprints(paths: str | Path | Sequence[str | Path], inputs: str = "summary") -> Fingerprints:
     """Read one or several fingerprint files (:mod:`matflow_vae3d.vae.fingerprints`,
     the format's one reader) and concatenate them. The surrogate's input is each
-    file's roll-invariant ``summary`` (for a dense VAE: mu itself). All files must come
-    from the same VAE (``model_sha256``) and have the same width; ids must be unique
-    over all files."""
-    from ..vae.fingerprints import check_same_vae
+    file's ``inputs`` (:func:`~matflow_vae3d.vae.fingerprints.fingerprint_inputs`):
+    the roll-invariant ``summary`` (for a dense VAE: mu itself), the ``decoded``
+    orientation statistics of the reconstruction, or both. All files must come from
+    the same VAE (``model_sha256``) and have the same width; ids must be unique over
+    all files. ``inputs='auto'``: 'decoded' when every file has decoded statistics,
+    else 'summary' (files of older versions, orientation-statistics files)."""
+    from ..vae.fingerprints import check_same_vae, fingerprint_inputs
     from ..vae.fingerprints import read_fingerprints as read_file
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    docs = [(p, read_file(p)) for p in paths]
+    if inputs == "auto":
+        inputs = "decoded" if docs and all("decoded_stats" in d for _, d in docs) else "summary"
     parts = []
-    for p in paths:
-        d = read_file(p)
+    for p, d in docs:
+        x = fingerprint_inputs(d, inputs, p)
         parts.append(
             Fingerprints(
                 ve_id=d["ve_id"],
-                mu=d["summary"],
+                mu=x,
                 model_sha256=_attr_str(d.get("model_sha256", "")),
-                latent_dim=int(np.shape(d["summary"])[-1]) if np.ndim(d["summary"]) == 2 else -1,
+                latent_dim=int(x.shape[-1]) if x.ndim == 2 else -1,
                 lattice=_attr_str(d.get("lattice", "")),
                 source=str(p),
+                inputs=inputs,
             )
         )
     if not parts:
@@ -148,6 +156,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path]) -> Fingerprints:
         latent_dim=first.latent_dim,
         lattice=first.lattice,
         source=";".join(p.source for p in parts),
+        inputs=inputs,
     )
 
 
@@ -363,7 +372,8 @@ class SurrogateTable:
     of the loading axis (mean F_ii - 1, NaN if F was not stored); split : (n,) str in
     train/val/test. ``excluded`` maps reason -> count, ``excluded_ids`` VE id ->
     reason, ``missing_stress`` are fingerprinted VEs without a CP result,
-    ``missing_fingerprint`` CP results without a fingerprint.
+    ``missing_fingerprint`` CP results without a fingerprint; ``inputs`` which
+    fingerprint input X holds (summary, decoded, summary+decoded).
     """
 
     ve_id: np.ndarray
@@ -384,6 +394,7 @@ class SurrogateTable:
     seed: int = 0
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    inputs: str = "summary"
 
     def __len__(self) -> int:
         return len(self.ve_id)
@@ -404,7 +415,7 @@ class SurrogateTable:
         lines = [
             f"{len(self)} VEs joined (train {counts['train']}, val {counts['val']}, "
             f"test {counts['test']}); target sigma_{self.component}, "
-            f"{self.n_states} states; fingerprint dim {self.latent_dim}",
+            f"{self.n_states} states; fingerprint input {self.inputs!r}, dim {self.latent_dim}",
         ]
         n_exc = sum(self.excluded.values())
         if n_exc:
@@ -430,8 +441,10 @@ def build_table(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
+    inputs: str = "summary",
 ) -> SurrogateTable:
     """Join fingerprints and CP results by VE id into a :class:`SurrogateTable`.
+    ``inputs``: which fingerprint input to read from files (:func:`read_fingerprints`).
 
     Excluded (and counted by reason): CP runs with status 'failed' (their recorded
     reason), runs marked converged but with fewer converged increments than the load
@@ -442,7 +455,7 @@ def build_table(
     """
     if component not in COMPONENTS:
         raise ValueError(f"unknown stress component {component!r}: use one of {sorted(set(COMPONENTS))}")
-    fp = fingerprints if isinstance(fingerprints, Fingerprints) else read_fingerprints(fingerprints)
+    fp = fingerprints if isinstance(fingerprints, Fingerprints) else read_fingerprints(fingerprints, inputs)
     st = stresses if isinstance(stresses, Stresses) else read_stresses(stresses)
     if fp.lattice and st.lattice and fp.lattice != st.lattice:
         raise ValueError(f"fingerprints are of {fp.lattice!r} VEs but the CP results of {st.lattice!r} VEs")
@@ -507,4 +520,5 @@ def build_table(
         seed=int(seed),
         val_fraction=float(val_fraction),
         test_fraction=float(test_fraction),
+        inputs=fp.inputs,
     )

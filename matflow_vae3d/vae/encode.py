@@ -171,6 +171,23 @@ def encode_with_summary(model, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
     return mu, np.mean(parts, axis=0, dtype=np.float64).astype(np.float32)
 
 
+@torch.inference_mode()
+def decoded_statistics(model, mu: torch.Tensor, lattice: str) -> np.ndarray:
+    """Orientation statistics of the reconstruction from fingerprints mu (B, latent):
+    (B, D) float32, :data:`~matflow_vae3d.vae.fingerprints.DECODED_STATS_KIND` (decode,
+    reduce to the fundamental zone, histograms for sample axes x, y, z, every voxel its
+    own grain)."""
+    from ..microstructure.statistics import orientation_features
+
+    with _amp(mu.device):
+        raw = model.decode_raw(mu)
+    q = crystal.torch_reduce_to_fz(image_quaternions(model.output(raw.float()), model.representation), lattice)
+    q = q.reshape(q.shape[0], -1, 4).double().cpu().numpy()
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    cells = np.arange(q.shape[1])
+    return np.stack([orientation_features(qb, cells, lattice, axes="xyz") for qb in q]).astype(np.float32)
+
+
 def summary_kind_of(model) -> str:
     return SUMMARY_SHIFTED if len(latent_shape(model)) == 4 else SUMMARY_IDENTITY
 
@@ -187,7 +204,8 @@ def fingerprint_dataset(
     model, meta: dict, data, out, batch_size: int = 64, device="cpu", num_workers: int = 0, progress: bool = True
 ) -> dict:
     """Encode every VE of dataset ``data`` and write ``out`` (docs/formats.md
-    "Fingerprints") atomically. Returns {'n', 'latent', 'path'}."""
+    "Fingerprints"), with the decoded statistics (:func:`decoded_statistics`),
+    atomically. Returns {'n', 'latent', 'path'}."""
     ds = open_dataset(data, meta)
     device = torch.device(device)
     model = prepare(model, device)
@@ -196,6 +214,7 @@ def fingerprint_dataset(
         raise ValueError("batch size must be >= 1")
     mus: list[np.ndarray] = []
     sums: list[np.ndarray] = []
+    decs: list[np.ndarray] = []
     ids: list[str] = []
     dl = loader(data, batch_size, num_workers)
     rep = model.representation
@@ -203,6 +222,7 @@ def fingerprint_dataset(
         mu, summ = encode_with_summary(model, to_input(batch, device, rep))
         mus.append(mu)
         sums.append(summ)
+        decs.append(decoded_statistics(model, torch.as_tensor(mu, device=device), meta["lattice"]))
         ids.extend(str(v) for v in batch.ve_ids)
     mu = np.concatenate(mus).astype(np.float32)
     write_fingerprints(
@@ -216,6 +236,7 @@ def fingerprint_dataset(
         latent_shape=latent_shape(model),
         summary=np.concatenate(sums),
         summary_kind_=summary_kind_of(model),
+        decoded_stats=np.concatenate(decs),
     )
     return {"n": len(ids), "latent": int(mu.shape[1]), "path": str(out)}
 
