@@ -11,9 +11,12 @@ Written: ``evidence.json`` (every number), ``table.md`` (the results table),
 ``active_sampling.png``.
 
 Models, all on the same split (split_by_id, seed 0; val 15 %, test 20 % of the VEs):
-the paper's MLP (one member) on the fingerprint as it is (the paper's input, the
-default) and standardised, a 5-member ensemble on the fingerprint; the same ensemble on
-orientation statistics and on both side by side; the training mean curve.
+the paper's MLP (one member) on the fingerprint summary as it is (the paper's input)
+and standardised, a 5-member ensemble on the summary, on the fingerprint's decoded
+statistics (orientation statistics of the VAE's reconstruction from mu; the product's
+default input) and on both; the same ensemble on orientation statistics of the true VE
+and on summary + orientation statistics; the training mean curve. The learning curve
+and active sampling use the decoded input (vs orientation statistics).
 Every network is trained on one thread (the load is stated in docs/results.md).
 """
 
@@ -135,10 +138,15 @@ def main(argv=None):
     t_all = time.perf_counter()
 
     st = read_stresses(args.stresses)
-    fp = read_fingerprints(fingerprints(args.ves, work, args.vae))
+    fp_path = fingerprints(args.ves, work, args.vae)
+    fp = read_fingerprints(fp_path)
+    dec = read_fingerprints(fp_path, "decoded")
+    both = read_fingerprints(fp_path, "summary+decoded")
     ori = read_fingerprints(orientation_stats(args.ves, work))
     tables = {
         "fingerprint": build_table(fp, st, val_fraction=VAL, test_fraction=TEST),
+        "decoded": build_table(dec, st, val_fraction=VAL, test_fraction=TEST),
+        "fingerprint+decoded": build_table(both, st, val_fraction=VAL, test_fraction=TEST),
         "orientation": build_table(ori, st, val_fraction=VAL, test_fraction=TEST),
         "fingerprint+orientation": build_table(combined(fp, ori), st, val_fraction=VAL, test_fraction=TEST),
     }
@@ -168,9 +176,11 @@ def main(argv=None):
     if "table" in only:
         rows = []
         specs = [
-            ("paper MLP, fingerprint", "fingerprint", 1),
-            ("paper MLP, standardised fingerprint", "fingerprint", 1),
-            (f"ensemble x{args.members}, fingerprint", "fingerprint", args.members),
+            ("paper MLP, fingerprint summary", "fingerprint", 1),
+            ("paper MLP, standardised fingerprint summary", "fingerprint", 1),
+            (f"ensemble x{args.members}, fingerprint summary", "fingerprint", args.members),
+            (f"ensemble x{args.members}, decoded statistics (from the fingerprint)", "decoded", args.members),
+            (f"ensemble x{args.members}, summary + decoded statistics", "fingerprint+decoded", args.members),
             (f"ensemble x{args.members}, orientation statistics", "orientation", args.members),
             (
                 f"ensemble x{args.members}, fingerprint + orientation statistics",
@@ -191,8 +201,8 @@ def main(argv=None):
                 f"{name}: MAE {r['mae']:.3f} +- {r['mae_sd']:.3f} MPa, R2 {r['r2']:.4f} ({r['train_s']:.0f} s)",
                 flush=True,
             )
-            if key == "fingerprint" and m == args.members:
-                sur.save(work / "surrogate_fingerprint.pt", overwrite=True)
+            if key in ("fingerprint", "decoded") and m == args.members:
+                sur.save(work / f"surrogate_{key}.pt", overwrite=True)
         test = tab.rows("test")
         mean = tab.Y[tab.rows("train")].mean(axis=0)
         base = regression_metrics(tab.Y[test], np.broadcast_to(mean, tab.Y[test].shape), None, first=1)
@@ -232,7 +242,7 @@ def main(argv=None):
         sizes = [n_tr if s == "all" else int(s) for s in args.sizes.split(",")]
         sizes = sorted({s for s in sizes if s <= n_tr})
         curve = {"sizes": sizes}
-        for key in ("fingerprint", "orientation"):
+        for key in ("decoded", "orientation"):
             maes = []
             for n in sizes:
                 t = with_train(tables[key], order[:n])
@@ -251,7 +261,7 @@ def main(argv=None):
         save()
         plot_lines(
             curve["sizes"],
-            {k: curve[k] for k in ("fingerprint", "orientation", "mean curve")},
+            {k: curve[k] for k in ("decoded", "orientation", "mean curve")},
             "training VEs",
             "held-out MAE per increment (MPa)",
             f"learning curve, {len(tab.rows('test'))} test VEs, ensemble x{args.members}",
@@ -261,7 +271,7 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- active sampling
     if "active" in only:
-        t = tables["fingerprint"]
+        t = tables["decoded"]
         pool_all = t.rows("train")
         res = {"n": [], "acquire": [], "random": []}
         for seed in range(args.al_seeds):
