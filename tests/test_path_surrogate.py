@@ -193,7 +193,16 @@ def test_cli_end_to_end_on_real_cp(tmp_path):
     assert (d["n_states"][sh] == 4).all() and np.isnan(d["sigma"][sh][:, 4]).all()
     assert np.isfinite(d["sigma"][~sh]).all() and (d["sigma"][:, 0] == 0).all()
     assert (tmp_path / "pred.png").stat().st_size > 10_000
-    # features of another definition (x only) are refused by name
+    # a path longer than any training path, and features of another definition (x
+    # only), are refused by name, nothing written
+    LP.write_paths({"long": LP.path_of("uniaxial", strains=(0.005,), N=40)}, tmp_path / "long.yaml")
+    r = run(
+        cli,
+        ["predict-path", "-m", str(model), "-f", str(tmp_path / "orient.h5"), "-p", str(tmp_path / "long.yaml")]
+        + ["-o", str(tmp_path / "p3.h5")],
+    )
+    assert r.exit_code == 1 and "more than any path the model was trained on" in r.output, r.output
+    assert not (tmp_path / "p3.h5").exists()
     write_feature_file(tmp_path / "ves.h5", tmp_path / "orient_x.h5", progress=False)
     r = run(
         cli,

@@ -163,13 +163,13 @@ def predict_path(model_path, fingerprints, paths_file, out, png, overwrite):
     rows: dict[str, list] = {k: [] for k in ("ve_id", "path_id", "loadcase", "t", "sigma", "sigma_std", "F")}
     import yaml
 
+    too_long = [pid for pid, lc in paths.items() if longest and lc.n_increments > longest]
+    if too_long:
+        raise click.ClickException(
+            f"path {too_long[0]} has {paths[too_long[0]].n_increments} increments, more than any path the model "
+            f"was trained on ({longest}); split it or train on longer paths"
+        )
     for pid, lc in paths.items():
-        if longest and lc.n_increments > longest:
-            click.echo(
-                f"warning: path {pid} has {lc.n_increments} increments, longer than any training path "
-                f"({longest}): the prediction extrapolates",
-                err=True,
-            )
         try:
             p = sur.predict(X, lc)
         except ValueError as exc:
