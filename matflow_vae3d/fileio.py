@@ -11,13 +11,17 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool = True, overwrite_hint: str = "") -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike, overwrite: bool = True, overwrite_hint: str = "", keep_suffix: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block ends
     without an exception, delete it otherwise. A killed or failing writer never leaves a
     truncated file under the final name, and an existing file stays untouched.
 
     overwrite: refuse (FileExistsError) when ``path`` exists and this is False;
     overwrite_hint: how to allow it, appended to that message (e.g. "pass --overwrite").
+    keep_suffix: the temporary name ends with ``path``'s suffix (for writers that pick
+    the format from it or append it, e.g. damask's ``.vti``, numpy's ``.npz``).
     The file gets the usual umask-derived permissions (mkstemp makes 0600).
     """
     path = Path(path)
@@ -25,7 +29,8 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True, overwrite_hin
         hint = f"; {overwrite_hint}" if overwrite_hint else ""
         raise FileExistsError(f"{path} exists; refusing to overwrite it{hint}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    suffix = ".tmp" + (path.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

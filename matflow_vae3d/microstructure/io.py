@@ -11,13 +11,13 @@ conventions: unit quaternions (w, x, y, z), passive (sample -> crystal), P = -1
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..crystal import canonical_lattice
+from ..fileio import atomic_output
 from .volume_element import VolumeElement
 
 # ---------------------------------------------------------------------------- helpers
@@ -103,10 +103,10 @@ def _compact(material: np.ndarray, quats: np.ndarray) -> tuple[np.ndarray, np.nd
     return inv.reshape(material.shape).astype(np.int32), quats[used]
 
 
-def _atomic_target(path: Path, overwrite: bool) -> Path:
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists (pass overwrite=True / --overwrite)")
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+def _atomic(path: Path, overwrite: bool):
+    """:func:`~matflow_vae3d.fileio.atomic_output` keeping the suffix (damask and numpy
+    writers pick or append it)."""
+    return atomic_output(path, overwrite, "pass overwrite=True / --overwrite", keep_suffix=True)
 
 
 # ---------------------------------------------------------------------------- DAMASK
@@ -163,17 +163,10 @@ def save_damask(
     directory.mkdir(parents=True, exist_ok=True)
     vti = directory / (name if name.endswith(".vti") else f"{name}.vti")
     mat = directory / material_name
-    tmp_v, tmp_m = _atomic_target(vti, overwrite), _atomic_target(mat, overwrite)
     cfg = to_config_material(ve, phase, phase_label)
-    try:
+    with _atomic(vti, overwrite) as tmp_v, _atomic(mat, overwrite) as tmp_m:  # both files or neither
         to_geomgrid(ve).save(tmp_v)
         cfg.save(tmp_m)
-        os.replace(tmp_v, vti)
-        os.replace(tmp_m, mat)
-    finally:
-        for t in (tmp_v, tmp_m):
-            if t.exists():
-                t.unlink()
     return vti, mat
 
 
@@ -247,12 +240,11 @@ def save_dream3d(ve: VolumeElement, path, *, phase_name: str | None = None, over
     from ..crystal import quaternions_to_eulers
 
     path = Path(path)
-    tmp = _atomic_target(path, overwrite)
     nx, ny, nz = ve.grid
     eul = quaternions_to_eulers(ve.quaternions).astype(np.float32)  # (G, 3)
     fid = ve.grain_map.transpose(2, 1, 0) + 1  # (nz, ny, nx), 1-based
     name = phase_name or MINIMAL_PHASES[ve.lattice][0]
-    try:
+    with _atomic(path, overwrite) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["FileVersion"] = np.bytes_("7.0")
             f.attrs["DREAM3D Version"] = np.bytes_("6.5.171 (written by matflow-vae3d)")
@@ -280,10 +272,6 @@ def save_dream3d(ve: VolumeElement, path, *, phase_name: str | None = None, over
             for grp, kind, tdims in ((c, 3, [nx, ny, nz]), (gd, 7, [ve.n_grains + 1]), (e, 11, [2])):
                 grp.attrs["AttributeMatrixType"] = np.uint32(kind)
                 grp.attrs["TupleDimensions"] = np.array(tdims, dtype=np.uint64)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -546,16 +534,17 @@ def save_matflow_volume_element(d: dict, path, *, overwrite: bool = False) -> Pa
     """Write a MatFlow volume_element dict to .json, .yaml/.yml or .npz (nested keys
     flattened as ``orientations/quaternions``)."""
     path = Path(path)
-    tmp = _atomic_target(path, overwrite)
     suffix = path.suffix.lower()
-    try:
+    if suffix not in (".json", ".yaml", ".yml", ".npz"):
+        raise ValueError(f"unknown MatFlow volume_element file type {suffix!r}: use .json, .yaml or .npz")
+    with _atomic(path, overwrite) as tmp:
         if suffix == ".json":
             tmp.write_text(json.dumps(_to_plain(d)))
         elif suffix in (".yaml", ".yml"):
             import yaml
 
             tmp.write_text(yaml.safe_dump({"volume_element": _to_plain(d)}, default_flow_style=None, width=1 << 30))
-        elif suffix == ".npz":
+        else:
             flat = {}
             for k, v in d.items():
                 if isinstance(v, dict):
@@ -565,12 +554,6 @@ def save_matflow_volume_element(d: dict, path, *, overwrite: bool = False) -> Pa
                     flat[k] = np.asarray(v)
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **flat)
-        else:
-            raise ValueError(f"unknown MatFlow volume_element file type {suffix!r}: use .json, .yaml or .npz")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
