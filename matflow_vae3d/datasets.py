@@ -1086,8 +1086,9 @@ def write_ves(
             raise ValueError("no VEs to write: cannot create an empty VE dataset")
         if not isinstance(first, VolumeElement):
             raise TypeError(f"expected VolumeElements, got {type(first).__name__}")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        from .fileio import atomic_output
+
+        with atomic_output(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 _create_layout(
                     f,
@@ -1098,11 +1099,7 @@ def write_ves(
                     grain_dtype=grain_dtype,
                 )
                 n = run(f)
-            os.replace(tmp, path)
-            return n
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        return n
     finally:
         bar.close()
 

@@ -401,11 +401,12 @@ def evaluate(
             doc = {p: plain_summary(r) for p, r in results.items()}
             if base:
                 doc = {p: dict(d, baselines={k: plain_summary(b) for k, b in base[p].items()}) for p, d in doc.items()}
-            tmp = Path(str(json_out) + ".tmp")
-            tmp.write_text(
-                json.dumps({"model": str(model_path), "model_sha256": meta["sha256"], "sets": doc}, indent=1)
-            )
-            tmp.replace(json_out)
+            from ..fileio import atomic_output
+
+            with atomic_output(json_out) as tmp:
+                tmp.write_text(
+                    json.dumps({"model": str(model_path), "model_sha256": meta["sha256"], "sets": doc}, indent=1)
+                )
 
 
 @click.command("reconstruct")

@@ -115,9 +115,10 @@ def _script_paths(text: str) -> list[str]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from ..fileio import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def _load_config(config_dir: str | Path | None):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -341,12 +340,12 @@ class History(Callback):
 
     def _write(self, rows: list[dict]) -> None:
         keys = ["epoch", "step", "wall_s"] + [f"{p}_{k}" for p in ("train", "val") for k in LOSS_TERMS]
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        from ..fileio import atomic_output
+
+        with atomic_output(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, self.csv_path)
 
     def on_train_start(self, trainer, pl_module):  # after a resume restored the epoch
         # a run resumed mid-epoch does not start that epoch again: time it from here
