@@ -70,6 +70,27 @@ def _to_plain(v):
     return v
 
 
+def load_checkpoint(path, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """A checkpoint dict of format ``fmt`` written by ``torch.save``, read with
+    ``weights_only=True``: FileNotFoundError for a missing file, ValueError naming the
+    file for an unreadable or foreign one or one newer than ``version``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such {what}: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, foreign formats
+        raise ValueError(f"{path}: not a readable {what} ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else None
+        raise ValueError(f"{path}: not a {fmt!r} checkpoint (format {got!r})")
+    if int(ckpt.get("format_version", 0)) > version:
+        raise ValueError(
+            f"{path}: checkpoint format_version {ckpt['format_version']} is newer than this code ({version})"
+        )
+    return ckpt
+
+
 def standardize(X, input_scaling: dict[str, Any] | None):
     """Network input of fingerprints X (n, latent_dim): (X - mean) / std with the
     training rows' per-feature ``input_scaling`` {'mean', 'std'}, or X itself
@@ -219,20 +240,7 @@ class Surrogate:
     @classmethod
     def load(cls, path: str | Path) -> Surrogate:
         """Load a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such surrogate checkpoint: {path}")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle errors, truncated files, foreign formats
-            raise ValueError(f"{path}: not a readable surrogate checkpoint ({exc})") from exc
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT!r} checkpoint")
-        if int(ckpt.get("format_version", 0)) > CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path}: checkpoint format_version {ckpt['format_version']} is newer than "
-                f"this code ({CHECKPOINT_VERSION})"
-            )
+        ckpt = load_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "surrogate checkpoint")
         net = EnsembleMLP(**ckpt["net"])
         net.load_state_dict(ckpt["state_dict"])
         return cls(net, MinMaxScaling.from_dict(ckpt["scaling"]), ckpt["meta"])

@@ -170,7 +170,6 @@ def train_surrogate(
     ``log_dir``, Lightning's CSV log goes to ``log_dir/metrics.csv`` and the loss curve
     to ``log_dir/loss.png``.
     """
-    import lightning as L
 
     cfg = config or TrainConfig()
     tr, va = table.rows("train"), table.rows("val")
@@ -217,38 +216,17 @@ def train_surrogate(
         log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         logger = CSVLogger(str(log_dir), name="", version="")
-    import logging
-
-    # Lightning's start-up banner (GPU/TPU availability, tips) is noise for a CPU MLP
-    rz = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    old_level = rz.level
-    rz.setLevel(logging.WARNING)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(cfg.threads)))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-        warnings.filterwarnings("ignore", message=".*LightningModule.*`log_every_n_steps`.*")
-        warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        trainer = L.Trainer(
-            max_epochs=cfg.max_epochs,
-            accelerator="cpu",
-            devices=1,
-            logger=logger,
-            callbacks=callbacks,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,
-            limit_val_batches=1.0 if len(va) else 0,
-        )
-        try:
-            trainer.fit(module, train_dataloaders=train_batches, val_dataloaders=val_batches)
-        finally:
-            torch.set_num_threads(old_threads)
-            rz.setLevel(old_level)
+    trainer = fit_quietly(
+        module,
+        train_batches,
+        val_batches,
+        max_epochs=cfg.max_epochs,
+        callbacks=callbacks,
+        logger=logger,
+        progress=progress,
+        threads=cfg.threads,
+        log_every_n_steps=1,
+    )
     if len(va):
         net.load_state_dict(module.best_state)
     net.eval()
@@ -284,6 +262,49 @@ def train_surrogate(
     if log_dir is not None:
         plot_loss(module.history, log_dir / "loss.png")
     return surrogate
+
+
+def fit_quietly(module, train, val, *, max_epochs: int, callbacks, logger, progress: bool, threads: int, **trainer_kw):
+    """``lightning.Trainer(...).fit`` for the surrogates' small CPU networks: one
+    device, no checkpoints, no sanity check, ``threads`` torch threads while it runs,
+    and without Lightning's banner and warnings that do not apply (workers, GPU, SLURM,
+    logging interval). ``val`` None: no validation. Returns the trainer."""
+    import logging
+
+    import lightning as L
+
+    rz = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    old_level, old_threads = rz.level, torch.get_num_threads()
+    rz.setLevel(logging.WARNING)
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        with warnings.catch_warnings():
+            for msg in (
+                ".*does not have many workers.*",
+                ".*GPU available but not used.*",
+                ".*log_every_n_steps.*",
+                ".*LeafSpec.*",
+                ".*`srun` command is available.*",
+            ):
+                warnings.filterwarnings("ignore", message=msg)
+            trainer = L.Trainer(
+                max_epochs=max_epochs,
+                accelerator="cpu",
+                devices=1,
+                logger=logger,
+                callbacks=callbacks,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=progress,
+                num_sanity_val_steps=0,
+                limit_val_batches=1.0 if val is not None else 0,
+                **trainer_kw,
+            )
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+    finally:
+        torch.set_num_threads(old_threads)
+        rz.setLevel(old_level)
+    return trainer
 
 
 def plot_loss(history: dict[str, list[float]], path: str | Path) -> Path:

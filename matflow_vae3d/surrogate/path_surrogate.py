@@ -16,8 +16,6 @@ another VAE are refused by name, as by the uniaxial surrogate.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,8 @@ import torch
 from ..cp.loadcase import LoadCase
 from ..fileio import atomic_output
 from ..vae.fingerprints import check_same_vae
-from .ensemble import _to_plain, fit_calibration_scale
+from .ensemble import _to_plain, fit_calibration_scale, load_checkpoint
+from .lightning import fit_quietly
 from .path_network import PathGRU
 from .path_table import N_SIGMA, PathTable, encode_loadcase, unvoigt
 from .table import Fingerprints
@@ -167,18 +166,7 @@ class PathSurrogate:
 
     @classmethod
     def load(cls, path: str | Path) -> PathSurrogate:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such path-surrogate checkpoint: {path}")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle errors, truncated files, foreign formats
-            raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-            raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT!r} checkpoint (format {fmt!r})")
-        if int(ckpt.get("format_version", 0)) > CHECKPOINT_VERSION:
-            raise ValueError(f"{path}: checkpoint format_version {ckpt['format_version']} is newer than this code")
+        ckpt = load_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "path-surrogate checkpoint")
         net = PathGRU(**ckpt["net"])
         net.load_state_dict(ckpt["state_dict"])
         return cls(net, ckpt["meta"])
@@ -260,7 +248,6 @@ def train_path_surrogate(
     table: PathTable, config: PathTrainConfig | None = None, progress: bool = True
 ) -> PathSurrogate:
     """Train on ``table``'s train rows, early stopping on its val rows (module doc)."""
-    import lightning as L
 
     cfg = config or PathTrainConfig()
     tr, va = table.rows("train"), table.rows("val")
@@ -299,36 +286,17 @@ def train_path_surrogate(
 
         val = _Batches(tensors(va), max(len(va), 1), cfg.seed, shuffle=False)
         callbacks.append(EarlyStopping(monitor="val_best", mode="min", patience=cfg.patience, check_finite=True))
-    rz = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    old_level, old_threads = rz.level, torch.get_num_threads()
-    rz.setLevel(logging.WARNING)
-    torch.set_num_threads(cfg.threads)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-            warnings.filterwarnings("ignore", message=".*log_every_n_steps.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
-            trainer = L.Trainer(
-                max_epochs=cfg.max_epochs,
-                accelerator="cpu",
-                devices=1,
-                logger=False,
-                callbacks=callbacks,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=progress,
-                num_sanity_val_steps=0,
-                gradient_clip_val=cfg.grad_clip,
-                limit_val_batches=1.0 if len(va) else 0,
-            )
-            trainer.fit(
-                module, train_dataloaders=_Batches(tensors(tr), cfg.batch_size, cfg.seed, True), val_dataloaders=val
-            )
-    finally:
-        torch.set_num_threads(old_threads)
-        rz.setLevel(old_level)
+    trainer = fit_quietly(
+        module,
+        _Batches(tensors(tr), cfg.batch_size, cfg.seed, True),
+        val,
+        max_epochs=cfg.max_epochs,
+        callbacks=callbacks,
+        logger=False,
+        progress=progress,
+        threads=cfg.threads,
+        gradient_clip_val=cfg.grad_clip,
+    )
     if len(va):
         for member, kept in zip(net.members, module.kept):
             member.load_state_dict(kept)
