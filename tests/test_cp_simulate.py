@@ -414,3 +414,25 @@ def test_damask_inputs_with_failing_damask_records_the_failure(tmp_path):
     # the user's inputs were copied verbatim into the kept job directory
     for src, dst in (("grid.vti", "grid.vti"), ("material.yaml", "material.yaml"), ("load.yaml", "load.yaml")):
         assert _sha(tmp_path / "job" / dst) == _sha(DATA / f"{name}.{src}")
+
+
+def test_builtin_batches_are_capped_by_cells(monkeypatch):
+    """The builtin solver gets at most MAX_BATCH_VOXELS cells per call: ten 16³ VEs go
+    as 8 + 2, three 32³ VEs one at a time (memory grows with the batch)."""
+    from types import SimpleNamespace
+
+    from matflow_vae3d.cp import simulate as S
+
+    calls = []
+
+    def fake(ves, phase, load, **kw):
+        calls.append((len(ves), ves[0].grain_map.shape[0]))
+        return [f"rec-{id(v)}" for v in ves]
+
+    monkeypatch.setattr(S, "_solve_builtin", fake)
+    ves = [SimpleNamespace(grain_map=np.zeros((16,) * 3)) for _ in range(10)]
+    ves += [SimpleNamespace(grain_map=np.zeros((32,) * 3)) for _ in range(3)]
+    opts = {"solver": "builtin", "phase": {}, "load": None, "device": "cpu", "dtype": None, "progress": False}
+    recs = S._solve_chunk(list(enumerate(ves)), {**opts, "numerics": {}})
+    assert calls == [(8, 16), (2, 16), (1, 32), (1, 32), (1, 32)]
+    assert sorted(recs) == list(range(13)) and recs[12] == f"rec-{id(ves[12])}"

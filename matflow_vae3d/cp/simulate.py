@@ -258,6 +258,12 @@ def _prepare_chunk(ves, ids, chunk, phase, load: LoadCase, solver: str) -> tuple
     return ready, records
 
 
+#: most cells the builtin solver takes in one call (8 VEs of 16^3); larger VEs go one at a
+#: time. Peak memory of a call: about 0.24 GB (Python, torch) + 24-33 kB per cell
+#: (docs/matflow.md "Memory of a CP task").
+MAX_BATCH_VOXELS = 8 * 16**3
+
+
 def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, SimulationRecord]:
     """Solve prepared ``(index, VE)`` pairs: the builtin solver batches VEs of one
     grid shape; DAMASK runs one job per VE. Returns {index: record}."""
@@ -266,18 +272,23 @@ def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, Simulati
         groups: dict[tuple, list] = {}
         for i, ve in ready:
             groups.setdefault(tuple(np.shape(ve.grain_map)), []).append((i, ve))
-        for group in groups.values():
-            recs = _solve_builtin(
-                [ve for _, ve in group],
-                opts["phase"],
-                opts["load"],
-                device=opts["device"],
-                dtype=opts["dtype"],
-                progress=opts["progress"],
-                **opts["numerics"],
-            )
-            for (i, _), rec in zip(group, recs):
-                records[i] = rec
+        for shape, group in groups.items():
+            # at most MAX_BATCH_VOXELS cells per solver call: memory grows with the batch
+            # (about 24-33 kB per cell), so 64^3 VEs are solved one at a time
+            per = max(1, MAX_BATCH_VOXELS // int(np.prod(shape)))
+            for s in range(0, len(group), per):
+                part = group[s : s + per]
+                recs = _solve_builtin(
+                    [ve for _, ve in part],
+                    opts["phase"],
+                    opts["load"],
+                    device=opts["device"],
+                    dtype=opts["dtype"],
+                    progress=opts["progress"],
+                    **opts["numerics"],
+                )
+                for (i, _), rec in zip(part, recs):
+                    records[i] = rec
         return records
     keep_jobs = opts["keep_jobs"]
     for i, ve in ready:
@@ -372,7 +383,8 @@ def simulate_dataset(
     data_path : VE dataset file (``vae3d generate``), or a sequence of VolumeElements
     out_path : CP results file; an existing one is resumed (VE ids already in it
         are skipped) when its material, load case, solver and lattice agree
-    batch_size : VEs per call of the builtin solver (DAMASK: one job per VE)
+    batch_size : VEs per chunk, solved together by the builtin solver up to
+        :data:`MAX_BATCH_VOXELS` cells per call (DAMASK: one job per VE)
     limit : only the first ``limit`` VEs of the dataset are considered
     keep_jobs : folder for DAMASK job directories (``<keep_jobs>/<ve_id>``), kept
         after the run; by default temporary ones, deleted unless the run failed
