@@ -19,12 +19,15 @@ N_CU=${3:-250}
 DEVICE=${4:-cpu}
 if [ "$DEVICE" = cpu ]; then WORKERS=${WORKERS:-$(nproc)}; else WORKERS=${WORKERS:-1}; fi
 mkdir -p "$OUT"
-# the Mg set ships (interim) in the package: start from it rather than from nothing
+# both sets ship in the package (data/reference): start from them rather than from nothing
 REF=$(python -c "from importlib.resources import files; print(files('matflow_vae3d') / 'data' / 'reference')")
-if [ ! -f "$OUT/mg_ves.h5" ] && [ -f "$REF/mg16_s301_ves.h5" ]; then
-  cp "$REF/mg16_s301_ves.h5" "$OUT/mg_ves.h5"
-  cp "$REF/mg16_s301_cp.h5" "$OUT/mg_cp.h5"
-fi
+for pair in "mg mg16_s301" "cu cu16_s302"; do
+  set -- $pair
+  if [ ! -f "$OUT/$1_ves.h5" ] && [ -f "$REF/$2_ves.h5" ]; then
+    cp "$REF/$2_ves.h5" "$OUT/$1_ves.h5"
+    cp "$REF/$2_cp.h5" "$OUT/$1_cp.h5"
+  fi
+done
 
 ves() {  # ves FILE LATTICE SEED N: generate or extend FILE to N VEs
   local file=$1 lattice=$2 seed=$3 n=$4 have=0

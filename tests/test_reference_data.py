@@ -15,7 +15,7 @@ REF = files("matflow_vae3d") / "data" / "reference"
 def test_reference_set_reads_joins_and_is_physical():
     r = read_results(str(REF / "mg16_s301_cp.h5"))
     n = len(r["ve_id"])
-    assert n >= 800 and set(r["status"]) == {"converged"}
+    assert n == 1200 and set(r["status"]) == {"converged"}
     with VEDataset(str(REF / "mg16_s301_ves.h5")) as ds:
         assert ds.lattice == "hP" and ds.grid == (16, 16, 16) and len(ds) == 1200
         assert list(r["ve_id"]) == ds.ve_ids[:n]
