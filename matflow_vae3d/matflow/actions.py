@@ -13,6 +13,7 @@ the run is marked failed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -530,8 +531,9 @@ def train_path_surrogate(fingerprints, path_CP_results, path_surrogate_config=No
     metrics = {"n_rows": int(len(rows)), "mae_mpa": path_metrics(table, mean, rows)["mae_mpa"]}
     metrics["zero_stress_mae_mpa"] = path_metrics(table, zero_prediction(table), rows)["mae_mpa"]
     if baseline and kind != "none":
-        bare = build_path_table(cps, None, "none", val, test, config.seed)
-        bare.split, bare.seed = table.split, table.seed
+        # the same rows without the microstructure (rebuilding from the files would keep
+        # rows whose VE has no fingerprint, and the row indices would no longer match)
+        bare = dataclasses.replace(table, X=table.X[:, :0], features="none", model_sha256="", inputs="")
         base = _train(bare, config, progress=_progress())
         metrics["no_microstructure_mae_mpa"] = path_metrics(bare, base.predict_members(None, bare.U).mean(0), rows)[
             "mae_mpa"
