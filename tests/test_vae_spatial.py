@@ -215,6 +215,43 @@ def test_train_vae_spatial_resume_fingerprints_and_summary(tmp_path):
     assert np.array_equal(read_fingerprints(tmp_path / "v1.h5")["summary"], np.ones((2, 3), np.float32))
 
 
+def test_train_vae_init_from_starts_a_new_run_from_a_models_weights(tmp_path):
+    """--init-from: a new run (fresh schedule) starts from another VAE's weights; the
+    architecture, config and lattice must match, and the source stays on record."""
+    import torch
+
+    from matflow_vae3d.vae.train import train_vae
+
+    train = write_set(tmp_path / "t.h5", 8, seed=0)
+    kw = dict(
+        preset="periodic",
+        overrides=dict(widths=(4, 4, 4), latent_channels=1),
+        batch_size=4,
+        accelerator="cpu",
+        progress=False,
+        warmup_steps=0,
+    )
+    train_vae(train, tmp_path / "a", epochs=1, **kw)
+    src, src_meta = load_model(tmp_path / "a" / "model.pt")
+    fresh = train_vae(train, tmp_path / "b", epochs=1, lr=1e-12, seed=5, **kw)
+    rec = train_vae(train, tmp_path / "c", epochs=1, lr=1e-12, seed=5, init_from=tmp_path / "a" / "model.pt", **kw)
+    assert rec["init_from"]["sha256"] == src_meta["sha256"] and rec["init_from"]["n_train"] == 8
+    assert "init_from" not in fresh
+    tuned = dict(load_model(tmp_path / "c" / "model.pt")[0].named_parameters())
+    other = dict(load_model(tmp_path / "b" / "model.pt")[0].named_parameters())
+    for k, v in src.named_parameters():  # lr ~ 0: the weights (not the norm statistics) are the source's
+        assert torch.allclose(tuned[k], v, atol=1e-6), k
+    assert any(not torch.allclose(other[k], v) for k, v in src.named_parameters())
+    with pytest.raises(ValueError, match="cannot start"):  # another config
+        train_vae(
+            train,
+            tmp_path / "d",
+            epochs=1,
+            init_from=tmp_path / "a" / "model.pt",
+            **{**kw, "overrides": dict(widths=(4, 4, 4), latent_channels=2)},
+        )
+
+
 def test_spatial_model_on_euler_angles_trains_with_the_paper_loss(tmp_path):
     """--representation euler: the spatial network on normalised Euler angles with
     BCE + spectral loss (the paper's representation, for comparison)."""

@@ -145,6 +145,12 @@ def _load(model_path, data=None):
 @click.option(
     "--resume/--no-resume", default=None, help="Resume from OUT/checkpoints/last.ckpt (default: refuse if it exists)."
 )
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Start a new run from this VAE's weights (same preset and lattice), "
+    "e.g. to train a shipped model further with a fresh learning-rate schedule.",
+)
 @click.option("--accelerator", default="auto", show_default=True)
 @click.option("--devices", default="auto", show_default=True, help="Number of devices (DDP over several GPUs).")
 @click.option("--strategy", default="auto", show_default=True, help="Lightning strategy, e.g. ddp.")
@@ -177,6 +183,7 @@ def train_vae(
     checkpoint_every,
     seed,
     resume,
+    init_from,
     accelerator,
     devices,
     strategy,
@@ -230,6 +237,7 @@ def train_vae(
             num_workers=num_workers,
             progress=progress,
             checkpoint_every_n_steps=checkpoint_every,
+            init_from=init_from,
         )
     out = Path(out_dir)
     if rec:  # rank 0 of a DDP run (or the only process)

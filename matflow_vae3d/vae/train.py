@@ -23,6 +23,7 @@ batch          16                                         8
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -57,6 +58,27 @@ class RunExists(ValueError):
     """OUT/checkpoints/last.ckpt exists and the caller did not say resume or not."""
 
 
+def _load_initial_weights(module, path, arch: str, config: dict, lattice: str) -> dict:
+    """Copy the weights of the VAE file ``path`` into ``module.net``; its record back."""
+    from .checkpoint import load_model
+
+    model, meta = load_model(path)
+    same = json.dumps(meta["config"], sort_keys=True) == json.dumps(config, sort_keys=True)
+    if meta["architecture"] != arch or not same or meta["lattice"] != lattice:
+        raise ValueError(
+            f"--init-from {path}: a {meta['lattice']} {meta['architecture']} VAE with config "
+            f"{meta['config']} cannot start a {lattice} {arch} run with config {config}"
+        )
+    module.net.load_state_dict(model.state_dict())
+    prior = meta.get("training") or {}
+    keep = ("epochs", "n_train", "lr", "wall_s_this_run", "train_wall_s", "global_step", "init_from")
+    return {
+        "path": str(Path(path).resolve()),
+        "sha256": meta.get("sha256", ""),
+        **{k: prior[k] for k in keep if k in prior},
+    }
+
+
 def train_vae(
     train,
     out,
@@ -86,6 +108,7 @@ def train_vae(
     progress: bool = True,
     checkpoint_every_n_steps: int = 0,
     record: dict | None = None,
+    init_from=None,
 ) -> dict:
     """Train a VAE and export ``out/model.pt``.
 
@@ -100,6 +123,11 @@ def train_vae(
         None refuses (RunExists) when that file exists.
     checkpoint_every_n_steps : also save last.ckpt every N optimiser steps (0: off).
     record : extra plain entries for the training record (e.g. data seeds).
+    init_from : a VAE model file or checkpoint whose weights start a new run
+        (fine-tuning, e.g. a shipped model with a fresh learning-rate schedule). Its
+        architecture, config and lattice must be the run's (ValueError otherwise);
+        ignored when the run resumes from its own last.ckpt. Its training record is
+        kept as ``init_from`` so that the total training time stays on record.
     Other arguments: see the module docstring; None = the architecture's default.
 
     Returns the training record (also stored in model.pt); an empty dict on the
@@ -148,6 +176,9 @@ def train_vae(
 
     L.seed_everything(seed, verbose=False)
     module = VAEModule(cfg.to_dict(), tr.lattice, architecture=arch, seed=seed, compile=compile, **hp)
+    init_record = None
+    if init_from is not None and not (resume and last.exists()):
+        init_record = _load_initial_weights(module, init_from, arch, cfg.to_dict(), tr.lattice)
     data = VEDataModule(train, val, batch_size=batch_size, num_workers=num_workers, seed=seed)
     trainer = make_trainer(
         out,
@@ -179,6 +210,8 @@ def train_vae(
         accelerator=type(trainer.accelerator).__name__,
         **hp,
     )
+    if init_record is not None:
+        rec["init_from"] = init_record
     module.training_record = rec
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if (resume and last.exists()) else None)

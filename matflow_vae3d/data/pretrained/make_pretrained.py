@@ -69,6 +69,11 @@ def main(argv=None):
     ap.add_argument("--n-edge", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init-from", default=None,
+                    help="start from this model's weights (e.g. the shipped one) with a fresh schedule")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    ap.add_argument("--warmup-steps", type=int, default=None)
+    ap.add_argument("--run-name", default=None, help="run folder under --work (default run_<lattice>)")
     ap.add_argument("--evaluate-only", action="store_true", help="skip training; evaluate and export")
     ap.add_argument("--no-export", action="store_true", help="do not write beside this file")
     args = ap.parse_args(argv)
@@ -89,13 +94,14 @@ def main(argv=None):
     data = {name: make_set(work, lat, name, n) for name, n in sizes.items()}
     print(f"data ready: {time.perf_counter() - t0:.0f} s", flush=True)
 
-    run = work / f"run_{lat}"
+    run = work / (args.run_name or f"run_{lat}")
     overrides = {"latent_channels": args.latent_channels}
     if not args.evaluate_only:
         t1 = time.perf_counter()
         train_vae(work / data["train"]["path"], run, val=work / data["val"]["path"], preset=args.preset,
                   overrides=overrides, epochs=args.epochs, seed=0, resume=True, progress=False,
-                  accelerator="cpu", checkpoint_every_n_steps=500,
+                  accelerator="cpu", checkpoint_every_n_steps=500, init_from=args.init_from,
+                  lr=args.lr, warmup_steps=args.warmup_steps,
                   record={"data": data, "torch_threads": args.threads, "recipe":
                           "matflow_vae3d/data/pretrained/make_pretrained.py " + " ".join(argv or sys.argv[1:])})
         print(f"training (this call): {time.perf_counter() - t1:.0f} s", flush=True)
