@@ -120,9 +120,7 @@ def main(argv=None):
         sur = train_path_surrogate(table, cfg, progress=False)
         dt = time.perf_counter() - t0
         sur.save(a.work / f"{name.replace('+', '_')}.pt", overwrite=True)
-        y = sur.predict_members(table.X if feats is not None else None, table.U)
-        mean = y.mean(axis=0)
-        std = y.std(axis=0, ddof=1) * (sur.calibration_scale or 1.0) if y.shape[0] > 1 else None
+        mean, std = sur.predict_targets(table.X if feats is not None else None, table.U)
         test = table.rows("test")
         m = path_metrics(table, mean, test, std)
         m.pop("mae_mpa_per_row")

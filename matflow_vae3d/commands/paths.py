@@ -93,9 +93,7 @@ def train_path_surrogate(
     test = table.rows("test")
     if len(test) == 0:
         return
-    y = sur.predict_members(table.X, table.U)
-    mean = y.mean(axis=0)
-    std = y.std(axis=0, ddof=1) * (sur.calibration_scale or 1.0) if y.shape[0] > 1 else None
+    mean, std = sur.predict_targets(table.X, table.U)
     model = path_metrics(table, mean, test, std)
     zero = path_metrics(table, zero_prediction(table), test)
     click.echo(f"held-out rows: {model['n_rows']} ({model['n_ves']} VEs); stress MAE per row, MPa")

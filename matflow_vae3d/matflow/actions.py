@@ -527,15 +527,18 @@ def train_path_surrogate(fingerprints, path_CP_results, path_surrogate_config=No
     if len(rows) == 0:
         rows = table.rows("val") if len(table.rows("val")) else table.rows("train")
         print("no held-out test VEs: metrics on the validation (or training) rows", flush=True)
-    mean = model.predict_members(table.X, table.U).mean(axis=0)
-    metrics = {"n_rows": int(len(rows)), "mae_mpa": path_metrics(table, mean, rows)["mae_mpa"]}
+    mean, std = model.predict_targets(table.X, table.U)
+    held = path_metrics(table, mean, rows, std)
+    metrics = {"n_rows": int(len(rows)), "mae_mpa": held["mae_mpa"]}
+    if "coverage_2sigma" in held:
+        metrics["coverage_2sigma"] = float(held["coverage_2sigma"])
     metrics["zero_stress_mae_mpa"] = path_metrics(table, zero_prediction(table), rows)["mae_mpa"]
     if baseline and kind != "none":
         # the same rows without the microstructure (rebuilding from the files would keep
         # rows whose VE has no fingerprint, and the row indices would no longer match)
         bare = dataclasses.replace(table, X=table.X[:, :0], features="none", model_sha256="", inputs="")
         base = _train(bare, config, progress=_progress())
-        metrics["no_microstructure_mae_mpa"] = path_metrics(bare, base.predict_members(None, bare.U).mean(0), rows)[
+        metrics["no_microstructure_mae_mpa"] = path_metrics(bare, base.predict_targets(None, bare.U)[0], rows)[
             "mae_mpa"
         ]
     png, png_rel = output_path("train_path_surrogate", "paths_heldout", ".png")

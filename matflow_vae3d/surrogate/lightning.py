@@ -98,6 +98,36 @@ class _OneBatch:
         yield self.X, self.Y
 
 
+class EpochHistory:
+    """Per-epoch losses of an ensemble fit, shared by both surrogates' Lightning modules.
+
+    ``add`` sums a batch's mean training loss weighted by its row count; ``close``
+    ends the epoch with the validation loss (NaN without validation rows) and returns
+    the epoch's training loss. ``history``: epoch, train_loss, val_loss lists.
+    """
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_loss": []}
+        self._sum, self._count = 0.0, 0
+
+    @property
+    def open(self) -> bool:
+        """Training batches seen since the last ``close``."""
+        return self._count > 0
+
+    def add(self, loss: float, rows: int) -> None:
+        self._sum += float(loss) * rows
+        self._count += rows
+
+    def close(self, epoch: int, val_loss: float = float("nan")) -> float:
+        train = self._sum / max(self._count, 1)
+        self._sum, self._count = 0.0, 0
+        self.history["epoch"].append(int(epoch))
+        self.history["train_loss"].append(train)
+        self.history["val_loss"].append(float(val_loss))
+        return train
+
+
 def _lightning_module(net: EnsembleMLP, lr: float, weight_decay: float):
     import lightning as L
 
@@ -111,14 +141,13 @@ def _lightning_module(net: EnsembleMLP, lr: float, weight_decay: float):
             M = net.n_members
             self.best = torch.full((M,), float("inf"))
             self.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            self.history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_loss": []}
-            self._sum, self._count = 0.0, 0
+            self.epochs = EpochHistory()
+            self.history = self.epochs.history
 
         def training_step(self, batch, batch_idx):
             x, y = batch
             per_member = ((self.net(x) - y) ** 2).mean(dim=(1, 2))
-            self._sum += float(per_member.detach().mean()) * x.shape[1]
-            self._count += x.shape[1]
+            self.epochs.add(float(per_member.detach().mean()), x.shape[1])
             return per_member.sum()
 
         def validation_step(self, batch, batch_idx):
@@ -130,23 +159,14 @@ def _lightning_module(net: EnsembleMLP, lr: float, weight_decay: float):
                 state = self.net.state_dict()
                 for k, v in state.items():
                     self.best_state[k][improved] = v.detach()[improved]
-            train = self._sum / max(self._count, 1)
-            self._sum, self._count = 0.0, 0
-            self.history["epoch"].append(int(self.current_epoch))
-            self.history["train_loss"].append(train)
-            self.history["val_loss"].append(float(per_member.mean()))
+            train = self.epochs.close(self.current_epoch, float(per_member.mean()))
             self.log("train_loss", train, prog_bar=True)
             self.log("val_loss", per_member.mean(), prog_bar=True)
             self.log("val_best", self.best.mean(), prog_bar=False)
 
         def on_train_epoch_end(self):
-            if self._count:  # no validation rows: record the training loss alone
-                train = self._sum / self._count
-                self._sum, self._count = 0.0, 0
-                self.history["epoch"].append(int(self.current_epoch))
-                self.history["train_loss"].append(train)
-                self.history["val_loss"].append(float("nan"))
-                self.log("train_loss", train, prog_bar=True)
+            if self.epochs.open:  # no validation rows: record the training loss alone
+                self.log("train_loss", self.epochs.close(self.current_epoch), prog_bar=True)
 
         def configure_optimizers(self):
             try:  # the fused CPU kernel is several times faster for these small tensors

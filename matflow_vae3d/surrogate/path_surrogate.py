@@ -26,7 +26,7 @@ from ..cp.loadcase import LoadCase
 from ..fileio import atomic_output
 from ..vae.fingerprints import check_same_vae
 from .ensemble import _to_plain, fit_calibration_scale, load_checkpoint
-from .lightning import fit_quietly
+from .lightning import EpochHistory, fit_quietly
 from .path_network import PathGRU
 from .path_table import N_SIGMA, PathTable, encode_loadcase, unvoigt
 from .table import Fingerprints
@@ -131,6 +131,24 @@ class PathSurrogate:
         scale = np.asarray(self.meta["target_scale"])
         return s * scale
 
+    def predict_targets(
+        self, X: np.ndarray | None, U: np.ndarray, calibrated: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Ensemble mean and spread of the targets (the one rule every caller uses).
+
+        X, U : as :meth:`predict_members`. Returns mean (n, T, N_TARGETS) (sigma Voigt
+        in Pa, then F - I) and std of the same shape: the members' standard deviation
+        times the validation-fitted calibration scale (``calibrated``), or None for a
+        single network (no spread).
+        """
+        y = self.predict_members(X, U)
+        if y.shape[0] < 2:
+            return y.mean(axis=0), None
+        std = y.std(axis=0, ddof=1)
+        if calibrated and self.calibration_scale is not None:
+            std = std * self.calibration_scale
+        return y.mean(axis=0), std
+
     def predict(self, X: np.ndarray | None, lc: LoadCase, calibrated: bool = True) -> dict[str, np.ndarray]:
         """Predicted response of n microstructures along one load path.
 
@@ -139,11 +157,8 @@ class PathSurrogate:
         """
         U = encode_loadcase(lc)
         n = 1 if self.n_features == 0 and X is None else len(np.asarray(X))
-        y = self.predict_members(X, np.broadcast_to(U, (n,) + U.shape))
-        mean = y.mean(axis=0)
-        std = y.std(axis=0, ddof=1) if y.shape[0] > 1 else np.zeros_like(mean)
-        if calibrated and self.calibration_scale is not None:
-            std = std * self.calibration_scale
+        mean, spread = self.predict_targets(X, np.broadcast_to(U, (n,) + U.shape), calibrated)
+        std = np.zeros_like(mean) if spread is None else spread
         zero = np.zeros((n, 1, 3, 3))
         sigma = np.concatenate([zero, unvoigt(mean[..., :N_SIGMA])], axis=1)
         sigma_std = np.concatenate([zero, unvoigt(std[..., :N_SIGMA])], axis=1)
@@ -182,8 +197,8 @@ def _lightning_module(net: PathGRU, cfg: PathTrainConfig, weights: torch.Tensor)
             self.net = net
             self.best = torch.full((net.n_members,), float("inf"))
             self.kept = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in net.members]
-            self.history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_loss": []}
-            self._sum, self._count = 0.0, 0
+            self.epochs = EpochHistory()
+            self.history = self.epochs.history
 
         def _loss(self, batch):
             x, u, y, m = batch
@@ -193,8 +208,7 @@ def _lightning_module(net: PathGRU, cfg: PathTrainConfig, weights: torch.Tensor)
 
         def training_step(self, batch, batch_idx):
             per_member = self._loss(batch)
-            self._sum += float(per_member.detach().mean()) * batch[0].shape[0]
-            self._count += batch[0].shape[0]
+            self.epochs.add(float(per_member.detach().mean()), batch[0].shape[0])
             return per_member.sum()
 
         def validation_step(self, batch, batch_idx):
@@ -205,22 +219,14 @@ def _lightning_module(net: PathGRU, cfg: PathTrainConfig, weights: torch.Tensor)
                 for i, member in enumerate(self.net.members):
                     if improved[i]:
                         self.kept[i] = {k: v.detach().clone() for k, v in member.state_dict().items()}
-            train = self._sum / max(self._count, 1)
-            self._sum, self._count = 0.0, 0
-            self.history["epoch"].append(int(self.current_epoch))
-            self.history["train_loss"].append(train)
-            self.history["val_loss"].append(float(per_member.mean()))
+            train = self.epochs.close(self.current_epoch, float(per_member.mean()))
             self.log("train_loss", train, prog_bar=True)
             self.log("val_loss", per_member.mean(), prog_bar=True)
             self.log("val_best", self.best.mean(), prog_bar=False)
 
         def on_train_epoch_end(self):
-            if self._count:  # no validation rows
-                train = self._sum / self._count
-                self._sum, self._count = 0.0, 0
-                self.history["epoch"].append(int(self.current_epoch))
-                self.history["train_loss"].append(train)
-                self.history["val_loss"].append(float("nan"))
+            if self.epochs.open:  # no validation rows: record the training loss alone
+                self.epochs.close(self.current_epoch)
 
         def configure_optimizers(self):
             return torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
