@@ -106,6 +106,42 @@ def test_damask_phase_and_bad_input(tmp_path):
     assert io.load_damask(vti, bad, lattice="fcc").lattice == "cF"
 
 
+def test_damask_job_files_have_one_layout_both_directions(tmp_path):
+    """A VE exported for DAMASK is a job the embedded solver reads, and a CP job the
+    DAMASK_grid driver writes is a VE the importer reads: one material.yaml layout."""
+    from matflow_vae3d.cp.damask_driver import write_inputs
+    from matflow_vae3d.cp.loadcase import LoadCase
+    from matflow_vae3d.cp.materials import get_phase
+    from matflow_vae3d.cp.simulate import read_damask_inputs
+
+    ve = make_ve(lattice="hP")
+    vti, mat = io.save_damask(ve, tmp_path / "export", get_phase("Mg"), phase_label="Mg")
+    paths = write_inputs(
+        tmp_path / "job",
+        ve.grain_map,
+        ve.quaternions,
+        get_phase("Mg"),
+        LoadCase.uniaxial(),
+        phase_name="Mg",
+        size=ve.size,
+    )
+    job = read_damask_inputs(vti, mat, paths["load"])
+    np.testing.assert_array_equal(job["grain_map"], ve.grain_map)
+    np.testing.assert_allclose(job["quaternions"], ve.quaternions, atol=1e-12)
+    assert job["phase_name"] == "Mg" and np.allclose(job["size"], ve.size)
+    same_ve(io.load_damask(paths["geom"], paths["material"]), ve, "hP")
+    mf = io.read_material_yaml(paths["material"])
+    assert mf.phase_of == ["Mg"] * len(ve.quaternions) and set(mf.homogenization_of) == {"SX"}
+    mf.check_full_field()
+    # the layout rules are the importer's too: a volume fraction other than 1 is refused by name
+    cfg = yaml.safe_load(mat.read_text())
+    cfg["material"][2]["constituents"][0]["v"] = 0.5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="material 2: volume fraction v=0.5"):
+        io.load_damask(vti, bad)
+
+
 def test_damask_import_reduces_to_fz(tmp_path):
     """Orientations outside the fundamental zone come back FZ-reduced and equivalent."""
     ve = make_ve(lattice="cF")

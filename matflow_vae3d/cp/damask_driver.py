@@ -91,12 +91,12 @@ def write_inputs(
     import damask
 
     from matflow_vae3d.cp.materials import material_config
+    from matflow_vae3d.microstructure.io import geom_grid
 
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
+    geom = geom_grid(grain_map, size)  # checks the grain map
     gm = np.asarray(grain_map)
-    if gm.ndim != 3 or not np.issubdtype(gm.dtype, np.integer):
-        raise ValueError(f"grain_map must be a 3-D integer array, got {gm.dtype} {gm.shape}")
     q = np.asarray(quaternions, dtype=np.float64)
     if gm.min() < 0 or gm.max() >= len(q):
         raise ValueError(f"grain_map indices span [{gm.min()}, {gm.max()}] but {len(q)} orientations are given")
@@ -104,7 +104,7 @@ def write_inputs(
     outputs = ph.setdefault("mechanical", {}).setdefault("output", [])
     ph["mechanical"]["output"] = list(outputs) + [o for o in ("F", "P") if o not in outputs]
     paths = {"geom": job_dir / GEOM_FILE, "material": job_dir / MATERIAL_FILE, "load": job_dir / LOAD_FILE}
-    damask.GeomGrid(gm.astype(np.int64), np.asarray(size, dtype=np.float64)).save(paths["geom"])
+    geom.save(paths["geom"])
     material_config(q, ph, phase_name).save(paths["material"])
     damask.LoadcaseGrid(load.to_damask()).save(paths["load"])
     if numerics:

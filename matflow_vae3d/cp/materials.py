@@ -25,12 +25,15 @@ import yaml
 from matflow_vae3d.cp.elasticity import REQUIRED as REQUIRED_HOOKE
 from matflow_vae3d.cp.elasticity import voigt_stiffness
 from matflow_vae3d.crystal import LATTICES, canonical_lattice
+from matflow_vae3d.microstructure.io import SX_HOMOGENIZATION, config_material
 
 #: folder holding one ``<Name>.yaml`` phase entry per preset.
 PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "materials"
 
 #: homogenization every material uses: one constituent per material point.
-HOMOGENIZATION = {"SX": {"N_constituents": 1, "mechanical": {"type": "pass"}}}
+#: the full-field single-crystal homogenization (owned by microstructure.io, which
+#: writes and reads the material.yaml layout)
+HOMOGENIZATION = SX_HOMOGENIZATION
 
 _PHASE_KEYS = {"lattice", "c/a", "rho", "references", "mechanical", "thermal", "damage"}
 _MECH_KEYS = {"output", "elastic", "plastic", "eigen"}
@@ -394,19 +397,15 @@ def material_config(ve_or_quaternions, phase: Mapping[str, Any], phase_name: str
 
     ve_or_quaternions : VolumeElement or (G, 4) quaternions (w, x, y, z), DAMASK
         convention; material g gets orientation g.
-    Homogenization ``SX`` (type pass, N_constituents 1), one constituent of
-    ``phase_name`` with v = 1 per material.
+    The quaternions and the phase's lattice are checked here; the layout
+    (homogenization ``SX`` of type pass, one constituent of ``phase_name`` with
+    v = 1 per material) is :func:`matflow_vae3d.microstructure.io.config_material`'s.
     """
-    import damask
-
     q = getattr(ve_or_quaternions, "quaternions", ve_or_quaternions)
     q = check_quaternions(q)
     if hasattr(ve_or_quaternions, "lattice"):
         check_lattice(phase, ve_or_quaternions.lattice)
-    cm = damask.ConfigMaterial()
-    cm["homogenization"] = copy.deepcopy(HOMOGENIZATION)
-    cm["phase"] = {phase_name: _plain(phase)}
-    return cm.material_add(O=q, phase=phase_name, homogenization="SX", v=np.ones(len(q)))
+    return config_material(q, _plain(phase), phase_name)
 
 
 def quaternions_of(config: Mapping[str, Any]) -> np.ndarray:

@@ -526,6 +526,8 @@ def read_damask_inputs(vti, material_yaml, load_yaml, *, solver: str = "builtin"
     """
     import damask
 
+    from matflow_vae3d.microstructure.io import read_material_yaml
+
     for p in (vti, material_yaml, load_yaml):
         if not Path(p).is_file():
             raise FileNotFoundError(f"DAMASK input not found: {p}")
@@ -535,64 +537,18 @@ def read_damask_inputs(vti, material_yaml, load_yaml, *, solver: str = "builtin"
         raise ValueError(f"{vti}: not a DAMASK geometry (.vti) file ({exc})") from exc
     if geom.initial_conditions:
         raise ValueError(f"{vti}: initial conditions {sorted(geom.initial_conditions)} are not supported")
-    try:
-        cfg = dict(yaml.safe_load(Path(material_yaml).read_text()))
-    except Exception as exc:
-        raise ValueError(f"{material_yaml}: not a YAML mapping ({exc})") from exc
-    extra = set(cfg) - {"homogenization", "phase", "material"}
-    if extra:
-        raise ValueError(f"{material_yaml}: unsupported top-level keys {sorted(extra)}")
-    for key in ("homogenization", "phase", "material"):
-        if not cfg.get(key):
-            raise ValueError(f"{material_yaml}: missing or empty {key!r}")
-    phases = cfg["phase"]
-    if len(phases) != 1:
+    mf = read_material_yaml(material_yaml)  # the material.yaml layout rules (one owner)
+    if len(mf.phases) != 1:
         raise ValueError(
-            f"{material_yaml}: several phases ({', '.join(map(str, phases))}) are not supported; "
+            f"{material_yaml}: several phases ({', '.join(map(str, mf.phases))}) are not supported; "
             "the embedded solver handles single-phase polycrystals"
         )
-    phase_name, phase = next(iter(phases.items()))
+    mf.check_full_field()
+    phase_name, phase = next(iter(mf.phases.items()))
     phase = validate_phase(phase)
     if solver == "builtin":
         check_builtin_supported(phase, str(material_yaml))
-    used_h = {m.get("homogenization") for m in cfg["material"]}
-    for h in used_h:
-        if h not in cfg["homogenization"]:
-            raise ValueError(f"{material_yaml}: homogenization {h!r} is used but not defined")
-        hom = cfg["homogenization"][h] or {}
-        extra = set(hom) - {"N_constituents", "mechanical"}
-        if extra:
-            raise ValueError(
-                f"{material_yaml}: homogenization {h!r}: {sorted(extra)} not supported (only mechanical type pass)"
-            )
-        mtype = (hom.get("mechanical") or {}).get("type")
-        if mtype != "pass" or set(hom.get("mechanical") or {}) - {"type", "output"}:
-            raise ValueError(
-                f"{material_yaml}: homogenization {h!r}: mechanical type {mtype!r} not "
-                "supported (only 'pass', one constituent per material point)"
-            )
-        if int(hom.get("N_constituents", 1)) != 1:
-            raise ValueError(
-                f"{material_yaml}: homogenization {h!r}: N_constituents "
-                f"{hom.get('N_constituents')} not supported (only 1)"
-            )
-    quats = []
-    for k, m in enumerate(cfg["material"]):
-        cons = m.get("constituents") or []
-        if len(cons) != 1:
-            raise ValueError(f"{material_yaml}: material {k} has {len(cons)} constituents (only 1 supported)")
-        c = cons[0]
-        extra = set(c) - {"phase", "O", "v"}
-        if extra:
-            raise ValueError(f"{material_yaml}: material {k}: constituent keys {sorted(extra)} not supported")
-        if c.get("phase") != phase_name:
-            raise ValueError(f"{material_yaml}: material {k} refers to unknown phase {c.get('phase')!r}")
-        if "O" not in c:
-            raise ValueError(f"{material_yaml}: material {k} has no orientation 'O'")
-        if abs(float(c.get("v", 1.0)) - 1.0) > 1e-12:
-            raise ValueError(f"{material_yaml}: material {k}: volume fraction v={c['v']} (must be 1)")
-        quats.append([float(x) for x in c["O"]])
-    q = check_quaternions(np.asarray(quats), f"{material_yaml}")
+    q = check_quaternions(mf.quaternions, f"{material_yaml}")
     gm = np.asarray(geom.material)
     if gm.min() < 0 or gm.max() >= len(q):
         raise ValueError(

@@ -10,7 +10,10 @@ conventions: unit quaternions (w, x, y, z), passive (sample -> crystal), P = -1
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,25 +113,51 @@ def _atomic(path: Path, overwrite: bool):
 
 
 # ---------------------------------------------------------------------------- DAMASK
-def to_geomgrid(ve: VolumeElement):
-    """The VE's geometry as a :class:`damask.GeomGrid` (material = grain index)."""
-    import damask
-
-    return damask.GeomGrid(
-        material=ve.grain_map,
-        size=ve.size,
-        comments=[f"matflow-vae3d VE {ve.ve_id or ''}".strip(), f"lattice {ve.lattice}"],
-    )
+# The one owner of a DAMASK grid job's geometry (.vti) and material.yaml layout, both
+# directions: one single-constituent material per grain (material g = grain g, its
+# orientation as ``O``, v = 1) in homogenization ``SX`` of type pass. The embedded
+# solver's job reader and the DAMASK_grid driver (``cp``) call these; ``cp.loadcase``
+# owns load.yaml and ``cp.materials`` the phase schema.
 
 
-def to_config_material(ve: VolumeElement, phase: dict | None = None, phase_label: str | None = None):
-    """:class:`damask.ConfigMaterial` with one single-constituent material per grain.
+def geom_grid(grain_map: np.ndarray, size, comments: Sequence[str] = ()):
+    """:class:`damask.GeomGrid` of a grain map.
 
-    Homogenization ``SX`` (type pass); ``phase`` is a DAMASK phase definition (dict)
-    or None for a minimal elastic phase of the VE's lattice (Al, Fe or Mg constants).
+    grain_map : (nx, ny, nz) int, 0-based material (grain) index per cell;
+    size : (3,) m, the VE's edge lengths.
     """
     import damask
 
+    gm = np.asarray(grain_map)
+    if gm.ndim != 3 or not np.issubdtype(gm.dtype, np.integer):
+        raise ValueError(f"grain_map must be a 3-D integer array, got {gm.dtype} {gm.shape}")
+    return damask.GeomGrid(
+        material=gm.astype(np.int64), size=np.asarray(size, dtype=np.float64), comments=list(comments)
+    )
+
+
+def to_geomgrid(ve: VolumeElement):
+    """The VE's geometry as a :class:`damask.GeomGrid` (material = grain index)."""
+    return geom_grid(ve.grain_map, ve.size, [f"matflow-vae3d VE {ve.ve_id or ''}".strip(), f"lattice {ve.lattice}"])
+
+
+def config_material(quaternions: np.ndarray, phase: Mapping[str, Any], phase_label: str):
+    """:class:`damask.ConfigMaterial`: material g = one constituent of ``phase_label``
+    with orientation ``quaternions[g]`` ((G, 4), w x y z, DAMASK convention) and
+    v = 1, in homogenization ``SX`` (:data:`SX_HOMOGENIZATION`). The phase is written
+    as given (callers validate it)."""
+    import damask
+
+    q = np.asarray(quaternions, dtype=np.float64)
+    cfg = damask.ConfigMaterial(
+        {"homogenization": copy.deepcopy(SX_HOMOGENIZATION), "phase": {phase_label: _to_plain(dict(phase))}}
+    )
+    return cfg.material_add(O=q, phase=phase_label, homogenization="SX", v=np.ones(len(q)))
+
+
+def to_config_material(ve: VolumeElement, phase: dict | None = None, phase_label: str | None = None):
+    """:func:`config_material` of a VE; ``phase`` is a DAMASK phase definition (dict)
+    or None for a minimal elastic phase of the VE's lattice (Al, Fe or Mg constants)."""
     default_label, default_phase = MINIMAL_PHASES[ve.lattice]
     if phase is None:
         phase = default_phase
@@ -136,9 +165,99 @@ def to_config_material(ve: VolumeElement, phase: dict | None = None, phase_label
         raise ValueError(f"phase must be a DAMASK phase definition (dict), got {type(phase).__name__}")
     if "lattice" in phase and canonical_lattice(phase["lattice"]) != ve.lattice:
         raise ValueError(f"phase lattice {phase['lattice']!r} does not match the VE's {ve.lattice!r}")
-    label = phase_label or default_label
-    cfg = damask.ConfigMaterial({"homogenization": SX_HOMOGENIZATION, "phase": {label: phase}})
-    return cfg.material_add(O=damask.Rotation(ve.quaternions), phase=label, homogenization="SX")
+    return config_material(ve.quaternions, phase, phase_label or default_label)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaterialFile:
+    """A material.yaml read by :func:`read_material_yaml`.
+
+    quaternions : (n_materials, 4) float64, each material's ``O`` as written;
+    phase_of, homogenization_of : per material, the labels it uses;
+    phases, homogenizations : the definitions (label -> dict) the file holds.
+    """
+
+    path: str
+    quaternions: np.ndarray
+    phase_of: list[str]
+    homogenization_of: list[str]
+    phases: dict[str, Any]
+    homogenizations: dict[str, Any]
+
+    def used_phases(self) -> dict[str, Any]:
+        """The phase definitions some material uses (label -> dict), in first-use order."""
+        return {lab: self.phases[lab] for lab in dict.fromkeys(self.phase_of)}
+
+    def check_full_field(self) -> None:
+        """ValueError unless every used homogenization is the full-field single-crystal
+        one: mechanical type ``pass``, one constituent, no other keys."""
+        for h in dict.fromkeys(self.homogenization_of):
+            hom = self.homogenizations[h] or {}
+            extra = set(hom) - {"N_constituents", "mechanical"}
+            if extra:
+                raise ValueError(
+                    f"{self.path}: homogenization {h!r}: {sorted(extra)} not supported (only mechanical type pass)"
+                )
+            mech = hom.get("mechanical") or {}
+            if mech.get("type") != "pass" or set(mech) - {"type", "output"}:
+                raise ValueError(
+                    f"{self.path}: homogenization {h!r}: mechanical type {mech.get('type')!r} not "
+                    "supported (only 'pass', one constituent per material point)"
+                )
+            if int(hom.get("N_constituents", 1)) != 1:
+                raise ValueError(
+                    f"{self.path}: homogenization {h!r}: N_constituents {hom.get('N_constituents')} "
+                    "not supported (only 1)"
+                )
+
+
+def read_material_yaml(path) -> MaterialFile:
+    """Read a material.yaml of single-crystal materials, refusing by name what is not:
+    a material with other than one constituent, a constituent without ``O``, with
+    v != 1, with keys other than phase/O/v, or naming an undefined phase or
+    homogenization; top-level keys other than homogenization/phase/material."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except Exception as exc:
+        raise ValueError(f"{path}: not a YAML file ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: not a YAML mapping")
+    extra = set(cfg) - {"homogenization", "phase", "material"}
+    if extra:
+        raise ValueError(f"{path}: unsupported top-level keys {sorted(extra)}")
+    mats = cfg.get("material") or []
+    if not mats:
+        raise ValueError(f"{path} defines no materials")
+    phases, homs = dict(cfg.get("phase") or {}), dict(cfg.get("homogenization") or {})
+    quats, phase_of, hom_of = [], [], []
+    for k, m in enumerate(mats):
+        cons = (m or {}).get("constituents") or []
+        if len(cons) != 1:
+            raise ValueError(
+                f"{path}: material {k} has {len(cons)} constituents; "
+                "only single-crystal materials (one constituent) are supported"
+            )
+        c = cons[0]
+        extra = set(c) - {"phase", "O", "v"}
+        if extra:
+            raise ValueError(f"{path}: material {k}: constituent keys {sorted(extra)} not supported")
+        if c.get("phase") not in phases:
+            raise ValueError(f"{path}: material {k} refers to undefined phase {c.get('phase')!r}")
+        if m.get("homogenization") not in homs:
+            raise ValueError(f"{path}: material {k}: homogenization {m.get('homogenization')!r} is not defined")
+        if "O" not in c:
+            raise ValueError(f"{path}: material {k} has no orientation 'O'")
+        if abs(float(c.get("v", 1.0)) - 1.0) > 1e-12:
+            raise ValueError(f"{path}: material {k}: volume fraction v={c['v']} (must be 1)")
+        quats.append([float(x) for x in c["O"]])
+        phase_of.append(str(c["phase"]))
+        hom_of.append(str(m["homogenization"]))
+    return MaterialFile(str(path), np.asarray(quats, dtype=np.float64), phase_of, hom_of, phases, homs)
 
 
 def save_damask(
@@ -173,37 +292,19 @@ def save_damask(
 def load_damask(vti, material_yaml, lattice: str | None = None) -> VolumeElement:
     """VE from a DAMASK grid geometry (.vti) and its material.yaml.
 
-    Every material used by the geometry must have exactly one constituent (a
-    full-field single-crystal material); its ``O`` is the grain orientation. The
-    lattice comes from the phase definitions (``lattice`` key) or, when those are
-    empty, must be given.
+    The material.yaml is read by :func:`read_material_yaml` (single-constituent
+    materials; the constituent's ``O`` is the grain orientation). The lattice comes
+    from the used phase definitions (``lattice`` key) or, when those have none, must
+    be given.
     """
     import damask
 
-    vti, material_yaml = Path(vti), Path(material_yaml)
-    for p in (vti, material_yaml):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist")
+    vti = Path(vti)
+    if not vti.exists():
+        raise FileNotFoundError(f"{vti} does not exist")
+    mf = read_material_yaml(material_yaml)
     grid = damask.GeomGrid.load(vti)
-    cfg = damask.ConfigMaterial.load(material_yaml)
-    mats = cfg.get("material") or []
-    if not mats:
-        raise ValueError(f"{material_yaml} defines no materials")
-    quats, labels = [], set()
-    for k, m in enumerate(mats):
-        cons = m.get("constituents") or []
-        if len(cons) != 1:
-            raise ValueError(
-                f"{material_yaml}: material {k} has {len(cons)} constituents; "
-                f"only single-crystal materials (one constituent) are VEs"
-            )
-        quats.append(np.asarray(cons[0]["O"], dtype=np.float64))
-        labels.add(cons[0].get("phase"))
-    found = set()
-    for lab in labels:
-        ph = (cfg.get("phase") or {}).get(lab) or {}
-        if "lattice" in ph:
-            found.add(canonical_lattice(ph["lattice"]))
+    found = {canonical_lattice(ph["lattice"]) for ph in mf.used_phases().values() if "lattice" in (ph or {})}
     if len(found) > 1:
         raise ValueError(f"{material_yaml}: phases of different lattices {sorted(found)}; a VE is single-phase")
     if found:
@@ -214,7 +315,7 @@ def load_damask(vti, material_yaml, lattice: str | None = None) -> VolumeElement
         raise ValueError(f"{material_yaml} has no phase lattice: pass lattice ('cF', 'cI' or 'hP')")
     else:
         lat = canonical_lattice(lattice)
-    gm, q = _compact(np.asarray(grid.material), np.stack(quats))
+    gm, q = _compact(np.asarray(grid.material), mf.quaternions)
     return VolumeElement(
         gm, _fz(q, lat), lat, size=np.asarray(grid.size, float), params={"source": str(vti)}, ve_id=vti.stem
     )
