@@ -75,12 +75,14 @@ def _safe_name(ve_id) -> str:
 
 
 def _prepare(ve, phase: Mapping[str, Any], what: str) -> None:
-    """Per-VE checks; raise ValueError naming the problem."""
+    """The one per-VE check before a solver (ValueError naming the problem): unit
+    quaternions (zero rows are grains without an orientation) and the phase's lattice.
+    Shapes, finiteness and grain-map bounds are the VolumeElement's own checks; the
+    solvers trust what passed here."""
     check_quaternions(ve.quaternions, what)
     check_lattice(phase, ve.lattice, what)
-    gm = np.asarray(ve.grain_map)
-    if gm.size == 0 or gm.min() < 0 or gm.max() >= len(ve.quaternions):
-        raise ValueError(f"{what}: grain_map indices do not match its {len(ve.quaternions)} orientations")
+    if np.asarray(ve.grain_map).size == 0:
+        raise ValueError(f"{what}: has no cells")
 
 
 # ----------------------------------------------------------------- builtin solver
@@ -95,7 +97,7 @@ def _solve_builtin(
     if dtype is not None:
         kw["dtype"] = _torch_dtype(dtype)
     maps = np.stack([np.asarray(ve.grain_map) for ve in ves])
-    quats = [check_quaternions(ve.quaternions, f"VE {ve.ve_id!r}") for ve in ves]
+    quats = [np.asarray(ve.quaternions, dtype=np.float64) for ve in ves]  # checked by _prepare
     t0 = time.perf_counter()
     try:
         results = solve(maps, quats, phase, load, **kw)
