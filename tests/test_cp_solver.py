@@ -548,14 +548,32 @@ def test_grid_refinement_converges():
     assert d2 < 0.02 * np.abs(s[2]).max()
 
 
+def test_output_frequency_does_not_shift_the_states():
+    """f_out (DAMASK's output every N increments) does not thin or shift the embedded
+    solver's states: one per increment, at load.times()."""
+    import dataclasses
+
+    phase = mg_phase()
+    gm, q = voronoi_map(4, 5, seed=4)[None], [random_quats(5, 4)]
+    every = short_uniaxial(2, 1e-3)
+    sparse = LoadCase([dataclasses.replace(every.steps[0], f_out=2)])
+    a, b = solve(gm, q, phase, every)[0], solve(gm, q, phase, sparse)[0]
+    assert b.converged and b.sigma.shape == (3, 3, 3)
+    np.testing.assert_array_equal(a.t, b.t)
+    np.testing.assert_allclose(b.sigma, a.sigma, rtol=1e-12, atol=1e-6)
+
+
 def test_failing_ve_is_reported_and_batch_goes_on():
     phase = mg_phase()
     gm = np.stack([np.zeros((4, 4, 4), int), voronoi_map(4, 6, seed=1)])
     q = [random_quats(6, 2), random_quats(6, 3)]
     res = solve(gm, q, phase, short_uniaxial(2, 1e-3), max_iter=2, max_cutback=0)
     assert res[0].converged and res[0].n_converged == 2 and len(res[0].t) == 3
-    assert not res[1].converged and "increment 1" in res[1].reason
-    assert res[1].n_converged == 0 and len(res[1].t) == 1
+    assert np.isfinite(res[0].sigma).all() and res[0].status == "converged"
+    assert not res[1].converged and res[1].status == "failed" and "increment 1" in res[1].reason
+    # the failed VE keeps its unloaded state and is NaN after its last converged increment
+    assert res[1].n_converged == 0 and res[1].sigma.shape == (3, 3, 3)
+    assert np.isfinite(res[1].F[0]).all() and np.isnan(res[1].sigma[1:]).all()
 
 
 # ----------------------------------------------------------------------------- DAMASK

@@ -86,36 +86,48 @@ class SimulationRecord:
         )
 
     @classmethod
-    def from_solve_result(cls, res, load: LoadCase, *, ve_id=None, solver="builtin") -> SimulationRecord:
-        """Convert a :class:`matflow_vae3d.cp.spectral.SolveResult` (fields converged,
-        reason, t, F, P, sigma, n_converged, iterations, wall_s), padding the states to
-        n_inc + 1 with NaN and checking that converged states are finite."""
+    def from_states(
+        cls,
+        load: LoadCase,
+        *,
+        converged: bool,
+        reason: str,
+        F,
+        P,
+        sigma,
+        n_converged: int,
+        iterations=None,
+        wall_s: float = 0.0,
+        ve_id=None,
+        solver: str = "builtin",
+    ) -> SimulationRecord:
+        """A record from a solver's states: F, P, sigma (n_states, 3, 3) (numpy or torch,
+        n_states <= n_inc + 1, padded with NaN), the states after ``n_converged`` set to
+        NaN; 'converged' only when every increment converged with finite states."""
         n = load.n_increments + 1
         arrays = {}
-        for name in ("F", "P", "sigma"):
-            a = np.asarray(_numpy(getattr(res, name)), dtype=np.float64).reshape(-1, 3, 3)[:n]
+        for name, value in (("F", F), ("P", P), ("sigma", sigma)):
+            a = np.asarray(_numpy(value), dtype=np.float64).reshape(-1, 3, 3)[:n]
             full = np.full((n, 3, 3), np.nan)
             full[: len(a)] = a
             arrays[name] = full
-        n_conv = int(min(int(_numpy(res.n_converged)), n - 1))
+        n_conv = int(min(int(_numpy(n_converged)), n - 1))
         for a in arrays.values():
             a[n_conv + 1 :] = np.nan
-        converged = bool(res.converged) and n_conv == n - 1
-        reason = (
-            "" if converged else (str(getattr(res, "reason", "") or "") or f"{n_conv}/{n - 1} increments converged")
-        )
-        if converged and not all(np.isfinite(a).all() for a in arrays.values()):
-            converged, reason = False, "solver reported convergence but the states contain NaN/inf"
+        ok = bool(converged) and n_conv == n - 1
+        why = "" if ok else (str(reason or "") or f"{n_conv}/{n - 1} increments converged")
+        if ok and not all(np.isfinite(a).all() for a in arrays.values()):
+            ok, why = False, "solver reported convergence but the states contain NaN/inf"
         return cls(
             ve_id=ve_id,
             solver=solver,
-            status="converged" if converged else "failed",
-            converged=converged,
-            reason=reason,
+            status="converged" if ok else "failed",
+            converged=ok,
+            reason=why,
             t=load.times(),
             n_converged=n_conv,
-            iterations=_numpy(getattr(res, "iterations", None)),
-            wall_s=float(getattr(res, "wall_s", 0.0) or 0.0),
+            iterations=_numpy(iterations),
+            wall_s=float(wall_s or 0.0),
             **arrays,
         )
 

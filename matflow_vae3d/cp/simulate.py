@@ -119,10 +119,10 @@ def _solve_builtin(
         ]
     if len(results) != len(ves):
         raise RuntimeError(f"solver returned {len(results)} results for {len(ves)} VEs")
-    records = [SimulationRecord.from_solve_result(r, load, ve_id=ve.ve_id) for r, ve in zip(results, ves)]
-    for rec in records:  # the solver reports the batch's time; store each VE's share
+    for rec, ve in zip(results, ves):  # the solver reports the batch's time; store each VE's share
+        rec.ve_id = ve.ve_id
         rec.wall_s /= len(ves)
-    return records
+    return results
 
 
 # ------------------------------------------------------------------ DAMASK solver

@@ -19,7 +19,6 @@ Entry point: :func:`solve`.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 from . import elasticity
 from .loadcase import LoadCase
 from .phenopowerlaw import from_phase
+from .results import SimulationRecord
 
 DEFAULT_NUMERICS = dict(
     tol_div=1e-5,  # rms of the non-equilibrated (compatible) part of P / |mean P|
@@ -59,28 +59,6 @@ GROW_ITERS = 6
 TRIAL_OVERSHOOT = 2.0
 MAX_PRE_LEVEL = 6
 FLOAT32_NUMERICS = dict(tol_div=1e-4, tol_bc=1e-4, tol_bc_abs=10.0, tol_div_abs=10.0)
-
-
-@dataclasses.dataclass
-class SolveResult:
-    """Per-VE record of a run.
-
-    t: (n_states,) s; F: (n_states, 3, 3) mean deformation gradient; P: (n_states, 3, 3) Pa
-    mean first Piola-Kirchhoff stress; sigma: (n_states, 3, 3) Pa plain mean over cells of
-    sigma = P F^T / det F; n_converged: converged increments; iterations: (n_inc,) Newton
-    iterations per converged increment (summed over sub-steps); wall_s: seconds for the
-    whole batch.
-    """
-
-    converged: bool
-    reason: str
-    t: np.ndarray
-    F: np.ndarray
-    P: np.ndarray
-    sigma: np.ndarray
-    n_converged: int
-    iterations: np.ndarray
-    wall_s: float
 
 
 _HEAP_KEPT = False
@@ -424,7 +402,7 @@ def solve(
     progress=False,
     size=(1.0, 1.0, 1.0),
     **numerics,
-) -> list[SolveResult]:
+) -> list[SimulationRecord]:
     """Run the load case on a batch of VEs of one grid.
 
     material_maps: (B, nx, ny, nz) int, 0-based grain index per cell, indexed [ix, iy, iz].
@@ -432,8 +410,10 @@ def solve(
     phase: DAMASK material.yaml phase entry (Hooke + phenopowerlaw).
     load: :class:`~matflow_vae3d.cp.loadcase.LoadCase`.
     numerics: overrides of ``DEFAULT_NUMERICS``.
-    Returns one :class:`SolveResult` per VE; a VE that fails keeps its states up to the last
-    converged increment and the others go on.
+    Returns one :class:`~matflow_vae3d.cp.results.SimulationRecord` per VE (ve_id None,
+    wall_s the batch's): a state per increment, t = ``load.times()``; a VE that fails
+    keeps its states up to the last converged increment (NaN after) and the others go
+    on. ``f_out`` of the load steps does not thin the states (DAMASK's output option).
     """
     t_start = time.perf_counter()
     unknown = set(numerics) - set(DEFAULT_NUMERICS)
@@ -453,108 +433,136 @@ def solve(
     if torch.device(device).type == "cpu":
         _keep_freed_memory()
     batch = _Batch(law, maps, quaternions, size, torch.device(device), dtype, num)
-    B = batch.B
-
-    Fr, Pr, Sr = batch.record()
-    recF, recP, recS = [[Fr[b]] for b in range(B)], [[Pr[b]] for b in range(B)], [[Sr[b]] for b in range(B)]
-    rect = [[0.0] for _ in range(B)]
-    alive = np.ones(B, dtype=bool)
-    reason = [""] * B
-    n_conv = np.zeros(B, dtype=int)
-    iters: list[list[int]] = [[] for _ in range(B)]
-    t = 0.0
-    n_total = load.n_increments
-    bar = tqdm(total=n_total, disable=not progress, desc="CP increments", leave=False)
+    states = _States(batch.B, load.n_increments, batch.record())
+    sched = _Schedule(batch.B, num["max_cutback"])
+    bar = tqdm(total=load.n_increments, disable=not progress, desc="CP increments", leave=False)
     inc = 0
-    start_level = np.zeros(B, dtype=int)  # sub-step level each VE starts its next increment on
-    # levels that do not count as cutbacks: the first increment's up-front sub-steps, until
-    # the VE has converged on a longer step (max_cutback halvings are allowed below them)
-    free = np.zeros(B, dtype=int)
     for step in load.steps:
-        mask = step.stress_mask
         Fbar_start = batch._mean(batch.F).cpu().numpy()  # (B, 3, 3)
         dt = step.t / step.N
         if inc == 0:
-            # first increment, nothing to extrapolate from: where the elastic predictor overshoots
-            # the flow stress by more than TRIAL_OVERSHOOT (Cu preset: 16x at dt = 0.5 s), start
-            # on sub-steps that overshoot by about that much; cutbacks come on top
-            Ftr = np.where(mask, np.eye(3), np.nan_to_num(_step_targets(step, np.eye(3), dt)))
-            x = batch.trial_overshoot(Ftr)
-            free = np.clip(np.ceil(np.log2(np.maximum(x, 1e-300) / TRIAL_OVERSHOOT)), 0, MAX_PRE_LEVEL).astype(int)
-            start_level = free.copy()
+            sched.first_increment(batch, step, dt)
         for k in range(step.N):
             inc += 1
-            # sub-steps of dt / 2^level: a VE that fails is cut back (level + 1, at most
-            # max_cutback); one that converged quickly doubles its next sub-step, within this
-            # increment and into the next (so a cutback, e.g. at the onset of plasticity, does
-            # not slow the rest of the run down)
-            todo = np.nonzero(alive)[0]
-            done = {int(b): Fraction(0) for b in todo}  # fraction of dt done
-            level = {int(b): int(start_level[b]) for b in todo}
-            it_sum = {int(b): 0 for b in todo}
-            pending = list(todo)
-            while pending:
-                # group VEs by their current sub-step level and progress
-                groups: dict[tuple, list[int]] = {}
-                for b in pending:
-                    groups.setdefault((level[b], done[b]), []).append(b)
-                pending = []
-                for (lev, fr), group in groups.items():
-                    ddt = dt / 2**lev
-                    tt = k * dt + float(fr) * dt + ddt
-                    members = np.array(group)
-                    idx = torch.as_tensor(members, device=batch.device)
-                    # targets per VE (start of step may differ per VE for stress comps; deformation
-                    # comps are identical) -> use the first VE's (all share the load)
-                    Faim = _step_targets(step, Fbar_start[members[0]], tt)
-                    conv, its, why = batch.increment(
-                        idx, Faim, step.stress, mask, ddt, give_up=lev < num["max_cutback"] + int(free[members].min())
-                    )
-                    for j, b in enumerate(members):
-                        b = int(b)
-                        it_sum[b] += int(its[j])
-                        if bool(conv[j]):
-                            done[b] = fr + Fraction(1, 2**lev)
-                            free[b] = min(free[b], lev)
-                            grow = lev > 0 and int(its[j]) <= GROW_ITERS
-                            start_level[b] = lev - 1 if grow else lev
-                            if done[b] < 1:
-                                level[b] = _fit_level(start_level[b], 1 - done[b])
-                                pending.append(b)
-                        elif lev < num["max_cutback"] + free[b]:
-                            level[b] = lev + 1
-                            pending.append(b)
-                        else:
-                            alive[b] = False
-                            reason[b] = f"increment {inc}: {why[j]} (after {lev - free[b]} cutbacks)"
-            t = t + dt
-            Fr, Pr, Sr = batch.record()
-            for b in np.nonzero(alive)[0]:
-                n_conv[b] += 1
-                iters[b].append(it_sum[int(b)])
-                if inc % step.f_out == 0:
-                    rect[b].append(t)
-                    recF[b].append(Fr[b])
-                    recP[b].append(Pr[b])
-                    recS[b].append(Sr[b])
+            its = _increment(batch, step, k, dt, Fbar_start, states, sched, inc)
+            states.commit(inc, its, batch.record())
             bar.update(1)
-            if not alive.any():
+            if not states.alive.any():
                 break
-        if not alive.any():
+        if not states.alive.any():
             break
     bar.close()
-    wall = time.perf_counter() - t_start
-    return [
-        SolveResult(
-            converged=bool(alive[b]),
-            reason=reason[b],
-            t=np.asarray(rect[b]),
-            F=np.asarray(recF[b]),
-            P=np.asarray(recP[b]),
-            sigma=np.asarray(recS[b]),
-            n_converged=int(n_conv[b]),
-            iterations=np.asarray(iters[b], dtype=int),
-            wall_s=wall,
-        )
-        for b in range(B)
-    ]
+    return states.records(load, time.perf_counter() - t_start)
+
+
+class _States:
+    """Per-VE volume averages of a run, one state per increment (state 0 unloaded; NaN
+    after a VE's last converged increment), its iterations and why it stopped."""
+
+    def __init__(self, B: int, n_increments: int, first) -> None:
+        self.F, self.P, self.S = (np.full((B, n_increments + 1, 3, 3), np.nan) for _ in range(3))
+        self.F[:, 0], self.P[:, 0], self.S[:, 0] = first
+        self.alive = np.ones(B, dtype=bool)
+        self.reason = [""] * B
+        self.n_conv = np.zeros(B, dtype=int)
+        self.iters: list[list[int]] = [[] for _ in range(B)]
+
+    def fail(self, b: int, why: str) -> None:
+        self.alive[b] = False
+        self.reason[b] = why
+
+    def commit(self, inc: int, its: dict[int, int], averages) -> None:
+        """Store increment ``inc``'s averages (F, P, sigma: (B, 3, 3)) of the VEs still alive."""
+        Fr, Pr, Sr = averages
+        for b in np.nonzero(self.alive)[0]:
+            self.n_conv[b] += 1
+            self.iters[b].append(its[int(b)])
+            self.F[b, inc], self.P[b, inc], self.S[b, inc] = Fr[b], Pr[b], Sr[b]
+
+    def records(self, load: LoadCase, wall_s: float) -> list[SimulationRecord]:
+        return [
+            SimulationRecord.from_states(
+                load,
+                converged=bool(self.alive[b]),
+                reason=self.reason[b],
+                F=self.F[b],
+                P=self.P[b],
+                sigma=self.S[b],
+                n_converged=int(self.n_conv[b]),
+                iterations=np.asarray(self.iters[b], dtype=int),
+                wall_s=wall_s,
+            )
+            for b in range(len(self.alive))
+        ]
+
+
+class _Schedule:
+    """Sub-step levels (sub-step = dt / 2^level) per VE.
+
+    ``start``: the level a VE starts its next increment on; ``free``: levels that do not
+    count as cutbacks (the first increment's up-front sub-steps, until the VE has
+    converged on a longer step); ``max_cutback`` halvings are allowed below them.
+    """
+
+    def __init__(self, B: int, max_cutback: int) -> None:
+        self.start = np.zeros(B, dtype=int)
+        self.free = np.zeros(B, dtype=int)
+        self.max_cutback = int(max_cutback)
+
+    def first_increment(self, batch: _Batch, step, dt: float) -> None:
+        """Nothing to extrapolate from: where the elastic predictor overshoots the flow
+        stress by more than TRIAL_OVERSHOOT (Cu preset: 16x at dt = 0.5 s), start on
+        sub-steps that overshoot by about that much; cutbacks come on top."""
+        Ftr = np.where(step.stress_mask, np.eye(3), np.nan_to_num(_step_targets(step, np.eye(3), dt)))
+        x = batch.trial_overshoot(Ftr)
+        self.free = np.clip(np.ceil(np.log2(np.maximum(x, 1e-300) / TRIAL_OVERSHOOT)), 0, MAX_PRE_LEVEL).astype(int)
+        self.start = self.free.copy()
+
+    def may_cut_back(self, b: int, level: int) -> bool:
+        return level < self.max_cutback + int(self.free[b])
+
+    def converged(self, b: int, level: int, iterations: int) -> None:
+        """A sub-step converged: a quick one doubles the next (within this increment and
+        into the next, so a cutback at the onset of plasticity does not slow the rest)."""
+        self.free[b] = min(self.free[b], level)
+        self.start[b] = level - 1 if (level > 0 and iterations <= GROW_ITERS) else level
+
+
+def _increment(batch: _Batch, step, k: int, dt: float, Fbar_start, states: _States, sched: _Schedule, inc: int):
+    """Take the VEs still alive through increment k of ``step`` on sub-steps; a VE that
+    fails is cut back (level + 1) until it may not, then marked failed in ``states``.
+    VEs on the same level and progress are solved together. Returns the Newton
+    iterations per VE (summed over its sub-steps)."""
+    todo = [int(b) for b in np.nonzero(states.alive)[0]]
+    done = {b: Fraction(0) for b in todo}  # fraction of dt done
+    level = {b: int(sched.start[b]) for b in todo}
+    it_sum = {b: 0 for b in todo}
+    pending = todo
+    while pending:
+        groups: dict[tuple, list[int]] = {}
+        for b in pending:
+            groups.setdefault((level[b], done[b]), []).append(b)
+        pending = []
+        for (lev, fr), group in groups.items():
+            ddt = dt / 2**lev
+            members = np.array(group)
+            # deformation targets are the same for every VE (they share the load): the first's
+            Faim = _step_targets(step, Fbar_start[members[0]], k * dt + float(fr) * dt + ddt)
+            give_up = lev < sched.max_cutback + int(sched.free[members].min())
+            conv, its, why = batch.increment(
+                torch.as_tensor(members, device=batch.device), Faim, step.stress, step.stress_mask, ddt, give_up=give_up
+            )
+            for j, b in enumerate(group):
+                it_sum[b] += int(its[j])
+                if bool(conv[j]):
+                    done[b] = fr + Fraction(1, 2**lev)
+                    sched.converged(b, lev, int(its[j]))
+                    if done[b] < 1:
+                        level[b] = _fit_level(sched.start[b], 1 - done[b])
+                        pending.append(b)
+                elif sched.may_cut_back(b, lev):
+                    level[b] = lev + 1
+                    pending.append(b)
+                else:
+                    states.fail(b, f"increment {inc}: {why[j]} (after {lev - sched.free[b]} cutbacks)")
+    return it_sum
