@@ -13,6 +13,7 @@ invalid phase, DAMASK_grid missing) are refused before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -401,38 +402,15 @@ def simulate_dataset(
     unusable material, an unsupported feature, a dataset lattice that differs from
     the material's, or a missing DAMASK_grid.
     """
-    from tqdm.auto import tqdm
-
     from matflow_vae3d.cp.results import ResultsWriter
 
-    _check_solver(solver)
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if limit is not None and int(limit) < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    if int(workers) < 1 or int(worker_threads) < 1:
-        raise ValueError(f"workers and worker_threads must be >= 1, got {workers} and {worker_threads}")
     load = as_loadcase(load)
-    phase_name, phase = load_phase(material)
-    if solver == "builtin":
-        check_builtin_supported(phase)
-        _torch_dtype(dtype)
-    else:
-        from matflow_vae3d.cp.damask_driver import find_damask_grid
-
-        find_damask_grid(damask_executable)
+    phase_name, phase = _check_settings(
+        solver, material, batch_size, limit, workers, worker_threads, dtype, damask_executable
+    )
     ves, ids, lattice, close = _open_ves(data_path)
     t_start = time.perf_counter()
-    summary: dict[str, Any] = {
-        "out": str(out_path),
-        "n_considered": 0,
-        "n_skipped": 0,
-        "n_run": 0,
-        "n_converged": 0,
-        "n_failed": 0,
-        "wall_s": 0.0,
-        "failed": [],
-    }
+    tally = _Tally(str(out_path))
     try:
         if lattice is not None:
             check_lattice(phase, lattice, "dataset")
@@ -450,29 +428,8 @@ def simulate_dataset(
             },
         )
         with writer:
-            done = writer.done_ids()
-            todo, seen = [], set(done)
-            for i in range(n):
-                if ids[i] in seen:
-                    continue
-                seen.add(ids[i])
-                todo.append(i)
-            summary["n_considered"] = n
-            summary["n_skipped"] = n - len(todo)
-            bar = tqdm(total=len(todo), unit="VE", desc=f"simulate ({solver})", disable=not progress)
-
-            def commit(rec: SimulationRecord) -> None:
-                writer.append(rec)
-                summary["n_run"] += 1
-                if rec.converged:
-                    summary["n_converged"] += 1
-                else:
-                    summary["n_failed"] += 1
-                    summary["failed"].append((rec.ve_id, rec.reason.split("\n")[0]))
-                bar.update(1)
-                bar.set_postfix(converged=summary["n_converged"], failed=summary["n_failed"])
-
-            step = int(batch_size) if solver == "builtin" else 1
+            todo = pending_rows(ids, n, writer.done_ids())
+            tally.summary.update(n_considered=n, n_skipped=n - len(todo))
             opts = dict(
                 solver=solver,
                 phase=phase,
@@ -489,28 +446,109 @@ def simulate_dataset(
                 damask_numerics=damask_numerics,
                 numerics=numerics,
             )
-
-            def prepared(chunk):
-                return _prepare_chunk(ves, ids, chunk, phase, load, solver)
-
+            step = int(batch_size) if solver == "builtin" else 1
             chunks = [todo[s : s + step] for s in range(0, len(todo), step)]
-            try:
-                if workers == 1:
-                    for chunk in chunks:
-                        ready, records = prepared(chunk)
-                        records.update(_solve_chunk(ready, opts))
-                        for i in chunk:
-                            rec = records[i]
-                            rec.ve_id = ids[i]
-                            commit(rec)
-                else:
-                    _run_pool(chunks, prepared, opts, int(workers), int(worker_threads), ids, commit)
-            finally:
-                bar.close()
+            with tally.progress(len(todo), f"simulate ({solver})", progress, writer.append) as commit:
+                run_chunks(
+                    chunks,
+                    lambda chunk: _prepare_chunk(ves, ids, chunk, phase, load, solver),
+                    opts,
+                    int(workers),
+                    int(worker_threads),
+                    ids,
+                    commit,
+                )
     finally:
         close()
-    summary["wall_s"] = time.perf_counter() - t_start
-    return summary
+    tally.summary["wall_s"] = time.perf_counter() - t_start
+    return tally.summary
+
+
+def _check_settings(solver, material, batch_size, limit, workers, worker_threads, dtype, damask_executable):
+    """Settings that concern every VE, refused before anything is written; returns
+    (phase_name, phase) of the material."""
+    _check_solver(solver)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and int(limit) < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    if int(workers) < 1 or int(worker_threads) < 1:
+        raise ValueError(f"workers and worker_threads must be >= 1, got {workers} and {worker_threads}")
+    phase_name, phase = load_phase(material)
+    if solver == "builtin":
+        check_builtin_supported(phase)
+        _torch_dtype(dtype)
+    else:
+        from matflow_vae3d.cp.damask_driver import find_damask_grid
+
+        find_damask_grid(damask_executable)
+    return phase_name, phase
+
+
+def pending_rows(ids: Sequence[str], n: int, done) -> list[int]:
+    """Rows among the first ``n`` whose id is neither in ``done`` (a results file's ids)
+    nor a repeat of an earlier row's id, in dataset order."""
+    todo, seen = [], set(done)
+    for i in range(n):
+        if ids[i] not in seen:
+            seen.add(ids[i])
+            todo.append(i)
+    return todo
+
+
+class _Tally:
+    """The summary of a campaign: counts and failures of the records committed."""
+
+    def __init__(self, out: str) -> None:
+        self.summary: dict[str, Any] = {
+            "out": out,
+            "n_considered": 0,
+            "n_skipped": 0,
+            "n_run": 0,
+            "n_converged": 0,
+            "n_failed": 0,
+            "wall_s": 0.0,
+            "failed": [],
+        }
+
+    @contextlib.contextmanager
+    def progress(self, total: int, desc: str, show: bool, write):
+        """A ``commit(record)`` that writes the record, counts it and moves a bar."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="VE", desc=desc, disable=not show)
+        s = self.summary
+
+        def commit(rec) -> None:
+            write(rec)
+            s["n_run"] += 1
+            if rec.converged:
+                s["n_converged"] += 1
+            else:
+                s["n_failed"] += 1
+                s["failed"].append((rec.ve_id, rec.reason.split("\n")[0]))
+            bar.update(1)
+            bar.set_postfix(converged=s["n_converged"], failed=s["n_failed"])
+
+        try:
+            yield commit
+        finally:
+            bar.close()
+
+
+def run_chunks(chunks, prepared, opts: Mapping[str, Any], workers: int, threads: int, ids, commit) -> None:
+    """Solve the chunks of rows (in this process, or ``workers`` processes of
+    ``threads`` torch threads) and ``commit`` each row's record in dataset order."""
+    if workers > 1:
+        _run_pool(chunks, prepared, opts, workers, threads, ids, commit)
+        return
+    for chunk in chunks:
+        ready, records = prepared(chunk)
+        records.update(_solve_chunk(ready, opts))
+        for i in chunk:
+            rec = records[i]
+            rec.ve_id = ids[i]
+            commit(rec)
 
 
 # ------------------------------------------------------------------ DAMASK inputs

@@ -21,7 +21,7 @@ from .loadcase import LoadCase
 from .loadpaths import random_path
 from .materials import check_builtin_supported, check_lattice, load_phase, phase_yaml
 from .path_results import PathResultsWriter
-from .simulate import _open_ves, _prepare_chunk, _solve_chunk, loadcase_yaml
+from .simulate import _open_ves, _prepare_chunk, loadcase_yaml, run_chunks
 
 
 def _pairs(
@@ -145,21 +145,27 @@ def simulate_paths(
                         numerics=numerics,
                     )
                     step = int(batch_size) if solver == "builtin" else 1
-                    for s in range(0, len(members), step):
-                        chunk = [v for v, _ in members[s : s + step]]
-                        ready, records = _prepare_chunk(ves, ids, chunk, phase, lc, solver)
-                        records.update(_solve_chunk(ready, opts))
-                        for v in chunk:
-                            rec = records[v]
-                            rec.ve_id = ids[v]
-                            w.append(rec, pid, text)
-                            summary["n_run"] += 1
-                            if rec.converged:
-                                summary["n_converged"] += 1
-                            else:
-                                summary["n_failed"] += 1
-                                summary["failed"].append((ids[v], pid, rec.reason.split("\n")[0]))
-                            bar.update(1)
+                    vs = [v for v, _ in members]
+
+                    def commit(rec, pid=pid, text=text):
+                        w.append(rec, pid, text)
+                        summary["n_run"] += 1
+                        if rec.converged:
+                            summary["n_converged"] += 1
+                        else:
+                            summary["n_failed"] += 1
+                            summary["failed"].append((rec.ve_id, pid, rec.reason.split("\n")[0]))
+                        bar.update(1)
+
+                    run_chunks(
+                        [vs[s : s + step] for s in range(0, len(vs), step)],
+                        lambda chunk, lc=lc: _prepare_chunk(ves, ids, chunk, phase, lc, solver),
+                        opts,
+                        1,
+                        1,
+                        ids,
+                        commit,
+                    )
             finally:
                 bar.close()
     finally:
