@@ -137,10 +137,8 @@ class _Batch:
         R = []
         for b in range(B):
             q = np.asarray(quats[b], dtype=float)
-            if q.ndim != 2 or q.shape[1] != 4:
+            if q.ndim != 2 or q.shape[1] != 4:  # values: checked where made (simulate._prepare)
                 raise ValueError(f"VE {b}: quaternions must be (n_grains, 4), got {q.shape}")
-            if not np.all(np.isfinite(q)) or np.any(np.linalg.norm(q, axis=1) < 1e-8):
-                raise ValueError(f"VE {b}: quaternions must be finite and non-zero")
             if maps[b].max() >= len(q):
                 raise ValueError(f"VE {b}: grain index {maps[b].max()} but only {len(q)} orientations")
             Rg = elasticity.quaternion_to_matrix(q)
@@ -406,7 +404,9 @@ def solve(
     """Run the load case on a batch of VEs of one grid.
 
     material_maps: (B, nx, ny, nz) int, 0-based grain index per cell, indexed [ix, iy, iz].
-    quaternions: sequence of B arrays (G_b, 4), (w, x, y, z), DAMASK convention.
+    quaternions: sequence of B arrays (G_b, 4), (w, x, y, z), DAMASK convention, unit
+        quaternions (the simulate functions check them with
+        :func:`~matflow_vae3d.cp.materials.check_quaternions`; not re-checked here).
     phase: DAMASK material.yaml phase entry (Hooke + phenopowerlaw).
     load: :class:`~matflow_vae3d.cp.loadcase.LoadCase`.
     numerics: overrides of ``DEFAULT_NUMERICS``.
