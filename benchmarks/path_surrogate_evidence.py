@@ -71,6 +71,44 @@ def uniaxial_agreement(sur, feats, table, uniaxial_cp: Path) -> dict:
     return {"n_ve": len(test_ves), "mae_mpa": float(err.mean()), "mae_mpa_final": float(err[:, -1].mean())}
 
 
+def unseen_paths(table) -> np.ndarray:
+    """Held-out rows whose path no training row has (held-out VEs x held-out paths)."""
+    seen = set(table.path_id[table.rows("train")])
+    test = table.rows("test")
+    return test[[p not in seen for p in table.path_id[test]]]
+
+
+def mae_on(table, pred, rows) -> float:
+    """Row-mean stress MAE (MPa) on ``rows``; NaN when there are none."""
+    return path_metrics(table, pred, rows)["mae_mpa"] if len(rows) else float("nan")
+
+
+def held_out_kind(table, cfg, kind: str, in_dist_mean) -> dict:
+    """Train again without any row of path ``kind`` (they become 'unused' in train and
+    val) and compare, on the held-out VEs' rows of that kind, with the model that saw
+    the kind in training (``in_dist_mean``) and with zero stress."""
+    import dataclasses
+
+    from matflow_vae3d.surrogate.path_table import path_kind
+
+    kinds = np.array([path_kind(p) for p in table.path_id])
+    split = np.where((kinds == kind) & (table.split != "test"), "unused", table.split)
+    rows = np.flatnonzero((kinds == kind) & (table.split == "test"))
+    if len(rows) == 0:
+        return {"kind": kind, "n_rows": 0}
+    without = dataclasses.replace(table, split=split)
+    sur = train_path_surrogate(without, cfg, progress=False)
+    mean, _ = sur.predict_targets(without.X if without.X.shape[1] else None, without.U)
+    return {
+        "kind": kind,
+        "n_rows": int(len(rows)),
+        "n_train_rows_removed": int(((kinds == kind) & (table.split == "train")).sum()),
+        "mae_mpa_never_seen": path_metrics(table, mean, rows)["mae_mpa"],
+        "mae_mpa_seen_in_training": path_metrics(table, in_dist_mean, rows)["mae_mpa"],
+        "mae_mpa_zero_stress": path_metrics(table, zero_prediction(table), rows)["mae_mpa"],
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ves", type=Path, required=True)
@@ -82,6 +120,12 @@ def main(argv=None):
     ap.add_argument("--max-epochs", type=int, default=400)
     ap.add_argument("--patience", type=int, default=40)
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=None, help="GRU layers (default: PathTrainConfig's)")
+    ap.add_argument(
+        "--hold-out-kind",
+        default="reversal",
+        help="path kind left out of training in one extra run of the first variant ('' for none)",
+    )
     ap.add_argument(
         "--variants",
         default="fingerprint,orientation,fingerprint+orientation,none",
@@ -96,11 +140,13 @@ def main(argv=None):
     if fp is not None:
         variants |= {"fingerprint": fp, "fingerprint+orientation": combined(fp, orient)}
     variants = {k: variants[k] for k in want}
-    cfg = PathTrainConfig(n_members=a.members, hidden=a.hidden, max_epochs=a.max_epochs, patience=a.patience)
+    extra = {} if a.layers is None else {"layers": a.layers}
+    cfg = PathTrainConfig(n_members=a.members, hidden=a.hidden, max_epochs=a.max_epochs, patience=a.patience, **extra)
     out: dict = {"config": vars(cfg) | {"val": VAL, "test": TEST}, "variants": {}}
     rows = [
-        "| predictor | held-out stress MAE (MPa) | R² | ±2σ coverage | epochs | train s |",
-        "|---|---|---|---|---|---|",
+        "| predictor | held-out stress MAE (MPa) | relative to path range | unseen paths MAE | R² "
+        "| ±2σ coverage | epochs | train s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     zero_done = False
     for name, feats in variants.items():
@@ -111,8 +157,10 @@ def main(argv=None):
             z = path_metrics(table, zero_prediction(table), table.rows("test"))
             z.pop("mae_mpa_per_row")
             out["zero_stress"] = z
+            zu = mae_on(table, zero_prediction(table), unseen_paths(table))
             rows.append(
-                f"| zero stress (constant) | {z['mae_mpa']:.2f} ± {z['mae_mpa_sd']:.2f} | {z['r2']:.3f} | – | – | – |"
+                f"| zero stress (constant) | {z['mae_mpa']:.2f} ± {z['mae_mpa_sd']:.2f} | "
+                f"{100 * z['relative_mae']:.1f} % | {zu:.2f} | {z['r2']:.3f} | – | – | – |"
             )
             out["summary"] = table.summary()
             zero_done = True
@@ -125,6 +173,8 @@ def main(argv=None):
         m = path_metrics(table, mean, test, std)
         m.pop("mae_mpa_per_row")
         m["epochs"], m["train_s"] = sur.meta["epochs_run"], dt
+        unseen = unseen_paths(table)
+        m["unseen_paths"] = {"n_rows": int(len(unseen)), "mae_mpa": mae_on(table, mean, unseen)}
         if a.uniaxial_cp:
             m["uniaxial_paper_case"] = uniaxial_agreement(sur, feats, table, a.uniaxial_cp)
         out["variants"][name] = m
@@ -132,8 +182,12 @@ def main(argv=None):
         plot_paths(table, mean, test, a.work / name.replace("+", "_") / "paths_test.png", std)
         cov = f"{100 * m['coverage_2sigma']:.1f} %" if "coverage_2sigma" in m else "–"
         mae = f"{m['mae_mpa']:.2f} ± {m['mae_mpa_sd']:.2f}"
-        rows.append(f"| GRU, {name} | {mae} | {m['r2']:.3f} | {cov} | {m['epochs']} | {dt:.0f} |")
+        rel, mu = f"{100 * m['relative_mae']:.1f} %", f"{m['unseen_paths']['mae_mpa']:.2f}"
+        rows.append(f"| GRU, {name} | {mae} | {rel} | {mu} | {m['r2']:.3f} | {cov} | {m['epochs']} | {dt:.0f} |")
         print(rows[-1], flush=True)
+        if a.hold_out_kind and name == want[0]:
+            out["held_out_kind"] = held_out_kind(table, cfg, a.hold_out_kind, mean)
+            print(f"held-out kind {a.hold_out_kind!r}: {out['held_out_kind']}", flush=True)
     (a.work / "evidence.json").write_text(json.dumps(out, indent=1, default=float))
     (a.work / "table.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))

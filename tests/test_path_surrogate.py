@@ -87,6 +87,26 @@ def _features(k, lattice="hP", sha="feat"):
     )
 
 
+def test_path_metrics_per_component_and_relative_to_the_path_range(tmp_path):
+    """An error of c on sigma_xx alone shows as c on xx, 0 elsewhere, c/6 per row and
+    c/6 over the row's stress range relative; zero stress has relative error <= 1."""
+    from matflow_vae3d.surrogate.path_evaluate import path_metrics, zero_prediction
+
+    _analytic_results(tmp_path / "a.h5", n_ves=6, paths_per_ve=2)
+    table = PT.build_path_table(tmp_path / "a.h5", None, "none", 0.0, 0.0, seed=0)
+    rows = np.arange(len(table))
+    pred = table.Y.copy()
+    pred[..., 0] += 6e6  # +6 MPa on sigma_xx
+    m = path_metrics(table, pred, rows)
+    assert m["mae_by_component"]["xx"] == pytest.approx(6.0)
+    assert all(m["mae_by_component"][c] == pytest.approx(0.0, abs=1e-9) for c in ("yy", "zz", "yz", "xz", "xy"))
+    assert m["mae_mpa"] == pytest.approx(1.0)
+    y = np.where(table.mask[..., None], table.Y[..., :6] / 1e6, np.nan)
+    span = np.nanmax(y, axis=(1, 2)) - np.nanmin(y, axis=(1, 2))
+    assert m["relative_mae"] == pytest.approx(np.mean(1.0 / span))
+    assert 0 < path_metrics(table, zero_prediction(table), rows)["relative_mae"] <= 1.0
+
+
 def test_sequence_model_learns_the_microstructure_effect(tmp_path):
     """On an analytic response the GRU started from the features beats the same GRU
     without them, which beats zero stress; the checkpoint round-trips and refuses

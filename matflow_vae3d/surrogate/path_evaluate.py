@@ -2,7 +2,10 @@
 
 Errors are over the 6 Cauchy stress components and every real increment of a row
 (the unloaded state 0 is excluded): a row's error is its mean |predicted - CP| in MPa;
-the headline is the mean +- standard deviation of the row errors. ``r2`` is over all
+the headline is the mean +- standard deviation of the row errors. ``mae_by_component``
+is per Voigt component (xx, yy, zz, yz, xz, xy); ``relative_mae`` is the mean over rows
+of the row error divided by the row's stress range (max - min over its increments and
+components), the scale-free error of a path. ``r2`` is over all
 (row, increment, component) values; ``mae_by_kind`` groups rows by path kind;
 ``mae_free_strain`` is the mean |error| (in 1e-3) of the deformation components the
 path leaves free (those whose stress is prescribed). Trivial baseline: zero stress
@@ -43,6 +46,9 @@ def path_metrics(table: PathTable, pred: np.ndarray, rows: np.ndarray, std: np.n
     mask9 = table.U[rows][..., 9:18] > 0.5  # stress prescribed -> deformation free
     free = mask9 & m[..., None]
     d_err = np.abs(pred[rows][..., N_SIGMA:] - table.Y[rows][..., N_SIGMA:]) / 1e-3
+    comp = (err * m[..., None]).sum(axis=(0, 1)) / m.sum()
+    y_real = np.where(m[..., None], y, np.nan)
+    span = np.nanmax(y_real, axis=(1, 2)) - np.nanmin(y_real, axis=(1, 2))
     out: dict[str, Any] = {
         "n_rows": int(len(rows)),
         "n_ves": int(len(set(table.ve_id[rows]))),
@@ -51,6 +57,8 @@ def path_metrics(table: PathTable, pred: np.ndarray, rows: np.ndarray, std: np.n
         "mae_mpa_per_row": per_row.tolist(),
         "rmse_mpa": float(np.sqrt(np.mean((pt - yt) ** 2))),
         "r2": float(1 - np.sum((pt - yt) ** 2) / ss_tot) if ss_tot > 0 else float("nan"),
+        "mae_by_component": {"xyz"[i] + "xyz"[j]: float(v) for (i, j), v in zip(VOIGT, comp)},
+        "relative_mae": float(np.mean(per_row / np.maximum(span, 1e-9))),
         "mae_by_kind": {k: float(per_row[kinds == k].mean()) for k in sorted(set(kinds))},
         "rows_by_kind": {k: int((kinds == k).sum()) for k in sorted(set(kinds))},
         "mae_free_strain_1e-3": float(d_err[free].mean()) if free.any() else float("nan"),
