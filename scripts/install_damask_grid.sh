@@ -42,8 +42,16 @@ fi
 
 export PETSC_DIR=${PETSC_DIR:-/usr/lib/petsc}
 [ -f "$PETSC_DIR/lib/petsc/conf/petscvariables" ] || { echo "error: no PETSc in PETSC_DIR=$PETSC_DIR (install petsc-dev)" >&2; exit 1; }
+# DAMASK's FFTW module includes fftw3-mpi.f03, which Debian puts in /usr/include, a
+# folder gfortran does not search for Fortran includes
+FFTW_INC=${FFTW_INC:-/usr/include}
+[ -f "$FFTW_INC/fftw3-mpi.f03" ] || { echo "error: no fftw3-mpi.f03 in FFTW_INC=$FFTW_INC (install libfftw3-mpi-dev)" >&2; exit 1; }
+# and PETSc's link line names HDF5's C library only: DAMASK also needs its Fortran one
+HDF5_LIBDIR=${HDF5_LIBDIR:-$(dirname "$(find /usr/lib -name 'libhdf5_fortran.so' -path '*openmpi*' 2>/dev/null | head -1)")}
+[ -f "$HDF5_LIBDIR/libhdf5_fortran.so" ] || { echo "error: no libhdf5_fortran.so in HDF5_LIBDIR=$HDF5_LIBDIR (install libhdf5-openmpi-dev)" >&2; exit 1; }
 mkdir -p "$PREFIX/bin"
-cmake -S "$SRC" -B "$SRC/build/grid" -DDAMASK_SOLVER=grid -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_BUILD_TYPE=RELEASE
+cmake -S "$SRC" -B "$SRC/build/grid" -DDAMASK_SOLVER=grid -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_BUILD_TYPE=RELEASE \
+    -DBUILDCMD_POST="-I$FFTW_INC -L$HDF5_LIBDIR -lhdf5_fortran"
 cmake --build "$SRC/build/grid" --parallel "$JOBS" --target install
 echo "DAMASK_grid $(cat "$SRC/VERSION") -> $PREFIX/bin/DAMASK_grid ($(( $(date +%s) - t0 )) s)"
 case ":$PATH:" in *":$PREFIX/bin:"*) ;; *) echo "add $PREFIX/bin to PATH (or pass --damask-grid $PREFIX/bin/DAMASK_grid)";; esac

@@ -403,3 +403,53 @@ def test_result_file_lacking_a_converged_increment_fails(tmp_path):
     assert np.isnan(rec.sigma[3]).all()
     keep = [0, 1, 2, 4]
     np.testing.assert_allclose(rec.sigma[keep], sigma[keep], rtol=1e-12, atol=1e-12 * np.abs(sigma).max())
+
+
+# ------------------------------------------------------------ a genuine DAMASK output
+GENUINE = Path(__file__).parent / "data" / "damask_genuine"
+
+REPLAY = """#!{python}
+# replays a genuine DAMASK_grid run: writes its job.hdf5 and job.sta where DAMASK would
+import shutil, sys
+shutil.copy({hdf5!r}, "job.hdf5")
+shutil.copy({sta!r}, "job.sta")
+print("replayed DAMASK_grid output")
+"""
+
+
+def test_genuine_damask_grid_output_is_read_and_matches_the_embedded_solver(tmp_path):
+    """A real DAMASK_grid 3.0 run (8^3 Mg VE of 6 grains, uniaxial x to 0.2 % in 2
+    increments; tests/data/damask_genuine, made by scripts/install_damask_grid.sh's build)
+    read through run_job: converged, the .sta's iterations, F_xx = 1 + rate t, free
+    lateral stresses, and sigma_xx equal to the embedded solver's on the same inputs."""
+    from matflow_vae3d.cp.simulate import simulate_damask_inputs
+
+    name = "mg8_s808"
+    job = tmp_path / "job"
+    job.mkdir()
+    for kind in ("grid.vti", "material.yaml", "load.yaml"):
+        shutil.copy(GENUINE / f"{name}.{kind}", job / kind)
+    exe = tmp_path / "replay_DAMASK_grid"
+    exe.write_text(
+        REPLAY.format(python=sys.executable, hdf5=str(GENUINE / f"{name}.hdf5"), sta=str(GENUINE / f"{name}.sta"))
+    )
+    exe.chmod(0o755)
+    load = LoadCase.from_damask(GENUINE / f"{name}.load.yaml")
+    rec = D.run_job(job, load, executable=str(exe), ve_id=name)
+    assert rec.converged and rec.status == "converged" and rec.n_converged == 2, rec.reason
+    np.testing.assert_array_equal(rec.iterations, [7, 8])
+    np.testing.assert_allclose(rec.F[:, 0, 0], 1 + 1e-3 * load.times(), rtol=1e-9)
+    assert np.abs(rec.P[1:, 1, 1]).max() < 1e-3 * np.abs(rec.P[1:, 0, 0]).max()
+    r = damask.Result(job / "job.hdf5")
+    assert r.version_major == 1 and "DAMASK_grid 3.0" in str(h5_attr(job / "job.hdf5", "creator"))
+    assert int(np.prod(r.cells)) == 512 and len(r.increments) == 3
+    emb = simulate_damask_inputs(*(GENUINE / f"{name}.{k}" for k in ("grid.vti", "material.yaml", "load.yaml")))
+    assert emb.converged
+    np.testing.assert_allclose(emb.sigma[1:, 0, 0], rec.sigma[1:, 0, 0], rtol=1e-3)  # 43.0 and 78.0 MPa
+
+
+def h5_attr(path, key):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f.attrs[key]
