@@ -453,3 +453,33 @@ def h5_attr(path, key):
 
     with h5py.File(path, "r") as f:
         return f.attrs[key]
+
+
+FAILING = """#!{python}
+# replays the end of a genuine failed DAMASK_grid run (N_iter_max 3: cutbacks exceeded)
+import shutil, sys
+shutil.copy({sta!r}, "job.sta")
+sys.stdout.write(open({log!r}).read())
+sys.exit(1)
+"""
+
+
+def test_damask_own_error_message_leads_the_failure_reason(tmp_path):
+    """A real DAMASK_grid failure (its log's error box) is recorded per VE with DAMASK's
+    own reason on the first line, the one that summaries and exports show."""
+    log = (GENUINE / "failed_cutbacks.log").read_text()
+    assert D.damask_error(log) == "DAMASK error 950: max number of cutbacks exceeded, terminating"
+    assert D.damask_error("no box here\n") == ""
+    exe = tmp_path / "failing_DAMASK_grid"
+    exe.write_text(
+        FAILING.format(
+            python=sys.executable, sta=str(GENUINE / "failed_cutbacks.sta"), log=str(GENUINE / "failed_cutbacks.log")
+        )
+    )
+    exe.chmod(0o755)
+    gm, q = _ve()
+    rec = D.simulate_damask(gm, q, get_phase("Mg"), LoadCase.uniaxial(N=2), tmp_path / "job", executable=str(exe))
+    assert rec.status == "failed" and rec.n_converged == 0 and np.isnan(rec.sigma[1:]).all()
+    first = rec.reason.split("\n")[0]
+    assert first.startswith("DAMASK_grid exited with code 1 (DAMASK error 950: max number of cutbacks exceeded")
+    assert "0/2 increments converged" in first and "job kept in" in first

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -173,6 +174,32 @@ def tail(path, n: int = 15) -> str:
     return "\n".join(lines[-n:])
 
 
+_BOX_TITLE = re.compile(r"^\s*[│|]\s*error\s+(\d+)\s*[│|]\s*$")
+
+
+def damask_error(log_text: str) -> str:
+    """DAMASK's own message from its last error box in a log ('' if there is none), e.g.
+    'DAMASK error 950: max number of cutbacks exceeded, terminating'."""
+    found = ""
+    lines = log_text.splitlines()
+    for k, line in enumerate(lines):
+        m = _BOX_TITLE.match(line)
+        if not m:
+            continue
+        msg = []
+        for body in lines[k + 1 :]:
+            b = body.strip()
+            if b.startswith(("└", "+-", "\\")) or not b:
+                break
+            if b.startswith(("├", "|-")):
+                continue
+            text = b.strip("│|").strip()
+            if text:
+                msg.append(text)
+        found = f"DAMASK error {m.group(1)}" + (f": {' '.join(msg)}" if msg else "")
+    return found
+
+
 # ------------------------------------------------------------------------- outputs
 def read_sta(path) -> dict[str, np.ndarray]:
     """Parse a DAMASK status file (.sta): one row per converged (sub)increment.
@@ -318,7 +345,8 @@ def run_job(
     if run.timed_out:
         problems.append(f"DAMASK_grid timed out after {timeout} s")
     elif run.returncode != 0:
-        problems.append(f"DAMASK_grid exited with code {run.returncode}")
+        own = damask_error(Path(run.log).read_text(errors="replace")) if Path(run.log).is_file() else ""
+        problems.append(f"DAMASK_grid exited with code {run.returncode}" + (f" ({own})" if own else ""))
     if reached < n_inc:
         problems.append(f"{reached}/{n_inc} increments converged (job.sta)")
     if read_error:
