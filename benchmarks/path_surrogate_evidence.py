@@ -46,15 +46,17 @@ def orientation_xyz(ves: Path, work: Path) -> Path:
     return out
 
 
-def uniaxial_agreement(sur, feats, table, uniaxial_cp: Path) -> dict:
+def uniaxial_agreement(sur, feats, table, uniaxial_cp: Path, fp=None) -> dict:
     """The paper's load case predicted by the path model for the held-out VEs that
-    have a uniaxial CP curve: sigma_xx MAE (MPa, states 1..n) against that curve."""
+    have a uniaxial CP curve: sigma_xx MAE (MPa, states 1..n) against that curve and,
+    given ``fp`` (the fingerprints the shipped uniaxial surrogate reads), against the
+    shipped uniaxial surrogate's prediction for the same VEs (and its own error)."""
     from matflow_vae3d.cp.loadcase import LoadCase
     from matflow_vae3d.surrogate.table import read_stresses
 
     st = read_stresses(uniaxial_cp)
     ok = st.status == "converged"
-    curve = {v: st.sigma[k] for k, v in enumerate(st.ve_id) if ok[k]}
+    curve = {v: st.sigma[k][:, 0, 0] / 1e6 for k, v in enumerate(st.ve_id) if ok[k]}  # Pa -> MPa
     test_ves = sorted(set(table.ve_id[table.rows("test")]) & set(curve))
     if not test_ves:
         return {"n_ve": 0}
@@ -68,7 +70,17 @@ def uniaxial_agreement(sur, feats, table, uniaxial_cp: Path) -> dict:
     if cp.shape[1] != pred.shape[1]:
         return {"n_ve": 0, "note": f"uniaxial CP has {cp.shape[1]} states, the paper's load case {pred.shape[1]}"}
     err = np.abs(pred[:, 1:] - cp[:, 1:])
-    return {"n_ve": len(test_ves), "mae_mpa": float(err.mean()), "mae_mpa_final": float(err[:, -1].mean())}
+    out = {"n_ve": len(test_ves), "mae_mpa": float(err.mean()), "mae_mpa_final": float(err[:, -1].mean())}
+    if fp is not None:
+        from matflow_vae3d.surrogate.ensemble import Surrogate
+        from matflow_vae3d.surrogate.from_ves import pretrained_surrogate_path
+
+        uni = Surrogate.load(pretrained_surrogate_path("Mg"))
+        r = {v: k for k, v in enumerate(fp.ve_id)}
+        mean, _ = uni.predict(fp.mu[[r[v] for v in test_ves]])
+        out["vs_uniaxial_surrogate_mpa"] = float(np.abs(pred[:, 1:] - mean[:, 1:]).mean())
+        out["uniaxial_surrogate_mae_mpa"] = float(np.abs(mean[:, 1:] - cp[:, 1:]).mean())
+    return out
 
 
 def unseen_paths(table) -> np.ndarray:
@@ -134,7 +146,12 @@ def main(argv=None):
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     want = a.variants.split(",")
-    fp = read_fingerprints(fingerprints(a.ves, a.work, a.vae)) if any("fingerprint" in w for w in want) else None
+    # the fingerprint as the CLI reads it by default: its decoded statistics where the file has them
+    fp = (
+        read_fingerprints(fingerprints(a.ves, a.work, a.vae), inputs="auto")
+        if any("fingerprint" in w for w in want)
+        else None
+    )
     orient = read_fingerprints(orientation_xyz(a.ves, a.work))
     variants = {"orientation": orient, "none": None}
     if fp is not None:
@@ -176,7 +193,7 @@ def main(argv=None):
         unseen = unseen_paths(table)
         m["unseen_paths"] = {"n_rows": int(len(unseen)), "mae_mpa": mae_on(table, mean, unseen)}
         if a.uniaxial_cp:
-            m["uniaxial_paper_case"] = uniaxial_agreement(sur, feats, table, a.uniaxial_cp)
+            m["uniaxial_paper_case"] = uniaxial_agreement(sur, feats, table, a.uniaxial_cp, fp)
         out["variants"][name] = m
         (a.work / name.replace("+", "_")).mkdir(exist_ok=True)
         plot_paths(table, mean, test, a.work / name.replace("+", "_") / "paths_test.png", std)
