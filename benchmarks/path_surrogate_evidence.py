@@ -83,6 +83,19 @@ def uniaxial_agreement(sur, feats, table, uniaxial_cp: Path, fp=None) -> dict:
     return out
 
 
+def hold_out_paths(table, fraction: float):
+    """Rows whose path is among the held-out ``fraction`` of path ids (seeded hash) leave
+    train and val ('unused'); test rows keep them, so that unseen_paths finds them."""
+    import dataclasses
+
+    from matflow_vae3d.surrogate.table import split_by_id
+
+    paths = sorted(set(table.path_id))
+    held = {p for p, sp in zip(paths, split_by_id(paths, 0.0, fraction, seed=1)) if sp == "test"}
+    leave = np.array([p in held for p in table.path_id]) & (table.split != "test")
+    return dataclasses.replace(table, split=np.where(leave, "unused", table.split))
+
+
 def unseen_paths(table) -> np.ndarray:
     """Held-out rows whose path no training row has (held-out VEs x held-out paths)."""
     seen = set(table.path_id[table.rows("train")])
@@ -133,6 +146,15 @@ def main(argv=None):
     ap.add_argument("--patience", type=int, default=40)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=None, help="GRU layers (default: PathTrainConfig's)")
+    ap.add_argument("--lr", type=float, default=None, help="default: PathTrainConfig's")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: PathTrainConfig's")
+    ap.add_argument(
+        "--path-test-fraction",
+        type=float,
+        default=0.0,
+        help="also hold out this fraction of the paths (by id hash): their rows leave training, "
+        "and 'unseen paths' is held-out VEs x held-out paths",
+    )
     ap.add_argument(
         "--hold-out-kind",
         default="reversal",
@@ -157,7 +179,7 @@ def main(argv=None):
     if fp is not None:
         variants |= {"fingerprint": fp, "fingerprint+orientation": combined(fp, orient)}
     variants = {k: variants[k] for k in want}
-    extra = {} if a.layers is None else {"layers": a.layers}
+    extra = {k: v for k, v in (("layers", a.layers), ("lr", a.lr), ("batch_size", a.batch_size)) if v is not None}
     cfg = PathTrainConfig(n_members=a.members, hidden=a.hidden, max_epochs=a.max_epochs, patience=a.patience, **extra)
     out: dict = {"config": vars(cfg) | {"val": VAL, "test": TEST}, "variants": {}}
     rows = [
@@ -169,6 +191,8 @@ def main(argv=None):
     for name, feats in variants.items():
         kind = "none" if feats is None else ("orientation" if name == "orientation" else "fingerprint")
         table = build_path_table(a.paths_cp, feats, kind, VAL, TEST, seed=0)
+        if a.path_test_fraction > 0:
+            table = hold_out_paths(table, a.path_test_fraction)
         if not zero_done:
             print(table.summary(), flush=True)
             z = path_metrics(table, zero_prediction(table), table.rows("test"))
