@@ -448,7 +448,12 @@ def simulate_dataset(
             )
             step = int(batch_size) if solver == "builtin" else 1
             chunks = [todo[s : s + step] for s in range(0, len(todo), step)]
-            with tally.progress(len(todo), f"simulate ({solver})", progress, writer.append) as commit:
+            with tally.progress(len(todo), f"simulate ({solver})", progress) as done:
+
+                def commit(rec) -> None:
+                    writer.append(rec)
+                    done(rec)
+
                 run_chunks(
                     chunks,
                     lambda chunk: _prepare_chunk(ves, ids, chunk, phase, load, solver),
@@ -497,12 +502,13 @@ def pending_rows(ids: Sequence[str], n: int, done) -> list[int]:
 
 
 class _Tally:
-    """The summary of a campaign: counts and failures of the records committed."""
+    """The summary of a campaign: counts and failures of the records committed.
+    ``considered``: the name of the count of rows considered (n_considered, n_pairs)."""
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, out: str, considered: str = "n_considered") -> None:
         self.summary: dict[str, Any] = {
             "out": out,
-            "n_considered": 0,
+            considered: 0,
             "n_skipped": 0,
             "n_run": 0,
             "n_converged": 0,
@@ -512,26 +518,26 @@ class _Tally:
         }
 
     @contextlib.contextmanager
-    def progress(self, total: int, desc: str, show: bool, write):
-        """A ``commit(record)`` that writes the record, counts it and moves a bar."""
+    def progress(self, total: int, desc: str, show: bool, unit: str = "VE"):
+        """Yields ``done(record, *tag)``: count a written record (a failure as
+        (ve_id, *tag, first line of its reason)) and move a progress bar."""
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="VE", desc=desc, disable=not show)
+        bar = tqdm(total=total, unit=unit, desc=desc, disable=not show)
         s = self.summary
 
-        def commit(rec) -> None:
-            write(rec)
+        def done(rec, *tag) -> None:
             s["n_run"] += 1
             if rec.converged:
                 s["n_converged"] += 1
             else:
                 s["n_failed"] += 1
-                s["failed"].append((rec.ve_id, rec.reason.split("\n")[0]))
+                s["failed"].append((rec.ve_id, *tag, rec.reason.split("\n")[0]))
             bar.update(1)
             bar.set_postfix(converged=s["n_converged"], failed=s["n_failed"])
 
         try:
-            yield commit
+            yield done
         finally:
             bar.close()
 

@@ -21,7 +21,7 @@ from .loadcase import LoadCase
 from .loadpaths import random_path
 from .materials import check_builtin_supported, check_lattice, load_phase, phase_yaml
 from .path_results import PathResultsWriter
-from .simulate import _open_ves, _prepare_chunk, loadcase_yaml, run_chunks
+from .simulate import _open_ves, _prepare_chunk, _Tally, loadcase_yaml, run_chunks
 
 
 def _pairs(
@@ -87,8 +87,6 @@ def simulate_paths(
     Settings that concern every pair (material, lattice, pairing) are refused before
     anything is written; a pair that diverges is a 'failed' row with its reason.
     """
-    from tqdm.auto import tqdm
-
     if solver not in ("builtin", "damask"):
         raise ValueError(f"unknown solver {solver!r}: use builtin or damask")
     phase_name, phase = load_phase(material)
@@ -100,16 +98,8 @@ def simulate_paths(
         find_damask_grid()
     ves, ids, lattice, close = _open_ves(data_path)
     t0 = time.perf_counter()
-    summary: dict[str, Any] = {
-        "out": str(out_path),
-        "n_pairs": 0,
-        "n_skipped": 0,
-        "n_run": 0,
-        "n_converged": 0,
-        "n_failed": 0,
-        "wall_s": 0.0,
-        "failed": [],
-    }
+    tally = _Tally(str(out_path), "n_pairs")
+    summary = tally.summary
     try:
         if lattice is not None:
             check_lattice(phase, lattice, "dataset")
@@ -123,8 +113,7 @@ def simulate_paths(
             groups: dict[str, list] = {}
             for v, pid, lc in todo:
                 groups.setdefault(pid, []).append((v, lc))
-            bar = tqdm(total=len(todo), unit="pair", desc=f"paths ({solver})", disable=not progress)
-            try:
+            with tally.progress(len(todo), f"paths ({solver})", progress, unit="pair") as count:
                 for pid, members in groups.items():
                     lc = members[0][1]
                     text = loadcase_yaml(lc)
@@ -149,13 +138,7 @@ def simulate_paths(
 
                     def commit(rec, pid=pid, text=text):
                         w.append(rec, pid, text)
-                        summary["n_run"] += 1
-                        if rec.converged:
-                            summary["n_converged"] += 1
-                        else:
-                            summary["n_failed"] += 1
-                            summary["failed"].append((rec.ve_id, pid, rec.reason.split("\n")[0]))
-                        bar.update(1)
+                        count(rec, pid)
 
                     run_chunks(
                         [vs[s : s + step] for s in range(0, len(vs), step)],
@@ -166,8 +149,6 @@ def simulate_paths(
                         ids,
                         commit,
                     )
-            finally:
-                bar.close()
     finally:
         close()
     summary["wall_s"] = time.perf_counter() - t0
