@@ -131,6 +131,11 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=10000)
     ap.add_argument("--patience", type=int, default=200)
     ap.add_argument("--only", default="table,curve,active")
+    ap.add_argument(
+        "--test-originals",
+        action="store_true",
+        help="evaluate on held-out originals only: rotated copies (vae3d rotate-cp) of held-out VEs leave the test set",
+    )
     args = ap.parse_args(argv)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -150,6 +155,12 @@ def main(argv=None):
         "orientation": build_table(ori, st, val_fraction=VAL, test_fraction=TEST),
         "fingerprint+orientation": build_table(combined(fp, ori), st, val_fraction=VAL, test_fraction=TEST),
     }
+    if args.test_originals:
+        from matflow_vae3d.microstructure.symmetry import rotation_index
+
+        for key, t in tables.items():
+            copy = np.array([rotation_index(v) > 0 for v in t.ve_id])
+            tables[key] = dataclasses.replace(t, split=np.where(copy & (t.split == "test"), "unused", t.split))
     tab = tables["fingerprint"]
     for t in tables.values():  # the same VEs in every split
         assert (t.ve_id == tab.ve_id).all() and (t.split == tab.split).all()

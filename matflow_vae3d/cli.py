@@ -20,6 +20,7 @@ COMMANDS = {
     # crystal plasticity
     "simulate": "matflow_vae3d.commands.cp:simulate",
     "simulate-paths": "matflow_vae3d.commands.cp:simulate_paths_cmd",
+    "rotate-cp": "matflow_vae3d.commands.cp:rotate_cp",
     # VAE
     "train-vae": "matflow_vae3d.commands.vae:train_vae",
     "fingerprint": "matflow_vae3d.commands.vae:fingerprint",
@@ -45,6 +46,7 @@ SHORT_HELP = {
     "convert": "Import/export VEs: DAMASK .vti, DREAM.3D, MatFlow volume_element.",
     "simulate": "Run crystal-plasticity uniaxial tension on VEs (builtin or DAMASK).",
     "simulate-paths": "Run crystal plasticity along load paths (VE x path pairs, full tensors).",
+    "rotate-cp": "Rotated copies of VEs and their CP results (exact, no new solve).",
     "train-vae": "Train the 3D ResNet VAE on VE datasets.",
     "fingerprint": "Encode VEs to fingerprints (the VAE's latent mean mu).",
     "reconstruct": "Decode VEs and draw input vs reconstruction mid-slices.",

@@ -137,6 +137,8 @@ def test_split_is_deterministic_stable_and_has_the_requested_fractions():
         frac = np.mean(a == name)
         assert abs(frac - p) < 4 * math.sqrt(p * (1 - p) / len(ids)), (name, frac)
     assert np.mean(a != split_by_id(ids, 0.1, 0.2, seed=4)) > 0.2  # the seed matters
+    # rotated copies (vae3d rotate-cp) share their original's split
+    np.testing.assert_array_equal(split_by_id([f"{v}@r07" for v in ids[:200]], 0.1, 0.2, seed=3), a[:200])
     with pytest.raises(ValueError, match="sum < 1"):
         split_by_id(ids, 0.6, 0.5)
 

@@ -313,3 +313,65 @@ def simulate_paths_cmd(
         f"{s['n_converged']} converged, {s['n_failed']} failed, {s['n_skipped']} of {s['n_pairs']} pairs already "
         f"in {Path(out_path).name} ({s['wall_s']:.1f} s)"
     )
+
+
+@click.command("rotate-cp")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True), help="VE dataset.")
+@click.option(
+    "--cp",
+    "cp_specs",
+    required=True,
+    multiple=True,
+    metavar="FILE[:ROTATIONS]",
+    help="CP results of those VEs (path results, or uniaxial results) and the rotations to write: "
+    "'all' (default, 24), 'axes' (x, y, z: 3) or indices 0..23 (0 = as is); repeat for several files.",
+)
+@click.option(
+    "--uniaxial-path-id",
+    default="uniaxial_results",
+    show_default=True,
+    help="Path id the rows of a uniaxial CP results file get.",
+)
+@click.option("--out-ves", required=True, type=click.Path(dir_okay=False), help="VE dataset of originals and copies.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Path results file.")
+@click.option(
+    "--keep-uniaxial",
+    is_flag=True,
+    help="Write a uniaxial CP results file instead (one --cp, a uniaxial results file; only rotations that "
+    "leave its load case unchanged: ROTATIONS 'invariant' takes all of them, 8 for tension along x).",
+)
+@click.option("--no-progress", is_flag=True)
+def rotate_cp(data_path, cp_specs, uniaxial_path_id, out_ves, out_path, keep_uniaxial, no_progress):
+    """Rotated copies of CP results, exact without a new solve: each VE turned by the
+    cube's 90° rotations, each load path and its stresses turned with it (the CP model
+    is frame-indifferent). Training data for a path surrogate; copies keep their
+    original's train/val/test split. Resumable.
+
+    \b
+      vae3d rotate-cp --data ves.h5 --cp paths_cp.h5 --cp uniaxial_cp.h5:axes --out-ves aug_ves.h5 --out aug_cp.h5
+      vae3d rotate-cp --data ves.h5 --cp cp.h5:invariant --keep-uniaxial --out-ves aug_ves.h5 --out aug_cp.h5
+    """
+    from matflow_vae3d.cp.rotations import write_rotated_dataset, write_rotated_results
+    from matflow_vae3d.microstructure.symmetry import parse_rotations
+
+    try:
+        plan = []
+        for spec in cp_specs:
+            path, _, rots = spec.rpartition(":") if ":" in Path(spec).name else (spec, "", "all")
+            if not Path(path).is_file():
+                raise ValueError(f"--cp {spec}: no such file {path}")
+            plan.append((path, rots if keep_uniaxial and rots == "invariant" else parse_rotations(rots)))
+        if keep_uniaxial:
+            if len(plan) != 1:
+                raise ValueError("--keep-uniaxial takes exactly one --cp (a uniaxial CP results file)")
+            c = write_rotated_results(data_path, plan[0][0], plan[0][1], out_ves, out_path, progress=not no_progress)
+        else:
+            c = write_rotated_dataset(
+                data_path, plan, out_ves, out_path, uniaxial_path_id=uniaxial_path_id, progress=not no_progress
+            )
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"wrote {c['rows']} rows ({c['rows_already_there']} already there) to {out_path} "
+        f"and {c['ves']} VEs to {out_ves}"
+    )

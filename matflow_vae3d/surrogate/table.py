@@ -287,15 +287,19 @@ def split_by_id(
     u = first 64 bits of sha256(f"{seed}:{ve_id}") / 2**64 in [0, 1): ``val`` if
     u < val_fraction, ``test`` if val_fraction <= u < val_fraction + test_fraction,
     else ``train``. A VE's split therefore depends only on its id and the seed, not on
-    the other rows, so adding rows never moves existing ones. Returns (n,) str.
+    the other rows, so adding rows never moves existing ones. A rotated copy
+    (``<ve_id>@r<k>``, :mod:`matflow_vae3d.microstructure.symmetry`) hashes its
+    original's id, so it always shares its original's split. Returns (n,) str.
     """
+    from ..microstructure.symmetry import base_id
+
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(
             f"need 0 <= val_fraction, test_fraction and their sum < 1; got {val_fraction}, {test_fraction}"
         )
     out = []
     for vid in ve_ids:
-        h = hashlib.sha256(f"{int(seed)}:{vid}".encode()).digest()
+        h = hashlib.sha256(f"{int(seed)}:{base_id(vid)}".encode()).digest()
         u = int.from_bytes(h[:8], "big") / 2.0**64
         out.append("val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train")
     return np.asarray(out, dtype=object)
