@@ -1,6 +1,6 @@
 """Prediction speed of the load-path surrogate: N paths of T increments (default
-10,000 x 100) through the default network (GRU 2 x 128, 3 members, 79 features), one
-and two threads, beside the embedded CP solver's time for one path.
+10,000 x 100) through the default network (PathTrainConfig's: one GRU layer of 64, 3
+members, 79 features), one and two threads.
 
     python benchmarks/bench_predict_path.py [--n 10000] [--steps 100] [--members 3]
 
@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from matflow_vae3d.surrogate.path_network import PathGRU  # noqa: E402
-from matflow_vae3d.surrogate.path_surrogate import PathSurrogate  # noqa: E402
+from matflow_vae3d.surrogate.path_surrogate import PathSurrogate, PathTrainConfig  # noqa: E402
 from matflow_vae3d.surrogate.path_table import N_STEP_INPUTS, N_TARGETS  # noqa: E402
 
 
@@ -29,13 +29,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--members", type=int, default=3)
-    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--members", type=int, default=PathTrainConfig.n_members)
+    ap.add_argument("--hidden", type=int, default=PathTrainConfig.hidden)
+    ap.add_argument("--layers", type=int, default=PathTrainConfig.layers)
     ap.add_argument("--features", type=int, default=79)
     ap.add_argument("--batch", type=int, default=2048)
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    net = PathGRU(a.features, a.hidden, 2, a.members)
+    net = PathGRU(a.features, a.hidden, a.layers, a.members)
     meta = {
         "features": "fingerprint",
         "feature_scaling": {"mean": [0.0] * a.features, "std": [1.0] * a.features},

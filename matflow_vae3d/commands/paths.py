@@ -36,10 +36,12 @@ def _metrics_line(name: str, m: dict) -> str:
 )
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint (.pt).")
 @click.option("--members", default=3, show_default=True, type=click.IntRange(min=1), help="Ensemble members.")
-@click.option("--hidden", default=128, show_default=True, type=click.IntRange(min=1), help="GRU width.")
-@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1), help="GRU layers.")
-@click.option("--max-epochs", default=400, show_default=True, type=click.IntRange(min=1))
-@click.option("--patience", default=40, show_default=True, type=click.IntRange(min=1), help="Early stopping.")
+@click.option("--hidden", default=64, show_default=True, type=click.IntRange(min=1), help="GRU width.")
+@click.option("--layers", default=1, show_default=True, type=click.IntRange(min=1), help="GRU layers.")
+@click.option("--max-epochs", default=300, show_default=True, type=click.IntRange(min=1))
+@click.option("--patience", default=30, show_default=True, type=click.IntRange(min=1), help="Early stopping.")
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="AdamW.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Rows per step.")
 @click.option("--val-fraction", default=0.15, show_default=True, type=float, help="Share of VEs for validation.")
 @click.option("--test-fraction", default=0.2, show_default=True, type=float, help="Share of VEs held out.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Split and initialisation seed.")
@@ -59,6 +61,8 @@ def train_path_surrogate(
     layers,
     max_epochs,
     patience,
+    lr,
+    batch_size,
     val_fraction,
     test_fraction,
     seed,
@@ -82,7 +86,14 @@ def train_path_surrogate(
         fp, kind = read_features(fingerprints) if fingerprints else (None, "none")
         table = build_path_table(list(results), fp, kind, val_fraction, test_fraction, seed)
         cfg = PathTrainConfig(
-            n_members=members, hidden=hidden, layers=layers, max_epochs=max_epochs, patience=patience, seed=seed
+            n_members=members,
+            hidden=hidden,
+            layers=layers,
+            max_epochs=max_epochs,
+            patience=patience,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
         )
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)

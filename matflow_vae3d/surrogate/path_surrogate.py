@@ -37,7 +37,9 @@ CHECKPOINT_VERSION = 1
 
 @dataclasses.dataclass
 class PathTrainConfig:
-    """Hyper-parameters of the sequence model (module doc).
+    """Hyper-parameters of the sequence model (module doc). The defaults are the
+    configuration measured in docs/load_paths.md (7,248 rows with rotated copies: one
+    GRU layer of 64, 3 members, early stopping after 30 epochs without improvement).
 
     deformation_weight : weight of the (F - I) targets in the loss relative to sigma.
     threads : torch intra-op threads (one is as fast as two for these sizes and far
@@ -45,13 +47,13 @@ class PathTrainConfig:
     """
 
     n_members: int = 3
-    hidden: int = 128
-    layers: int = 2
-    lr: float = 2e-3
+    hidden: int = 64
+    layers: int = 1
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 64
-    max_epochs: int = 400
-    patience: int = 40
+    max_epochs: int = 300
+    patience: int = 30
     grad_clip: float = 1.0
     deformation_weight: float = 0.25
     seed: int = 0
