@@ -90,15 +90,19 @@ def uniaxial_agreement(sur, feats, table, uniaxial_cp: Path, fp=None) -> dict:
 
 
 def hold_out_paths(table, fraction: float):
-    """Rows whose path is among the held-out ``fraction`` of path ids (seeded hash) leave
-    train and val ('unused'); test rows keep them, so that unseen_paths finds them."""
+    """Rows whose random path is among the held-out ``fraction`` of random paths (seeded
+    hash of the original path id, so a path's rotated copies go with it) leave train and
+    val ('unused'); test rows keep them, so that unseen_paths finds them."""
     import dataclasses
+    import re
 
+    from matflow_vae3d.cp.rotations import base_path_id
     from matflow_vae3d.surrogate.table import split_by_id
 
-    paths = sorted(set(table.path_id))
+    base = [base_path_id(p) for p in table.path_id]
+    paths = sorted({p for p in base if re.match(r"^p\d+-", p)})
     held = {p for p, sp in zip(paths, split_by_id(paths, 0.0, fraction, seed=1)) if sp == "test"}
-    leave = np.array([p in held for p in table.path_id]) & (table.split != "test")
+    leave = np.array([p in held for p in base]) & (table.split != "test")
     return dataclasses.replace(table, split=np.where(leave, "unused", table.split))
 
 
@@ -117,9 +121,12 @@ def eval_rows(table, eval_cp) -> np.ndarray:
 
 
 def unseen_paths(table, test) -> np.ndarray:
-    """Held-out rows whose path no training row has (held-out VEs x held-out paths)."""
-    seen = set(table.path_id[table.rows("train")])
-    return test[[p not in seen for p in table.path_id[test]]]
+    """Held-out rows whose path (or a rotation of it) no training row has (held-out VEs
+    x held-out paths)."""
+    from matflow_vae3d.cp.rotations import base_path_id
+
+    seen = {base_path_id(p) for p in table.path_id[table.rows("train")]}
+    return test[[base_path_id(p) not in seen for p in table.path_id[test]]]
 
 
 def mae_on(table, pred, rows) -> float:

@@ -8,7 +8,7 @@ import pytest
 
 from matflow_vae3d.cp import loadpaths as LP
 from matflow_vae3d.cp.loadcase import LoadCase
-from matflow_vae3d.cp.rotations import rotate_loadcase, rotate_record
+from matflow_vae3d.cp.rotations import base_path_id, rotate_loadcase, rotate_record
 from matflow_vae3d.cp.simulate import simulate_ve
 from matflow_vae3d.microstructure import symmetry as S
 from matflow_vae3d.microstructure.volume_element import VolumeElement
@@ -151,6 +151,7 @@ def test_rotate_cp_command_writes_resumes_and_refuses(tmp_path):
     src = row[("v1", "sh")]
     np.testing.assert_array_equal(d["sigma"][src], orig["sigma"][list(orig["ve_id"]).index("v1")])
     cp = row[("v1@r07", "r07.sh")]
+    assert base_path_id("r07.sh") == "sh" and base_path_id("sh") == "sh"
     np.testing.assert_allclose(d["sigma"][cp], S.rotate_tensors(d["sigma"][src], Rs[7]))
     uy = row[(f"v2@r{S.axis_rotations()[1]:02d}", f"r{S.axis_rotations()[1]:02d}.tx-uniaxial")]
     assert d["sigma"][uy][-1, 1, 1] > 1e6 and abs(d["sigma"][uy][-1, 0, 0]) < 1e-3 * d["sigma"][uy][-1, 1, 1]

@@ -58,6 +58,13 @@ def rotated_path_id(path_id: str, k: int) -> str:
     return str(path_id) if int(k) == 0 else f"r{int(k):02d}.{path_id}"
 
 
+def base_path_id(path_id: str) -> str:
+    """The original path's id of a rotated copy's path id (the id itself otherwise)."""
+    import re
+
+    return re.sub(r"^r\d{2}\.", "", str(path_id))
+
+
 def _check_ks(rotations: Iterable[int]) -> list[int]:
     ks = sorted({int(k) for k in rotations})
     if not ks or ks[0] < 0 or ks[-1] > 23:
