@@ -106,17 +106,24 @@ def hold_out_paths(table, fraction: float):
     return dataclasses.replace(table, split=np.where(leave, "unused", table.split))
 
 
-def eval_rows(table, eval_cp) -> np.ndarray:
-    """Held-out rows that are rows of the ``eval_cp`` files (all held-out rows if None)."""
-    test = table.rows("test")
+def eval_pairs(eval_cp) -> set | None:
+    """The (VE, path) pairs of the ``eval_cp`` path results files (None if none given)."""
     if not eval_cp:
-        return test
+        return None
     from matflow_vae3d.cp.path_results import read_path_results
 
     pairs = set()
     for f in eval_cp:
         d = read_path_results(f, fields=("ve_id", "path_id"))
         pairs |= set(zip(d["ve_id"], d["path_id"]))
+    return pairs
+
+
+def eval_rows(table, pairs) -> np.ndarray:
+    """Held-out rows that are among ``pairs`` (:func:`eval_pairs`; all held-out rows if None)."""
+    test = table.rows("test")
+    if pairs is None:
+        return test
     return test[[(v, p) in pairs for v, p in zip(table.ve_id[test], table.path_id[test])]]
 
 
@@ -220,12 +227,13 @@ def main(argv=None):
         "|---|---|---|---|---|---|---|---|",
     ]
     zero_done = False
+    pairs = eval_pairs(a.eval_cp)
     for name, feats in variants.items():
         kind = "none" if feats is None else ("orientation" if name == "orientation" else "fingerprint")
         table = build_path_table(a.paths_cp, feats, kind, VAL, TEST, seed=0)
         if a.path_test_fraction > 0:
             table = hold_out_paths(table, a.path_test_fraction)
-        test = eval_rows(table, a.eval_cp)
+        test = eval_rows(table, pairs)
         if not zero_done:
             print(table.summary(), flush=True)
             print(f"headline: {len(test)} held-out rows of {len(table.rows('test'))}", flush=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..microstructure.symmetry import cube_rotations, rotate_tensors, rotate_ve, rotated_id
-from .loadcase import LoadCase, LoadStep
+from .loadcase import LoadCase
 from .results import SimulationRecord
 
 
@@ -32,12 +32,10 @@ def rotate_loadcase(lc: LoadCase, R) -> LoadCase:
     """The load path in the frame rotated by ``R`` (a cube rotation): every step's
     prescribed deformation (rate or target) and stress rotated as tensors; which
     components are prescribed moves with them."""
-    steps = [
+    steps = [  # replace() re-runs LoadStep's checks on the rotated step
         dataclasses.replace(s, deformation=rotate_tensors(s.deformation, R), stress=rotate_tensors(s.stress, R))
         for s in lc.steps
     ]
-    for s in steps:
-        LoadStep.__post_init__(s)
     return dataclasses.replace(lc, steps=steps)
 
 
@@ -109,9 +107,15 @@ def _rows(cp_file: Path, path_id: str | None):
     if not path_id:
         raise ValueError(f"{cp_file} is a uniaxial CP results file: give the path id its rows get")
     lc = LoadCase.from_damask(yaml.safe_load(d["loadcase"]))
-    for r in range(len(d["ve_id"])):
-        if d["status"][r] != "converged":
-            continue
+    for ve_id, rec in _uniaxial_records(d, lc):
+        yield ve_id, path_id, lc, rec, d
+
+
+def _uniaxial_records(d: dict, lc: LoadCase):
+    """(ve_id, SimulationRecord) of the converged rows of a read uniaxial CP results
+    file ``d`` (:func:`~matflow_vae3d.cp.results.read_results`) with load case ``lc``."""
+    for r in np.flatnonzero(d["status"] == "converged"):
+        ve_id = str(d["ve_id"][r])
         rec = SimulationRecord.from_states(
             lc,
             converged=True,
@@ -121,10 +125,40 @@ def _rows(cp_file: Path, path_id: str | None):
             sigma=d["sigma"][r],
             n_converged=lc.n_increments,
             wall_s=float(d["wall_s"][r]),
-            ve_id=str(d["ve_id"][r]),
+            ve_id=ve_id,
             solver=str(d.get("solver", "builtin")),
         )
-        yield str(d["ve_id"][r]), path_id, lc, rec, d
+        yield ve_id, rec
+
+
+def _copy_id(ve_id: str, k: int) -> str:
+    """VE id of rotation k (the id itself for k = 0, the original)."""
+    return ve_id if k == 0 else rotated_id(ve_id, k)
+
+
+def _write_ve_copies(src, ve_ids: Iterable[str], ks: Sequence[int], ves, out_ves: Path, progress: bool) -> int:
+    """Append to ``out_ves`` every rotation ``ks`` of the VEs ``ve_ids`` of the open
+    dataset ``src`` (the file ``ves``) that it lacks; return how many were written.
+    A VE id missing from ``src`` is an error, before anything is written."""
+    from ..datasets import open_dataset, write_ves
+
+    index = {v: i for i, v in enumerate(src.ve_ids)}
+    ve_ids = list(dict.fromkeys(ve_ids))
+    missing = [v for v in ve_ids if v not in index]
+    if missing:
+        raise ValueError(f"{len(missing)} VE(s) are not in {ves}, e.g. {missing[0]!r}")
+    have: set[str] = set()
+    if out_ves.exists():
+        with open_dataset(out_ves) as o:
+            have = set(o.ve_ids)
+    new = []
+    for ve_id in ve_ids:
+        for k in ks:
+            if _copy_id(ve_id, k) not in have:
+                ve = src[index[ve_id]]
+                new.append(ve if k == 0 else rotate_ve(ve, k))
+                have.add(_copy_id(ve_id, k))
+    return write_ves(out_ves, new, append=True, progress=progress, total=len(new)) if new else 0
 
 
 def write_rotated_dataset(
@@ -148,7 +182,7 @@ def write_rotated_dataset(
 
     Failed CP rows are left out; a row whose VE is not in ``ves`` is an error.
     """
-    from ..datasets import open_dataset, write_ves
+    from ..datasets import open_dataset
     from .path_results import PathResultsWriter
     from .simulate import loadcase_yaml
 
@@ -158,11 +192,6 @@ def write_rotated_dataset(
     counts = {"rows": 0, "ves": 0, "rows_already_there": 0}
     meta: dict[str, str] | None = None
     with open_dataset(ves) as src:
-        index = {v: i for i, v in enumerate(src.ve_ids)}
-        have: set[str] = set()
-        if out_ves.exists():
-            with open_dataset(out_ves) as o:
-                have = set(o.ve_ids)
         for cp_file, ks in plan:
             rows = list(_rows(cp_file, uniaxial_path_id))
             if not rows:
@@ -171,25 +200,16 @@ def write_rotated_dataset(
             if meta is not None and m != meta:
                 raise ValueError(f"{cp_file}: material, solver or lattice differs from {plan[0][0]}'s")
             meta = m
-            missing = sorted({r[0] for r in rows} - set(index))
-            if missing:
-                raise ValueError(f"{cp_file}: {len(missing)} VE(s) are not in {ves}, e.g. {missing[0]!r}")
             # every VE a row names first, so that no committed row names a VE the VE file lacks
-            new = []
-            for ve_id in dict.fromkeys(r[0] for r in rows):
-                for k in ks:
-                    vid = ve_id if k == 0 else rotated_id(ve_id, k)
-                    if vid not in have:
-                        ve = src[index[ve_id]]
-                        new.append(ve if k == 0 else rotate_ve(ve, k))
-                        have.add(vid)
-            if new:
-                counts["ves"] += write_ves(out_ves, new, append=True, progress=progress, total=len(new))
+            try:
+                counts["ves"] += _write_ve_copies(src, (r[0] for r in rows), ks, ves, out_ves, progress)
+            except ValueError as exc:
+                raise ValueError(f"{cp_file}: {exc}") from None
             with PathResultsWriter(out_cp, **m) as writer:
                 done = writer.done()
                 for ve_id, pid, lc, rec, _ in rows:
                     for k in ks:
-                        vid, new_pid = (ve_id if k == 0 else rotated_id(ve_id, k)), rotated_path_id(pid, k)
+                        vid, new_pid = _copy_id(ve_id, k), rotated_path_id(pid, k)
                         if (vid, new_pid) in done:
                             counts["rows_already_there"] += 1
                             continue
@@ -233,60 +253,33 @@ def write_rotated_results(
     :func:`write_rotated_dataset` (self-contained, resumable); returns counts."""
     import yaml
 
-    from ..datasets import open_dataset, write_ves
+    from ..datasets import open_dataset
     from .results import ResultsWriter, read_results
 
     d = read_results(results)
     lc = LoadCase.from_damask(yaml.safe_load(d["loadcase"]))
-    ks = invariant_rotations(lc) if rotations == "invariant" else _check_ks(rotations)  # type: ignore[arg-type]
-    bad = [k for k in ks if not _same_load(rotate_loadcase(lc, cube_rotations()[k]), lc)]
+    keep = invariant_rotations(lc)
+    ks = keep if rotations == "invariant" else _check_ks(rotations)  # type: ignore[arg-type]
+    bad = [k for k in ks if k not in keep]
     if bad:
         raise ValueError(
             f"rotation(s) {bad} change the load case of {results}; a uniaxial results file holds one load case "
-            f"(those that keep it: {invariant_rotations(lc)}; write path results for the others)"
+            f"(those that keep it: {keep}; write path results for the others)"
         )
     Rs = cube_rotations()
-    out_ves = Path(out_ves)
+    records = list(_uniaxial_records(d, lc))
     counts = {"rows": 0, "ves": 0, "rows_already_there": 0}
-    ok = np.flatnonzero(d["status"] == "converged")
     with open_dataset(ves) as src:
-        index = {v: i for i, v in enumerate(src.ve_ids)}
-        missing = [str(d["ve_id"][r]) for r in ok if str(d["ve_id"][r]) not in index]
-        if missing:
-            raise ValueError(f"{results}: {len(missing)} VE(s) are not in {ves}, e.g. {missing[0]!r}")
-        have: set[str] = set()
-        if out_ves.exists():
-            with open_dataset(out_ves) as o:
-                have = set(o.ve_ids)
-        new = []
-        for r in ok:
-            ve_id = str(d["ve_id"][r])
-            for k in ks:
-                vid = ve_id if k == 0 else rotated_id(ve_id, k)
-                if vid not in have:
-                    ve = src[index[ve_id]]
-                    new.append(ve if k == 0 else rotate_ve(ve, k))
-                    have.add(vid)
-        if new:
-            counts["ves"] += write_ves(out_ves, new, append=True, progress=progress, total=len(new))
+        try:
+            counts["ves"] += _write_ve_copies(src, (v for v, _ in records), ks, ves, Path(out_ves), progress)
+        except ValueError as exc:
+            raise ValueError(f"{results}: {exc}") from None
     meta = {k: d[k] for k in ("material", "loadcase", "solver", "lattice")}
     with ResultsWriter(out_results, t=d["t"], **meta) as w:
         done = w.done_ids()
-        for r in ok:
-            rec = SimulationRecord.from_states(
-                lc,
-                converged=True,
-                reason="",
-                F=d["F"][r],
-                P=d["P"][r],
-                sigma=d["sigma"][r],
-                n_converged=lc.n_increments,
-                wall_s=float(d["wall_s"][r]),
-                ve_id=str(d["ve_id"][r]),
-                solver=d["solver"],
-            )
+        for ve_id, rec in records:
             for k in ks:
-                vid = str(d["ve_id"][r]) if k == 0 else rotated_id(str(d["ve_id"][r]), k)
+                vid = _copy_id(ve_id, k)
                 if vid in done:
                     counts["rows_already_there"] += 1
                     continue

@@ -105,10 +105,8 @@ def rotate_ve(ve: VolumeElement, k: int) -> VolumeElement:
     """Rotation ``k`` (1..23 of :func:`cube_rotations`) of ``ve`` about its centre:
     voxels moved, every grain's orientation ``M' = M R^T`` (back in the fundamental
     zone), edges permuted, id :func:`rotated_id`."""
-    R = cube_rotations()[int(k)] if 1 <= int(k) <= 23 else None
     vid = rotated_id(ve.ve_id, k)  # checks k
-    assert R is not None
-    _, perm, _ = _check_rotation(R)
+    R, perm, _ = _check_rotation(cube_rotations()[int(k)])
     M = quaternions_to_matrices(ve.quaternions) @ R.T
     q = reduce_to_fz(matrices_to_quaternions(M), ve.lattice)
     params = dict(ve.params) | {"rotated_from": ve.ve_id, "cube_rotation": R.astype(int).tolist()}
