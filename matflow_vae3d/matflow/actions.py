@@ -496,17 +496,38 @@ def simulate_load_paths(
     return {"path_CP_results": rel}
 
 
+def rotate_path_results(VE_dataset, path_CP_results, CP_rotations="all"):
+    """Exact rotated copies of one shard's VEs and path CP rows (cp.rotations; no new
+    solve) -> {'VE_dataset', 'path_CP_results'}: new files holding the originals and
+    their copies, which the downstream fingerprint and training tasks then take.
+    CP_rotations: 'all' (the cube's 24 rotations), 'axes' (3) or indices 0..23; the
+    originals (0) are always kept."""
+    from ..cp.rotations import write_rotated_dataset
+    from ..microstructure.symmetry import parse_rotations
+
+    ves = resolve_input(VE_dataset, "VE dataset")
+    cp = resolve_input(path_CP_results, "path CP results")
+    ks = sorted({0, *parse_rotations(str(CP_rotations))})
+    out_ves, rel_ves = output_path("rotate_path_results", "rotated_ves")
+    out_cp, rel_cp = output_path("rotate_path_results", "rotated_path_cp_results")
+    c = write_rotated_dataset(ves, [(cp, ks)], out_ves, out_cp)
+    print(f"{c['rows']} rows and {c['ves']} VEs ({len(ks)} rotations each)", flush=True)
+    return {"VE_dataset": rel_ves, "path_CP_results": rel_cp}
+
+
 def train_path_surrogate(fingerprints, path_CP_results, path_surrogate_config=None):
     """Train the load-path surrogate on all shards (element group ``campaign``) ->
     {'path_surrogate_checkpoint': path, 'path_surrogate_metrics': held-out MAE (MPa) of
     the model, of the same network without the microstructure, and of zero stress,
-    'path_surrogate_plots': [PNG]}.
+    'path_surrogate_plots': [PNG]}. With rotated copies (rotate_path_results) the
+    held-out figures are on the original rows.
 
     path_surrogate_config: PathTrainConfig fields (n_members, hidden, layers, max_epochs,
     patience, lr, seed, ...) plus val_fraction (0.15), test_fraction (0.2), features
     ('fingerprint' or 'none') and baseline (True: also train the no-microstructure
     network for the comparison).
     """
+    from ..cp.rotations import base_path_id
     from ..surrogate.path_evaluate import path_metrics, plot_paths, zero_prediction
     from ..surrogate.path_surrogate import PathTrainConfig
     from ..surrogate.path_surrogate import train_path_surrogate as _train
@@ -539,6 +560,9 @@ def train_path_surrogate(fingerprints, path_CP_results, path_surrogate_config=No
     if len(rows) == 0:
         rows = table.rows("val") if len(table.rows("val")) else table.rows("train")
         print("no held-out test VEs: metrics on the validation (or training) rows", flush=True)
+    original = np.array([base_path_id(str(p)) == str(p) for p in table.path_id[rows]], dtype=bool)
+    if original.any() and not original.all():  # rotated copies repeat their original: judge on originals
+        rows = rows[original]
     mean, std = model.predict_targets(table.X, table.U)
     held = path_metrics(table, mean, rows, std)
     metrics = {"n_rows": int(len(rows)), "mae_mpa": held["mae_mpa"]}
