@@ -115,6 +115,36 @@ def test_orientation_loss_is_symmetry_aware_and_is_the_disorientation(lattice):
         orientation_term(p, q, lattice, "l1")
 
 
+@pytest.mark.parametrize("lattice", ["hP", "cF"])
+def test_fz_loss_is_the_papers_metric_and_pulls_to_the_fz_representative(lattice):
+    """'angle+fz' = 'angle' + the paper's 1 - |FZ(q̂)·FZ(q)|: zero for the same FZ
+    representative (either sign), large for a near-match across a face of the zone."""
+    from matflow_vae3d.vae.encode import misorientation
+    from matflow_vae3d.vae.losses import fz_term
+
+    q = _quat_image(2, 4, lattice, seed=4)
+    p = _quat_image(2, 4, lattice, seed=5)
+    fz = fz_term(p, q, lattice)
+    assert torch.isclose(fz, misorientation(q, p, lattice, "quaternion")["quat"].mean(), atol=1e-6)
+    both = orientation_term(p, q, lattice, "angle+fz")
+    assert torch.isclose(both, orientation_term(p, q, lattice, "angle") + fz, atol=1e-6)
+    assert float(fz_term(-q, q, lattice)) < 1e-6
+    # q̂ 1° across the zone's face about c from q (2° apart): the symmetry-aware loss is
+    # small, the paper's metric compares representatives ~ 2 x face angle apart
+    face = {"hP": 30.0, "cF": 45.0}[lattice]
+
+    def about_z(deg):
+        h = np.radians(np.full((1, 4, 1, 1, 1), deg, dtype=np.float32)) / 2
+        return torch.as_tensor(np.concatenate([np.cos(h[:, :1]), 0 * h[:, :1], 0 * h[:, :1], np.sin(h[:, :1])], 1))
+
+    q_in, q_hat = about_z(face - 1.0), about_z(face + 1.0)
+    assert float(orientation_term(q_hat, q_in, lattice, "angle")) < 0.02
+    assert np.isclose(float(fz_term(q_hat, q_in, lattice)), 1 - np.cos(np.radians(face - 1.0)), atol=1e-4)
+    x = q_hat.clone().requires_grad_()
+    orientation_term(x, q_in, lattice, "angle+fz").backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+
+
 def test_spatial_model_learns_two_ves():
     """A few hundred steps on two VEs: the symmetry-aware error falls far below the
     random-orientation level (~ 60° for hP)."""

@@ -125,8 +125,9 @@ def _load(model_path, data=None):
     "--orientation-loss",
     default="angle",
     show_default=True,
-    type=click.Choice(["angle", "squared"]),
-    help="periodic presets: per-voxel sin(theta/2) ('angle') or sin^2(theta/2), min over symmetry operators.",
+    type=click.Choice(["angle", "squared", "angle+fz"]),  # vae.losses.ORIENTATION_LOSSES (torch-free import)
+    help="periodic presets: per-voxel sin(theta/2) ('angle') or sin^2(theta/2), min over symmetry operators;"
+    " 'angle+fz' adds the paper's 1-|q.q_hat| of fundamental-zone representatives.",
 )
 @click.option(
     "--roll/--no-roll",

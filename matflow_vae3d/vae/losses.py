@@ -83,7 +83,10 @@ def vae_loss(
 # ----------------------------------------------------------------------------- orientations
 #: per-voxel orientation losses: 'angle' = sin(θ/2) (θ the disorientation angle),
 #: 'squared' = sin²(θ/2) = 1 − ⟨q̂, s∘q⟩²; both minimised over the symmetry operators s.
-ORIENTATION_LOSSES = ("angle", "squared")
+#: 'angle+fz' = sin(θ/2) + (1 − |FZ(q̂)·FZ(q)|): the paper's metric added, which also asks
+#: that q̂'s fundamental-zone representative be q's (the paper's Euler-angle network
+#: learns that representative; the symmetry-aware terms alone are indifferent to it).
+ORIENTATION_LOSSES = ("angle", "squared", "angle+fz")
 
 _EPS_ANGLE = 1e-6
 
@@ -114,12 +117,28 @@ def orientation_term(q_hat: torch.Tensor, q: torch.Tensor, lattice: str, kind: s
     """Mean per-voxel symmetry-aware orientation loss (see :data:`ORIENTATION_LOSSES`).
 
     q_hat, q: (B, 4, n, n, n). 'angle': sin(θ/2) — its gradient does not vanish near
-    a perfect match, so it keeps sharpening grain interiors; 'squared': sin²(θ/2).
+    a perfect match, so it keeps sharpening grain interiors; 'squared': sin²(θ/2);
+    'angle+fz': 'angle' + the paper's 1 − |FZ(q̂)·FZ(q)| (q need not be FZ-reduced).
     """
     if kind not in ORIENTATION_LOSSES:
         raise ValueError(f"unknown orientation loss {kind!r}: use {' or '.join(ORIENTATION_LOSSES)}")
     s2 = (1.0 - symmetric_cos_half(q_hat, q, lattice) ** 2).clamp_min(0.0)
-    return torch.sqrt(s2 + _EPS_ANGLE).mean() if kind == "angle" else s2.mean()
+    if kind == "squared":
+        return s2.mean()
+    angle = torch.sqrt(s2 + _EPS_ANGLE).mean()
+    if kind == "angle":
+        return angle
+    return angle + fz_term(q_hat, q, lattice)
+
+
+def fz_term(q_hat: torch.Tensor, q: torch.Tensor, lattice: str) -> torch.Tensor:
+    """The paper's metric, mean over voxels of 1 − |FZ(q̂)·FZ(q)| (both reduced to the
+    fundamental zone; differentiable in q̂ almost everywhere). q_hat, q: (B, 4, ...)."""
+    from .. import crystal
+
+    a = crystal.torch_reduce_to_fz(q_hat.float().movedim(1, -1), lattice)
+    b = crystal.torch_reduce_to_fz(q.float().movedim(1, -1), lattice)
+    return crystal.torch_quaternion_misorientation(a, b).mean()
 
 
 def kl_per_element(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,8 @@ def main(argv=None):
                     help="start from this model's weights (e.g. the shipped one) with a fresh schedule")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     ap.add_argument("--warmup-steps", type=int, default=None)
+    ap.add_argument("--orientation-loss", default="angle", choices=("angle", "squared", "angle+fz"),
+                    help="per-voxel loss (vae.losses.ORIENTATION_LOSSES); angle+fz adds the paper's metric")
     ap.add_argument("--run-name", default=None, help="run folder under --work (default run_<lattice>)")
     ap.add_argument("--evaluate-only", action="store_true", help="skip training; evaluate and export")
     ap.add_argument("--no-export", action="store_true", help="do not write beside this file")
@@ -101,7 +103,7 @@ def main(argv=None):
         train_vae(work / data["train"]["path"], run, val=work / data["val"]["path"], preset=args.preset,
                   overrides=overrides, epochs=args.epochs, seed=0, resume=True, progress=False,
                   accelerator="cpu", checkpoint_every_n_steps=500, init_from=args.init_from,
-                  lr=args.lr, warmup_steps=args.warmup_steps,
+                  lr=args.lr, warmup_steps=args.warmup_steps, orientation_loss=args.orientation_loss,
                   record={"data": data, "torch_threads": args.threads, "recipe":
                           "matflow_vae3d/data/pretrained/make_pretrained.py " + " ".join(argv or sys.argv[1:])})
         print(f"training (this call): {time.perf_counter() - t1:.0f} s", flush=True)
