@@ -33,10 +33,11 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=PathTrainConfig.hidden)
     ap.add_argument("--layers", type=int, default=PathTrainConfig.layers)
     ap.add_argument("--features", type=int, default=79)
-    ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--batch", type=int, default=512, help="prediction batch (predict_members' default)")
+    ap.add_argument("--features-initial-only", action="store_true", help="features in the initial hidden state only")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    net = PathGRU(a.features, a.hidden, a.layers, a.members)
+    net = PathGRU(a.features, a.hidden, a.layers, a.members, feature_steps=not a.features_initial_only)
     meta = {
         "features": "fingerprint",
         "feature_scaling": {"mean": [0.0] * a.features, "std": [1.0] * a.features},

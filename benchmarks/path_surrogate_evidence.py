@@ -187,6 +187,7 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=None, help="GRU layers (default: PathTrainConfig's)")
     ap.add_argument("--lr", type=float, default=None, help="default: PathTrainConfig's")
     ap.add_argument("--batch-size", type=int, default=None, help="default: PathTrainConfig's")
+    ap.add_argument("--features-initial-only", action="store_true", help="features in the initial hidden state only")
     ap.add_argument(
         "--path-test-fraction",
         type=float,
@@ -219,6 +220,7 @@ def main(argv=None):
         variants |= {"fingerprint": fp, "fingerprint+orientation": combined(fp, orient)}
     variants = {k: variants[k] for k in want}
     extra = {k: v for k, v in (("layers", a.layers), ("lr", a.lr), ("batch_size", a.batch_size)) if v is not None}
+    extra["feature_steps"] = not a.features_initial_only
     cfg = PathTrainConfig(n_members=a.members, hidden=a.hidden, max_epochs=a.max_epochs, patience=a.patience, **extra)
     out: dict = {"config": vars(cfg) | {"val": VAL, "test": TEST}, "variants": {}}
     rows = [

@@ -107,16 +107,20 @@ def test_path_metrics_per_component_and_relative_to_the_path_range(tmp_path):
     assert 0 < path_metrics(table, zero_prediction(table), rows)["relative_mae"] <= 1.0
 
 
-def test_sequence_model_learns_the_microstructure_effect(tmp_path):
+@pytest.mark.parametrize("feature_steps", [True, False], ids=["features-every-step", "features-initial-only"])
+def test_sequence_model_learns_the_microstructure_effect(tmp_path, feature_steps):
     """On an analytic response the GRU started from the features beats the same GRU
-    without them, which beats zero stress; the checkpoint round-trips and refuses
-    features of another source."""
+    without them, which beats zero stress, whether the features also enter every step
+    or only the initial hidden state; the checkpoint round-trips (with that choice)
+    and refuses features of another source."""
     from matflow_vae3d.surrogate.path_evaluate import path_metrics, zero_prediction
     from matflow_vae3d.surrogate.path_surrogate import PathSurrogate, PathTrainConfig, train_path_surrogate
 
     k = _analytic_results(tmp_path / "a.h5")
     fp = _features(k)
-    cfg = PathTrainConfig(n_members=2, hidden=48, layers=1, max_epochs=150, patience=30, lr=5e-3)
+    cfg = PathTrainConfig(
+        n_members=2, hidden=48, layers=1, max_epochs=150, patience=30, lr=5e-3, feature_steps=feature_steps
+    )
     table = PT.build_path_table(tmp_path / "a.h5", fp, "fingerprint", 0.15, 0.25, seed=0)
     bare = PT.build_path_table(tmp_path / "a.h5", None, "none", 0.15, 0.25, seed=0)
     assert (table.split == bare.split).all() and len(table.rows("test")) >= 30
@@ -130,6 +134,7 @@ def test_sequence_model_learns_the_microstructure_effect(tmp_path):
     assert with_fp["r2"] > 0.9
     sur.save(tmp_path / "m.pt")
     again = PathSurrogate.load(tmp_path / "m.pt")
+    assert again.net.feature_steps is feature_steps
     lc = LP.path_of("uniaxial", axes=(0, 1), strains=(0.006,), N=5)
     a, b = sur.predict(fp.mu[:3], lc), again.predict(fp.mu[:3], lc)
     assert np.allclose(a["sigma"], b["sigma"]) and a["sigma"].shape == (3, 6, 3, 3)
