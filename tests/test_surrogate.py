@@ -237,6 +237,43 @@ def test_checkpoint_loads_with_weights_only_and_refuses_other_fingerprints(tmp_p
         Surrogate.load(tmp_path / "junk.ckpt")
 
 
+def test_decoded_statistics_of_another_kind_are_refused(tmp_path):
+    """Decoded statistics of one view and their mean over rolls are different inputs:
+    files of both kinds are not mixed, and a surrogate saved before kinds were recorded
+    (trained on one view) refuses the mean over rolls, and vice versa."""
+    from matflow_vae3d.vae.fingerprints import DECODED_STATS_ONE_VIEW, DECODED_STATS_ROLLS
+    from matflow_vae3d.vae.fingerprints import write_fingerprints as write_fp
+
+    dec = np.random.default_rng(0).random((2, 4)).astype(np.float32)
+    kw = dict(model_sha256="vae-A", lattice="hP", grid=16, source="t", decoded_stats=dec)
+    write_fp(tmp_path / "one.h5", ["a", "b"], np.zeros((2, 3)), decoded_stats_kind=DECODED_STATS_ONE_VIEW, **kw)
+    write_fp(tmp_path / "rolls.h5", ["c", "d"], np.zeros((2, 3)), decoded_stats_kind=DECODED_STATS_ROLLS, **kw)
+    with pytest.raises(ValueError, match="unknown decoded statistics kind"):
+        write_fp(
+            tmp_path / "bad.h5", ["e"], np.zeros((1, 3)), decoded_stats_kind="mine", **{**kw, "decoded_stats": dec[:1]}
+        )
+    assert not (tmp_path / "bad.h5").exists()
+    one, rolls = read_fingerprints(tmp_path / "one.h5", "decoded"), read_fingerprints(tmp_path / "rolls.h5", "decoded")
+    assert (one.input_kind, rolls.input_kind) == (DECODED_STATS_ONE_VIEW, DECODED_STATS_ROLLS)
+    assert read_fingerprints(tmp_path / "rolls.h5", "summary").input_kind == ""
+    np.testing.assert_array_equal(rolls.mu, dec)
+    with pytest.raises(ValueError, match="decoded statistics of kind"):
+        read_fingerprints([tmp_path / "one.h5", tmp_path / "rolls.h5"], "decoded")
+    legacy = _tiny_surrogate()
+    legacy.meta["inputs"] = "decoded"  # saved before 2026-12-07: no 'input_kind'
+    assert legacy.input_kind == DECODED_STATS_ONE_VIEW
+    legacy.check_fingerprints(one)
+    with pytest.raises(ValueError, match="retrain the surrogate"):
+        legacy.check_fingerprints(rolls)
+    new = _tiny_surrogate()
+    new.meta.update(inputs="decoded", input_kind=DECODED_STATS_ROLLS)
+    back = Surrogate.load(new.save(tmp_path / "new.ckpt"))
+    assert back.input_kind == DECODED_STATS_ROLLS
+    back.check_fingerprints(rolls)
+    with pytest.raises(ValueError, match="decoded statistics of kind"):
+        back.check_fingerprints(one)
+
+
 def test_coverage_and_calibration_scale():
     y = np.array([0.0, 1.0, 2.0, 3.0])
     m = np.zeros(4)

@@ -19,7 +19,7 @@ import torch
 
 from matflow_vae3d.fileio import atomic_output
 
-from ..vae.fingerprints import check_same_vae
+from ..vae.fingerprints import check_same_input_kind, check_same_vae, legacy_input_kind
 from .mlp import EnsembleMLP
 from .table import Fingerprints, MinMaxScaling
 
@@ -137,6 +137,11 @@ class Surrogate:
         return str(self.meta.get("inputs", "summary"))
 
     @property
+    def input_kind(self) -> str:
+        """What the input is made of beyond the VAE (e.g. the decoded statistics' kind)."""
+        return str(self.meta.get("input_kind", legacy_input_kind(self.inputs)))
+
+    @property
     def n_members(self) -> int:
         return self.net.n_members
 
@@ -164,6 +169,9 @@ class Surrogate:
             )
         check_same_vae(
             self.model_sha256, fp.model_sha256, "the surrogate's training fingerprints", fp.source or "these"
+        )
+        check_same_input_kind(
+            self.input_kind, fp.input_kind, "the surrogate's training fingerprints", fp.source or "these"
         )
 
     # ------------------------------------------------------------------ prediction

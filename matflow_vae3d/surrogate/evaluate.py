@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import save_figure
-from ..vae.fingerprints import check_same_vae
+from ..vae.fingerprints import check_same_input_kind, check_same_vae
 from .ensemble import COVERAGE_2SIGMA, coverage
 
 
@@ -249,6 +249,7 @@ def check_compatible(surrogate, table) -> None:
         raise ValueError(f"the surrogate predicts sigma_{surrogate.meta['component']}, not sigma_{table.component}")
     if table.inputs != surrogate.inputs:
         raise ValueError(f"the surrogate reads the {surrogate.inputs!r} input, the table holds {table.inputs!r}")
+    check_same_input_kind(surrogate.input_kind, table.input_kind, "the surrogate's training inputs", "the table's")
     if table.latent_dim != surrogate.latent_dim:
         raise ValueError(
             f"the surrogate was trained on {surrogate.latent_dim}-dimensional fingerprints, "

@@ -255,6 +255,7 @@ def train_surrogate(
         "latent_dim": table.latent_dim,
         "model_sha256": table.model_sha256,
         "inputs": table.inputs,
+        "input_kind": table.input_kind,
         "component": table.component,
         "t": table.t.tolist(),
         "strain": table.strain.tolist(),

@@ -24,7 +24,7 @@ import torch
 
 from ..cp.loadcase import LoadCase
 from ..fileio import atomic_output
-from ..vae.fingerprints import check_same_vae
+from ..vae.fingerprints import check_same_input_kind, check_same_vae, legacy_input_kind
 from .ensemble import _to_plain, fit_calibration_scale, load_checkpoint
 from .lightning import EpochHistory, fit_quietly
 from .path_network import PathGRU
@@ -109,6 +109,12 @@ class PathSurrogate:
             )
         check_same_vae(
             self.model_sha256, fp.model_sha256, f"the model's training {self.features} features", fp.source or "these"
+        )
+        check_same_input_kind(
+            str(self.meta.get("input_kind", legacy_input_kind(self.meta.get("inputs", "")))),
+            fp.input_kind,
+            f"the model's training {self.features} features",
+            fp.source or "these",
         )
 
     def _x(self, X: np.ndarray | None, n: int) -> torch.Tensor:
@@ -315,6 +321,7 @@ def train_path_surrogate(
     meta: dict[str, Any] = {
         "features": table.features,
         "inputs": table.inputs,
+        "input_kind": table.input_kind,
         "model_sha256": table.model_sha256,
         "feature_scaling": feature_scaling,
         "target_scale": target_scale.tolist(),

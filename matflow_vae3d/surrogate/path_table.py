@@ -131,6 +131,7 @@ class PathTable:
     test_fraction: float = 0.2
     excluded: dict[str, int] = dataclasses.field(default_factory=dict)
     inputs: str = ""
+    input_kind: str = ""
 
     def __len__(self) -> int:
         return len(self.ve_id)
@@ -239,6 +240,7 @@ def build_path_table(
         test_fraction=test_fraction,
         excluded=excluded,
         inputs="" if features is None else features.inputs,
+        input_kind="" if features is None else features.input_kind,
     )
 
 

@@ -87,6 +87,8 @@ class Fingerprints:
     lattice: str = ""
     source: str = ""
     inputs: str = "summary"
+    #: what the input is made of beyond the VAE (:func:`~matflow_vae3d.vae.fingerprints.input_kind`)
+    input_kind: str = ""
 
     def __post_init__(self):
         self.ve_id = _as_str_array(self.ve_id)
@@ -115,7 +117,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path], inputs: str = "s
     the same VAE (``model_sha256``) and have the same width; ids must be unique over
     all files. ``inputs='auto'``: 'decoded' when every file has decoded statistics,
     else 'summary' (files of older versions, orientation-statistics files)."""
-    from ..vae.fingerprints import check_same_vae, fingerprint_inputs
+    from ..vae.fingerprints import check_same_input_kind, check_same_vae, fingerprint_inputs, input_kind
     from ..vae.fingerprints import read_fingerprints as read_file
 
     if isinstance(paths, (str, Path)):
@@ -135,6 +137,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path], inputs: str = "s
                 lattice=_attr_str(d.get("lattice", "")),
                 source=str(p),
                 inputs=inputs,
+                input_kind=input_kind(d, inputs),
             )
         )
     if not parts:
@@ -142,6 +145,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path], inputs: str = "s
     first = parts[0]
     for other in parts[1:]:
         check_same_vae(first.model_sha256, other.model_sha256, f"the fingerprints of {first.source}", other.source)
+        check_same_input_kind(first.input_kind, other.input_kind, f"the fingerprints of {first.source}", other.source)
         if other.latent_dim != first.latent_dim:
             raise ValueError(
                 f"fingerprint files differ in latent_dim: {first.latent_dim} "
@@ -157,6 +161,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path], inputs: str = "s
         lattice=first.lattice,
         source=";".join(p.source for p in parts),
         inputs=inputs,
+        input_kind=first.input_kind,
     )
 
 
@@ -399,6 +404,7 @@ class SurrogateTable:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     inputs: str = "summary"
+    input_kind: str = ""
 
     def __len__(self) -> int:
         return len(self.ve_id)
@@ -525,4 +531,5 @@ def build_table(
         val_fraction=float(val_fraction),
         test_fraction=float(test_fraction),
         inputs=fp.inputs,
+        input_kind=fp.input_kind,
     )

@@ -25,7 +25,15 @@ import torch
 from .. import crystal
 from ..fileio import save_figure
 from .checkpoint import check_compatible
-from .fingerprints import SUMMARY_IDENTITY, SUMMARY_SHIFTED, roll_invariant_summary, summary_shifts, write_fingerprints
+from .fingerprints import (
+    DECODED_STATS_ONE_VIEW,
+    DECODED_STATS_ROLLS,
+    SUMMARY_IDENTITY,
+    SUMMARY_SHIFTED,
+    roll_invariant_summary,
+    summary_shifts,
+    write_fingerprints,
+)
 
 
 def open_dataset(path, meta: dict | None = None):
@@ -154,29 +162,39 @@ def _progress(it, total, desc, progress):
 
 
 @torch.inference_mode()
+def encode_views(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """mu (B, latent) of x rolled by each shift of :func:`summary_shifts` (8 encodings,
+    the first the unrolled x) for a spatial model; [mu] for a dense one."""
+    if len(latent_shape(model)) != 4:
+        return [encode(model, x)]
+    return [encode(model, x if s == (0, 0, 0) else torch.roll(x, s, dims=(2, 3, 4))) for s in summary_shifts()]
+
+
+def summary_of_views(model, views: list[torch.Tensor]) -> np.ndarray:
+    """(B, F) float32: the mean of :func:`roll_invariant_summary` over the views of
+    :func:`encode_views` (dense: mu itself)."""
+    shape = latent_shape(model)
+    if len(shape) != 4:
+        return views[0].cpu().numpy().copy()
+    parts = [roll_invariant_summary(v.cpu().numpy(), shape) for v in views]
+    return np.mean(parts, axis=0, dtype=np.float64).astype(np.float32)
+
+
 def encode_with_summary(model, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(mu (B, latent), roll-invariant summary (B, F)) as float32 numpy arrays.
 
     Spatial models: the summary is the mean of :func:`roll_invariant_summary` over x
     rolled by each shift of :func:`summary_shifts` (8 encodings); dense: mu itself.
     """
-    mu = encode(model, x).cpu().numpy()
-    shape = latent_shape(model)
-    if len(shape) != 4:
-        return mu, mu.copy()
-    parts = []
-    for s in summary_shifts():
-        m = mu if s == (0, 0, 0) else encode(model, torch.roll(x, s, dims=(2, 3, 4))).cpu().numpy()
-        parts.append(roll_invariant_summary(m, shape))
-    return mu, np.mean(parts, axis=0, dtype=np.float64).astype(np.float32)
+    views = encode_views(model, x)
+    return views[0].cpu().numpy(), summary_of_views(model, views)
 
 
 @torch.inference_mode()
 def decoded_statistics(model, mu: torch.Tensor, lattice: str) -> np.ndarray:
     """Orientation statistics of the reconstruction from fingerprints mu (B, latent):
-    (B, D) float32, :data:`~matflow_vae3d.vae.fingerprints.DECODED_STATS_KIND` (decode,
-    reduce to the fundamental zone, histograms for sample axes x, y, z, every voxel its
-    own grain)."""
+    (B, D) float32 (decode, reduce to the fundamental zone, histograms for sample axes
+    x, y, z, every voxel its own grain; one view, :data:`DECODED_STATS_ONE_VIEW`)."""
     from ..microstructure.statistics import orientation_features
 
     with _amp(mu.device):
@@ -186,6 +204,19 @@ def decoded_statistics(model, mu: torch.Tensor, lattice: str) -> np.ndarray:
     q /= np.linalg.norm(q, axis=-1, keepdims=True)
     cells = np.arange(q.shape[1])
     return np.stack([orientation_features(qb, cells, lattice, axes="xyz") for qb in q]).astype(np.float32)
+
+
+def decoded_statistics_of_views(model, views: list[torch.Tensor], lattice: str) -> tuple[np.ndarray, str]:
+    """((B, D) float32, kind): the mean of :func:`decoded_statistics` over the views of
+    :func:`encode_views` and what it is (:data:`DECODED_STATS_ROLLS` for the 8 rolled
+    views of a spatial model, :data:`DECODED_STATS_ONE_VIEW` for a dense one).
+
+    One view's statistics move by 0.31 of their spread between VEs under a random
+    periodic roll of the VE, the mean over the 8 rolls {0, 2}³ by 0.15 (exactly 0 for
+    rolls by even numbers of voxels); docs/vae.md "Fingerprints and periodic rolls"."""
+    stats = [decoded_statistics(model, v, lattice) for v in views]
+    kind = DECODED_STATS_ROLLS if len(views) > 1 else DECODED_STATS_ONE_VIEW
+    return np.mean(stats, axis=0, dtype=np.float64).astype(np.float32), kind
 
 
 def summary_kind_of(model) -> str:
@@ -204,7 +235,7 @@ def fingerprint_dataset(
     model, meta: dict, data, out, batch_size: int = 64, device="cpu", num_workers: int = 0, progress: bool = True
 ) -> dict:
     """Encode every VE of dataset ``data`` and write ``out`` (docs/formats.md
-    "Fingerprints"), with the decoded statistics (:func:`decoded_statistics`),
+    "Fingerprints"), with the decoded statistics (:func:`decoded_statistics_of_views`),
     atomically. Returns {'n', 'latent', 'path'}."""
     ds = open_dataset(data, meta)
     device = torch.device(device)
@@ -218,11 +249,13 @@ def fingerprint_dataset(
     ids: list[str] = []
     dl = loader(data, batch_size, num_workers)
     rep = model.representation
+    kind = DECODED_STATS_ONE_VIEW
     for batch in _progress(dl, len(dl), "fingerprint", progress):
-        mu, summ = encode_with_summary(model, to_input(batch, device, rep))
-        mus.append(mu)
-        sums.append(summ)
-        decs.append(decoded_statistics(model, torch.as_tensor(mu, device=device), meta["lattice"]))
+        views = encode_views(model, to_input(batch, device, rep))
+        mus.append(views[0].cpu().numpy())
+        sums.append(summary_of_views(model, views))
+        dec, kind = decoded_statistics_of_views(model, views, meta["lattice"])
+        decs.append(dec)
         ids.extend(str(v) for v in batch.ve_ids)
     mu = np.concatenate(mus).astype(np.float32)
     write_fingerprints(
@@ -237,6 +270,7 @@ def fingerprint_dataset(
         summary=np.concatenate(sums),
         summary_kind_=summary_kind_of(model),
         decoded_stats=np.concatenate(decs),
+        decoded_stats_kind=kind,
     )
     return {"n": len(ids), "latent": int(mu.shape[1]), "path": str(out)}
 

@@ -7,18 +7,23 @@ Layout (HDF5, written to a temporary name and renamed)::
     mu       (n, latent) f32    the fingerprint: the encoder's mean, no noise
                                 (spatial models: latent_channels × g³, channel-major)
     summary  (n, F) f32         roll-invariant summary of mu (:func:`roll_invariant_summary`)
-    decoded_stats (n, D) f32    orientation statistics of the VAE's reconstruction from
-                                mu (optional, version 3): :data:`DECODED_STATS_KIND`
+    decoded_stats (n, D) f32    orientation statistics of the VAE's reconstruction
+                                (optional, version 3), of the kind ``decoded_stats_kind``
+                                (:data:`DECODED_STATS_KINDS`)
     attrs    model_sha256, latent_dim, latent_shape ([C, g, g, g] or [latent]),
              summary_kind, decoded_stats_kind, lattice, grid, source, format_version
 
 Version-1 files (no ``summary``) read with summary = mu; files without
 ``decoded_stats`` (versions 1, 2) cannot feed a surrogate trained on them.
 
-The decoded statistics are a function of mu alone (decode with the VAE, then the
-volume-weighted histograms of :func:`matflow_vae3d.microstructure.statistics.orientation_features`
-for sample axes x, y and z, every voxel its own grain): what the fingerprint says
-about texture, in the terms the stress response depends on. A linear model reads almost
+The decoded statistics are what the fingerprint says about texture, in the terms the
+stress response depends on: decode with the VAE, then the volume-weighted histograms
+of :func:`matflow_vae3d.microstructure.statistics.orientation_features` for sample
+axes x, y and z, every voxel its own grain. For a spatial VAE they are averaged over
+the VE rolled by each shift of :func:`summary_shifts`, like the summary (8 encodings
+and decodings): a random periodic roll moves them by 0.15 of their spread between VEs
+instead of 0.31 for one view, and the shipped surrogate's prediction by 0.2 instead of
+0.5 MPa (docs/vae.md). A linear model reads almost
 none of the loading-axis histogram off the summary (held-out R² 0.01 on 1,200 Mg VEs,
 benchmarks/fingerprint_decodability.py); the decoder recovers it.
 
@@ -46,8 +51,13 @@ from matflow_vae3d.fileio import atomic_output, open_hdf5
 
 FINGERPRINT_FORMAT = "matflow-vae3d/fingerprints"
 FINGERPRINT_FORMAT_VERSION = 3
-#: what ``decoded_stats`` holds (orientation statistics version : sample axes : source)
-DECODED_STATS_KIND = "orientation-statistics-v2:xyz:decoded"
+#: what ``decoded_stats`` holds (orientation statistics version : sample axes : source):
+#: the statistics of one reconstruction (dense VAEs; spatial ones before 2026-12-07) ...
+DECODED_STATS_ONE_VIEW = "orientation-statistics-v2:xyz:decoded"
+#: ... or their mean over the reconstructions of the VE rolled by each of
+#: :func:`summary_shifts` (spatial VAEs), which a periodic roll of the VE moves half as much
+DECODED_STATS_ROLLS = "orientation-statistics-v2:xyz:decoded, mean over rolls {0,2}^3"
+DECODED_STATS_KINDS = (DECODED_STATS_ONE_VIEW, DECODED_STATS_ROLLS)
 #: the surrogate inputs a fingerprint file offers (:func:`fingerprint_inputs`)
 INPUTS = ("summary", "decoded", "summary+decoded")
 SUMMARY_MOMENTS = "moments-v1"
@@ -65,13 +75,35 @@ def fingerprint_inputs(d: dict, inputs: str, path="") -> np.ndarray:
     if "summary" in inputs:
         parts.append(np.asarray(d["summary"]))
     if "decoded" in inputs:
-        if "decoded_stats" not in d or d.get("decoded_stats_kind") != DECODED_STATS_KIND:
+        if "decoded_stats" not in d or d.get("decoded_stats_kind") not in DECODED_STATS_KINDS:
             raise ValueError(
-                f"{path or 'this fingerprint file'} has no decoded statistics ({DECODED_STATS_KIND}): "
+                f"{path or 'this fingerprint file'} has no decoded statistics of a known kind: "
                 "fingerprint the VEs again with this version (vae3d fingerprint), or use the summary input"
             )
         parts.append(np.asarray(d["decoded_stats"]))
     return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def input_kind(d: dict, inputs: str) -> str:
+    """What the input ``inputs`` of a read fingerprint file ``d`` is made of beyond the
+    VAE: the decoded statistics' kind when it includes them, else ''."""
+    return str(d.get("decoded_stats_kind", "")) if "decoded" in inputs else ""
+
+
+def legacy_input_kind(inputs: str) -> str:
+    """The input kind of a model saved before kinds were recorded (2026-12-07): one
+    view's decoded statistics when it read them, else ''."""
+    return DECODED_STATS_ONE_VIEW if "decoded" in str(inputs) else ""
+
+
+def check_same_input_kind(expected: str, got: str, expected_what: str, got_what: str) -> None:
+    """Inputs of different kinds (e.g. decoded statistics of one view vs the mean over
+    rolls) are never mixed or fed to a model trained on the other. ValueError."""
+    if str(got) != str(expected):
+        raise ValueError(
+            f"{expected_what} hold decoded statistics of kind {str(expected)!r}, {got_what} of kind "
+            f"{str(got)!r}: fingerprint both with the same version (vae3d fingerprint) or retrain the surrogate"
+        )
 
 
 def check_same_vae(expected: str, got: str, expected_what: str, got_what: str) -> None:
@@ -133,6 +165,7 @@ def write_fingerprints(
     summary=None,
     summary_kind_: str | None = None,
     decoded_stats=None,
+    decoded_stats_kind: str = DECODED_STATS_ONE_VIEW,
 ) -> None:
     """Write a fingerprint file (temporary file, then rename).
 
@@ -140,8 +173,8 @@ def write_fingerprints(
     (C, g, g, g) of a spatial model, default (latent,); attrs: extra root attributes
     (e.g. the feature version of baseline features written in this format); summary:
     (n, F) precomputed summary (default: :func:`roll_invariant_summary` of mu) and
-    its kind; decoded_stats: (n, D) orientation statistics of the reconstruction
-    (:data:`DECODED_STATS_KIND`), optional.
+    its kind; decoded_stats: (n, D) orientation statistics of the reconstruction,
+    optional, of the kind ``decoded_stats_kind`` (one of :data:`DECODED_STATS_KINDS`).
     """
     import h5py
 
@@ -165,8 +198,10 @@ def write_fingerprints(
             dec = np.asarray(decoded_stats, dtype=np.float32)
             if dec.ndim != 2 or len(dec) != len(mu):
                 raise ValueError(f"decoded_stats must be (n, D) with n = {len(mu)}, got {dec.shape}")
+            if decoded_stats_kind not in DECODED_STATS_KINDS:
+                raise ValueError(f"unknown decoded statistics kind {decoded_stats_kind!r}")
             f.create_dataset("decoded_stats", data=dec)
-            f.attrs["decoded_stats_kind"] = DECODED_STATS_KIND
+            f.attrs["decoded_stats_kind"] = decoded_stats_kind
         f.attrs["model_sha256"] = model_sha256
         f.attrs["latent_dim"] = int(mu.shape[1])
         f.attrs["latent_shape"] = np.asarray(shape, dtype=np.int64)
