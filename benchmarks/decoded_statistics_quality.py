@@ -73,7 +73,7 @@ def collect(model, lattice, path, n, views: int, roll_seed: int | None):
                 mus.append(v[0].numpy())
                 one.append(decoded_statistics(model, v[0], lattice))
                 if views == 8:
-                    avg.append(decoded_statistics_of_views(model, v, lattice)[0])
+                    avg.append(decoded_statistics_of_views(model, v, lattice))
             else:
                 with torch.inference_mode():
                     mus.append(encode(model, x).numpy())

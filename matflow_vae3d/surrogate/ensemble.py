@@ -19,7 +19,7 @@ import torch
 
 from matflow_vae3d.fileio import atomic_output
 
-from ..vae.fingerprints import check_same_input_kind, check_same_vae, legacy_input_kind
+from ..vae.fingerprints import check_same_input_kind, check_same_vae, recorded_input_kind
 from .mlp import EnsembleMLP
 from .table import Fingerprints, MinMaxScaling
 
@@ -139,7 +139,7 @@ class Surrogate:
     @property
     def input_kind(self) -> str:
         """What the input is made of beyond the VAE (e.g. the decoded statistics' kind)."""
-        return str(self.meta.get("input_kind", legacy_input_kind(self.inputs)))
+        return recorded_input_kind(self.meta)
 
     @property
     def n_members(self) -> int:

@@ -24,7 +24,7 @@ import torch
 
 from ..cp.loadcase import LoadCase
 from ..fileio import atomic_output
-from ..vae.fingerprints import check_same_input_kind, check_same_vae, legacy_input_kind
+from ..vae.fingerprints import check_same_input_kind, check_same_vae, recorded_input_kind
 from .ensemble import _to_plain, fit_calibration_scale, load_checkpoint
 from .lightning import EpochHistory, fit_quietly
 from .path_network import PathGRU
@@ -111,7 +111,7 @@ class PathSurrogate:
             self.model_sha256, fp.model_sha256, f"the model's training {self.features} features", fp.source or "these"
         )
         check_same_input_kind(
-            str(self.meta.get("input_kind", legacy_input_kind(self.meta.get("inputs", "")))),
+            recorded_input_kind(self.meta),
             fp.input_kind,
             f"the model's training {self.features} features",
             fp.source or "these",

@@ -206,21 +206,25 @@ def decoded_statistics(model, mu: torch.Tensor, lattice: str) -> np.ndarray:
     return np.stack([orientation_features(qb, cells, lattice, axes="xyz") for qb in q]).astype(np.float32)
 
 
-def decoded_statistics_of_views(model, views: list[torch.Tensor], lattice: str) -> tuple[np.ndarray, str]:
-    """((B, D) float32, kind): the mean of :func:`decoded_statistics` over the views of
-    :func:`encode_views` and what it is (:data:`DECODED_STATS_ROLLS` for the 8 rolled
-    views of a spatial model, :data:`DECODED_STATS_ONE_VIEW` for a dense one).
+def decoded_statistics_of_views(model, views: list[torch.Tensor], lattice: str) -> np.ndarray:
+    """(B, D) float32: the mean of :func:`decoded_statistics` over the views of
+    :func:`encode_views` (of the kind :func:`decoded_stats_kind_of`).
 
     One view's statistics move by 0.31 of their spread between VEs under a random
     periodic roll of the VE, the mean over the 8 rolls {0, 2}³ by 0.15 (exactly 0 for
     rolls by even numbers of voxels); docs/vae.md "Fingerprints and periodic rolls"."""
     stats = [decoded_statistics(model, v, lattice) for v in views]
-    kind = DECODED_STATS_ROLLS if len(views) > 1 else DECODED_STATS_ONE_VIEW
-    return np.mean(stats, axis=0, dtype=np.float64).astype(np.float32), kind
+    return np.mean(stats, axis=0, dtype=np.float64).astype(np.float32)
 
 
 def summary_kind_of(model) -> str:
     return SUMMARY_SHIFTED if len(latent_shape(model)) == 4 else SUMMARY_IDENTITY
+
+
+def decoded_stats_kind_of(model) -> str:
+    """:data:`DECODED_STATS_ROLLS` for a spatial model (8 rolled views), else
+    :data:`DECODED_STATS_ONE_VIEW`."""
+    return DECODED_STATS_ROLLS if len(latent_shape(model)) == 4 else DECODED_STATS_ONE_VIEW
 
 
 def latent_shape(model) -> tuple:
@@ -249,13 +253,11 @@ def fingerprint_dataset(
     ids: list[str] = []
     dl = loader(data, batch_size, num_workers)
     rep = model.representation
-    kind = DECODED_STATS_ONE_VIEW
     for batch in _progress(dl, len(dl), "fingerprint", progress):
         views = encode_views(model, to_input(batch, device, rep))
         mus.append(views[0].cpu().numpy())
         sums.append(summary_of_views(model, views))
-        dec, kind = decoded_statistics_of_views(model, views, meta["lattice"])
-        decs.append(dec)
+        decs.append(decoded_statistics_of_views(model, views, meta["lattice"]))
         ids.extend(str(v) for v in batch.ve_ids)
     mu = np.concatenate(mus).astype(np.float32)
     write_fingerprints(
@@ -270,7 +272,7 @@ def fingerprint_dataset(
         summary=np.concatenate(sums),
         summary_kind_=summary_kind_of(model),
         decoded_stats=np.concatenate(decs),
-        decoded_stats_kind=kind,
+        decoded_stats_kind=decoded_stats_kind_of(model),
     )
     return {"n": len(ids), "latent": int(mu.shape[1]), "path": str(out)}
 

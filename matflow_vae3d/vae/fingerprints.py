@@ -90,10 +90,13 @@ def input_kind(d: dict, inputs: str) -> str:
     return str(d.get("decoded_stats_kind", "")) if "decoded" in inputs else ""
 
 
-def legacy_input_kind(inputs: str) -> str:
-    """The input kind of a model saved before kinds were recorded (2026-12-07): one
-    view's decoded statistics when it read them, else ''."""
-    return DECODED_STATS_ONE_VIEW if "decoded" in str(inputs) else ""
+def recorded_input_kind(meta: dict) -> str:
+    """The input kind a trained model's ``meta`` records (``input_kind``); a model saved
+    before kinds were recorded (2026-12-07) read one view's decoded statistics when its
+    ``inputs`` included them, else nothing beyond the VAE ('')."""
+    if "input_kind" in meta:
+        return str(meta["input_kind"])
+    return DECODED_STATS_ONE_VIEW if "decoded" in str(meta.get("inputs", "")) else ""
 
 
 def check_same_input_kind(expected: str, got: str, expected_what: str, got_what: str) -> None:
