@@ -3,6 +3,9 @@ invariance of the summary under rolls), the symmetry-aware orientation loss,
 checkpoints of both architectures, training through the library entry point, and the
 fingerprint file's summary."""
 
+import csv
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -41,7 +44,8 @@ def test_shapes_unit_output_and_config():
     with pytest.raises(ValueError, match="unknown representation"):
         SpatialVAEConfig(representation="rodrigues")
     arch, cfg = model_config("periodic", 16)
-    assert arch == "spatial" and cfg.latent == 512
+    assert arch == "spatial" and cfg.latent == 1024
+    assert model_config("periodic-512", 16)[1].latent == 512
     assert model_config("periodic-256", 16)[1].latent == 256
     assert model_config("resnet18", 64)[0] == "dense"
     with pytest.raises(ValueError, match="has no option hidden"):
@@ -244,6 +248,10 @@ def test_train_vae_spatial_resume_fingerprints_and_summary(tmp_path):
     assert 0 < wall1 < rec["train_wall_s"]  # summed over the two runs
     hist = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
     assert len(hist) == 3 and "val_orientation" in hist[0]
+    # total_wall_s: summed over the resumed runs, the record's value at each epoch's end
+    rows = list(csv.DictReader(io.StringIO("\n".join(hist))))
+    totals = [float(r["total_wall_s"]) for r in rows]
+    assert abs(totals[0] - wall1) < 1.0 and totals[0] < totals[1] and abs(totals[1] - rec["train_wall_s"]) < 1.0
     model, meta = load_model(tmp_path / "run" / "model.pt")
     ev = evaluate_dataset(model, meta, val, progress=False)
     assert ev["n"] == 4 and 0.0 <= ev["within15_mean"] <= 1.0 and ev["deg_mean"] > 0

@@ -79,7 +79,7 @@ def _load(model_path, data=None):
     default="periodic",
     show_default=True,
     type=click.Choice(
-        ["periodic", "periodic-256", "periodic-large", "resnet12", "resnet18", "resnet34", "small"],
+        ["periodic", "periodic-512", "periodic-256", "periodic-large", "resnet12", "resnet18", "resnet34", "small"],
         case_sensitive=False,
     ),
     help="periodic*: the spatial-latent periodic VAE on quaternions (the default design); "

@@ -326,7 +326,11 @@ class LastCheckpoint(Callback):
 
 class History(Callback):
     """Appends one row per epoch (losses, wall time) to ``csv_path`` and redraws the
-    loss-curve PNG. On resume, rows of epochs that are re-run are dropped."""
+    loss-curve PNG. On resume, rows of epochs that are re-run are dropped.
+
+    ``wall_s`` is the epoch's time in this process (for an epoch resumed mid-way, only
+    the part after the resume); ``total_wall_s`` the training time up to the epoch's
+    end summed over resumed runs (``VAEModule.train_wall_s``)."""
 
     def __init__(self, csv_path, png_path=None):
         self.csv_path, self.png_path = Path(csv_path), (Path(png_path) if png_path else None)
@@ -340,6 +344,7 @@ class History(Callback):
 
     def _write(self, rows: list[dict]) -> None:
         keys = ["epoch", "step", "wall_s"] + [f"{p}_{k}" for p in ("train", "val") for k in LOSS_TERMS]
+        keys.append("total_wall_s")
         from ..fileio import atomic_output
 
         with atomic_output(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
@@ -370,6 +375,8 @@ class History(Callback):
             "step": trainer.global_step,
             "wall_s": round(time.perf_counter() - (self._t0 or time.perf_counter()), 3),
         }
+        if hasattr(pl_module, "train_wall_s"):  # summed over resumed runs, as in the model's record
+            row["total_wall_s"] = round(pl_module.train_wall_s(), 1)
         row.update({k: m[k] for k in m if k.startswith(("train_", "val_"))})
         rows = [r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch] + [row]
         self._write(rows)

@@ -31,12 +31,14 @@ ARCHITECTURES: dict[str, tuple[Any, Any]] = {
 #: presets of the spatial architecture (the dense one keeps network.preset_config's
 #: 'small' / 'resnet12' / 'resnet18' / 'resnet34').
 SPATIAL_PRESETS = {
-    # the shipped CPU model: ≈ 0.7 M parameters, 8 × 4³ = 512 numbers for a 16³ VE
-    "periodic": dict(widths=(16, 32, 64), layers=(1, 1, 1), latent_channels=8, head_layers=1),
+    # the shipped CPU models: ≈ 0.7 M parameters, 16 × 4³ = 1,024 numbers for a 16³ VE
+    "periodic": dict(widths=(16, 32, 64), layers=(1, 1, 1), latent_channels=16, head_layers=1),
+    # 8 × 4³ = 512 numbers: the models shipped until 2026-12-07 (docs/vae.md, latent size)
+    "periodic-512": dict(widths=(16, 32, 64), layers=(1, 1, 1), latent_channels=8, head_layers=1),
     # 4 × 4³ = 256 numbers: the paper's fingerprint length
     "periodic-256": dict(widths=(16, 32, 64), layers=(1, 1, 1), latent_channels=4, head_layers=1),
     # wider and deeper, for a GPU
-    "periodic-large": dict(widths=(32, 64, 128), layers=(2, 2, 2), latent_channels=8, head_layers=2),
+    "periodic-large": dict(widths=(32, 64, 128), layers=(2, 2, 2), latent_channels=16, head_layers=2),
 }
 
 
@@ -62,7 +64,7 @@ def build_model(architecture: str, config):
 def model_config(preset: str, grid: int, **overrides):
     """(architecture, config) of a named preset on a ``grid``³ input.
 
-    Spatial presets: 'periodic' (default), 'periodic-256', 'periodic-large'; dense
+    Spatial presets: 'periodic' (default), 'periodic-512', 'periodic-256', 'periodic-large'; dense
     presets (the paper's): 'small', 'resnet12', 'resnet18', 'resnet34'. ``overrides``
     replace config fields; None values are ignored, and fields the architecture does
     not have are refused by name.

@@ -3,8 +3,8 @@
 A VE is periodic and holds tens of grains per 16³ (thousands per 64³); a single dense
 vector behind a 1³ bottleneck cannot place them (docs/vae.md). This network keeps the
 layout: the latent is ``latent_channels`` numbers on each cell of a coarse grid
-(grid / 4 per edge: 4³ for 16³ VEs), so the fingerprint of a 16³ VE with 8 latent
-channels is 8 × 4³ = 512 numbers.
+(grid / 4 per edge: 4³ for 16³ VEs), so the fingerprint of a 16³ VE with 16 latent
+channels (preset ``periodic``) is 16 × 4³ = 1,024 numbers.
 
 * Every 3³ convolution pads **circularly** (``padding_mode='circular'``): the VE's
   opposite faces are neighbours, as in the CP solver, and the code is equivariant to
@@ -59,7 +59,7 @@ class SpatialVAEConfig:
     grid: int = 16
     widths: tuple = (16, 32, 64)
     layers: tuple = (1, 1, 1)
-    latent_channels: int = 8
+    latent_channels: int = 16
     head_layers: int = 2
     representation: str = "quaternion"
 

@@ -116,7 +116,7 @@ def train_vae(
     ----------
     train, val : paths of VE datasets (HDF5); val optional, same lattice and grid.
     out : run folder: checkpoints/, history.csv, loss_curve.png, model.pt.
-    preset : 'periodic' (default), 'periodic-256', 'periodic-large' (spatial) or
+    preset : 'periodic' (default), 'periodic-512', 'periodic-256', 'periodic-large' (spatial) or
         'small', 'resnet12', 'resnet18', 'resnet34' (the paper's dense ResNets).
     overrides : config fields replacing the preset's (e.g. latent_channels, widths).
     resume : True continues from out/checkpoints/last.ckpt, False starts over,

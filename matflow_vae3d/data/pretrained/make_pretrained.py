@@ -1,9 +1,10 @@
 """Recipe of the shipped VAEs (``vae_hP_grid16.pt``, ``vae_cF_grid16.pt``): the
-periodic spatial-latent VAE (preset ``periodic``: 8 × 4³ = 512 numbers per 16³ VE)
-trained on a CPU on ``train``-preset VEs. Run from the repository root::
+periodic spatial-latent VAE (preset ``periodic``: 16 × 4³ = 1,024 numbers per 16³ VE)
+trained on a CPU on ``train``-preset VEs, 2 epochs of 75,000 VEs (about 1 hour on 2
+threads). Run from the repository root::
 
-    python matflow_vae3d/data/pretrained/make_pretrained.py --lattice hP --work out/pretrained_hP
-    python matflow_vae3d/data/pretrained/make_pretrained.py --lattice cF --work out/pretrained_cF
+    python matflow_vae3d/data/pretrained/make_pretrained.py --lattice hP --work out/pretrained_hP --threads 2
+    python matflow_vae3d/data/pretrained/make_pretrained.py --lattice cF --work out/pretrained_cF --threads 2
 
 Steps (each resumes: a killed run continues where it stopped when started again):
 
@@ -110,7 +111,8 @@ def main(argv=None):
 
     model, meta = load_model(run / "model.pt")
     record = dict(meta["training"])
-    record.update(machine="2-core CPU (no GPU), 1 torch thread per run", torch=torch.__version__)
+    threads = record.get("torch_threads", args.threads)
+    record.update(machine=f"2-core CPU (no GPU), {threads} torch thread(s)", torch=torch.__version__)
     mean_img = mean_euler_image(work / data["train"]["path"], max_ves=2000)
     results, baselines = {}, {}
     for name in ("test",) + EDGE:
