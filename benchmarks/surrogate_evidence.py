@@ -5,7 +5,9 @@ held-out split, a learning curve, and active vs random sampling.
 
 Inputs: a VE dataset and its CP results (``scripts/make_cp_dataset.sh``). Made in
 DIR when missing: ``fp.h5`` (fingerprints of the VAE, default the shipped one for the
-dataset's lattice), ``orient.h5`` (orientation statistics, surrogate/baselines.py).
+dataset's lattice), ``orient.h5`` (orientation statistics, surrogate/baselines.py:
+loading axis x) and ``orient_xyz.h5`` (the same for the sample axes x, y and z: the
+features the decoded statistics are made of, but of the true VE).
 Written: ``evidence.json`` (every number), ``table.md`` (the results table),
 ``<model>/`` (Figure-9 plots of each model), ``learning_curve.png``,
 ``active_sampling.png``.
@@ -15,7 +17,8 @@ the paper's MLP (one member) on the fingerprint summary as it is (the paper's in
 and standardised, a 5-member ensemble on the summary, on the fingerprint's decoded
 statistics (orientation statistics of the VAE's reconstruction from mu; the product's
 default input) and on both; the same ensemble on orientation statistics of the true VE
-and on summary + orientation statistics; the training mean curve. The learning curve
+(loading axis x; and x, y, z, the decoded statistics' own features) and on summary +
+orientation statistics; the training mean curve. The learning curve
 and active sampling use the decoded input (vs orientation statistics).
 Every network is trained on one thread (the load is stated in docs/results.md).
 """
@@ -58,12 +61,12 @@ def fingerprints(ves: Path, work: Path, vae: str) -> Path:
     return out
 
 
-def orientation_stats(ves: Path, work: Path) -> Path:
+def orientation_stats(ves: Path, work: Path, axes: str = "x") -> Path:
     from matflow_vae3d.surrogate.baselines import write_feature_file
 
-    out = work / "orient.h5"
+    out = work / ("orient.h5" if axes == "x" else f"orient_{axes}.h5")
     if not out.exists():
-        write_feature_file(ves, out, progress=False)
+        write_feature_file(ves, out, progress=False, axes=axes)
     return out
 
 
@@ -148,11 +151,13 @@ def main(argv=None):
     dec = read_fingerprints(fp_path, "decoded")
     both = read_fingerprints(fp_path, "summary+decoded")
     ori = read_fingerprints(orientation_stats(args.ves, work))
+    ori_xyz = read_fingerprints(orientation_stats(args.ves, work, axes="xyz"))
     tables = {
         "fingerprint": build_table(fp, st, val_fraction=VAL, test_fraction=TEST),
         "decoded": build_table(dec, st, val_fraction=VAL, test_fraction=TEST),
         "fingerprint+decoded": build_table(both, st, val_fraction=VAL, test_fraction=TEST),
         "orientation": build_table(ori, st, val_fraction=VAL, test_fraction=TEST),
+        "orientation-xyz": build_table(ori_xyz, st, val_fraction=VAL, test_fraction=TEST),
         "fingerprint+orientation": build_table(combined(fp, ori), st, val_fraction=VAL, test_fraction=TEST),
     }
     if args.test_originals:
@@ -193,6 +198,11 @@ def main(argv=None):
             (f"ensemble x{args.members}, decoded statistics (from the fingerprint)", "decoded", args.members),
             (f"ensemble x{args.members}, summary + decoded statistics", "fingerprint+decoded", args.members),
             (f"ensemble x{args.members}, orientation statistics", "orientation", args.members),
+            (
+                f"ensemble x{args.members}, orientation statistics, axes x y z (the decoded statistics' features, true VE)",
+                "orientation-xyz",
+                args.members,
+            ),
             (
                 f"ensemble x{args.members}, fingerprint + orientation statistics",
                 "fingerprint+orientation",
