@@ -32,7 +32,7 @@ def work(tmp_path_factory):
     torch.manual_seed(0)
     t = np.linspace(0, 10, 21)
     meta = {
-        "latent_dim": 52,
+        "latent_dim": 168,
         "model_sha256": file_sha256(pretrained_path("hP")),
         "component": "xx",
         "t": t.tolist(),
@@ -42,7 +42,7 @@ def work(tmp_path_factory):
         "calibration_scale": 1.5,
     }
     sur = Surrogate(
-        EnsembleMLP(latent_dim=52, hidden=16, n_out=20, n_members=3),
+        EnsembleMLP(latent_dim=168, hidden=16, n_out=20, n_members=3),
         MinMaxScaling(lo=np.zeros(20), hi=np.full(20, 200.0)),
         meta,
     )

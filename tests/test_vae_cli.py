@@ -79,7 +79,7 @@ def test_pretrained_models_shipped(lattice):
     # its own held-out evaluation: far below the constant predictors (about 60 deg)
     assert rec["evaluation"]["test"]["deg_mean"] < 30.0
     model, meta = load_model(p)
-    assert meta["latent"] == 512 and meta["representation"] == "quaternion"
+    assert meta["latent"] == 1024 and meta["representation"] == "quaternion"
 
 
 def test_pretrained_only_for_shipped_lattices():
@@ -153,10 +153,10 @@ def test_fingerprint_evaluate_reconstruct(ves, tmp_path):
     text = run(
         "fingerprint", "--model", model, "--data", ves["train"], "--out", fp, "--batch-size", "10", "--no-progress"
     )
-    assert "24 fingerprints (latent 512)" in text
+    assert "24 fingerprints (latent 1024)" in text
     with h5py.File(fp) as f:
-        assert f.attrs["format"] == "matflow-vae3d/fingerprints" and f["mu"].shape == (24, 512)
-        assert f["summary"].shape == (24, 52)
+        assert f.attrs["format"] == "matflow-vae3d/fingerprints" and f["mu"].shape == (24, 1024)
+        assert f["summary"].shape == (24, 168)  # 16 means, 136 second moments, 16 lag products
         assert f.attrs["lattice"] == "hP" and list(f.attrs["grid"]) == [16, 16, 16]
         dec = f["decoded_stats"][()]
     # decoded statistics: orientation statistics of the reconstruction from mu (x, y, z
@@ -173,7 +173,7 @@ def test_fingerprint_evaluate_reconstruct(ves, tmp_path):
     spread = np.abs(true[:, :78].mean(0) - true[:, :78]).mean(1)
     assert (own < spread).mean() >= 0.7, (own, spread)
     assert read_fingerprints(fp, "auto").inputs == "decoded" and read_fingerprints(fp, "auto").latent_dim == 79
-    assert read_fingerprints(fp, "summary+decoded").latent_dim == 52 + 79
+    assert read_fingerprints(fp, "summary+decoded").latent_dim == 168 + 79
     before = fp.read_bytes()
     assert "--overwrite" in run("fingerprint", "--model", model, "--data", ves["goss"], "--out", fp, ok=False)
     assert fp.read_bytes() == before
