@@ -199,7 +199,8 @@ def main(argv=None):
             (f"ensemble x{args.members}, summary + decoded statistics", "fingerprint+decoded", args.members),
             (f"ensemble x{args.members}, orientation statistics", "orientation", args.members),
             (
-                f"ensemble x{args.members}, orientation statistics, axes x y z (the decoded statistics' features, true VE)",
+                f"ensemble x{args.members}, orientation statistics, axes x y z "
+                "(the decoded statistics' features, true VE)",
                 "orientation-xyz",
                 args.members,
             ),
