@@ -193,14 +193,12 @@ def gpu(args):
         print(f"| {name} | {r:.0f} | {ref} |")
 
 
-def _label(model_arg, meta) -> str:
-    """'<file>: spatial, C x g³' (or 'dense, latent N') of the timed model."""
-    cfg = meta["config"]
-    kind = (
-        f"spatial, {cfg['latent_channels']} x {cfg['grid'] // 4}³"
-        if meta["architecture"] == "spatial"
-        else f"{meta['architecture']}, latent {meta['latent']}"
-    )
+def _label(model_arg, model) -> str:
+    """'<file> (spatial, C x g³)' or '<file> (dense, latent N)' of the timed model."""
+    from matflow_vae3d.vae.encode import latent_shape
+
+    shape = latent_shape(model)
+    kind = f"spatial, {shape[0]} x {shape[1]}³" if len(shape) == 4 else f"dense, latent {shape[0]}"
     return f"{Path(model_arg).name if model_arg else 'shipped hP model'} ({kind})"
 
 
@@ -219,7 +217,7 @@ def cpu(args):
     rows = []
     old = model_config("small", 16)  # the previously shipped design (dense ResNet12, latent 32)
     for name, m, (arch, cfg) in (
-        (_label(args.model, meta), model, (meta["architecture"], meta["config"])),
+        (_label(args.model, model), model, (meta["architecture"], meta["config"])),
         ("old small preset (dense, latent 32)", build_model(*old), old),
     ):
         for bs in (32, 128):  # (the first batch is not timed: keep >= 3 batches of n_ves)

@@ -5,6 +5,7 @@ overwritten."""
 import json
 import shutil
 
+import click
 import h5py
 import numpy as np
 import pytest
@@ -80,6 +81,16 @@ def test_pretrained_models_shipped(lattice):
     assert rec["evaluation"]["test"]["deg_mean"] < 30.0
     model, meta = load_model(p)
     assert meta["latent"] == 1024 and meta["representation"] == "quaternion"
+
+
+def test_train_vae_preset_choices_are_the_library_presets():
+    # the CLI spells the names out (no torch import for --help); the library owns them
+    from matflow_vae3d.vae.models import SPATIAL_PRESETS
+    from matflow_vae3d.vae.network import PRESET_LAYERS
+
+    cmd = cli.get_command(click.Context(cli), "train-vae")
+    opt = next(p for p in cmd.params if p.name == "preset")
+    assert sorted(opt.type.choices) == sorted([*SPATIAL_PRESETS, *PRESET_LAYERS, "small"])
 
 
 def test_pretrained_only_for_shipped_lattices():

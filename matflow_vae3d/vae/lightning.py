@@ -375,8 +375,7 @@ class History(Callback):
             "step": trainer.global_step,
             "wall_s": round(time.perf_counter() - (self._t0 or time.perf_counter()), 3),
         }
-        if hasattr(pl_module, "train_wall_s"):  # summed over resumed runs, as in the model's record
-            row["total_wall_s"] = round(pl_module.train_wall_s(), 1)
+        row["total_wall_s"] = round(pl_module.train_wall_s(), 1)  # summed over resumed runs, as in the record
         row.update({k: m[k] for k in m if k.startswith(("train_", "val_"))})
         rows = [r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch] + [row]
         self._write(rows)
