@@ -10,11 +10,13 @@ import torch
 
 
 @torch.inference_mode()
-def decode_path(model, mu_a, mu_b, steps: int = 8) -> torch.Tensor:
+def decode_path(model, mu_a, mu_b, steps: int = 8, latent_shape=None) -> torch.Tensor:
     """Decode z = (1 - t) mu_a + t mu_b for t = 0 ... 1 (``steps`` points).
 
-    mu_a, mu_b: (latent,) array-like. Returns (steps, C, n, n, n) on CPU in the
-    model's representation (normalised Euler angles or unit quaternions).
+    mu_a, mu_b: (latent,) array-like; latent_shape: (C, gx, gy, gz) of a spatial
+    latent of a grid other than the training grid (default: the model's own). Returns
+    (steps, C, nx, ny, nz) on CPU in the model's representation (normalised Euler
+    angles or unit quaternions).
     """
     if steps < 2:
         raise ValueError("a path needs at least 2 steps")
@@ -25,7 +27,10 @@ def decode_path(model, mu_a, mu_b, steps: int = 8) -> torch.Tensor:
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"path end points must be two (latent,) vectors, got {tuple(a.shape)}, {tuple(b.shape)}")
     t = torch.linspace(0.0, 1.0, steps, device=dev).unsqueeze(1)
-    return model.decode((1 - t) * a + t * b).float().cpu()
+    z = (1 - t) * a + t * b
+    if latent_shape is not None and len(latent_shape) == 4:
+        z = z.reshape((steps,) + tuple(int(n) for n in latent_shape))
+    return model.decode(z).float().cpu()
 
 
 def plot_path(images: torch.Tensor, png, labels=None, representation: str = "euler", lattice: str = "hP") -> None:

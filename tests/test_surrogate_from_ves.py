@@ -47,7 +47,7 @@ def work(tmp_path_factory):
         meta,
     )
     sur.save(d / "s.pt")
-    for lat, grid, name in (("hP", 16, "ves"), ("cF", 16, "cu"), ("hP", 8, "small")):
+    for lat, grid, name in (("hP", 16, "ves"), ("cF", 16, "cu"), ("hP", 9, "small")):
         r = run(
             "generate",
             "--preset",
@@ -111,7 +111,7 @@ def test_predict_from_ves_refuses_by_name(work):
     r = run("predict", "--model", d / "s.pt", "--data", d / "cu.h5", "--out", d / "x.h5")
     assert r.exit_code == 1 and "crystal structure 'hP'" in r.output and "'cF'" in r.output, r.output
     r = run("predict", "--model", d / "s.pt", "--data", d / "small.h5", "--out", d / "x.h5")
-    assert r.exit_code == 1 and "16x16x16" in r.output and "8x8x8" in r.output, r.output
+    assert r.exit_code == 1 and "9x9x9" in r.output and "nearest valid grid 8x8x8" in r.output, r.output
     r = run(
         "predict", "--model", d / "s.pt", "--data", d / "ves.h5", "--vae", pretrained_path("cF"), "--out", d / "x.h5"
     )

@@ -87,7 +87,7 @@ def test_model_file_round_trip_and_refusals(sets, tmp_path):
     check_compatible(meta, "hP", (16, 16, 16))
     with pytest.raises(ValueError, match="trained on crystal structure 'hP'.*'cF'"):
         check_compatible(meta, "cF", 16)
-    with pytest.raises(ValueError, match="expects 16x16x16.*32x32x32"):
+    with pytest.raises(ValueError, match="dense .*only its training grid 16x16x16.*32x32x32"):
         check_compatible(meta, "hP", (32, 32, 32))
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.pt")

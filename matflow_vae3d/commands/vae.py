@@ -463,12 +463,13 @@ def reconstruct(model_path, data, out, indices, device, threads):
 
 # ----------------------------------------------------------------------------- latent
 def _fingerprints_of(path, model, meta, device, batch_size, progress):
-    """(ids, mu (n, latent), roll-invariant summary (n, F)) of a fingerprint file
-    made by this model, or of a VE dataset (encoded now)."""
+    """(ids, mu (n, latent), roll-invariant summary (n, F), latent shape) of a
+    fingerprint file made by this model, or of a VE dataset (encoded now, any grid the
+    model takes)."""
     import h5py
     import numpy as np
 
-    from ..vae.encode import encode_with_summary, loader, open_dataset, prepare, to_input
+    from ..vae.encode import encode_with_summary, latent_shape, loader, open_dataset, prepare, to_input, voxel_batch
     from ..vae.fingerprints import FINGERPRINT_FORMAT, check_same_vae, read_fingerprints
 
     if not Path(path).is_file():
@@ -478,16 +479,16 @@ def _fingerprints_of(path, model, meta, device, batch_size, progress):
     if fmt == FINGERPRINT_FORMAT:
         fp = read_fingerprints(path)
         check_same_vae(meta["sha256"], fp["model_sha256"], "this model's fingerprints", str(path))
-        return fp["ve_id"], fp["mu"], fp["summary"]
-    open_dataset(path, meta)
+        return fp["ve_id"], fp["mu"], fp["summary"], fp["latent_shape"]
+    ds = open_dataset(path, meta)
     m = prepare(model, device)
     ids, mus, sums = [], [], []
-    for batch in loader(path, batch_size):
+    for batch in loader(path, voxel_batch(batch_size, ds.grid)):
         mu, summ = encode_with_summary(m, to_input(batch, device, meta["representation"]))
         mus.append(mu)
         sums.append(summ)
         ids.extend(str(v) for v in batch.ve_ids)
-    return ids, np.concatenate(mus), np.concatenate(sums)
+    return ids, np.concatenate(mus), np.concatenate(sums), latent_shape(model, ds.grid)
 
 
 def _named(spec: str) -> tuple[str, str]:
@@ -539,7 +540,7 @@ def latent(model_path, train_path, sets, out_dir, steps, pca_components, device,
         dev = parse_device(device)
         # the decoded path runs between full fingerprints; PCA and clustering use the
         # roll-invariant summaries (for a dense model: the fingerprints themselves)
-        _, path_mu, train_mu = _fingerprints_of(train_path, model, meta, dev, batch_size, False)
+        _, path_mu, train_mu, path_shape = _fingerprints_of(train_path, model, meta, dev, batch_size, False)
         named = dict(_named(s) for s in sets)
         set_mu = {k: _fingerprints_of(p, model, meta, dev, batch_size, False)[2] for k, p in named.items()}
         out.mkdir(parents=True, exist_ok=True)
@@ -547,7 +548,7 @@ def latent(model_path, train_path, sets, out_dir, steps, pca_components, device,
             raise ValueError("need at least two training fingerprints")
         model = model.to(dev)
         plot_path(
-            decode_path(model, path_mu[0], path_mu[1], steps),
+            decode_path(model, path_mu[0], path_mu[1], steps, latent_shape=path_shape),
             out / "path.png",
             representation=meta["representation"],
             lattice=meta["lattice"],

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from ..datasets import COMPRESSIONS
 from ..microstructure.generate import ve_seed as derive_seed  # the one seed rule, shared with MatFlow
@@ -25,8 +24,30 @@ def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
 
 
+def _resampled(ves, grid, reports: list):
+    """VEs resampled to ``grid`` (nearest neighbour), appending each report."""
+    from ..microstructure.resample import resample_ve
+
+    for ve in ves:
+        new, rep = resample_ve(ve, grid)
+        reports.append(rep)
+        yield new
+
+
+def _vanished_text(reports) -> str:
+    if not reports:
+        return ""
+    g = sum(r.vanished_grains for r in reports)
+    total = sum(r.grains_before for r in reports)
+    vf = max(r.vanished_volume_fraction for r in reports)
+    return (
+        f"; resampled {'x'.join(map(str, reports[0].grid_before))} -> {'x'.join(map(str, reports[0].grid_after))}: "
+        f"{g} of {total} grains vanished (at most {100 * vf:.2f} % of a VE's volume)"
+    )
+
+
 # ----------------------------------------------------------------------------- generate
-def _params_for(preset: str, grid: int, lattice: str | None):
+def _params_for(preset: str, grid, lattice: str | None):
     """Preset parameters with the grid (and lattice) replaced."""
     from ..microstructure import get_preset
 
@@ -38,8 +59,7 @@ def _params_for(preset: str, grid: int, lattice: str | None):
     changes: dict[str, Any] = {}
     for name in ("grid", "cells", "grid_size"):
         if name in names:
-            val = getattr(params, name)
-            changes[name] = (grid,) * 3 if isinstance(val, (tuple, list, np.ndarray)) else grid
+            changes[name] = tuple(grid)
             break
     if lattice is not None:
         if "lattice" not in names:  # pragma: no cover - VEParams has a lattice
@@ -51,10 +71,30 @@ def _params_for(preset: str, grid: int, lattice: str | None):
         raise _fail(exc) from None
 
 
-def _check_grid(ctx, param, value):
-    if value is not None and value < 8:
-        raise click.BadParameter(f"grid must be at least 8 cells per edge, got {value}")
-    return value
+class GridType(click.ParamType):
+    """A grid on the command line: ``N`` (N³) or ``NXxNYxNZ`` (e.g. 16x32x48)."""
+
+    name = "GRID"
+
+    def __init__(self, minimum: int = 1):
+        self.minimum = int(minimum)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).lower().replace("×", "x").replace(",", "x")
+        parts = text.split("x")
+        try:
+            g = tuple(int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not a grid: give N (N^3) or NXxNYxNZ, e.g. 32 or 16x32x48", param, ctx)
+        if len(g) == 1:
+            g = g * 3
+        if len(g) != 3:
+            self.fail(f"{value!r} is not a grid: give N (N^3) or NXxNYxNZ, e.g. 32 or 16x32x48", param, ctx)
+        if min(g) < self.minimum:
+            self.fail(f"grid must be at least {self.minimum} cells per edge, got {value}", param, ctx)
+        return g
 
 
 def _check_lattice(ctx, param, value):
@@ -81,11 +121,11 @@ def _check_lattice(ctx, param, value):
 )
 @click.option(
     "--grid",
-    type=int,
-    default=64,
+    type=GridType(minimum=8),
+    default="64",
     show_default=True,
-    callback=_check_grid,
-    help="Cells per edge (N for an N^3 grid, N >= 8).",
+    help="Cells per edge: N for an N^3 grid or NXxNYxNZ (e.g. 16x32x48), each >= 8; the "
+    "periodic VAE takes edges that are multiples of 4.",
 )
 @click.option(
     "--seed",
@@ -136,6 +176,7 @@ def generate(preset, count, grid, seed, out, lattice, workers, start, append, ov
     Example:
       vae3d generate --preset train --count 1000 --grid 64 --seed 0 --out train.h5
       vae3d generate --preset train --count 1000 --seed 0 --out train.h5 --append
+      vae3d generate --preset train --count 10 --grid 16x32x48 --seed 0 --out slab.h5
     """
     from ..datasets import VEDataset, write_ves
     from ..microstructure import generate_ves
@@ -150,10 +191,10 @@ def generate(preset, count, grid, seed, out, lattice, workers, start, append, ov
         try:
             with VEDataset(out) as ds:
                 lat = getattr(params, "lattice", ds.lattice)
-                if ds.grid != (grid,) * 3 or ds.lattice != lat:
+                if ds.grid != tuple(grid) or ds.lattice != lat:
                     raise click.ClickException(
                         f"{out} holds {ds.lattice} VEs on a {ds.grid} grid; cannot append "
-                        f"{lat} VEs on a {(grid,) * 3} grid"
+                        f"{lat} VEs on a {tuple(grid)} grid"
                     )
                 taken = [
                     int(v[len(prefix) :]) for v in ds.ve_ids if v.startswith(prefix) and v[len(prefix) :].isdigit()
@@ -340,6 +381,13 @@ def _write_one(ve, dst: Path, fmt: str, *, phase, phase_label, material, overwri
     show_default=True,
     help="Grain-map codec of a new VE dataset DEST.",
 )
+@click.option(
+    "--grid",
+    type=GridType(minimum=1),
+    default=None,
+    help="Resample every VE to this grid on the way (N or NXxNYxNZ): nearest neighbour, periodic, same "
+    "physical size and orientations; vanished grains are dropped and counted.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar for several VEs.")
 def convert(
     source,
@@ -355,9 +403,11 @@ def convert(
     append,
     overwrite,
     compression,
+    grid,
     progress,
 ):
-    """Import/export VEs between a VE dataset and DAMASK, DREAM.3D and MatFlow files.
+    """Import/export VEs between a VE dataset and DAMASK, DREAM.3D and MatFlow files,
+    optionally resampled to another grid (--grid).
 
     \b
     Formats (from the extension unless --from/--to is given):
@@ -374,6 +424,7 @@ def convert(
       vae3d convert train.h5 ve0.yaml --ve-id train-s0-000000
       vae3d convert synthetic.dream3d ves.h5 --append
       vae3d convert volume_element.yaml ves.h5 --lattice hP
+      vae3d convert grain18.vti grain16.h5 --grid 16        # nearest-neighbour resampling
     """
     from ..datasets import write_ves
 
@@ -395,6 +446,9 @@ def convert(
         if dst_fmt != "dataset" and append:
             raise click.UsageError("--append only applies to a VE dataset DEST")
         count, ves = load_ves(source, src_fmt, indices=indices, ve_ids=ve_ids, lattice=lattice, material=src_material)
+        vanished: list = []
+        if grid is not None:
+            ves = _resampled(ves, grid, vanished)
         if dst_fmt == "dataset":
             n = write_ves(
                 dest,
@@ -405,7 +459,7 @@ def convert(
                 total=count,
                 compression=compression,
             )
-            click.echo(f"wrote {n} VE(s) to {dest}")
+            click.echo(f"wrote {n} VE(s) to {dest}{_vanished_text(vanished)}")
             return
         if not is_dir and count != 1:
             ves.close()
@@ -432,5 +486,7 @@ def convert(
                 click.echo(f"{ve.ve_id}: {ve.lattice}, grid {ve.grid}, {ve.n_grains} grains -> {where}")
         if count > 20:
             click.echo(f"exported {count} VEs to {dest}")
+        if vanished:
+            click.echo(_vanished_text(vanished).strip("; "))
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, IndexError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None

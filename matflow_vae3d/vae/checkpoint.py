@@ -151,20 +151,30 @@ def load_model(path, map_location="cpu"):
 
 
 def check_compatible(meta: dict, lattice: str, grid, what: str = "dataset") -> None:
-    """Refuse to encode VEs of another crystal structure or grid than the model's.
+    """Refuse to encode VEs of another crystal structure than the model's, or of a grid
+    the model cannot take.
 
-    grid: int or 3-tuple of cells. Raises ValueError naming both.
+    A spatial (periodic, fully convolutional) model takes any grid whose edges are
+    multiples of 4, cubic or not, whatever grid it was trained on
+    (:func:`~matflow_vae3d.vae.spatial.check_grid`); the dense (paper) ResNet only its
+    training grid. grid: int or 3-tuple of cells. Raises ValueError naming both.
     """
+    from .spatial import as_grid, check_grid, grid_text
+
     lat = canonical_lattice(lattice)
     if lat != meta["lattice"]:
         raise ValueError(
             f"the VAE was trained on crystal structure {meta['lattice']!r} but the {what} is "
             f"{lat!r}: train or pick a model for {lat!r}"
         )
-    g = tuple(int(n) for n in (grid if hasattr(grid, "__len__") else (grid,) * 3))
+    g = as_grid(grid)
+    if meta.get("architecture", "dense") == "spatial":
+        check_grid(g, f"the {what}")
+        return
     n = meta["grid"]
     if g != (n, n, n):
         raise ValueError(
-            f"the VAE expects {n}x{n}x{n} VEs but the {what} has grid {'x'.join(map(str, g))}: "
-            "regenerate/resample the VEs or use a model trained on that grid"
+            f"the dense (paper) ResNet VAE takes only its training grid {n}x{n}x{n}, but the {what} has grid "
+            f"{grid_text(g)}: resample the VEs (vae3d convert VES OUT.h5 --grid {n}x{n}x{n}) or use a "
+            "periodic VAE, which takes any grid of multiples of 4 (--model pretrained)"
         )

@@ -92,19 +92,46 @@ def to_input(batch, device, representation: str = "euler") -> torch.Tensor:
 
 @torch.inference_mode()
 def encode(model, x: torch.Tensor) -> torch.Tensor:
-    """Fingerprints mu (B, latent) float32 of inputs x (B, C, n, n, n); no noise."""
+    """Fingerprints mu (B, latent) float32 of inputs x (B, C, nx, ny, nz); no noise."""
     with _amp(x.device):
         mu = model.fingerprint(x)
     return mu.float()
 
 
 @torch.inference_mode()
+def encode_latent(model, x: torch.Tensor) -> torch.Tensor:
+    """mu in its layout, float32, no noise: (B, latent_channels, nx/4, ny/4, nz/4) for a
+    spatial model (any grid of multiples of 4), (B, latent) for a dense one."""
+    if not is_spatial(model):
+        return encode(model, x)
+    with _amp(x.device):
+        mu = model.encode(x)[0]
+    return mu.float()
+
+
+def is_spatial(model) -> bool:
+    return getattr(model, "architecture", "dense") == "spatial"
+
+
+def flat(mu: torch.Tensor) -> np.ndarray:
+    """A latent in its layout -> (B, latent) float32 numpy (channel-major)."""
+    return mu.flatten(1).cpu().numpy()
+
+
+def voxel_batch(batch_size: int, grid, reference: int = 16**3) -> int:
+    """VEs per batch for VEs of ``grid``: ``batch_size`` counts VEs of 16³ voxels, larger
+    VEs are batched by voxels (a 64³ VE is 64 16³ VEs' worth), at least one VE."""
+    n = int(np.prod([int(g) for g in grid]))
+    return max(1, int(batch_size) * reference // max(n, 1))
+
+
+@torch.inference_mode()
 def reconstruct(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu (B, latent), reconstruction in the input's representation), eval mode, z = mu."""
     with _amp(x.device):
-        mu = model.fingerprint(x)
+        mu = model.encode(x)[0] if is_spatial(model) else model.fingerprint(x)
         raw = model.decode_raw(mu)
-    return mu.float(), model.output(raw.float())
+    return mu.flatten(1).float(), model.output(raw.float())
 
 
 def image_quaternions(x: torch.Tensor, representation: str = "euler") -> torch.Tensor:
@@ -163,20 +190,21 @@ def _progress(it, total, desc, progress):
 
 @torch.inference_mode()
 def encode_views(model, x: torch.Tensor) -> list[torch.Tensor]:
-    """mu (B, latent) of x rolled by each shift of :func:`summary_shifts` (8 encodings,
-    the first the unrolled x) for a spatial model; [mu] for a dense one."""
-    if len(latent_shape(model)) != 4:
+    """mu in its layout (:func:`encode_latent`) of x rolled by each shift of
+    :func:`summary_shifts` (8 encodings, the first the unrolled x) for a spatial model;
+    [mu] for a dense one."""
+    if not is_spatial(model):
         return [encode(model, x)]
-    return [encode(model, x if s == (0, 0, 0) else torch.roll(x, s, dims=(2, 3, 4))) for s in summary_shifts()]
+    return [encode_latent(model, x if s == (0, 0, 0) else torch.roll(x, s, dims=(2, 3, 4))) for s in summary_shifts()]
 
 
 def summary_of_views(model, views: list[torch.Tensor]) -> np.ndarray:
     """(B, F) float32: the mean of :func:`roll_invariant_summary` over the views of
-    :func:`encode_views` (dense: mu itself)."""
-    shape = latent_shape(model)
-    if len(shape) != 4:
+    :func:`encode_views` (dense: mu itself). F does not depend on the VE's grid."""
+    if not is_spatial(model):
         return views[0].cpu().numpy().copy()
-    parts = [roll_invariant_summary(v.cpu().numpy(), shape) for v in views]
+    shape = tuple(views[0].shape[1:])
+    parts = [roll_invariant_summary(flat(v), shape) for v in views]
     return np.mean(parts, axis=0, dtype=np.float64).astype(np.float32)
 
 
@@ -187,14 +215,15 @@ def encode_with_summary(model, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
     rolled by each shift of :func:`summary_shifts` (8 encodings); dense: mu itself.
     """
     views = encode_views(model, x)
-    return views[0].cpu().numpy(), summary_of_views(model, views)
+    return flat(views[0]), summary_of_views(model, views)
 
 
 @torch.inference_mode()
 def decoded_statistics(model, mu: torch.Tensor, lattice: str) -> np.ndarray:
-    """Orientation statistics of the reconstruction from fingerprints mu (B, latent):
-    (B, D) float32 (decode, reduce to the fundamental zone, histograms for sample axes
-    x, y, z, every voxel its own grain; one view, :data:`DECODED_STATS_ONE_VIEW`)."""
+    """Orientation statistics of the reconstruction from fingerprints mu (in their layout,
+    :func:`encode_latent`, or flat (B, latent) of the training grid): (B, D) float32
+    (decode, reduce to the fundamental zone, histograms for sample axes x, y, z, every
+    voxel its own grain; one view, :data:`DECODED_STATS_ONE_VIEW`)."""
     from ..microstructure.statistics import orientation_features
 
     with _amp(mu.device):
@@ -227,11 +256,15 @@ def decoded_stats_kind_of(model) -> str:
     return DECODED_STATS_ROLLS if len(latent_shape(model)) == 4 else DECODED_STATS_ONE_VIEW
 
 
-def latent_shape(model) -> tuple:
-    """(C, g, g, g) of a spatial model's latent, (latent,) of a dense one."""
+def latent_shape(model, grid=None) -> tuple:
+    """(C, gx, gy, gz) of a spatial model's latent for VEs of ``grid`` (default its
+    training grid; g = edge / 4), (latent,) of a dense one."""
+    from .spatial import SPATIAL_DOWNSAMPLE, as_grid
+
     c = model.config
-    if getattr(model, "architecture", "dense") == "spatial":
-        return (c.latent_channels,) + (c.latent_grid,) * 3
+    if is_spatial(model):
+        g = as_grid(c.grid if grid is None else grid)
+        return (c.latent_channels,) + tuple(n // SPATIAL_DOWNSAMPLE for n in g)
     return (int(c.latent),)
 
 
@@ -240,7 +273,9 @@ def fingerprint_dataset(
 ) -> dict:
     """Encode every VE of dataset ``data`` and write ``out`` (docs/formats.md
     "Fingerprints"), with the decoded statistics (:func:`decoded_statistics_of_views`),
-    atomically. Returns {'n', 'latent', 'path'}."""
+    atomically. Any grid a spatial model takes (:func:`~.checkpoint.check_compatible`);
+    ``batch_size`` counts 16³ VEs, larger ones are batched by voxels
+    (:func:`voxel_batch`). Returns {'n', 'latent', 'latent_shape', 'path'}."""
     ds = open_dataset(data, meta)
     device = torch.device(device)
     model = prepare(model, device)
@@ -251,11 +286,11 @@ def fingerprint_dataset(
     sums: list[np.ndarray] = []
     decs: list[np.ndarray] = []
     ids: list[str] = []
-    dl = loader(data, batch_size, num_workers)
+    dl = loader(data, voxel_batch(batch_size, ds.grid), num_workers)
     rep = model.representation
     for batch in _progress(dl, len(dl), "fingerprint", progress):
         views = encode_views(model, to_input(batch, device, rep))
-        mus.append(views[0].cpu().numpy())
+        mus.append(flat(views[0]))
         sums.append(summary_of_views(model, views))
         decs.append(decoded_statistics_of_views(model, views, meta["lattice"]))
         ids.extend(str(v) for v in batch.ve_ids)
@@ -268,13 +303,13 @@ def fingerprint_dataset(
         lattice=meta["lattice"],
         grid=ds.grid,
         source=str(Path(data).resolve()),
-        latent_shape=latent_shape(model),
+        latent_shape=latent_shape(model, ds.grid),
         summary=np.concatenate(sums),
         summary_kind_=summary_kind_of(model),
         decoded_stats=np.concatenate(decs),
         decoded_stats_kind=decoded_stats_kind_of(model),
     )
-    return {"n": len(ids), "latent": int(mu.shape[1]), "path": str(out)}
+    return {"n": len(ids), "latent": int(mu.shape[1]), "latent_shape": latent_shape(model, ds.grid), "path": str(out)}
 
 
 def summarise_errors(vals: dict, ids: list) -> dict:
@@ -306,7 +341,7 @@ def evaluate_dataset(
     device = torch.device(device)
     model = prepare(model, device)
     n = len(ds) if max_ves is None else min(len(ds), int(max_ves))
-    dl = loader(data, batch_size, num_workers, indices=list(range(n)))
+    dl = loader(data, voxel_batch(batch_size, ds.grid), num_workers, indices=list(range(n)))
     rep = model.representation
     ids: list[str] = []
     vals: dict[str, list] = {}

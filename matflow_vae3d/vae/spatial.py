@@ -36,8 +36,44 @@ from .network import LOGVAR_INIT, VAEBase, config_from_plain, init_weights
 #: per-voxel input channels of each representation.
 REPRESENTATION_CHANNELS = {"quaternion": 4, "euler": 3}
 
-#: down-sampling factor of the encoder (two stride-2 convolutions).
+#: down-sampling factor of the encoder (two stride-2 convolutions): every edge of an
+#: input grid must be a multiple of it.
 SPATIAL_DOWNSAMPLE = 4
+
+
+def as_grid(grid) -> tuple[int, int, int]:
+    """An int n or 3 ints -> (nx, ny, nz)."""
+    g = tuple(int(n) for n in (grid if hasattr(grid, "__len__") else (grid,) * 3))
+    if len(g) != 3:
+        raise ValueError(f"a grid has 3 edges, got {grid!r}")
+    return g
+
+
+def nearest_grid(grid) -> tuple[int, int, int]:
+    """The grid of edges that are multiples of :data:`SPATIAL_DOWNSAMPLE` nearest to
+    ``grid`` (each edge rounded to the nearest multiple, at least one)."""
+    m = SPATIAL_DOWNSAMPLE
+    return tuple(max(m, m * int(round(n / m))) for n in as_grid(grid))  # type: ignore[return-value]
+
+
+def grid_text(grid) -> str:
+    """'32x32x32'."""
+    return "x".join(str(n) for n in as_grid(grid))
+
+
+def check_grid(grid, what: str = "the input") -> tuple[int, int, int]:
+    """The one rule for the spatial VAE's inputs: every edge a positive multiple of
+    :data:`SPATIAL_DOWNSAMPLE`, cubic or not. Returns the grid; ValueError naming the
+    nearest valid grid and how to get there otherwise."""
+    g = as_grid(grid)
+    if min(g) < SPATIAL_DOWNSAMPLE or any(n % SPATIAL_DOWNSAMPLE for n in g):
+        near = grid_text(nearest_grid(g))
+        raise ValueError(
+            f"{what} has grid {grid_text(g)}, but the periodic VAE needs every edge a multiple of "
+            f"{SPATIAL_DOWNSAMPLE}: resample it to the nearest valid grid {near} "
+            f"(vae3d convert VES OUT.h5 --grid {near})"
+        )
+    return g
 
 
 @dataclasses.dataclass
@@ -208,28 +244,33 @@ class SpatialVAE3d(VAEBase):
         return self.config.representation
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ValueError unless x is (B, in_channels, grid, grid, grid)."""
-        c, n = self.config.in_channels, self.config.grid
-        if x.ndim != 5 or tuple(x.shape[1:]) != (c, n, n, n):
-            raise ValueError(f"the VAE expects input of shape (B, {c}, {n}, {n}, {n}), got {tuple(x.shape)}")
+        """Raise ValueError unless x is (B, in_channels, nx, ny, nz) with every edge a
+        positive multiple of 4 (the network is fully convolutional and periodic: any
+        such grid, cubic or not, whatever the training grid)."""
+        c = self.config.in_channels
+        if x.ndim != 5 or x.shape[1] != c:
+            raise ValueError(f"the VAE expects input of shape (B, {c}, nx, ny, nz), got {tuple(x.shape)}")
+        check_grid(tuple(x.shape[2:]))
 
     def encode(self, x: torch.Tensor):
-        """(B, C, n, n, n) -> (mu, logvar), each (B, latent_channels, g, g, g)."""
+        """(B, C, nx, ny, nz) -> (mu, logvar), each (B, latent_channels, nx/4, ny/4, nz/4)."""
         self.check_input(x)
         return self.encoder(x)
 
     def fingerprint(self, x: torch.Tensor) -> torch.Tensor:
-        """mu flattened: (B, latent) = (B, latent_channels · g³), channel-major."""
+        """mu flattened: (B, latent) = (B, latent_channels · gx·gy·gz), channel-major."""
         return self.encode(x)[0].flatten(1)
 
-    def unflatten(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent) fingerprint -> (B, latent_channels, g, g, g)."""
-        g = self.config.latent_grid
-        return z.reshape(z.shape[0], self.config.latent_channels, g, g, g)
+    def unflatten(self, z: torch.Tensor, latent_grid=None) -> torch.Tensor:
+        """(B, latent) fingerprint -> (B, latent_channels, gx, gy, gz); ``latent_grid``
+        (3 ints) defaults to the training grid's (g, g, g)."""
+        g = tuple(latent_grid) if latent_grid is not None else (self.config.latent_grid,) * 3
+        return z.reshape((z.shape[0], self.config.latent_channels) + tuple(int(n) for n in g))
 
-    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent (B, latent_channels, g, g, g) or flat (B, latent) -> raw output."""
-        return self.decoder(self.unflatten(z) if z.ndim == 2 else z)
+    def decode_raw(self, z: torch.Tensor, latent_grid=None) -> torch.Tensor:
+        """Latent (B, latent_channels, gx, gy, gz), or flat (B, latent) of the latent
+        grid ``latent_grid`` (default the training grid's), -> raw output (B, C, 4gx, 4gy, 4gz)."""
+        return self.decoder(self.unflatten(z, latent_grid) if z.ndim == 2 else z)
 
     def output(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw decoder output -> reconstruction in the input representation: unit
