@@ -189,7 +189,7 @@ def test_read_results_fields_and_malformed_files(tmp_path):
     full = read_results(out)
     assert list(full["wall_s"]) == [2.0, 0.0] and full["P"].shape == (2, len(LOAD.times()), 3, 3)
     part = read_results(out, fields=("ve_id", "sigma"))
-    assert set(part) == {"t", "ve_id", "sigma", "material", "loadcase", "solver", "lattice"}
+    assert set(part) == {"t", "ve_id", "sigma", "material", "loadcase", "solver", "lattice", "coarsen", "coarsen_rule"}
     assert list(part["ve_id"]) == ["a", "b"]
     np.testing.assert_array_equal(part["sigma"], full["sigma"])
     with pytest.raises(ValueError, match="unknown CP results field"):
@@ -427,7 +427,7 @@ def test_builtin_batches_are_capped_by_cells(monkeypatch):
 
     def fake(ves, phase, load, **kw):
         calls.append((len(ves), ves[0].grain_map.shape[0]))
-        return [f"rec-{id(v)}" for v in ves]
+        return [SimpleNamespace(tag=f"rec-{id(v)}") for v in ves]
 
     monkeypatch.setattr(S, "_solve_builtin", fake)
     ves = [SimpleNamespace(grain_map=np.zeros((16,) * 3)) for _ in range(10)]
@@ -435,4 +435,5 @@ def test_builtin_batches_are_capped_by_cells(monkeypatch):
     opts = {"solver": "builtin", "phase": {}, "load": None, "device": "cpu", "dtype": None, "progress": False}
     recs = S._solve_chunk(list(enumerate(ves)), {**opts, "numerics": {}})
     assert calls == [(8, 16), (2, 16), (1, 32), (1, 32), (1, 32)]
-    assert sorted(recs) == list(range(13)) and recs[12] == f"rec-{id(ves[12])}"
+    assert sorted(recs) == list(range(13)) and recs[12].tag == f"rec-{id(ves[12])}"
+    assert recs[12].grid_run == (32, 32, 32) and recs[0].grid_run == (16, 16, 16)  # the grid solved

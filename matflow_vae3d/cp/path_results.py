@@ -20,9 +20,11 @@ grows when a longer path arrives) and ``n_states`` says how many are real:
 ============== ========================== ==================================================
 
 Root attributes: ``format``, ``format_version``, ``material`` (phase YAML), ``solver``,
-``lattice``, ``n_committed``. Rows are appended and committed as in the uniaxial CP
-results file (:mod:`matflow_vae3d.cp.results`): ``n_committed`` is written last, so a
-killed campaign resumes without losing or duplicating rows.
+``lattice``, ``coarsen`` (the factor every VE's grid was divided by before solving; 1,
+or absent in older files: the VE's own grid), ``coarsen_rule``, ``n_committed``. Rows
+are appended and committed as in the uniaxial CP results file
+(:mod:`matflow_vae3d.cp.results`): ``n_committed`` is written last, so a killed campaign
+resumes without losing or duplicating rows.
 """
 
 from __future__ import annotations
@@ -53,20 +55,28 @@ _SCALARS = {
     "wall_s": np.float64,
 }
 _STATES = ("t", "F", "P", "sigma")
+#: what a file without such an attribute (written before coarse CP) holds
+_META_DEFAULT = {"coarsen": "1", "coarsen_rule": ""}
 
 
 class PathResultsWriter:
-    """Append (VE, path) rows; an existing file is resumed when its material, solver
-    and lattice agree (ValueError otherwise, the file untouched)."""
+    """Append (VE, path) rows; an existing file is resumed when its material, solver,
+    lattice and coarsening agree (ValueError otherwise, the file untouched)."""
 
-    def __init__(self, path, *, material: str, solver: str, lattice: str):
+    def __init__(self, path, *, material: str, solver: str, lattice: str, coarsen: int = 1, coarsen_rule: str = ""):
         self.path = Path(path)
-        meta = {"material": material, "solver": solver, "lattice": lattice}
+        meta = {
+            "material": material,
+            "solver": solver,
+            "lattice": lattice,
+            "coarsen": str(int(coarsen)),
+            "coarsen_rule": str(coarsen_rule) if int(coarsen) > 1 else "",
+        }
         if self.path.exists():
             with open_hdf5(self.path, "path results file") as f:
                 _check_format(f, self.path)
                 for k, v in meta.items():
-                    if _s(f.attrs.get(k, "")) != v:
+                    if _s(f.attrs.get(k, _META_DEFAULT.get(k, ""))) != v:
                         raise ValueError(
                             f"{self.path} was written with a different {k}; refusing to append; choose another --out"
                         )
@@ -169,8 +179,9 @@ def read_path_results(path, fields: Iterable[str] | None = None) -> dict[str, An
         _check_format(f, path)
         n = int(f.attrs.get("n_committed", 0))
         names = list(fields) if fields is not None else [*_SCALARS, *_STATES]
-        out: dict[str, Any] = {k: _s(v) for k, v in f.attrs.items() if k not in ("n_committed",)}
+        out: dict[str, Any] = {**_META_DEFAULT, **{k: _s(v) for k, v in f.attrs.items() if k not in ("n_committed",)}}
         out["n_committed"] = n
+        out["coarsen"] = int(out["coarsen"])
         for name in names:
             if name not in f:
                 raise ValueError(f"{path}: path results file lacks dataset {name!r}")

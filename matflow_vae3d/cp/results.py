@@ -5,6 +5,13 @@ axis, the file is flushed after each row, and the root attribute ``n_committed``
 updated last. Rows at or beyond ``n_committed`` (a row interrupted half-way) are
 ignored by readers and overwritten by the next append, so a killed campaign resumes
 where it stopped without losing or duplicating rows.
+
+Resolution (version 2): the root attributes ``coarsen`` (the factor K every VE's grid
+was divided by before solving, 1 = the VE's own grid) and ``coarsen_rule`` say how the
+stresses were computed, and per row ``grid_run`` (3,) is the grid that was solved,
+``vanished_grains`` and ``vanished_volume_fraction`` what the coarsening lost
+(:mod:`matflow_vae3d.microstructure.resample`). Version-1 files read as K = 1 with
+``grid_run`` 0 (not recorded) and nothing vanished, and resume as such.
 """
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ class SimulationRecord:
     n_converged : int, increments that converged
     iterations : solver iterations (per increment when the solver reports them)
     wall_s : float, s, solver wall time for this VE
+    grid_run : (3,) int or None, the grid that was solved (the VE's own, or coarsened)
+    coarsen : int, the coarsening factor K (1: the VE's own grid)
+    vanished_grains : int, grains lost by the coarsening
+    vanished_volume_fraction : float, their volume fraction in the original VE
     """
 
     ve_id: str | None
@@ -57,6 +68,10 @@ class SimulationRecord:
     n_converged: int
     iterations: Any = None
     wall_s: float = 0.0
+    grid_run: Any = None
+    coarsen: int = 1
+    vanished_grains: int = 0
+    vanished_volume_fraction: float = 0.0
 
     @property
     def sigma_xx_MPa(self) -> np.ndarray:
@@ -128,7 +143,9 @@ class SimulationRecord:
             n_converged=n_conv,
             iterations=_numpy(iterations),
             wall_s=float(wall_s or 0.0),
-            **arrays,
+            F=arrays["F"],
+            P=arrays["P"],
+            sigma=arrays["sigma"],
         )
 
 
@@ -139,7 +156,7 @@ def _numpy(x):
 
 
 FORMAT = "matflow-vae3d/cp-results"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _STR = h5py.string_dtype("utf-8")
 #: per-row datasets: name -> (trailing shape as a function of n_states, dtype)
@@ -153,8 +170,16 @@ _ROW_FIELDS = {
     "n_converged": (lambda n: (), np.int64),
     "wall_s": (lambda n: (), np.float64),
 }
+#: per-row datasets of version 2, with the value a version-1 file's rows read as
+_RESOLUTION_FIELDS = {
+    "grid_run": ((3,), np.int64, 0),
+    "vanished_grains": ((), np.int64, 0),
+    "vanished_volume_fraction": ((), np.float64, 0.0),
+}
 #: attributes that must agree when appending to an existing file.
-_META = ("material", "loadcase", "solver", "lattice")
+_META = ("material", "loadcase", "solver", "lattice", "coarsen", "coarsen_rule")
+#: what a version-1 file (no such attribute) holds
+_META_DEFAULT = {"coarsen": "1", "coarsen_rule": ""}
 
 
 def _check_format(f: h5py.File, path) -> None:
@@ -183,6 +208,8 @@ class ResultsWriter:
     material, loadcase : YAML text of the phase and of the DAMASK load case.
     solver : 'builtin' or 'damask'.
     lattice : 'cF', 'cI' or 'hP'.
+    coarsen, coarsen_rule : the coarsening factor every VE is solved at (1: its own
+        grid) and its rule ('' for K = 1).
     extra_attrs : further root attributes (strings/numbers), written on creation.
 
     An existing file is reopened only when its format, ``t`` and the metadata
@@ -198,18 +225,27 @@ class ResultsWriter:
         loadcase: str,
         solver: str,
         lattice: str,
+        coarsen: int = 1,
+        coarsen_rule: str = "",
         extra_attrs: dict[str, Any] | None = None,
     ):
         self.path = Path(path)
         t = np.asarray(t, dtype=np.float64)
-        meta = {"material": material, "loadcase": loadcase, "solver": solver, "lattice": lattice}
+        meta = {
+            "material": material,
+            "loadcase": loadcase,
+            "solver": solver,
+            "lattice": lattice,
+            "coarsen": str(int(coarsen)),
+            "coarsen_rule": str(coarsen_rule) if int(coarsen) > 1 else "",
+        }
         if self.path.exists():
             if not h5py.is_hdf5(self.path):
                 raise ValueError(f"{self.path} exists and is not an HDF5 file; refusing to overwrite it")
             with h5py.File(self.path, "r") as f:
                 _check_format(f, self.path)
                 for k, v in meta.items():
-                    old = _attr_str(f.attrs.get(k, ""))
+                    old = _attr_str(f.attrs.get(k, _META_DEFAULT.get(k, "")))
                     if old != v:
                         raise ValueError(
                             f"{self.path} was written with a different {k}; refusing to "
@@ -218,6 +254,7 @@ class ResultsWriter:
                 if f["t"].shape != t.shape or not np.allclose(f["t"][()], t):
                     raise ValueError(f"{self.path} holds results for different load-case times")
             self._f = h5py.File(self.path, "r+")
+            self._upgrade()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".creating")
@@ -233,10 +270,29 @@ class ResultsWriter:
                 for name, (shape, dtype) in _ROW_FIELDS.items():
                     tail = shape(n)
                     f.create_dataset(name, shape=(0,) + tail, maxshape=(None,) + tail, dtype=dtype, chunks=(16,) + tail)
+                for name, (tail, dtype, _) in _RESOLUTION_FIELDS.items():
+                    f.create_dataset(name, shape=(0,) + tail, maxshape=(None,) + tail, dtype=dtype, chunks=(16,) + tail)
                 f.attrs["n_committed"] = 0
             tmp.replace(self.path)  # the file appears complete or not at all
             self._f = h5py.File(self.path, "r+")
         self.n_states = len(t)
+
+    def _upgrade(self) -> None:
+        """A version-1 file being resumed gains the version-2 datasets, its rows filled
+        with what they were (K = 1, grid not recorded, nothing vanished)."""
+        f, n = self._f, int(self._f.attrs["n_committed"])
+        if all(name in f for name in _RESOLUTION_FIELDS) and all(k in f.attrs for k in _META_DEFAULT):
+            return
+        for name, (tail, dtype, default) in _RESOLUTION_FIELDS.items():
+            if name not in f:
+                f.create_dataset(
+                    name, data=np.full((n,) + tail, default, dtype), maxshape=(None,) + tail, chunks=(16,) + tail
+                )
+        for k, v in _META_DEFAULT.items():
+            if k not in f.attrs:
+                f.attrs[k] = v
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.flush()
 
     # ------------------------------------------------------------------ state
     @property
@@ -266,6 +322,9 @@ class ResultsWriter:
             "P": _states(record.P, self.n_states, "P"),
             "n_converged": int(record.n_converged),
             "wall_s": float(record.wall_s),
+            "grid_run": np.asarray(record.grid_run if record.grid_run is not None else (0, 0, 0), np.int64),
+            "vanished_grains": int(record.vanished_grains),
+            "vanished_volume_fraction": float(record.vanished_volume_fraction),
         }
         if row["status"] not in ("converged", "failed"):
             raise ValueError(f"status must be 'converged' or 'failed', got {row['status']!r}")
@@ -286,7 +345,7 @@ class ResultsWriter:
         if self._f.id.valid:
             # drop a half-written row left by an interrupted append
             n = self.n_committed
-            for name in _ROW_FIELDS:
+            for name in (*_ROW_FIELDS, *_RESOLUTION_FIELDS):
                 if self._f[name].shape[0] > n:
                     self._f[name].resize(n, axis=0)
             self._f.close()
@@ -310,8 +369,10 @@ def read_results(path, fields: Iterable[str] | None = None) -> dict[str, Any]:
 
     Returns a dict: ``ve_id``, ``status``, ``reason`` (n,) str arrays; ``t``
     (n_inc + 1,) s; ``sigma``, ``P`` (n, n_inc + 1, 3, 3) Pa; ``F`` (n, n_inc + 1,
-    3, 3); ``n_converged`` (n,) int; ``wall_s`` (n,) s; and the root attributes
-    ``material``, ``loadcase``, ``solver``, ``lattice`` as strings.
+    3, 3); ``n_converged`` (n,) int; ``wall_s`` (n,) s; ``grid_run`` (n, 3) int (0:
+    not recorded), ``vanished_grains`` (n,) int, ``vanished_volume_fraction`` (n,);
+    the root attributes ``material``, ``loadcase``, ``solver``, ``lattice``,
+    ``coarsen_rule`` as strings and ``coarsen`` as an int.
 
     fields : the per-row datasets to read (default: all of them); the others are
         left out of the dict, but their presence and shape are still checked.
@@ -322,10 +383,11 @@ def read_results(path, fields: Iterable[str] | None = None) -> dict[str, Any]:
     missing, or datasets of the wrong shape).
     """
     path = Path(path)
-    wanted = list(_ROW_FIELDS) if fields is None else list(fields)
-    unknown = sorted(set(wanted) - set(_ROW_FIELDS))
+    known = [*_ROW_FIELDS, *_RESOLUTION_FIELDS]
+    wanted = known if fields is None else list(fields)
+    unknown = sorted(set(wanted) - set(known))
     if unknown:
-        raise ValueError(f"unknown CP results field(s) {unknown}; choose from {list(_ROW_FIELDS)}")
+        raise ValueError(f"unknown CP results field(s) {unknown}; choose from {known}")
     with open_hdf5(path, "CP results file") as f:
         _check_format(f, path)
         if "n_committed" not in f.attrs:
@@ -351,8 +413,19 @@ def read_results(path, fields: Iterable[str] | None = None) -> dict[str, Any]:
                 out[name] = np.array(d.asstr()[:n], dtype=str)
             else:
                 out[name] = d[:n]
+        for name, (tail, dtype, default) in _RESOLUTION_FIELDS.items():
+            if name not in wanted:
+                continue
+            if name in f:
+                d = f[name]
+                if d.shape[0] < n or d.shape[1:] != tail:
+                    raise ValueError(f"{path}: dataset {name!r} has shape {d.shape}, expected {n} rows of {tail}")
+                out[name] = d[:n]
+            else:  # version 1
+                out[name] = np.full((n,) + tail, default, dtype)
         for k in _META:
-            out[k] = _attr_str(f.attrs.get(k, ""))
+            out[k] = _attr_str(f.attrs.get(k, _META_DEFAULT.get(k, "")))
+        out["coarsen"] = int(out["coarsen"])
     return out
 
 

@@ -196,16 +196,24 @@ def write_rotated_dataset(
             rows = list(_rows(cp_file, uniaxial_path_id))
             if not rows:
                 continue
-            m = {k: str(rows[0][4].get(k, "")) for k in ("material", "solver", "lattice")}
+            m = {k: str(rows[0][4].get(k, "")) for k in ("material", "solver", "lattice", "coarsen_rule")}
+            m["coarsen"] = str(rows[0][4].get("coarsen", 1))
             if meta is not None and m != meta:
-                raise ValueError(f"{cp_file}: material, solver or lattice differs from {plan[0][0]}'s")
+                raise ValueError(f"{cp_file}: material, solver, lattice or coarsening differs from {plan[0][0]}'s")
             meta = m
             # every VE a row names first, so that no committed row names a VE the VE file lacks
             try:
                 counts["ves"] += _write_ve_copies(src, (r[0] for r in rows), ks, ves, out_ves, progress)
             except ValueError as exc:
                 raise ValueError(f"{cp_file}: {exc}") from None
-            with PathResultsWriter(out_cp, **m) as writer:
+            with PathResultsWriter(
+                out_cp,
+                material=m["material"],
+                solver=m["solver"],
+                lattice=m["lattice"],
+                coarsen=int(m["coarsen"]),
+                coarsen_rule=m["coarsen_rule"],
+            ) as writer:
                 done = writer.done()
                 for ve_id, pid, lc, rec, _ in rows:
                     for k in ks:

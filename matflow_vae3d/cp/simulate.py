@@ -5,6 +5,11 @@ Two solvers give the same per-increment record (:class:`SimulationRecord`):
 batched over VEs) and ``damask`` (DAMASK_grid, one job per VE, see
 :mod:`matflow_vae3d.cp.damask_driver`).
 
+Coarse CP (``coarsen=K``): every VE is coarsened by the factor K
+(:func:`matflow_vae3d.microstructure.resample.coarsen_ve`, majority vote per K³ block by
+default) before it is solved; the record says at which grid it was solved and what the
+coarsening lost. K = 1 (the default) is the VE's own grid, exactly as before.
+
 Per-VE problems (a VE without usable orientations, a VE whose lattice differs
 from the material's, a solver error, divergence) become ``failed`` records with a
 reason; a batch goes on. Settings that concern every VE (unknown material,
@@ -165,6 +170,52 @@ def _solve_damask(
     return rec
 
 
+# ------------------------------------------------------------------------ coarsening
+def check_coarsen(coarsen, rule: str = "majority") -> int:
+    """The coarsening factor as an int >= 1 and a known rule; ValueError otherwise."""
+    from matflow_vae3d.microstructure.resample import COARSEN_RULES
+
+    try:
+        k = int(coarsen)
+    except (TypeError, ValueError):
+        raise ValueError(f"the coarsening factor must be a positive integer, got {coarsen!r}") from None
+    if k < 1 or k != float(coarsen):
+        raise ValueError(f"the coarsening factor must be a positive integer, got {coarsen!r}")
+    if rule not in COARSEN_RULES:
+        raise ValueError(f"unknown coarsening rule {rule!r}: use {' or '.join(COARSEN_RULES)}")
+    return k
+
+
+def check_divides(coarsen: int, grid, data_path) -> None:
+    """Refuse (ValueError, one line) a factor that does not divide a dataset's grid."""
+    if any(int(n) % int(coarsen) for n in grid):
+        raise ValueError(
+            f"coarsening factor {coarsen} does not divide the grid {'x'.join(map(str, grid))} of "
+            f"{Path(data_path).name}: use a divisor of every edge"
+        )
+
+
+def coarsened(ve, coarsen: int, rule: str, what: str):
+    """(VE to solve, its ResampleReport) of ``ve`` coarsened by ``coarsen``; ValueError
+    naming the VE when the factor does not divide its grid."""
+    from matflow_vae3d.microstructure.resample import coarsen_ve
+
+    try:
+        return coarsen_ve(ve, coarsen, rule)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+def annotate(rec: SimulationRecord, report, coarsen: int) -> SimulationRecord:
+    """Record in ``rec`` the grid solved and what coarsening lost."""
+    rec.coarsen = int(coarsen)
+    if report is not None:
+        rec.grid_run = tuple(report.grid_after)
+        rec.vanished_grains = int(report.vanished_grains)
+        rec.vanished_volume_fraction = float(report.vanished_volume_fraction)
+    return rec
+
+
 # ------------------------------------------------------------------------- one VE
 def simulate_ve(
     ve,
@@ -182,6 +233,8 @@ def simulate_ve(
     mpiexec="mpirun",
     timeout: float | None = None,
     damask_numerics: Mapping[str, Any] | None = None,
+    coarsen: int = 1,
+    coarsen_rule: str = "majority",
     **numerics,
 ) -> SimulationRecord:
     """Simulate one VE and return its per-increment record.
@@ -192,6 +245,9 @@ def simulate_ve(
     solver : 'builtin' (torch; ``device``, ``dtype``, ``**numerics`` go to
         ``spectral.solve``) or 'damask' (DAMASK_grid in ``job_dir``, a temporary
         directory when None; kept when the run fails; ``n_proc`` MPI processes).
+    coarsen : solve the VE coarsened by this factor (1: its own grid), by
+        ``coarsen_rule`` ('majority' or 'nearest'); the record's ``grid_run`` and
+        ``vanished_*`` say what was solved.
 
     Never raises for a bad material, a VE without orientations, a lattice mismatch
     or divergence: the record is 'failed' with the reason.
@@ -201,16 +257,19 @@ def simulate_ve(
     ve_id = getattr(ve, "ve_id", None)
     what = f"VE {ve_id!r}" if ve_id is not None else "VE"
     try:
+        k = check_coarsen(coarsen, coarsen_rule)
         phase_name, phase = load_phase(material)
         if solver == "builtin":
             check_builtin_supported(phase)
         _prepare(ve, phase, what)
+        ve, report = coarsened(ve, k, coarsen_rule, what)
     except (ValueError, FileNotFoundError) as exc:
         return SimulationRecord.failed(f"refused: {exc}", load, ve_id=ve_id, solver=solver)
     if solver == "builtin":
-        return _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress, **numerics)[0]
+        rec = _solve_builtin([ve], phase, load, device=device, dtype=dtype, progress=progress, **numerics)[0]
+        return annotate(rec, report, k)
     try:
-        return _solve_damask(
+        rec = _solve_damask(
             ve,
             phase,
             phase_name,
@@ -223,6 +282,7 @@ def simulate_ve(
             timeout=timeout,
             numerics=damask_numerics,
         )
+        return annotate(rec, report, k)
     except FileNotFoundError as exc:
         return SimulationRecord.failed(str(exc), load, ve_id=ve_id, solver=solver)
 
@@ -245,9 +305,12 @@ def _open_ves(data):
     return ves, ids, None, lambda: None
 
 
-def _prepare_chunk(ves, ids, chunk, phase, load: LoadCase, solver: str) -> tuple[list, dict[int, SimulationRecord]]:
-    """Read and check the VEs of rows ``chunk``: ([(row, VE) ready to solve],
-    {row: 'failed' record} for VEs that cannot be read or do not fit the phase)."""
+def _prepare_chunk(
+    ves, ids, chunk, phase, load: LoadCase, solver: str, coarsen: int = 1, rule: str = "majority", reports=None
+) -> tuple[list, dict[int, SimulationRecord]]:
+    """Read and check the VEs of rows ``chunk``: ([(row, VE) ready to solve, coarsened
+    by ``coarsen``], {row: 'failed' record} for VEs that cannot be read or do not fit the
+    phase or the factor). ``reports``: a dict that gets {ve id: ResampleReport}."""
     ready, records = [], {}
     for i in chunk:
         try:
@@ -255,6 +318,9 @@ def _prepare_chunk(ves, ids, chunk, phase, load: LoadCase, solver: str) -> tuple
             if ve.ve_id is None:
                 ve.ve_id = ids[i]
             _prepare(ve, phase, f"VE {ids[i]!r}")
+            ve, report = coarsened(ve, coarsen, rule, f"VE {ids[i]!r}")
+            if reports is not None:
+                reports[ids[i]] = report
             ready.append((i, ve))
         except Exception as exc:  # unreadable or invalid VE: record, go on
             records[i] = SimulationRecord.failed(f"refused: {exc}", load, ve_id=ids[i], solver=solver)
@@ -291,6 +357,7 @@ def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, Simulati
                     **opts["numerics"],
                 )
                 for (i, _), rec in zip(part, recs):
+                    rec.grid_run = shape
                     records[i] = rec
         return records
     keep_jobs = opts["keep_jobs"]
@@ -311,6 +378,7 @@ def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, Simulati
             timeout=opts["timeout"],
             numerics=opts["damask_numerics"],
         )
+        records[i].grid_run = tuple(np.shape(ve.grain_map))
     return records
 
 
@@ -379,6 +447,8 @@ def simulate_dataset(
     damask_numerics: Mapping[str, Any] | None = None,
     workers: int = 1,
     worker_threads: int = 1,
+    coarsen: int = 1,
+    coarsen_rule: str = "majority",
     **numerics,
 ) -> dict[str, Any]:
     """Simulate the VEs of a dataset and append one row per VE to a CP results file.
@@ -395,6 +465,9 @@ def simulate_dataset(
         job) side by side; each uses ``worker_threads`` torch threads. Rows are
         written by this process in dataset order whatever ``workers`` is, so a
         results file does not depend on it.
+    coarsen, coarsen_rule : solve every VE coarsened by this factor (1: its own grid;
+        see :func:`simulate_ve`); recorded in the file, which resumes only at the same
+        factor. A factor that does not divide a dataset's grid is refused up front.
 
     Returns a summary dict: out, n_considered, n_skipped (already in the file),
     n_run, n_converged, n_failed, wall_s, failed (list of (ve_id, reason)).
@@ -408,12 +481,15 @@ def simulate_dataset(
     phase_name, phase = _check_settings(
         solver, material, batch_size, limit, workers, worker_threads, dtype, damask_executable
     )
+    k = check_coarsen(coarsen, coarsen_rule)
     ves, ids, lattice, close = _open_ves(data_path)
     t_start = time.perf_counter()
     tally = _Tally(str(out_path))
+    reports: dict[str, Any] = {}
     try:
         if lattice is not None:
             check_lattice(phase, lattice, "dataset")
+            check_divides(k, ves.grid, data_path)
         n = len(ids) if limit is None else min(len(ids), int(limit))
         writer = ResultsWriter(
             out_path,
@@ -422,6 +498,8 @@ def simulate_dataset(
             loadcase=loadcase_yaml(load),
             solver=solver,
             lattice=phase["lattice"],
+            coarsen=k,
+            coarsen_rule=coarsen_rule,
             extra_attrs={
                 "phase_name": phase_name,
                 "source": str(data_path) if isinstance(data_path, (str, Path)) else "",
@@ -451,12 +529,13 @@ def simulate_dataset(
             with tally.progress(len(todo), f"simulate ({solver})", progress) as done:
 
                 def commit(rec) -> None:
+                    annotate(rec, reports.pop(rec.ve_id, None), k)
                     writer.append(rec)
                     done(rec)
 
                 run_chunks(
                     chunks,
-                    lambda chunk: _prepare_chunk(ves, ids, chunk, phase, load, solver),
+                    lambda chunk: _prepare_chunk(ves, ids, chunk, phase, load, solver, k, coarsen_rule, reports),
                     opts,
                     int(workers),
                     int(worker_threads),

@@ -21,7 +21,7 @@ from .loadcase import LoadCase
 from .loadpaths import random_path
 from .materials import check_builtin_supported, check_lattice, load_phase, phase_yaml
 from .path_results import PathResultsWriter
-from .simulate import _open_ves, _prepare_chunk, _Tally, loadcase_yaml, run_chunks
+from .simulate import _open_ves, _prepare_chunk, _Tally, check_coarsen, check_divides, loadcase_yaml, run_chunks
 
 
 def _pairs(
@@ -77,10 +77,14 @@ def simulate_paths(
     device="cpu",
     dtype=None,
     progress: bool = True,
+    coarsen: int = 1,
+    coarsen_rule: str = "majority",
     **numerics,
 ) -> dict[str, Any]:
     """Simulate VEs of a dataset along load paths; append one row per (VE, path) to
     ``out_path`` (an existing file is resumed: pairs already in it are skipped).
+    ``coarsen``: solve every VE coarsened by this factor (see
+    :func:`matflow_vae3d.cp.simulate.simulate_ve`), recorded in the file.
 
     The builtin solver batches up to ``batch_size`` VEs that share a path. Returns a
     summary {out, n_pairs, n_skipped, n_run, n_converged, n_failed, wall_s, failed}.
@@ -96,6 +100,7 @@ def simulate_paths(
         from .damask_driver import find_damask_grid
 
         find_damask_grid()
+    k = check_coarsen(coarsen, coarsen_rule)
     ves, ids, lattice, close = _open_ves(data_path)
     t0 = time.perf_counter()
     tally = _Tally(str(out_path), "n_pairs")
@@ -103,9 +108,17 @@ def simulate_paths(
     try:
         if lattice is not None:
             check_lattice(phase, lattice, "dataset")
+            check_divides(k, ves.grid, data_path)
         n = len(ids) if limit is None else min(len(ids), int(limit))
         pairs = _pairs(n, paths, random_per_ve, path_seed, dict(random_kw or {}), path_offset, path_pool)
-        with PathResultsWriter(out_path, material=phase_yaml(phase), solver=solver, lattice=phase["lattice"]) as w:
+        with PathResultsWriter(
+            out_path,
+            material=phase_yaml(phase),
+            solver=solver,
+            lattice=phase["lattice"],
+            coarsen=k,
+            coarsen_rule=coarsen_rule,
+        ) as w:
             done = w.done()
             todo = [p for p in pairs if (ids[p[0]], p[1]) not in done]
             summary.update(n_pairs=len(pairs), n_skipped=len(pairs) - len(todo))
@@ -142,7 +155,7 @@ def simulate_paths(
 
                     run_chunks(
                         [vs[s : s + step] for s in range(0, len(vs), step)],
-                        lambda chunk, lc=lc: _prepare_chunk(ves, ids, chunk, phase, lc, solver),
+                        lambda chunk, lc=lc: _prepare_chunk(ves, ids, chunk, phase, lc, solver, k, coarsen_rule),
                         opts,
                         1,
                         1,
