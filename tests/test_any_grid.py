@@ -228,3 +228,25 @@ def test_majority_vote_picks_the_dominant_grain():
     near, _ = coarsen_ve(ve, 2, "nearest")
     assert rep.vanished_grains == 1 and np.isclose(rep.vanished_volume_fraction, 1 / 64)
     assert maj.grain_map[0, 0, 0] == 0 and near.n_grains == 3
+
+
+def test_shared_full_resolution_stage_is_exact_and_large_ves_decode_one_view():
+    """The 8 rolled views share the full-resolution stages (a roll by 2 voxels is a roll
+    by 1 of their stride-2 output): identical to encoding each rolled input. From 32³
+    cells on the decoded statistics are one view's (docs/vae.md "Any grid")."""
+    from matflow_vae3d.vae.encode import decoded_statistics, decoded_statistics_of_views, encode_latent, encode_views
+    from matflow_vae3d.vae.fingerprints import decoded_views, summary_shifts
+
+    m = _tiny_model(1)
+    ve = _ve((8, 12, 16), seed=2)
+    x = torch.as_tensor(ve.quaternions[ve.grain_map], dtype=torch.float32).movedim(-1, 0)[None]
+    views = encode_views(m, x)
+    for v, s in zip(views, summary_shifts()):
+        assert torch.allclose(v, encode_latent(m, torch.roll(x, s, dims=(2, 3, 4))), atol=1e-6)
+    with pytest.raises(ValueError, match="even numbers of voxels"):
+        m.encode_rolled(x, [(1, 0, 0)])
+    assert decoded_views(8, (16, 4, 4, 4)) == 8 and decoded_views(8, (16, 4, 8, 8)) == 8
+    assert decoded_views(8, (16, 8, 8, 8)) == 1 and decoded_views(8, (16, 16, 16, 16)) == 1
+    big = x.repeat(1, 1, 4, 3, 2)  # 32x36x32: >= 32³ cells
+    vb = encode_views(m, big)
+    np.testing.assert_allclose(decoded_statistics_of_views(m, vb, "hP"), decoded_statistics(m, vb[0], "hP"))

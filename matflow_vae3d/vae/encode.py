@@ -30,6 +30,7 @@ from .fingerprints import (
     DECODED_STATS_ROLLS,
     SUMMARY_IDENTITY,
     SUMMARY_SHIFTED,
+    decoded_views,
     roll_invariant_summary,
     summary_shifts,
     write_fingerprints,
@@ -195,7 +196,9 @@ def encode_views(model, x: torch.Tensor) -> list[torch.Tensor]:
     [mu] for a dense one."""
     if not is_spatial(model):
         return [encode(model, x)]
-    return [encode_latent(model, x if s == (0, 0, 0) else torch.roll(x, s, dims=(2, 3, 4))) for s in summary_shifts()]
+    with _amp(x.device):
+        views = model.encode_rolled(x, summary_shifts())
+    return [v.float() for v in views]
 
 
 def summary_of_views(model, views: list[torch.Tensor]) -> np.ndarray:
@@ -241,9 +244,21 @@ def decoded_statistics_of_views(model, views: list[torch.Tensor], lattice: str) 
 
     One view's statistics move by 0.31 of their spread between VEs under a random
     periodic roll of the VE, the mean over the 8 rolls {0, 2}³ by 0.15 (exactly 0 for
-    rolls by even numbers of voxels); docs/vae.md "Fingerprints and periodic rolls"."""
+    rolls by even numbers of voxels); docs/vae.md "Fingerprints and periodic rolls".
+    VEs of 32³ cells or more average the first view only (:func:`decoded_views`)."""
+    if is_spatial(model):
+        views = views[: decoded_views(len(views), tuple(views[0].shape[1:]))]
     stats = [decoded_statistics(model, v, lattice) for v in views]
     return np.mean(stats, axis=0, dtype=np.float64).astype(np.float32)
+
+
+def _views_attrs(model, grid) -> dict:
+    """How many rolled views the summary and the decoded statistics of VEs of ``grid``
+    average (file attributes ``summary_views``, ``decoded_stats_views``)."""
+    if not is_spatial(model):
+        return {"summary_views": 1, "decoded_stats_views": 1}
+    n = len(summary_shifts())
+    return {"summary_views": n, "decoded_stats_views": decoded_views(n, latent_shape(model, grid))}
 
 
 def summary_kind_of(model) -> str:
@@ -308,6 +323,7 @@ def fingerprint_dataset(
         summary_kind_=summary_kind_of(model),
         decoded_stats=np.concatenate(decs),
         decoded_stats_kind=decoded_stats_kind_of(model),
+        attrs=_views_attrs(model, ds.grid),
     )
     return {"n": len(ids), "latent": int(mu.shape[1]), "latent_shape": latent_shape(model, ds.grid), "path": str(out)}
 

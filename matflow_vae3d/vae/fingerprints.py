@@ -55,8 +55,26 @@ FINGERPRINT_FORMAT_VERSION = 3
 #: the statistics of one reconstruction (dense VAEs; spatial ones before 2026-12-07) ...
 DECODED_STATS_ONE_VIEW = "orientation-statistics-v2:xyz:decoded"
 #: ... or their mean over the reconstructions of the VE rolled by each of
-#: :func:`summary_shifts` (spatial VAEs), which a periodic roll of the VE moves half as much
+#: :func:`summary_shifts` (spatial VAEs), which a periodic roll of the VE moves half as
+#: much; VEs of :data:`ONE_VIEW_FROM_CELLS` cells or more take the first view only
+#: (:func:`decoded_views`)
 DECODED_STATS_ROLLS = "orientation-statistics-v2:xyz:decoded, mean over rolls {0,2}^3"
+#: from this many cells on, a VE's decoded statistics are those of one reconstruction:
+#: their change under a periodic roll, in MPa of the shipped surrogate's curve, is then
+#: already below that of the 8-view mean at 16³ (0.120 MPa at 32³ one view, vs 0.166 at
+#: 16³ with 8 views; benchmarks/bench_roll_invariance.py, docs/vae.md "Any grid"), and
+#: each decoded view of a 64³ VE costs ~0.6 s on one core
+ONE_VIEW_FROM_CELLS = 32**3
+
+
+def decoded_views(n_views: int, latent_shape) -> int:
+    """How many of ``n_views`` rolled views the decoded statistics of a VE with spatial
+    latent ``latent_shape`` (C, gx, gy, gz) average: all below
+    :data:`ONE_VIEW_FROM_CELLS` cells, else 1."""
+    cells = int(np.prod([int(g) for g in tuple(latent_shape)[1:]])) * 64
+    return int(n_views) if cells < ONE_VIEW_FROM_CELLS else 1
+
+
 DECODED_STATS_KINDS = (DECODED_STATS_ONE_VIEW, DECODED_STATS_ROLLS)
 #: the surrogate inputs a fingerprint file offers (:func:`fingerprint_inputs`)
 INPUTS = ("summary", "decoded", "summary+decoded")
