@@ -99,10 +99,16 @@ def _speed_child(data: str, lattice: str, threads: int, out: str) -> None:
     c0, w0 = time.process_time(), time.perf_counter()
     res = fingerprint_dataset(model, meta, data, out, batch_size=64, progress=False)
     c1, w1 = time.process_time(), time.perf_counter()
-    print(json.dumps(dict(
-        n=res["n"], wall_per_ve=(w1 - w0) / res["n"], cpu_per_ve=(c1 - c0) / res["n"],
-        peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-    )))
+    print(
+        json.dumps(
+            dict(
+                n=res["n"],
+                wall_per_ve=(w1 - w0) / res["n"],
+                cpu_per_ve=(c1 - c0) / res["n"],
+                peak_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            )
+        )
+    )
 
 
 def speed(work: Path, lattices, grids, threads_list) -> list[dict]:
@@ -112,15 +118,33 @@ def speed(work: Path, lattices, grids, threads_list) -> list[dict]:
             n = {"16": 64, "32": 8, "64": 3, "128": 1}.get(grid, 4)
             data = make(work, lattice, grid, "train", n, 7900 + len(grid))
             for threads in threads_list:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--work", str(work), "--speed-child", str(data), lattice,
-                     str(threads), str(work / f"fp_{lattice}_{grid}.h5")],
-                    check=True, capture_output=True, text=True,
-                ).stdout.strip().splitlines()[-1]
+                out = (
+                    subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--work",
+                            str(work),
+                            "--speed-child",
+                            str(data),
+                            lattice,
+                            str(threads),
+                            str(work / f"fp_{lattice}_{grid}.h5"),
+                        ],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    )
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
                 r = dict(json.loads(out), lattice=lattice, grid=grid, threads=threads)
                 rows.append(r)
-                print(f"| {lattice} | {grid} | {threads} | {r['n']} | {r['wall_per_ve']:.2f} | {r['cpu_per_ve']:.2f} "
-                      f"| {r['peak_gb']:.2f} |", flush=True)
+                print(
+                    f"| {lattice} | {grid} | {threads} | {r['n']} | {r['wall_per_ve']:.2f} | {r['cpu_per_ve']:.2f} "
+                    f"| {r['peak_gb']:.2f} |",
+                    flush=True,
+                )
     return rows
 
 

@@ -88,3 +88,21 @@ def test_version1_results_file_reads_and_resumes_as_full_resolution(tmp_path):
     assert s["n_run"] == 1 and s["n_skipped"] == 1
     r = read_results(out)
     assert list(r["grid_run"][:, 0]) == [0, 8] and r["coarsen"] == 1
+
+
+def test_auto_factor_follows_grid_and_grain_size(tmp_path):
+    """'auto' keeps >= 16 voxels per edge and >= 2.5 voxels across the mean grain of the
+    smallest-grained VE (the rule of docs/cp_solver.md "Coarse CP")."""
+    from matflow_vae3d.cp.simulate import auto_coarsen, mean_esd_voxels, resolve_coarsen
+
+    assert abs(float(mean_esd_voxels(16**3, 40)) - 5.8) < 0.05
+    train, small, large = 5.78, 2.73, 12.24  # the presets' mean ESD (voxels)
+    assert [auto_coarsen((g,) * 3, train) for g in (16, 32, 64, 128)] == [1, 2, 2, 2]
+    assert auto_coarsen((32,) * 3, small) == 1 and auto_coarsen((64,) * 3, large) == 4
+    assert auto_coarsen((48, 32, 64), train) == 2 and auto_coarsen((36, 32, 32), train) == 2
+    assert resolve_coarsen(3, (9, 9, 9), [1]) == 3
+    # a dataset of 8³ VEs: no factor leaves 16 voxels per edge -> the full grid
+    data = tmp_path / "ves.h5"
+    write_ves(data, [_ve(6)], progress=False)
+    s = simulate_dataset(str(data), str(tmp_path / "a.h5"), "Mg", load=LOAD, progress=False, coarsen="auto")
+    assert s["coarsen"] == 1 and read_results(tmp_path / "a.h5")["coarsen"] == 1

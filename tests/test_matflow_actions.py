@@ -232,9 +232,10 @@ def test_damask_solver_without_damask_grid_fails_clearly(in_tmp, monkeypatch):
 
 
 def test_campaign_scale_check_refuses_large_direct_runs():
-    """The campaign template's first task: the paper's scale on the direct scheduler is
-    refused with its cost (~14,800 CPU-hours, CP extrapolated from 32³); the same on
-    SLURM, a confirmed run, or a small one pass and report the plan."""
+    """The campaign templates' first task: the paper's scale on the direct scheduler is
+    refused with its cost (VAE training included: ~24,800 CPU-hours, CP at the measured
+    1,400 s per 64³ VE); coarse CP ('auto': K = 2 for 64³ `train` VEs) prices CP as a
+    32³ run; the same on SLURM, a confirmed run, or a small one pass and report the plan."""
     big = {
         "scheduler": "direct",
         "VEs_per_shard": 1000,
@@ -243,13 +244,36 @@ def test_campaign_scale_check_refuses_large_direct_runs():
         "grid": 64,
         "vae_epochs": 100,
     }
-    with pytest.raises(ValueError, match=r"about 14,7\d\d CPU-hours .* extrapolated by cell count.*confirm_scale"):
+    with pytest.raises(ValueError, match=r"about 24,7\d\d CPU-hours .*CP 1400 s per 64³ VE\).*confirm_scale"):
         actions.check_campaign_scale(big)
     plan = actions.check_campaign_scale({**big, "scheduler": "slurm"})["campaign_plan"]
-    assert plan["cp_hours_per_shard"] == pytest.approx(1000 * 85.0 * 8 / 3600) and plan["cp_extrapolated"]
+    assert plan["cp_hours_per_shard"] == pytest.approx(1000 * 1400.0 / 3600) and not plan["cp_extrapolated"]
     assert actions.check_campaign_scale({**big, "confirmed": "true"})["campaign_plan"]["confirmed"]
+    shipped = {**big, "n_train_shards": 0, "vae_epochs": 0, "cp_coarsen": "auto", "scheduler": "slurm"}
+    plan = actions.check_campaign_scale(shipped)["campaign_plan"]
+    assert plan["cp_coarsen"] == 2 and plan["cp_s_per_VE"] == 112.0 and plan["cpu_hours"]["train_VAE"] == 0
+    with pytest.raises(ValueError, match=r"solved on its grid / 2"):
+        actions.check_campaign_scale({**shipped, "scheduler": "direct"})
+    with pytest.raises(ValueError, match="cp_coarsen 3 must be auto or a positive divisor of the grid 64"):
+        actions.check_campaign_scale({**shipped, "cp_coarsen": 3})
     small = {**big, "VEs_per_shard": 4, "n_train_shards": 3, "n_campaign_shards": 2, "grid": 16, "vae_epochs": 1}
     plan = actions.check_campaign_scale(small)["campaign_plan"]
     assert plan["cpu_hours_total"] < 0.1 and not plan["cp_extrapolated"]
     with pytest.raises(ValueError, match="missing keys"):
         actions.check_campaign_scale({"scheduler": "direct"})
+
+
+def test_fingerprint_tasks_take_a_non_cubic_grid(in_tmp):
+    """The MatFlow fingerprint and VAE-evaluation tasks with the shipped VAE on VEs of a
+    non-cubic grid (8x12x16), as a dataset shard and as MatFlow volume_elements; the
+    fingerprint file records the latent grid."""
+    from matflow_vae3d.vae.fingerprints import read_fingerprints
+
+    ds = in_tmp / actions.generate_VE(VEs_per_shard=2, crystal_structure="hP", VE_grid=[8, 12, 16])["VE_dataset"]
+    fp = read_fingerprints(in_tmp / actions.fingerprint_VE(str(ds))["fingerprints"])
+    assert fp["latent_shape"] == (16, 2, 3, 4) and list(fp["grid"]) == [8, 12, 16] and len(fp["ve_id"]) == 2
+    vol = actions.to_volume_element(str(ds), VE_index=1)["volume_element"]
+    one = actions.fingerprint_volume_element(vol)
+    np.testing.assert_allclose(one["VE_fingerprint"], fp["mu"][1], rtol=1e-4, atol=1e-5)
+    m = actions.evaluate_VAE("pretrained", str(ds))["VAE_metrics"]
+    assert m["n"] == 2 and 0 < m["deg_mean"] < 40

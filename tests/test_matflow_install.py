@@ -163,6 +163,7 @@ def test_wheel_ships_plugin_files(tmp_path):
         "matflow/task_schemas/vae3d_parameters.yaml",
         "matflow/workflow_templates/uniaxial_campaign_demo.yaml",
         "matflow/workflow_templates/uniaxial_campaign.yaml",
+        "matflow/workflow_templates/uniaxial_campaign_train_vae.yaml",
         "matflow/scripts/fingerprint_VE.py",
     ):
         assert f"matflow_vae3d/{rel}" in names, rel
@@ -219,7 +220,15 @@ def test_damask_env_reused(tmp_path, unloaded):
     assert {e.name for e in mf.envs} >= {"damask_env", "vae3d_env"}
 
 
-@pytest.mark.parametrize("name", ["uniaxial_campaign.yaml", "uniaxial_campaign_demo.yaml", "load_path_campaign.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "uniaxial_campaign.yaml",
+        "uniaxial_campaign_train_vae.yaml",
+        "uniaxial_campaign_demo.yaml",
+        "load_path_campaign.yaml",
+    ],
+)
 def test_templates_parse_with_defaults(name, tmp_path):
     """Both templates load with their default variables and use only registered schemas
     (one template variable per line: MatFlow's substitution is greedy within a line)."""

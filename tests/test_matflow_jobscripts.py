@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CAMPAIGN = ROOT / "workflow_templates" / "uniaxial_campaign.yaml"
+CAMPAIGN = ROOT / "workflow_templates" / "uniaxial_campaign_train_vae.yaml"
 SCHEDULERS = {
     "direct": {"defaults": {}},
     "slurm": {"defaults": {}},

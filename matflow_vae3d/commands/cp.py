@@ -11,14 +11,33 @@ import click
 
 from matflow_vae3d.commands._options import parse_device
 
+
+class CoarsenType(click.ParamType):
+    """A coarsening factor: a positive integer or 'auto'."""
+
+    name = "K|auto"
+
+    def convert(self, value, param, ctx):
+        if str(value).strip().lower() == "auto":
+            return "auto"
+        try:
+            k = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a coarsening factor: give a positive integer or auto", param, ctx)
+        if k < 1:
+            self.fail(f"the coarsening factor must be >= 1, got {k}", param, ctx)
+        return k
+
+
 _coarsen_options = [
     click.option(
         "--coarsen",
-        type=click.IntRange(min=1),
-        default=1,
+        type=CoarsenType(),
+        default="1",
         show_default=True,
-        help="Solve every VE on its grid divided by K (coarse CP: ~K^3-K^4 less CPU, curve error in "
-        "docs/cp_solver.md 'Coarse CP'); K must divide every edge. 1 = the VE's own grid.",
+        help="Solve every VE on its grid divided by K (coarse CP: 5-30x less CPU; curve error in "
+        "docs/cp_solver.md 'Coarse CP'); K must divide every edge. 1 = the VE's own grid; auto = the "
+        "largest K the accuracy table supports for the VEs' grid and grain size.",
     ),
     click.option(
         "--coarsen-rule",
@@ -37,7 +56,14 @@ def _with_coarsen(f):
 
 
 @click.command("simulate")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), help="VE dataset (HDF5, from `vae3d generate`).")
+@click.option(
+    "--data",
+    "data_path",
+    multiple=True,
+    type=click.Path(),
+    help="VEs: a VE dataset (.h5), a DAMASK .vti, a DREAM.3D file, a MatFlow volume_element, or a folder of "
+    "them (repeatable). The material is --material's.",
+)
 @click.option(
     "--damask-inputs",
     nargs=3,
@@ -172,10 +198,10 @@ def simulate(
             vti, mat, load = damask_inputs
             if load_path:
                 raise click.UsageError("--load cannot be combined with --damask-inputs (its load.yaml is used)")
-            if coarsen != 1:
+            if str(coarsen) != "1":
                 raise click.UsageError(
-                    "--coarsen applies to --data; coarsen a DAMASK job's geometry with "
-                    "vae3d convert GRID.vti ves.h5 and run --data ves.h5 --material MATERIAL.yaml --coarsen K"
+                    "--coarsen applies to --data: run --data GRID.vti --material MATERIAL.yaml --load LOAD.yaml "
+                    "--coarsen K"
                 )
             rec = sim.simulate_damask_inputs(
                 vti,
@@ -201,37 +227,43 @@ def simulate(
             if not rec.converged:
                 raise click.ClickException(f"simulation failed: {rec.reason}")
             return
-        summary = sim.simulate_dataset(
-            data_path,
-            out_path,
-            material=material,
-            solver=solver,
-            load=load_path,
-            batch_size=batch_size,
-            device=dev,
-            limit=limit,
-            progress=not no_progress,
-            dtype=dtype,
-            keep_jobs=keep_jobs,
-            damask_executable=damask_exe,
-            n_proc=damask_np,
-            mpiexec=mpiexec,
-            timeout=timeout,
-            workers=workers,
-            worker_threads=threads,
-            coarsen=coarsen,
-            coarsen_rule=coarsen_rule,
-        )
+        from matflow_vae3d.microstructure.sources import as_ve_dataset
+
+        vti_material = material if Path(str(material)).is_file() else None
+        with as_ve_dataset(data_path, material=vti_material) as (ves_path, _):
+            summary = sim.simulate_dataset(
+                ves_path,
+                out_path,
+                source=";".join(str(Path(p).resolve()) for p in data_path),
+                material=material,
+                solver=solver,
+                load=load_path,
+                batch_size=batch_size,
+                device=dev,
+                limit=limit,
+                progress=not no_progress,
+                dtype=dtype,
+                keep_jobs=keep_jobs,
+                damask_executable=damask_exe,
+                n_proc=damask_np,
+                mpiexec=mpiexec,
+                timeout=timeout,
+                workers=workers,
+                worker_threads=threads,
+                coarsen=coarsen,
+                coarsen_rule=coarsen_rule,
+            )
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     for ve_id, reason in summary["failed"][:10]:
         click.echo(f"failed {ve_id}: {reason}", err=True)
     if len(summary["failed"]) > 10:
         click.echo(f"... and {len(summary['failed']) - 10} more failures (see 'reason' in {out_path})", err=True)
+    k = summary.get("coarsen", 1)
     click.echo(
         f"converged {summary['n_converged']}, failed {summary['n_failed']}, "
         f"skipped {summary['n_skipped']} already in {Path(out_path).name} "
-        f"({summary['wall_s']:.1f} s)"
+        f"({summary['wall_s']:.1f} s{f'; each VE solved on its grid / {k}' if k != 1 else ''})"
     )
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -226,9 +224,11 @@ def train_surrogate(
 @click.option(
     "--data",
     "-d",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="VEs instead of fingerprints: a VE dataset (HDF5), a DAMASK .vti (with --material-yaml), "
-    "a DREAM.3D file or a MatFlow volume_element; fingerprinted with the surrogate's VAE.",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="VEs instead of fingerprints: a VE dataset (HDF5), a DAMASK .vti (+ material.yaml), "
+    "a DREAM.3D file, a MatFlow volume_element, or a folder of them (repeatable); fingerprinted with "
+    "the surrogate's VAE.",
 )
 @click.option(
     "--vae",
@@ -281,6 +281,7 @@ def predict(
     surrogate was trained on, and VEs of another crystal structure or grid than
     that VAE's.
     """
+    from matflow_vae3d.microstructure.sources import as_ve_dataset
     from matflow_vae3d.surrogate.ensemble import Surrogate, write_predictions
     from matflow_vae3d.surrogate.from_ves import plot_predictions, predict_ves, pretrained_surrogate_path
     from matflow_vae3d.surrogate.table import read_fingerprints
@@ -293,9 +294,15 @@ def predict(
         model_path = pretrained_surrogate_path() if model == "pretrained" else Path(model)
         sur = Surrogate.load(model_path)
         if data:
-            with _ves_dataset(data, sur, material_yaml) as ds_path:
+            with as_ve_dataset(data, material=material_yaml) as (ds_path, label):
                 res = predict_ves(
-                    sur, ds_path, vae=vae, fingerprints_out=save_fingerprints, device=device, progress=progress
+                    sur,
+                    ds_path,
+                    vae=vae,
+                    fingerprints_out=save_fingerprints,
+                    device=device,
+                    progress=progress,
+                    label=label,
                 )
             ids, mean, std, std_raw = res["ve_id"], res["mean"], res["std"], res["std_raw"]
             wall = res["predict_s"]
@@ -317,28 +324,6 @@ def predict(
         n_s = res["fingerprint_s"] + res["predict_s"]
         msg += f" after fingerprinting in {res['fingerprint_s']:.1f} s ({len(ids) / n_s:.1f} VEs/s end to end)"
     click.echo(msg + f"; wrote {out}" + (f" and {png}" if png else ""))
-
-
-@contextlib.contextmanager
-def _ves_dataset(data: Path, sur, material_yaml):
-    """A VE dataset path for ``data``: the file itself, or a temporary dataset made
-    from a .vti / DREAM.3D / MatFlow volume_element (the VAE then checks its
-    crystal structure and grid)."""
-    from matflow_vae3d.datasets import write_ves
-    from matflow_vae3d.microstructure.sources import detect_format, load_ves
-
-    fmt = detect_format(data)
-    if fmt == "dataset":
-        yield data
-        return
-    _, ves = load_ves(data, fmt, material=material_yaml)
-    ves = list(ves)
-    for ve in ves:
-        ve.ve_id = ve.ve_id or data.stem
-    with tempfile.TemporaryDirectory(prefix="vae3d-predict-") as tmp:
-        path = Path(tmp) / "ves.h5"
-        write_ves(path, ves, progress=False)
-        yield path
 
 
 @click.command("evaluate-surrogate")

@@ -14,6 +14,13 @@ import click
 
 from matflow_vae3d.commands._options import parse_device
 
+#: the one help text of every VE input (microstructure.sources.as_ve_dataset reads them)
+VES_HELP = (
+    "VEs: a VE dataset (.h5), a DAMASK .vti (+ material.yaml beside it), a DREAM.3D file, a MatFlow "
+    "volume_element (.json/.yaml/.npz), or a folder of such files; repeat for several."
+)
+MATERIAL_YAML_HELP = "material.yaml of .vti VEs (default: <stem>_material.yaml or material.yaml beside each)."
+
 
 @contextlib.contextmanager
 def _clear_errors(batch_size: int | None = None):
@@ -257,7 +264,8 @@ def train_vae(
     type=click.Path(dir_okay=False),
     help="VAE model file (model.pt or a .ckpt), or 'pretrained' for the shipped small model.",
 )
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="VE dataset (HDF5).")
+@click.option("--data", required=True, multiple=True, type=click.Path(), help=VES_HELP)
+@click.option("--material-yaml", type=click.Path(dir_okay=False), help=MATERIAL_YAML_HELP)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Fingerprint file (HDF5) to write.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True)
@@ -265,48 +273,67 @@ def train_vae(
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--progress/--no-progress", default=True)
 @_threads_option
-def fingerprint(model_path, data, out, batch_size, device, num_workers, overwrite, progress, threads):
-    """Encode VEs to fingerprints (the encoder's mean mu, no noise)."""
+def fingerprint(model_path, data, material_yaml, out, batch_size, device, num_workers, overwrite, progress, threads):
+    """Encode VEs to fingerprints (the encoder's mean mu, no noise).
+
+    \b
+      vae3d fingerprint --model pretrained --data ves.h5 --out fp.h5
+      vae3d fingerprint --model pretrained --data grid.vti --out fp.h5     # DAMASK geometry + material.yaml
+      vae3d fingerprint --model pretrained --data my_ves/ --out fp.h5      # a folder of VE files
+    """
     _set_threads(threads)
+    from ..microstructure.sources import as_ve_dataset
     from ..vae.encode import fingerprint_dataset
 
     _check_out(Path(out), overwrite)
-    with _clear_errors(batch_size):
-        model, meta = _load(model_path, data)
+    with _clear_errors(batch_size), as_ve_dataset(data, material=material_yaml) as (path, label):
+        model, meta = _load(model_path, path)
         t0 = time.perf_counter()
         res = fingerprint_dataset(
             model,
             meta,
-            data,
+            path,
             out,
             batch_size=batch_size,
             device=parse_device(device),
             num_workers=num_workers,
             progress=progress,
+            label=label,
+            source=";".join(str(Path(d).resolve()) for d in data),
         )
         dt = time.perf_counter() - t0
     click.echo(f"{res['n']} fingerprints (latent {res['latent']}) -> {out} in {dt:.1f} s ({res['n'] / dt:.1f} VEs/s)")
 
 
 # ----------------------------------------------------------------------------- evaluate
-def _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, progress):
+def _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, progress, material=None, baselines=None):
+    """Evaluate each set of ``data`` (any VE files, :func:`as_ve_dataset`); with
+    ``baselines`` (a callable (dataset path, lattice) -> baseline dict) also those.
+    Returns (meta, {set: summary}, {set: baselines})."""
+    from ..microstructure.sources import as_ve_dataset
     from ..vae.encode import evaluate_dataset
 
-    model, meta = _load(model_path, data[0] if data else None)
     dev = parse_device(device)
-    results = {}
-    for path in data:
-        results[path] = evaluate_dataset(
-            model,
-            meta,
-            path,
-            batch_size=batch_size,
-            device=dev,
-            num_workers=num_workers,
-            max_ves=max_ves,
-            progress=progress,
-        )
-    return meta, results
+    model = meta = None
+    results, base = {}, {}
+    for user_path in data:
+        with as_ve_dataset(user_path, material=material) as (path, label):
+            if model is None:
+                model, meta = _load(model_path, path)
+            results[user_path] = evaluate_dataset(
+                model,
+                meta,
+                path,
+                batch_size=batch_size,
+                device=dev,
+                num_workers=num_workers,
+                max_ves=max_ves,
+                progress=progress,
+                label=label,
+            )
+            if baselines is not None:
+                base[user_path] = baselines(path, meta["lattice"])
+    return meta, results, base
 
 
 def _table(results, baselines=None) -> str:
@@ -318,8 +345,14 @@ def _table(results, baselines=None) -> str:
 _eval_options = [
     click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False)),
     click.option(
-        "--data", required=True, multiple=True, type=click.Path(dir_okay=False), help="VE dataset(s); repeatable."
+        "--data",
+        required=True,
+        multiple=True,
+        type=click.Path(),
+        help="VEs of one set (a VE dataset, .vti, .dream3d, MatFlow volume_element, or a folder of them); "
+        "repeat for several sets.",
     ),
+    click.option("--material-yaml", type=click.Path(dir_okay=False), help="material.yaml of .vti sets."),
     click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
     click.option("--device", default="auto", show_default=True),
     click.option("--max-ves", type=click.IntRange(1), help="Use only the first N VEs of each set."),
@@ -359,6 +392,7 @@ def _with(options):
 def evaluate(
     model_path,
     data,
+    material_yaml,
     batch_size,
     device,
     max_ves,
@@ -375,23 +409,37 @@ def evaluate(
     5 and 15 deg and the paper's 1-|q.q^| (FZ quaternions), then mean ± std per set."""
     _set_threads(threads)
     from ..vae.encode import plot_reconstructions
-    from ..vae.evaluation import baseline_errors, mean_euler_image
+    from ..vae.evaluation import LOO_MIN_VES, baseline_errors, mean_euler_image
 
     with _clear_errors(batch_size):
-        meta, results = _evaluate_sets(model_path, data, batch_size, device, max_ves, num_workers, progress)
-        base = {}
-        if baselines:
-            fixed = mean_euler_image(mean_image_from) if mean_image_from else None
-            for p in data:
-                img = fixed if fixed is not None else mean_euler_image(p)
-                base[p] = baseline_errors(p, meta["lattice"], mean_image=img, max_ves=max_ves)
+        fixed = mean_euler_image(mean_image_from) if (baselines and mean_image_from) else None
+
+        def base_of(path, lattice):
+            return baseline_errors(path, lattice, mean_image=fixed, max_ves=max_ves, leave_one_out=fixed is None)
+
+        meta, results, base = _evaluate_sets(
+            model_path,
+            data,
+            batch_size,
+            device,
+            max_ves,
+            num_workers,
+            progress,
+            material=material_yaml,
+            baselines=base_of if baselines else None,
+        )
         click.echo(
             f"model {Path(model_path).name} ({meta['lattice']}, grid {meta['grid']}, sha256 {meta['sha256'][:12]})"
         )
         click.echo(_table(results, base))
         if baselines:
-            src = Path(mean_image_from).name if mean_image_from else "each set's own"
-            click.echo(f"identity: constant identity orientation; mean image: voxel-wise mean Euler image of {src} VEs")
+            src = (
+                f"the VEs of {Path(mean_image_from).name}"
+                if mean_image_from
+                else f"the set's other VEs (leave-one-out; omitted for sets of fewer than {LOO_MIN_VES} VEs: "
+                "give --mean-image-from TRAINING_SET)"
+            )
+            click.echo(f"identity: constant identity orientation; mean image: voxel-wise mean Euler image of {src}")
         if png:
             first = next(iter(results.values()))
             x, rec = first["examples"]
@@ -420,7 +468,8 @@ def evaluate(
 
 @click.command("reconstruct")
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False))
-@click.option("--data", required=True, type=click.Path(dir_okay=False))
+@click.option("--data", required=True, multiple=True, type=click.Path(), help=VES_HELP)
+@click.option("--material-yaml", type=click.Path(dir_okay=False), help=MATERIAL_YAML_HELP)
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="PNG of input vs reconstruction mid-slices."
 )
@@ -429,15 +478,16 @@ def evaluate(
 )
 @click.option("--device", default="auto", show_default=True)
 @_threads_option
-def reconstruct(model_path, data, out, indices, device, threads):
+def reconstruct(model_path, data, material_yaml, out, indices, device, threads):
     """Decode VEs and draw input vs reconstruction mid-slices, with each VE's error."""
     _set_threads(threads)
+    from ..microstructure.sources import as_ve_dataset
     from ..vae.encode import misorientation, open_dataset, plot_reconstructions, prepare, to_input
     from ..vae.encode import reconstruct as rec_fn
 
-    with _clear_errors(len(indices) or 4):
-        model, meta = _load(model_path, data)
-        ds = open_dataset(data, meta)
+    with _clear_errors(len(indices) or 4), as_ve_dataset(data, material=material_yaml) as (path, label):
+        model, meta = _load(model_path, path)
+        ds = open_dataset(path, meta, label)
         idx = list(indices) or list(range(min(4, len(ds))))
         bad = [i for i in idx if i >= len(ds)]
         if bad:
@@ -464,31 +514,36 @@ def reconstruct(model_path, data, out, indices, device, threads):
 # ----------------------------------------------------------------------------- latent
 def _fingerprints_of(path, model, meta, device, batch_size, progress):
     """(ids, mu (n, latent), roll-invariant summary (n, F), latent shape) of a
-    fingerprint file made by this model, or of a VE dataset (encoded now, any grid the
-    model takes)."""
+    fingerprint file made by this model, or of VEs (any VE files, encoded now, any grid
+    the model takes)."""
     import h5py
     import numpy as np
 
+    from ..microstructure.sources import as_ve_dataset
     from ..vae.encode import encode_with_summary, latent_shape, loader, open_dataset, prepare, to_input, voxel_batch
     from ..vae.fingerprints import FINGERPRINT_FORMAT, check_same_vae, read_fingerprints
 
-    if not Path(path).is_file():
+    p = Path(path)
+    if not p.exists():
         raise FileNotFoundError(f"not found: {path}")
-    with h5py.File(path, "r") as f:
-        fmt = f.attrs.get("format")
+    fmt = None
+    if p.is_file() and h5py.is_hdf5(p):
+        with h5py.File(p, "r") as f:
+            fmt = f.attrs.get("format")
     if fmt == FINGERPRINT_FORMAT:
         fp = read_fingerprints(path)
         check_same_vae(meta["sha256"], fp["model_sha256"], "this model's fingerprints", str(path))
         return fp["ve_id"], fp["mu"], fp["summary"], fp["latent_shape"]
-    ds = open_dataset(path, meta)
-    m = prepare(model, device)
-    ids, mus, sums = [], [], []
-    for batch in loader(path, voxel_batch(batch_size, ds.grid)):
-        mu, summ = encode_with_summary(m, to_input(batch, device, meta["representation"]))
-        mus.append(mu)
-        sums.append(summ)
-        ids.extend(str(v) for v in batch.ve_ids)
-    return ids, np.concatenate(mus), np.concatenate(sums), latent_shape(model, ds.grid)
+    with as_ve_dataset(path) as (data, label):
+        ds = open_dataset(data, meta, label)
+        m = prepare(model, device)
+        ids, mus, sums = [], [], []
+        for batch in loader(data, voxel_batch(batch_size, ds.grid)):
+            mu, summ = encode_with_summary(m, to_input(batch, device, meta["representation"]))
+            mus.append(mu)
+            sums.append(summ)
+            ids.extend(str(v) for v in batch.ve_ids)
+        return ids, np.concatenate(mus), np.concatenate(sums), latent_shape(model, ds.grid)
 
 
 def _named(spec: str) -> tuple[str, str]:
@@ -504,15 +559,16 @@ def _named(spec: str) -> tuple[str, str]:
     "--train",
     "train_path",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Training fingerprints (or VE dataset) to fit the PCA on.",
+    type=click.Path(),
+    help="Training fingerprints, or VEs (any VE file or a folder of them), to fit the PCA on.",
 )
 @click.option(
     "--set",
     "sets",
     multiple=True,
     metavar="NAME=PATH",
-    help="Labelled set (fingerprints or VE dataset); repeatable. Projected on the PCA and clustered.",
+    help="Labelled set (fingerprints, or VEs: any VE file or a folder); repeatable. Projected on the PCA "
+    "and clustered.",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--steps", default=8, show_default=True, type=click.IntRange(2))

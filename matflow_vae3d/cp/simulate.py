@@ -171,6 +171,41 @@ def _solve_damask(
 
 
 # ------------------------------------------------------------------------ coarsening
+#: ``coarsen="auto"`` (docs/cp_solver.md "Coarse CP"): the largest factor of
+#: :data:`AUTO_FACTORS` that divides every edge and leaves at least
+#: :data:`AUTO_MIN_EDGE` voxels per edge and :data:`AUTO_MIN_VOXELS_PER_GRAIN` voxels
+#: across the mean grain (equivalent-sphere diameter / K) of the VEs' smallest-grained
+#: one; 1 when none does.
+AUTO_FACTORS = (8, 4, 2)
+AUTO_MIN_EDGE = 16
+AUTO_MIN_VOXELS_PER_GRAIN = 2.5
+
+
+def mean_esd_voxels(cells: int, n_grains) -> np.ndarray:
+    """Equivalent-sphere diameter (voxels) of the mean grain of VEs of ``cells`` voxels
+    with ``n_grains`` grains each."""
+    return (6.0 * float(cells) / (np.pi * np.maximum(np.asarray(n_grains, dtype=np.float64), 1.0))) ** (1.0 / 3.0)
+
+
+def auto_coarsen(grid, esd_voxels: float) -> int:
+    """The factor ``coarsen='auto'`` picks for VEs of ``grid`` whose (smallest) mean
+    grain is ``esd_voxels`` across (see :data:`AUTO_FACTORS`)."""
+    for k in AUTO_FACTORS:
+        if all(int(n) % k == 0 and int(n) // k >= AUTO_MIN_EDGE for n in grid):
+            if float(esd_voxels) / k >= AUTO_MIN_VOXELS_PER_GRAIN:
+                return k
+    return 1
+
+
+def resolve_coarsen(coarsen, grid, n_grains) -> int:
+    """``coarsen`` as an int: 'auto' -> :func:`auto_coarsen` for VEs of ``grid`` with
+    ``n_grains`` grains each (the smallest-grained decides); an int is returned as is."""
+    if str(coarsen).strip().lower() != "auto":
+        return coarsen
+    cells = int(np.prod([int(n) for n in grid]))
+    return auto_coarsen(grid, float(np.min(mean_esd_voxels(cells, n_grains))))
+
+
 def check_coarsen(coarsen, rule: str = "majority") -> int:
     """The coarsening factor as an int >= 1 and a known rule; ValueError otherwise."""
     from matflow_vae3d.microstructure.resample import COARSEN_RULES
@@ -184,6 +219,19 @@ def check_coarsen(coarsen, rule: str = "majority") -> int:
     if rule not in COARSEN_RULES:
         raise ValueError(f"unknown coarsening rule {rule!r}: use {' or '.join(COARSEN_RULES)}")
     return k
+
+
+def _dataset_coarsen(coarsen, ves, lattice):
+    """``coarsen`` of a dataset (``lattice`` not None: a VEDataset) or a list of VEs,
+    'auto' resolved from their grid and grain counts."""
+    if str(coarsen).strip().lower() != "auto":
+        return coarsen
+    if lattice is not None:
+        return resolve_coarsen("auto", ves.grid, ves.n_grains)
+    grids = {tuple(np.shape(ve.grain_map)) for ve in ves}
+    if len(grids) != 1:
+        raise ValueError("coarsen='auto' needs VEs of one grid; give a factor")
+    return resolve_coarsen("auto", grids.pop(), [ve.n_grains for ve in ves])
 
 
 def check_divides(coarsen: int, grid, data_path) -> None:
@@ -245,7 +293,8 @@ def simulate_ve(
     solver : 'builtin' (torch; ``device``, ``dtype``, ``**numerics`` go to
         ``spectral.solve``) or 'damask' (DAMASK_grid in ``job_dir``, a temporary
         directory when None; kept when the run fails; ``n_proc`` MPI processes).
-    coarsen : solve the VE coarsened by this factor (1: its own grid), by
+    coarsen : solve the VE coarsened by this factor (1: its own grid; 'auto':
+        :func:`auto_coarsen`), by
         ``coarsen_rule`` ('majority' or 'nearest'); the record's ``grid_run`` and
         ``vanished_*`` say what was solved.
 
@@ -257,7 +306,7 @@ def simulate_ve(
     ve_id = getattr(ve, "ve_id", None)
     what = f"VE {ve_id!r}" if ve_id is not None else "VE"
     try:
-        k = check_coarsen(coarsen, coarsen_rule)
+        k = check_coarsen(resolve_coarsen(coarsen, ve.grain_map.shape, [ve.n_grains]), coarsen_rule)
         phase_name, phase = load_phase(material)
         if solver == "builtin":
             check_builtin_supported(phase)
@@ -449,6 +498,7 @@ def simulate_dataset(
     worker_threads: int = 1,
     coarsen: int = 1,
     coarsen_rule: str = "majority",
+    source: str | None = None,
     **numerics,
 ) -> dict[str, Any]:
     """Simulate the VEs of a dataset and append one row per VE to a CP results file.
@@ -466,8 +516,11 @@ def simulate_dataset(
         written by this process in dataset order whatever ``workers`` is, so a
         results file does not depend on it.
     coarsen, coarsen_rule : solve every VE coarsened by this factor (1: its own grid;
-        see :func:`simulate_ve`); recorded in the file, which resumes only at the same
+        see :func:`simulate_ve`), or 'auto' (:func:`auto_coarsen` for the dataset's grid
+        and smallest grains); recorded in the file, which resumes only at the same
         factor. A factor that does not divide a dataset's grid is refused up front.
+    source : the file's ``source`` attribute (default: ``data_path``), e.g. the user's
+        .vti files a temporary dataset was made from.
 
     Returns a summary dict: out, n_considered, n_skipped (already in the file),
     n_run, n_converged, n_failed, wall_s, failed (list of (ve_id, reason)).
@@ -481,8 +534,12 @@ def simulate_dataset(
     phase_name, phase = _check_settings(
         solver, material, batch_size, limit, workers, worker_threads, dtype, damask_executable
     )
-    k = check_coarsen(coarsen, coarsen_rule)
     ves, ids, lattice, close = _open_ves(data_path)
+    try:
+        k = check_coarsen(_dataset_coarsen(coarsen, ves, lattice), coarsen_rule)
+    except BaseException:
+        close()
+        raise
     t_start = time.perf_counter()
     tally = _Tally(str(out_path))
     reports: dict[str, Any] = {}
@@ -502,7 +559,7 @@ def simulate_dataset(
             coarsen_rule=coarsen_rule,
             extra_attrs={
                 "phase_name": phase_name,
-                "source": str(data_path) if isinstance(data_path, (str, Path)) else "",
+                "source": source or (str(data_path) if isinstance(data_path, (str, Path)) else ""),
             },
         )
         with writer:
@@ -545,6 +602,7 @@ def simulate_dataset(
     finally:
         close()
     tally.summary["wall_s"] = time.perf_counter() - t_start
+    tally.summary["coarsen"] = k
     return tally.summary
 
 

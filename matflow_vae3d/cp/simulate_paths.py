@@ -21,7 +21,16 @@ from .loadcase import LoadCase
 from .loadpaths import random_path
 from .materials import check_builtin_supported, check_lattice, load_phase, phase_yaml
 from .path_results import PathResultsWriter
-from .simulate import _open_ves, _prepare_chunk, _Tally, check_coarsen, check_divides, loadcase_yaml, run_chunks
+from .simulate import (
+    _dataset_coarsen,
+    _open_ves,
+    _prepare_chunk,
+    _Tally,
+    check_coarsen,
+    check_divides,
+    loadcase_yaml,
+    run_chunks,
+)
 
 
 def _pairs(
@@ -100,8 +109,12 @@ def simulate_paths(
         from .damask_driver import find_damask_grid
 
         find_damask_grid()
-    k = check_coarsen(coarsen, coarsen_rule)
     ves, ids, lattice, close = _open_ves(data_path)
+    try:
+        k = check_coarsen(_dataset_coarsen(coarsen, ves, lattice), coarsen_rule)
+    except BaseException:
+        close()
+        raise
     t0 = time.perf_counter()
     tally = _Tally(str(out_path), "n_pairs")
     summary = tally.summary

@@ -333,11 +333,16 @@ def train_VAE(VE_dataset, VAE_val_VEs=0, VAE_config=None):
 
 
 def evaluate_VAE(VAE_checkpoint, VE_dataset):
-    """Reconstruction error and plots -> {'VAE_metrics': dict, 'VAE_plots': [paths]}."""
+    """Reconstruction error and plots -> {'VAE_metrics': dict, 'VAE_plots': [paths]}.
+    VE_dataset: any VE file or folder (microstructure.sources.as_ve_dataset)."""
+    from ..microstructure.sources import as_ve_dataset
     from ..vae.encode import evaluate_dataset, plot_reconstructions
 
-    model, meta, data = _model_and_data(VAE_checkpoint, VE_dataset)
-    res = evaluate_dataset(model, meta, data, device=_device(), progress=_progress())
+    if VAE_checkpoint not in (None, "", "pretrained"):
+        _checkpoint(VAE_checkpoint)  # an explicit checkpoint is resolved first
+    with as_ve_dataset(resolve_input(VE_dataset, "VE dataset")) as (path, label):
+        model, meta, data = _model_and_data(VAE_checkpoint, str(path))
+        res = evaluate_dataset(model, meta, data, device=_device(), progress=_progress(), label=label)
     png, rel = output_path("evaluate_VAE", "reconstructions", ".png")
     x, recon = res["examples"]
     plot_reconstructions(x, recon, png, representation=meta["representation"], lattice=meta["lattice"])
@@ -349,12 +354,20 @@ def evaluate_VAE(VAE_checkpoint, VE_dataset):
 
 
 def fingerprint_VE(VE_dataset, VAE_checkpoint="pretrained"):
-    """Fingerprints of one VE dataset shard -> {'fingerprints': relative path}."""
+    """Fingerprints of one VE dataset shard (or any VE file or folder,
+    microstructure.sources.as_ve_dataset) -> {'fingerprints': relative path}."""
+    from ..microstructure.sources import as_ve_dataset
     from ..vae.encode import fingerprint_dataset
 
-    model, meta, data = _model_and_data(VAE_checkpoint, VE_dataset)
-    out, rel = output_path("fingerprint_VE", "fingerprints")
-    fingerprint_dataset(model, meta, data, out, device=_device(), progress=_progress())
+    if VAE_checkpoint not in (None, "", "pretrained"):
+        _checkpoint(VAE_checkpoint)  # an explicit checkpoint is resolved first
+    src = resolve_input(VE_dataset, "VE dataset")
+    with as_ve_dataset(src) as (path, label):
+        model, meta, data = _model_and_data(VAE_checkpoint, str(path))
+        out, rel = output_path("fingerprint_VE", "fingerprints")
+        fingerprint_dataset(
+            model, meta, data, out, device=_device(), progress=_progress(), label=label, source=str(src)
+        )
     return {"fingerprints": rel}
 
 
@@ -399,7 +412,7 @@ def _solver_threads(n: int) -> None:
     torch.set_num_threads(int(n))
 
 
-def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options) -> str:
+def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options, source=None) -> str:
     from ..cp.simulate import simulate_dataset
 
     load = loadcase_of(uniaxial_load)
@@ -410,14 +423,20 @@ def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options) -> 
         opts["workers"] = max(1, int(os.environ.get("MATFLOW_RUN_NUM_CORES") or 1))
     if int(opts.get("workers", 1)) == 1:
         _solver_threads(1)  # the solver runs in this process: one thread, like each worker
-    simulate_dataset(data, out, material=CP_material, solver=CP_solver, load=load, progress=_progress(), **opts)
+    simulate_dataset(
+        data, out, material=CP_material, solver=CP_solver, load=load, progress=_progress(), source=source, **opts
+    )
     return rel
 
 
 def simulate_uniaxial(VE_dataset, CP_material="Mg", uniaxial_load=None, CP_solver="builtin", CP_options=None):
-    """CP uniaxial tension of one VE dataset shard -> {'CP_results': relative path}."""
-    data = resolve_input(VE_dataset, "VE dataset")
-    return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options)}
+    """CP uniaxial tension of one VE dataset shard (or any VE file or folder,
+    microstructure.sources.as_ve_dataset) -> {'CP_results': relative path}."""
+    from ..microstructure.sources import as_ve_dataset
+
+    src = resolve_input(VE_dataset, "VE dataset")
+    with as_ve_dataset(src) as (data, _):
+        return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options, source=str(src))}
 
 
 def simulate_volume_element(

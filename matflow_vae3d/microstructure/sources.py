@@ -5,6 +5,7 @@ MatFlow ``volume_element``)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 #: file formats VEs are read from (and ``vae3d convert`` writes)
@@ -95,3 +96,92 @@ def load_ves(src: Path, fmt: str, *, indices=(), ve_ids=(), lattice=None, materi
     else:
         raise ValueError(f"unknown format {fmt!r}")
     return 1, iter([ve])
+
+
+#: suffixes of the files a folder of VEs is searched for (DAMASK material files excluded)
+VE_SUFFIXES = (".h5", ".hdf5", ".hdf", ".vti", ".dream3d", ".json", ".yaml", ".yml", ".npz")
+
+
+def expand_sources(paths) -> list[Path]:
+    """The VE files named by ``paths`` (one path or several): a file as it is, a folder
+    as its VE files sorted by name (DAMASK ``*material.yaml`` files, which belong to a
+    .vti, are not VEs). FileNotFoundError / ValueError naming the path."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file()
+                and f.suffix.lower() in VE_SUFFIXES
+                and not f.stem.lower().endswith("material")
+                and not f.name.endswith(".creating")
+            )
+            if not found:
+                raise ValueError(f"{p} holds no VE files ({', '.join(VE_SUFFIXES)})")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"VEs not found: {p}")
+    if not out:
+        raise ValueError("no VE file given")
+    return out
+
+
+def describe(paths) -> str:
+    """The user's name for a set of VE files, for messages: 'ex.vti', 'ves/ (12 files)'."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1:
+        p = paths[0]
+        return f"{p.name}/" if p.is_dir() else p.name
+    return f"{paths[0].name} and {len(paths) - 1} more"
+
+
+@contextlib.contextmanager
+def as_ve_dataset(paths, *, material=None, lattice=None):
+    """One VE dataset for the VEs of ``paths``, for every command that takes VEs.
+
+    paths : a VE dataset, a DAMASK .vti (+ its material.yaml: ``material``, or beside
+        it), a DREAM.3D file, a MatFlow volume_element (.json/.yaml/.npz), a folder of
+        such files, or several of these.
+    Yields (path of a VE dataset, label): a single VE dataset is used as it is;
+    anything else is read by :func:`load_ves` into a temporary dataset (deleted on
+    exit), every VE keeping its id (a single-VE file: its file name). ``label`` names
+    the user's files for messages (:func:`describe`); errors while reading name the
+    file they come from, never the temporary one.
+    """
+    import tempfile
+
+    files = expand_sources(paths)
+    label = describe(paths)
+    if len(files) == 1 and detect_format(files[0]) == "dataset":
+        yield files[0], label
+        return
+    from ..datasets import write_ves
+
+    def stream():
+        for f in files:
+            fmt = detect_format(f)
+            try:
+                _, ves = load_ves(f, fmt, lattice=lattice, material=material if fmt == "damask" else None)
+                for ve in ves:
+                    if ve.ve_id is None:
+                        ve.ve_id = f.stem
+                    yield ve
+            except (ValueError, KeyError, OSError) as exc:
+                msg = str(exc).strip("'\"")
+                raise ValueError(msg if f.name in msg else f"{f.name}: {msg}") from None
+
+    with tempfile.TemporaryDirectory(prefix="vae3d-ves-") as tmp:
+        path = Path(tmp) / "ves.h5"
+        try:
+            write_ves(path, stream(), progress=False, compression="none")
+        except ValueError as exc:
+            msg = str(exc).replace(str(path), label)
+            raise ValueError(msg) from None
+        yield path, label

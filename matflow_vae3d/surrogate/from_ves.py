@@ -66,7 +66,15 @@ def find_vae(surrogate, vae=None) -> tuple[Any, dict]:
 
 
 def predict_ves(
-    surrogate, data, *, vae=None, fingerprints_out=None, batch_size: int = 32, device="cpu", progress: bool = False
+    surrogate,
+    data,
+    *,
+    vae=None,
+    fingerprints_out=None,
+    batch_size: int = 32,
+    device="cpu",
+    progress: bool = False,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Fingerprint the VE dataset ``data`` with the surrogate's VAE and predict.
 
@@ -81,7 +89,9 @@ def predict_ves(
     with tempfile.TemporaryDirectory(prefix="vae3d-predict-") as tmp:
         fp_path = Path(fingerprints_out) if fingerprints_out else Path(tmp) / "fingerprints.h5"
         t0 = time.perf_counter()
-        fingerprint_dataset(model, meta, data, fp_path, batch_size=batch_size, device=device, progress=progress)
+        fingerprint_dataset(
+            model, meta, data, fp_path, batch_size=batch_size, device=device, progress=progress, label=label
+        )
         t1 = time.perf_counter()
         fp = read_fingerprints(fp_path, surrogate.inputs)
         surrogate.check_fingerprints(fp)

@@ -164,7 +164,8 @@ def check_compatible(meta: dict, lattice: str, grid, what: str = "dataset") -> N
     lat = canonical_lattice(lattice)
     if lat != meta["lattice"]:
         raise ValueError(
-            f"the VAE was trained on crystal structure {meta['lattice']!r} but the {what} is "
+            f"the VAE was trained on crystal structure {meta['lattice']!r} but the {what} "
+            f"{'are' if what.startswith('VEs') else 'is'} "
             f"{lat!r}: train or pick a model for {lat!r}"
         )
     g = as_grid(grid)
@@ -174,7 +175,8 @@ def check_compatible(meta: dict, lattice: str, grid, what: str = "dataset") -> N
     n = meta["grid"]
     if g != (n, n, n):
         raise ValueError(
-            f"the dense (paper) ResNet VAE takes only its training grid {n}x{n}x{n}, but the {what} has grid "
+            f"the dense (paper) ResNet VAE takes only its training grid {n}x{n}x{n}, but the {what} "
+            f"{'have' if what.startswith('VEs') else 'has'} grid "
             f"{grid_text(g)}: resample the VEs (vae3d convert VES OUT.h5 --grid {n}x{n}x{n}) or use a "
             "periodic VAE, which takes any grid of multiples of 4 (--model pretrained)"
         )

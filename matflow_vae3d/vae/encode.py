@@ -37,19 +37,21 @@ from .fingerprints import (
 )
 
 
-def open_dataset(path, meta: dict | None = None):
+def open_dataset(path, meta: dict | None = None, label: str | None = None):
     """Open a VE dataset for encoding, refusing empty sets and (with ``meta``) sets
-    of another crystal structure or grid than the model's."""
+    of another crystal structure or grid than the model's. ``label``: the user's name
+    for the VEs in messages (e.g. 'ex.vti' for a temporary dataset made from it)."""
     from ..datasets import VEDataset
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VE dataset not found: {path}")
     ds = VEDataset(str(path))
+    what = f"VEs of {label}" if label else f"dataset {path.name}"
     if len(ds) == 0:
-        raise ValueError(f"VE dataset {path} holds no VEs")
+        raise ValueError(f"{label} holds no VEs" if label else f"VE dataset {path} holds no VEs")
     if meta is not None:
-        check_compatible(meta, ds.lattice, ds.grid, what=f"dataset {path.name}")
+        check_compatible(meta, ds.lattice, ds.grid, what=what)
     return ds
 
 
@@ -284,14 +286,25 @@ def latent_shape(model, grid=None) -> tuple:
 
 
 def fingerprint_dataset(
-    model, meta: dict, data, out, batch_size: int = 64, device="cpu", num_workers: int = 0, progress: bool = True
+    model,
+    meta: dict,
+    data,
+    out,
+    batch_size: int = 64,
+    device="cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+    label: str | None = None,
+    source: str | None = None,
 ) -> dict:
     """Encode every VE of dataset ``data`` and write ``out`` (docs/formats.md
     "Fingerprints"), with the decoded statistics (:func:`decoded_statistics_of_views`),
     atomically. Any grid a spatial model takes (:func:`~.checkpoint.check_compatible`);
     ``batch_size`` counts 16³ VEs, larger ones are batched by voxels
-    (:func:`voxel_batch`). Returns {'n', 'latent', 'latent_shape', 'path'}."""
-    ds = open_dataset(data, meta)
+    (:func:`voxel_batch`). ``label``/``source``: the user's name for the VEs in messages
+    and the file's ``source`` attribute (default: the dataset's path).
+    Returns {'n', 'latent', 'latent_shape', 'path'}."""
+    ds = open_dataset(data, meta, label)
     device = torch.device(device)
     model = prepare(model, device)
     out = Path(out)
@@ -317,7 +330,7 @@ def fingerprint_dataset(
         model_sha256=meta["sha256"],
         lattice=meta["lattice"],
         grid=ds.grid,
-        source=str(Path(data).resolve()),
+        source=source or str(Path(data).resolve()),
         latent_shape=latent_shape(model, ds.grid),
         summary=np.concatenate(sums),
         summary_kind_=summary_kind_of(model),
@@ -346,14 +359,15 @@ def evaluate_dataset(
     num_workers: int = 0,
     max_ves: int | None = None,
     progress: bool = True,
+    label: str | None = None,
 ) -> dict:
-    """Reconstruction error over a dataset.
+    """Reconstruction error over a dataset (``label``: the user's name for it in messages).
 
     Returns {'ve_id': list, 'n', 'examples': (x, recon) of the first batch (CPU,
     model images), and for each metric m of :func:`misorientation` ('quat', 'deg',
     'within5', 'within15'): m (n,), m_mean, m_std}.
     """
-    ds = open_dataset(data, meta)
+    ds = open_dataset(data, meta, label)
     device = torch.device(device)
     model = prepare(model, device)
     n = len(ds) if max_ves is None else min(len(ds), int(max_ves))

@@ -6,7 +6,9 @@ reconstruction figure is therefore reported beside
 
 * ``identity``: the constant identity orientation in every voxel, and
 * ``mean image``: the voxel-wise mean normalised Euler image of a training set
-  (what a VAE that learnt nothing reconstructs; the old shipped model did),
+  (what a VAE that learnt nothing reconstructs; the old shipped model did), or, without
+  one, of the evaluated set's *other* VEs (leave-one-out, so that the baseline never
+  contains the VE it is scored on; omitted for sets of fewer than :data:`LOO_MIN_VES`),
 
 with the symmetry-aware disorientation (mean angle, fractions within 5° and 15°).
 """
@@ -19,12 +21,15 @@ import torch
 
 from .encode import loader, misorientation, open_dataset, summarise_errors
 
+#: fewest VEs of a set whose leave-one-out mean image is a baseline (below: omitted)
+LOO_MIN_VES = 3
 
-def mean_euler_image(data, max_ves: int = 2000) -> torch.Tensor:
-    """Voxel-wise mean normalised Euler image (3, n, n, n) of the first ``max_ves``
-    VEs of a dataset (the 'training-mean image' baseline)."""
+
+def mean_euler_image(data, max_ves: int | None = 2000) -> torch.Tensor:
+    """Voxel-wise mean normalised Euler image (3, nx, ny, nz) of the first ``max_ves``
+    VEs of a dataset (all with None; the 'training-mean image' baseline)."""
     ds = open_dataset(data)
-    n = min(len(ds), int(max_ves))
+    n = len(ds) if max_ves is None else min(len(ds), int(max_ves))
     total: torch.Tensor | None = None
     count = 0
     for batch in loader(data, 64, indices=list(range(n))):
@@ -38,15 +43,21 @@ def mean_euler_image(data, max_ves: int = 2000) -> torch.Tensor:
 
 @torch.inference_mode()
 def baseline_errors(
-    data, lattice: str, mean_image: torch.Tensor | None = None, max_ves: int | None = None
+    data, lattice: str, mean_image: torch.Tensor | None = None, max_ves: int | None = None, leave_one_out=False
 ) -> dict[str, dict]:
     """Errors of the constant predictors on a VE dataset, as :func:`evaluate_dataset`
-    reports them: {'identity': summary, 'mean image': summary (with ``mean_image``)}."""
+    reports them: {'identity': summary, 'mean image': summary}. The mean image is
+    ``mean_image`` (e.g. a training set's) or, with ``leave_one_out``, for each VE the
+    mean of the set's other VEs (omitted below :data:`LOO_MIN_VES` VEs)."""
     ds = open_dataset(data)
     n = len(ds) if max_ves is None else min(len(ds), int(max_ves))
     preds: dict[str, torch.Tensor | None] = {"identity": None}
+    total = None
     if mean_image is not None:
         preds["mean image"] = mean_image
+    elif leave_one_out and n >= LOO_MIN_VES:
+        total = mean_euler_image(data, max_ves=n).double() * n
+        preds["mean image"] = total
     vals: dict[str, dict[str, list]] = {k: {} for k in preds}
     ids: list[str] = []
     for batch in loader(data, 64, indices=list(range(n))):
@@ -59,7 +70,11 @@ def baseline_errors(
                 err = misorientation(q, p, lattice, "quaternion")
             else:
                 e = batch.to_tensor("cpu")
-                err = misorientation(e, img.expand_as(e), lattice, "euler")
+                if total is not None:  # leave-one-out: the mean of the other VEs
+                    ref = ((total - e.double()) / (n - 1)).float()
+                else:
+                    ref = img.expand_as(e)
+                err = misorientation(e, ref, lattice, "euler")
             for k, v in err.items():
                 vals[name].setdefault(k, []).append(v.numpy())
     return {name: summarise_errors(v, ids) for name, v in vals.items()}

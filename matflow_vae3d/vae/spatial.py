@@ -69,7 +69,8 @@ def check_grid(grid, what: str = "the input") -> tuple[int, int, int]:
     if min(g) < SPATIAL_DOWNSAMPLE or any(n % SPATIAL_DOWNSAMPLE for n in g):
         near = grid_text(nearest_grid(g))
         raise ValueError(
-            f"{what} has grid {grid_text(g)}, but the periodic VAE needs every edge a multiple of "
+            f"{what} {'have' if what.startswith('the VEs') else 'has'} grid {grid_text(g)}, but the periodic "
+            f"VAE needs every edge a multiple of "
             f"{SPATIAL_DOWNSAMPLE}: resample it to the nearest valid grid {near} "
             f"(vae3d convert VES OUT.h5 --grid {near})"
         )

@@ -1,0 +1,166 @@
+"""The shipped 16³ Mg surrogate on CP sets of other VE sizes (docs/results.md "Across VE
+sizes"), next to each set's own leave-one-out mean curve, the training mean curve (the
+16³ reference set's) and a surrogate on the true VE's orientation statistics (x, y, z;
+the features the decoded statistics are made of), trained on the same 16³ reference set.
+
+    python benchmarks/surrogate_sizes.py --work W \\
+        --set mg32=ref32/mg32_ves.h5:ref32/mg32_cp.h5 --set mg64=coarse/mg64-train_ves.h5:coarse/mg64-train_k1.h5
+
+Per set: VEs, mean grains, the std of sigma_xx(1 %) between its VEs, and the curve MAE
+(MPa, mean over VEs and the 20 loaded states) and sigma_xx(1 %) MAE of each predictor,
+with the share of curves inside the surrogate's +-2 sigma band. Only converged CP rows
+count; CP rows are joined to VEs by id. One torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+REF = ROOT / "matflow_vae3d" / "data" / "reference"
+
+
+def curves(cp_file, ids=None):
+    """(ids, sigma_xx (n, states) MPa) of the converged rows (in ``ids`` order if given)."""
+    from matflow_vae3d.cp.results import read_results
+
+    r = read_results(cp_file, fields=("ve_id", "status", "sigma"))
+    ok = r["status"] == "converged"
+    got = dict(zip(np.asarray(r["ve_id"])[ok], r["sigma"][ok, :, 0, 0] / 1e6))
+    keep = [v for v in (ids if ids is not None else got) if v in got]
+    return keep, np.stack([got[v] for v in keep])
+
+
+def subset(ves: Path, keep, out: Path) -> Path:
+    """A VE dataset with the VEs ``keep`` of ``ves`` (the converged ones)."""
+    from matflow_vae3d.datasets import VEDataset, write_ves
+
+    if out.exists():
+        out.unlink()
+    with VEDataset(str(ves)) as ds:
+        write_ves(out, (ds[ds.index_of(v)] for v in keep), progress=False)
+    return out
+
+
+def orientation_surrogate(work: Path):
+    """A 5-member surrogate on the true VE's orientation statistics (x, y, z) of the 16³
+    reference set (cached in work)."""
+    from matflow_vae3d.cli import cli
+    from matflow_vae3d.surrogate.baselines import write_feature_file
+
+    feats, ckpt = work / "ref16_orient_xyz.h5", work / "orient_xyz.pt"
+    if not feats.exists():
+        write_feature_file(REF / "mg16_s301_ves.h5", feats, progress=False, axes="xyz")
+    if not ckpt.exists():
+        args = [
+            "train-surrogate",
+            "-f",
+            feats,
+            "-s",
+            REF / "mg16_s301_cp.h5",
+            "-o",
+            ckpt,
+            "--ensemble",
+            5,
+            "--val-fraction",
+            0.15,
+            "--test-fraction",
+            0.2,
+            "--epochs",
+            3000,
+            "--patience",
+            200,
+            "--threads",
+            1,
+            "--no-progress",
+        ]
+        cli.main([str(a) for a in args], standalone_mode=False)
+    return ckpt
+
+
+def mae(pred, y) -> tuple[float, float]:
+    """(curve MAE over the loaded states, sigma_xx(1 %) MAE) in MPa of ``pred`` against ``y`` (n, states)."""
+    pred = np.broadcast_to(pred, y.shape)
+    return float(np.abs(pred[:, 1:] - y[:, 1:]).mean()), float(np.abs(pred[:, -1] - y[:, -1]).mean())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VES:CP")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    a.work.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    from matflow_vae3d.surrogate.baselines import write_feature_file
+    from matflow_vae3d.surrogate.ensemble import Surrogate
+    from matflow_vae3d.surrogate.from_ves import predict_ves, pretrained_surrogate_path
+    from matflow_vae3d.surrogate.table import read_fingerprints
+
+    torch.set_num_threads(1)
+    shipped = Surrogate.load(pretrained_surrogate_path("Mg"))
+    _, ref = curves(REF / "mg16_s301_cp.h5")
+    train_mean = ref.mean(0)
+    orient = Surrogate.load(orientation_surrogate(a.work))
+    rows = []
+    for spec in a.set:
+        name, files = spec.split("=", 1)
+        ves, cp = (Path(p) for p in files.split(":"))
+        ids, y = curves(cp)
+        data = subset(ves, ids, a.work / f"{name}_ves.h5")
+        p = predict_ves(shipped, data, fingerprints_out=a.work / f"{name}_fp.h5")
+        assert list(p["ve_id"]) == list(ids)
+        feat = write_feature_file(data, a.work / f"{name}_orient.h5", progress=False, overwrite=True, axes="xyz")
+        po = orient.predict(read_fingerprints(feat, orient.inputs).mu)[0]
+        n = len(ids)
+        loo = (y.sum(0, keepdims=True) - y) / max(n - 1, 1)
+        from matflow_vae3d.datasets import VEDataset
+
+        with VEDataset(str(data)) as ds:
+            grains = float(np.mean(ds.n_grains))
+            grid = "x".join(map(str, ds.grid))
+
+        inside = float(np.mean(np.abs(p["mean"][:, 1:] - y[:, 1:]) <= 2 * p["std"][:, 1:]))
+        row = dict(
+            set=name,
+            grid=grid,
+            n=n,
+            grains=grains,
+            sxx_mean=float(y[:, -1].mean()),
+            sxx_std=float(y[:, -1].std(ddof=1)) if n > 1 else float("nan"),
+            shipped=mae(p["mean"], y),
+            coverage=inside,
+            orientation=mae(po, y),
+            loo_mean=mae(loo, y) if n > 1 else (float("nan"),) * 2,
+            train_mean=mae(train_mean, y),
+            fingerprint_s_per_ve=p["fingerprint_s"] / n,
+        )
+        rows.append(row)
+    print(
+        "| set | grid | VEs | grains | σxx(1 %) mean ± std (MPa) | shipped surrogate: curve MAE · σxx(1 %) MAE "
+        "· ±2σ coverage | true VE's orientation statistics | set's own leave-one-out mean curve "
+        "| 16³ training mean curve |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['set']} | {r['grid']} | {r['n']} | {r['grains']:.0f} | {r['sxx_mean']:.2f} ± {r['sxx_std']:.2f} "
+            f"| **{r['shipped'][0]:.2f} · {r['shipped'][1]:.2f}** · {100 * r['coverage']:.0f} % "
+            f"| {r['orientation'][0]:.2f} · {r['orientation'][1]:.2f} "
+            f"| {r['loo_mean'][0]:.2f} · {r['loo_mean'][1]:.2f} "
+            f"| {r['train_mean'][0]:.2f} · {r['train_mean'][1]:.2f} |"
+        )
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
