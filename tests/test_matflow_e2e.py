@@ -229,3 +229,32 @@ def test_cli_export_and_add_fingerprint(campaign, tmp_path):
         fb = read_fingerprints(Path(wk2.path) / b.outputs.fingerprints.value)
         assert fa["ve_id"] == fb["ve_id"]
         np.testing.assert_allclose(fa["mu"], fb["mu"], rtol=1e-5, atol=1e-6)
+
+
+def test_query_answers_in_one_command_each(campaign):
+    """`vae3d matflow query` on the folder `matflow go --path` made (it holds the one
+    workflow): the most similar VEs, the highest stress, and the failed CP shard with its
+    reason; exports carry the summary."""
+    from click.testing import CliRunner
+
+    from matflow_vae3d.commands.matflow import matflow_group
+    from matflow_vae3d.matflow.export import export_workflow
+
+    wk, runner = campaign["wk"], CliRunner()
+    env = {"MATFLOW_CONFIG_DIR": str(campaign["cfg"])}
+    holder = str(Path(wk.path).parent)
+    data = export_workflow(wk.path)
+    assert (
+        data["summary"].shape[0] == len(data["ve_id"]) and np.isfinite(data["summary"][data["has_fingerprint"]]).all()
+    )
+    first = str(data["ve_id"][0])
+    r = runner.invoke(matflow_group, ["query", holder, "--similar-to", first, "--k", "2", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    near = json.loads(r.output)
+    assert len(near) == 2 and first not in [n["ve_id"] for n in near]
+    r = runner.invoke(matflow_group, ["query", holder, "--top", "sigma_xx", "--k", "1"], env=env)
+    assert r.exit_code == 0 and "value_MPa" in r.output, r.output
+    r = runner.invoke(matflow_group, ["query", holder, "--failed", "--csv"], env=env)
+    assert r.exit_code == 0 and "simulate run" in r.output and "NoSuchMaterial" in r.output, r.output
+    r = runner.invoke(matflow_group, ["query", str(campaign["dir"]), "--failed"], env=env)
+    assert r.exit_code != 0 and "not a MatFlow workflow" in r.output and "Traceback" not in r.output

@@ -87,8 +87,9 @@ def status_cmd(config_dir):
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @_config_dir
 def export_cmd(workflow, out, force, config_dir):
-    """Export fingerprints, stress curves, per-VE status/reasons and provenance of
-    WORKFLOW to one HDF5 file."""
+    """Export fingerprints (mu, the roll-invariant summary, the decoded statistics),
+    stress curves (Pa), per-VE status/reasons and provenance of WORKFLOW (a workflow
+    folder, or the folder `matflow go --path` made) to one HDF5 file."""
     from ..matflow.export import export_workflow, write_export
     from ..matflow.install import _load_config
 
@@ -107,6 +108,83 @@ def export_cmd(workflow, out, force, config_dir):
         + ", ".join(f"{k} {v}" for k, v in counts.items())
         + f"; {int(data['has_fingerprint'].sum())} fingerprinted"
     )
+
+
+@matflow_group.command("query")
+@click.argument("workflow", type=click.Path(exists=True))
+@click.option(
+    "--similar-to", "similar_to", metavar="VE_ID", help="The VEs most like this one (roll-invariant summary)."
+)
+@click.option(
+    "--top",
+    "top_q",
+    metavar="QUANTITY",
+    help="Rank converged VEs by a simulated stress: sigma_xx (last state) or sigma_xx@0.005 (at that strain).",
+)
+@click.option("--ascending", is_flag=True, help="With --top: lowest first.")
+@click.option("--failed", "show_failed", is_flag=True, help="Every failed run and VE with its reason.")
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1), help="How many answers.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
+@_config_dir
+def query_cmd(workflow, similar_to, top_q, ascending, show_failed, k, as_json, as_csv, config_dir):
+    """Ask WORKFLOW (a workflow folder, or the folder `matflow go --path` made) one
+    question: --similar-to VE_ID, --top QUANTITY or --failed. Stresses in MPa.
+
+    \b
+      vae3d matflow query wk --similar-to demo-00000-000001 --k 3
+      vae3d matflow query wk --top sigma_xx --k 3
+      vae3d matflow query wk --failed --csv
+    """
+    from ..matflow import query
+    from ..matflow.export import export_workflow, workflow_elements
+    from ..matflow.install import _load_config
+
+    if sum(map(bool, (similar_to, top_q, show_failed))) != 1:
+        raise click.UsageError("ask one question: --similar-to VE_ID, --top QUANTITY or --failed")
+    _load_config(config_dir)
+    try:
+        from ..matflow.workflows import open_workflow
+
+        wk = open_workflow(workflow)
+        data = export_workflow(wk)
+        if similar_to:
+            rows = query.similar(data, similar_to, k)
+        elif top_q:
+            rows = query.top(data, top_q, k, ascending)
+        else:
+            rows = query.failed(data, workflow_elements(wk))
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_rows(rows, as_json, as_csv)
+
+
+def _print_rows(rows: list[dict], as_json: bool, as_csv: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        click.echo("(none)")
+        return
+    keys = list(rows[0])
+    if as_csv:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+        click.echo(buf.getvalue().rstrip())
+        return
+
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    width = {c: max(len(c), *(len(fmt(r[c])) for r in rows)) for c in keys}
+    click.echo("  ".join(c.ljust(width[c]) for c in keys))
+    for r in rows:
+        click.echo("  ".join(fmt(r[c]).ljust(width[c]) for c in keys))
 
 
 @matflow_group.command("add-fingerprint")
@@ -144,6 +222,17 @@ def add_fingerprint_cmd(workflow, model, source, crystal_structure, wait, config
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(r, indent=1, default=str))
+    bad = [i for i, st in enumerate(r["statuses"]) if st != "success"]
+    if bad:
+        from ..matflow.export import workflow_elements
+
+        why = {
+            e["element"]: e["error"] for e in workflow_elements(r["workflow"])["fingerprint"] if e["task"] == r["task"]
+        }
+        first = why.get(bad[0]) or "no message recorded"
+        raise click.ClickException(
+            f"{len(bad)} of {len(r['statuses'])} elements of {r['task']} failed; element {bad[0]}: {first}"
+        )
 
 
 def _vars(pairs) -> dict[str, str]:

@@ -19,7 +19,7 @@ import numpy as np
 from matflow_vae3d.fileio import atomic_output
 
 FORMAT = "matflow-vae3d/workflow-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: schema objectives whose file outputs are collected.
 FINGERPRINT_OBJECTIVE = "fingerprint_VE"
@@ -30,16 +30,9 @@ NOT_SIMULATED = "not_simulated"
 
 
 def _open_workflow(workflow):
-    import matflow as mf
+    from .workflows import open_workflow
 
-    if isinstance(workflow, (str, Path)):
-        path = Path(workflow)
-        if not path.exists():
-            raise FileNotFoundError(f"workflow not found: {path}")
-        if not mf.is_config_loaded:
-            mf.load_config(warn=False)
-        return mf.Workflow(str(path))
-    return workflow
+    return open_workflow(workflow)
 
 
 def resolve_path(wk_path: str | Path, p: str | None) -> Path | None:
@@ -222,7 +215,11 @@ def export_workflow(workflow) -> dict[str, Any]:
     workflow : path of a MatFlow workflow (or a loaded ``Workflow``).
 
     Returns a dict: ``ve_id`` (n,) str; ``mu`` (n, latent) float32, NaN rows where a VE
-    has no fingerprint; ``has_fingerprint`` (n,) bool; ``status`` (n,) str
+    has no fingerprint (the spatial latent: it moves under a periodic roll, and its
+    length depends on the grid: (n, 0) when the VEs have several grids); ``summary``
+    (n, F) the roll-invariant summary (what similarity should use) and
+    ``decoded_stats`` (n, D) the decoded orientation statistics (what the shipped
+    surrogate reads; (n, 0) when some file lacks them); ``has_fingerprint`` (n,) bool; ``status`` (n,) str
     ('converged', 'failed' or 'not_simulated'); ``reason`` (n,) str; ``t`` (S,) s;
     ``sigma``, ``F``, ``P`` (n, S, 3, 3) (Pa for stresses; NaN where not simulated or
     beyond the last converged increment); ``n_converged`` (n,) int (-1 if not
@@ -274,28 +271,41 @@ def export_workflow(workflow) -> dict[str, Any]:
         if len(meta[k]) > 1:
             raise ValueError(f"workflow mixes CP results of {len(meta[k])} different {k}s")
 
-    # ---- fingerprints
-    fps: dict[str, np.ndarray] = {}
-    sha, latent, lattice_fp = set(), None, set()
+    # ---- fingerprints (mu, the roll-invariant summary, the decoded statistics)
+    fps: dict[str, tuple] = {}
+    sha, widths, lattice_fp, kinds = set(), set(), set(), set()
+    fp_failed: dict[str, str] = {}
     for rec in elems["fingerprint"]:
         if rec["file"] is None:
+            why = f"fingerprint shard failed ({rec['task']} element {rec['element']}): {rec['error']}"
             for v in _ve_ids_of(rec):
                 idx(v)
+                if rec["status"] == "error":
+                    fp_failed[v] = why
             continue
         f = read_fingerprints(rec["file"])
         sha.add(str(f.get("model_sha256", "")))
         lattice_fp.add(str(f.get("lattice", "")))
-        latent = int(f["mu"].shape[1])
-        for v, m in zip(f["ve_id"], f["mu"]):
+        widths.add(int(f["mu"].shape[1]))
+        kinds.add(str(f.get("decoded_stats_kind", "")))
+        dec = f.get("decoded_stats")
+        for j, v in enumerate(f["ve_id"]):
             idx(str(v))
-            fps[str(v)] = m
+            fps[str(v)] = (f["mu"][j], f["summary"][j], None if dec is None else dec[j])
     if len(sha) > 1:
         raise ValueError(f"workflow mixes fingerprints of {len(sha)} different VAE checkpoints")
+    # mu's length depends on the VE grid; the summary and decoded statistics do not
+    latent = widths.pop() if len(widths) == 1 else 0
+    mu_note = "" if len(widths) <= 0 or latent else "mu omitted: the workflow's VEs have several grids"
 
     n = len(order)
     S = len(t) if t is not None else 0
     ve_id = np.array(list(order), dtype=object)
     mu = np.full((n, latent or 0), np.nan, dtype=np.float32)
+    first = next(iter(fps.values()), None)
+    summary = np.full((n, 0 if first is None else len(first[1])), np.nan, dtype=np.float32)
+    with_dec = first is not None and all(x[2] is not None for x in fps.values())
+    decoded = np.full((n, len(first[2]) if (first is not None and with_dec) else 0), np.nan, dtype=np.float32)
     has_fp = np.zeros(n, bool)
     status = np.full(n, NOT_SIMULATED, dtype=object)
     reason = np.full(n, "", dtype=object)
@@ -306,8 +316,15 @@ def export_workflow(workflow) -> dict[str, Any]:
     shard = np.full(n, -1, dtype=np.int64)
     for v, i in order.items():
         if v in fps:
-            mu[i] = fps[v]
+            m, sm, dec = fps[v]
+            if latent:
+                mu[i] = m
+            summary[i] = sm
+            if with_dec:
+                decoded[i] = dec
             has_fp[i] = True
+        elif v in fp_failed:
+            reason[i] = fp_failed[v]
         if v in cp_rows:
             r = cp_rows[v]
             status[i], reason[i] = str(r["status"]), str(r["reason"])
@@ -316,6 +333,8 @@ def export_workflow(workflow) -> dict[str, Any]:
         elif v in failed_rows:
             status[i] = "failed"
             reason[i], shard[i] = failed_rows[v]
+            if v in fp_failed:
+                reason[i] = f"{reason[i]}; {fp_failed[v]}"
     import matflow as mf
 
     from .. import __version__
@@ -323,6 +342,8 @@ def export_workflow(workflow) -> dict[str, Any]:
     prov = {
         "model_sha256": ";".join(sorted(sha)),
         "latent_dim": int(latent or 0),
+        "mu_note": mu_note,
+        "decoded_stats_kind": ";".join(sorted(kinds - {""})),
         "material": ";".join(sorted(meta["material"])),
         "loadcase": ";".join(sorted(meta["loadcase"])),
         "solver": ";".join(sorted(meta["solver"])),
@@ -335,6 +356,8 @@ def export_workflow(workflow) -> dict[str, Any]:
     return {
         "ve_id": ve_id,
         "mu": mu,
+        "summary": summary,
+        "decoded_stats": decoded,
         "has_fingerprint": has_fp,
         "status": status,
         "reason": reason,
@@ -361,7 +384,18 @@ def write_export(data: dict[str, Any], out: str | Path, overwrite: bool = False)
             f.attrs["format_version"] = FORMAT_VERSION
             for k in ("ve_id", "status", "reason"):
                 f.create_dataset(k, data=np.asarray(data[k], dtype=object), dtype=s)
-            for k in ("mu", "has_fingerprint", "t", "sigma", "F", "P", "n_converged", "shard"):
+            for k in (
+                "mu",
+                "summary",
+                "decoded_stats",
+                "has_fingerprint",
+                "t",
+                "sigma",
+                "F",
+                "P",
+                "n_converged",
+                "shard",
+            ):
                 f.create_dataset(k, data=np.asarray(data[k]))
             for k, v in data["provenance"].items():
                 f.attrs[k] = v

@@ -45,6 +45,45 @@ def workflow_crystal_structures(wk, max_elements: int = 8) -> set[str]:
     return found
 
 
+def _try_open(path: Path):
+    import matflow as mf
+
+    try:
+        return mf.Workflow(str(path)), None
+    except Exception as exc:  # hpcflow's WorkflowNotFoundError and kin  # noqa: BLE001
+        return None, exc
+
+
+def open_workflow(workflow):
+    """A MatFlow ``Workflow`` from a path (or a loaded one, returned as it is), the one
+    way every `vae3d matflow` command opens workflows: the workflow folder itself, or a
+    folder holding workflows (the ``--path`` of ``matflow go``, which puts each run in
+    ``<name>_<timestamp>/``): its only workflow is opened, several are listed in the
+    error. FileNotFoundError / ValueError, one line each."""
+    import matflow as mf
+
+    if not isinstance(workflow, (str, Path)):
+        return workflow
+    path = Path(workflow)
+    if not path.exists():
+        raise FileNotFoundError(f"workflow not found: {path}")
+    if not mf.is_config_loaded:
+        mf.load_config(warn=False)
+    wk, exc = _try_open(path)
+    if wk is not None:
+        return wk
+    if path.is_dir():
+        found = [p for p in sorted(path.iterdir()) if p.is_dir() and _try_open(p)[0] is not None]
+        if len(found) == 1:
+            return mf.Workflow(str(found[0]))
+        if found:
+            raise ValueError(
+                f"{path} holds {len(found)} workflows ({', '.join(p.name for p in found)}): give one of them"
+            )
+    first = str(exc).strip().splitlines()[0] if exc is not None and str(exc).strip() else type(exc).__name__
+    raise ValueError(f"{path} is not a MatFlow workflow, nor a folder holding one ({first})")
+
+
 def add_fingerprint(
     workflow,
     model: str = "pretrained",
@@ -75,14 +114,7 @@ def add_fingerprint(
     """
     import matflow as mf
 
-    if isinstance(workflow, (str, Path)):
-        if not Path(workflow).exists():
-            raise FileNotFoundError(f"workflow not found: {workflow}")
-        if not mf.is_config_loaded:
-            mf.load_config(warn=False)
-        wk = mf.Workflow(str(workflow))
-    else:
-        wk = workflow
+    wk = open_workflow(workflow)
     if model not in (None, "", "pretrained"):
         model = str(Path(model).expanduser().resolve())
         if not Path(model).is_file():
@@ -142,6 +174,7 @@ def add_fingerprint(
         if wait:
             statuses = [el.action_runs[-1].status.name if el.action_runs else "pending" for el in new.elements]
     return {
+        "workflow": str(wk.path),
         "task": new.unique_name,
         "task_index": new.index,
         "schema": name,
