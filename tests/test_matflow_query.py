@@ -78,3 +78,18 @@ def test_top_in_mpa_at_a_strain_and_failures():
         "reason": "bad material",
     }
     assert rows[1]["ve_id"] == "c" and "diverged" in rows[1]["reason"]
+
+
+def test_add_fingerprint_exits_nonzero_with_the_failed_runs_reason(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from matflow_vae3d.commands import matflow as cmd
+    from matflow_vae3d.matflow import export, install, workflows
+
+    res = {"workflow": str(tmp_path), "task": "fingerprint_VE_1", "task_index": 5, "statuses": ["success", "error"]}
+    monkeypatch.setattr(install, "_load_config", lambda d: None)
+    monkeypatch.setattr(workflows, "add_fingerprint", lambda *a, **k: res)
+    err = {"task": "fingerprint_VE_1", "element": 1, "error": "the VEs of ves.h5 have grid 18x16x16, but ..."}
+    monkeypatch.setattr(export, "workflow_elements", lambda w: {"fingerprint": [err], "simulate": []})
+    r = CliRunner().invoke(cmd.matflow_group, ["add-fingerprint", str(tmp_path)])
+    assert r.exit_code != 0 and "1 of 2 elements of fingerprint_VE_1 failed; element 1: the VEs of ves.h5" in r.output
