@@ -47,7 +47,7 @@ SHORT_HELP = {
     "simulate": "Run crystal-plasticity uniaxial tension on VEs (builtin or DAMASK).",
     "simulate-paths": "Run crystal plasticity along load paths (VE x path pairs, full tensors).",
     "rotate-cp": "Rotated copies of VEs and their CP results (exact, no new solve).",
-    "train-vae": "Train the 3D ResNet VAE on VE datasets.",
+    "train-vae": "Train a VAE on VE datasets (the periodic spatial VAE; --preset resnet18 = the paper's).",
     "fingerprint": "Encode VEs to fingerprints (the VAE's latent mean mu).",
     "reconstruct": "Decode VEs and draw input vs reconstruction mid-slices.",
     "evaluate": "Reconstruction error (misorientation) of a VAE on a VE dataset.",
@@ -92,12 +92,14 @@ def cli():
     crystal-plasticity uniaxial tension, and fingerprint-to-stress surrogates.
 
     \b
-    Typical pipeline:
-      vae3d generate --preset train --count 1000 --out train.h5
-      vae3d train-vae --train train.h5 --val val.h5 --preset resnet18
-      vae3d fingerprint --model vae.ckpt --data ves.h5 --out fp.h5
-      vae3d simulate --data ves.h5 --material Mg --out stress.h5
+    Typical pipeline (VEs: a VE dataset, .vti, DREAM.3D, MatFlow volume_element, or a folder):
+      vae3d generate --preset train --count 1000 --grid 32 --lattice hP --out ves.h5
+      vae3d fingerprint --model pretrained --data ves.h5 --out fp.h5
+      vae3d simulate --data ves.h5 --material Mg --out stress.h5 --coarsen auto
       vae3d train-surrogate --fingerprints fp.h5 --stresses stress.h5 --out s.ckpt
+      vae3d predict --model s.ckpt --data new_ves/ --out pred.h5
+    Your own VAE: vae3d train-vae --train train.h5 --val val.h5 --out runs/vae
+      (then --model runs/vae/model.pt; --preset resnet18 = the paper's dense ResNet)
 
     Run `vae3d COMMAND --help` for each command's options.
     """

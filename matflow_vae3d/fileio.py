@@ -73,3 +73,42 @@ def save_figure(fig, path: str | os.PathLike, dpi: float | None = None) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+#: what each of the package's file formats is, and where it goes (for messages when a
+#: file is given to the wrong option)
+FORMAT_HINTS = {
+    "matflow-vae3d/vae-model": "a VAE checkpoint: give it to vae3d fingerprint/evaluate --model, or predict --vae",
+    "matflow-vae3d/surrogate": "a surrogate checkpoint: use it with vae3d predict --model",
+    "matflow-vae3d/path-surrogate": "a load-path surrogate checkpoint: use it with vae3d predict-path --model",
+    "matflow-vae3d/fingerprints": "a fingerprint file: give it to --fingerprints",
+    "matflow-vae3d/ve-dataset": "a VE dataset: give it to --data",
+    "matflow-vae3d/cp-results": "a CP results file: give it to --stresses",
+    "matflow-vae3d/path-results": "a load-path CP results file: give it to train-path-surrogate --results",
+    "matflow-vae3d/workflow-export": "a workflow export (vae3d matflow export)",
+}
+
+
+def file_kind(path: str | os.PathLike, obj=None) -> str:
+    """What ``path`` is among the package's formats, as a hint for an error message
+    ('' when unknown). ``obj``: its already loaded torch content, if any. Never runs a
+    pickle: HDF5 attributes are read, torch files only with ``weights_only``."""
+    path = Path(path)
+    fmt = None
+    if isinstance(obj, dict):
+        fmt = obj.get("format") or ("matflow-vae3d/vae-model" if isinstance(obj.get("vae3d"), dict) else None)
+    elif path.is_file():
+        import h5py
+
+        if h5py.is_hdf5(path):
+            try:
+                with h5py.File(path, "r") as f:
+                    fmt = f.attrs.get("format")
+                    fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+                    if fmt is None and "FileVersion" in f.attrs:
+                        return "a DREAM.3D file: give it to --data"
+            except OSError:
+                return ""
+            if fmt is None:
+                return "an HDF5 file of no matflow-vae3d format"
+    return FORMAT_HINTS.get(str(fmt), "")

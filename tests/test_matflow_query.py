@@ -93,3 +93,28 @@ def test_add_fingerprint_exits_nonzero_with_the_failed_runs_reason(monkeypatch, 
     monkeypatch.setattr(export, "workflow_elements", lambda w: {"fingerprint": [err], "simulate": []})
     r = CliRunner().invoke(cmd.matflow_group, ["add-fingerprint", str(tmp_path)])
     assert r.exit_code != 0 and "1 of 2 elements of fingerprint_VE_1 failed; element 1: the VEs of ves.h5" in r.output
+
+
+def test_files_given_to_the_wrong_option_are_named(tmp_path):
+    """A surrogate passed as a VAE, a VAE as a surrogate, a fingerprint file or a VE
+    dataset as a checkpoint: each message says what the file is and where it goes, never
+    torch's advice to load with weights_only=False."""
+    from matflow_vae3d.datasets import write_ves
+    from matflow_vae3d.microstructure import generate_ve, get_preset
+    from matflow_vae3d.surrogate.ensemble import Surrogate
+    from matflow_vae3d.surrogate.from_ves import pretrained_surrogate_path
+    from matflow_vae3d.vae import pretrained_path
+    from matflow_vae3d.vae.checkpoint import load_model
+
+    with pytest.raises(
+        ValueError, match="is not a VAE checkpoint: it is a surrogate checkpoint: use it with vae3d predict"
+    ):
+        load_model(pretrained_surrogate_path())
+    with pytest.raises(ValueError, match="is not a surrogate checkpoint: it is a VAE checkpoint"):
+        Surrogate.load(pretrained_path("hP"))
+    ve = generate_ve(get_preset("train", grid=8, lattice="hP"), seed=1)
+    write_ves(tmp_path / "ves.h5", [ve], progress=False)
+    for load in (load_model, Surrogate.load):
+        with pytest.raises(ValueError, match="it is a VE dataset: give it to --data") as exc:
+            load(tmp_path / "ves.h5")
+        assert "weights_only=False" not in str(exc.value)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from matflow_vae3d.commands._options import parse_device
+
 _FILES = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -265,7 +267,12 @@ def train_surrogate(
     show_default=True,
     help="Fingerprints per surrogate batch.",
 )
-@click.option("--device", default="cpu", show_default=True, help="With --data: device for fingerprinting.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="With --data: device for fingerprinting (auto: CUDA when available), as vae3d fingerprint.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def predict(
@@ -300,7 +307,7 @@ def predict(
                     ds_path,
                     vae=vae,
                     fingerprints_out=save_fingerprints,
-                    device=device,
+                    device=str(parse_device(device)),
                     progress=progress,
                     label=label,
                 )

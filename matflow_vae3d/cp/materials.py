@@ -101,7 +101,7 @@ def load_phase(material: str | Path | Mapping[str, Any]) -> tuple[str, dict[str,
             if not path.suffix and not path.exists():
                 raise ValueError(
                     f"unknown material {str(material)!r}: use a preset "
-                    f"({', '.join(list_presets())}), a YAML file or a dict"
+                    f"({', '.join(list_presets())}) or a DAMASK phase / material.yaml file"
                 )
             if not path.is_file():
                 raise FileNotFoundError(f"material file not found: {path}")

@@ -77,11 +77,21 @@ def load_checkpoint(path, fmt: str, version: int, what: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such {what}: {path}")
+    from ..fileio import file_kind
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, foreign formats
-        raise ValueError(f"{path}: not a readable {what} ({exc})") from exc
+        hint = file_kind(path)
+        if hint:
+            raise ValueError(f"{path} is not a {what}: it is {hint}") from None
+        # torch's message ends in advice to load with weights_only=False: unsafe, not given
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a readable {what} ({first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        hint = file_kind(path, ckpt)
+        if hint:
+            raise ValueError(f"{path} is not a {what}: it is {hint}")
         got = ckpt.get("format") if isinstance(ckpt, dict) else None
         raise ValueError(f"{path}: not a {fmt!r} checkpoint (format {got!r})")
     if int(ckpt.get("format_version", 0)) > version:

@@ -105,6 +105,11 @@ def _extract(obj: Any, path) -> dict:
         }
         meta["state_dict"] = state
         return meta
+    from ..fileio import file_kind
+
+    hint = file_kind(path, obj)
+    if hint:
+        raise ValueError(f"{path} is not a VAE checkpoint: it is {hint}")
     raise ValueError(f"{path} is not a matflow-vae3d VAE checkpoint (no format {FORMAT!r} and no 'vae3d' record)")
 
 
@@ -122,7 +127,13 @@ def load_model(path, map_location="cpu"):
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, foreign pickle, not a torch file
-        raise ValueError(f"cannot read VAE checkpoint {path}: {exc}") from exc
+        from ..fileio import file_kind
+
+        hint = file_kind(path)
+        if hint:
+            raise ValueError(f"{path} is not a VAE checkpoint: it is {hint}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot read VAE checkpoint {path}: {first}") from None
     rec = _extract(obj, path)
     arch = rec.get("architecture", "dense")  # format version 1: the dense ResNet
     if arch not in ARCHITECTURES:
