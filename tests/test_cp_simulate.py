@@ -189,7 +189,18 @@ def test_read_results_fields_and_malformed_files(tmp_path):
     full = read_results(out)
     assert list(full["wall_s"]) == [2.0, 0.0] and full["P"].shape == (2, len(LOAD.times()), 3, 3)
     part = read_results(out, fields=("ve_id", "sigma"))
-    assert set(part) == {"t", "ve_id", "sigma", "material", "loadcase", "solver", "lattice", "coarsen", "coarsen_rule"}
+    assert set(part) == {
+        "t",
+        "ve_id",
+        "sigma",
+        "material",
+        "loadcase",
+        "solver",
+        "lattice",
+        "coarsen",
+        "coarsen_rule",
+        "phase_name",
+    }
     assert list(part["ve_id"]) == ["a", "b"]
     np.testing.assert_array_equal(part["sigma"], full["sigma"])
     with pytest.raises(ValueError, match="unknown CP results field"):

@@ -2,6 +2,7 @@
 the way) gives what fingerprint + predict give; a DAMASK .vti works as a VE source;
 VEs of another crystal structure or grid, and another VAE, are refused by name."""
 
+from importlib.resources import files
 from pathlib import Path
 
 import h5py
@@ -138,3 +139,55 @@ def test_pretrained_surrogate_on_new_mg_ves(work):
     assert (sd[:, 1:] > 0).all()
     r = run("predict", "--model", "pretrained", "--data", d / "cu.h5", "--out", d / "pcu.h5")
     assert r.exit_code == 1 and "'cF'" in r.output
+
+
+def test_a_surrogate_says_what_it_was_trained_for(tmp_path):
+    """A surrogate trained on Cu CP results records Cu (name and phase hash), the
+    lattice, load case and VE population; predict prints it and writes it into the
+    prediction file, and refuses hP VEs with the way to a surrogate for them."""
+    import h5py
+
+    from matflow_vae3d.datasets import VEDataset, write_ves
+    from matflow_vae3d.surrogate.ensemble import Surrogate
+
+    ref = files("matflow_vae3d") / "data" / "reference"
+    with VEDataset(str(ref / "cu16_s302_ves.h5")) as ds:
+        write_ves(tmp_path / "cu.h5", (ds[i] for i in range(24)), progress=False)
+    assert (
+        run("fingerprint", "--model", "pretrained", "--data", tmp_path / "cu.h5", "--out", tmp_path / "fp.h5").exit_code
+        == 0
+    )
+    r = run(
+        "train-surrogate",
+        "-f",
+        tmp_path / "fp.h5",
+        "-s",
+        ref / "cu16_s302_cp.h5",
+        "-o",
+        tmp_path / "cu.pt",
+        "--ensemble",
+        "2",
+        "--epochs",
+        "5",
+        "--patience",
+        "5",
+        "--no-progress",
+        "--val-fraction",
+        "0.2",
+    )
+    assert r.exit_code == 0, r.output
+    tf = Surrogate.load(tmp_path / "cu.pt").trained_for
+    assert tf["material_name"] == "Cu" and tf["lattice"] == "cF" and len(tf["material_sha256"]) == 64
+    assert (
+        tf["population"] == {"grids": ["16x16x16"], "ve_id_prefixes": {"train-s302": 24}}
+        and "loadstep" in tf["loadcase"]
+    )
+    r = run("predict", "--model", tmp_path / "cu.pt", "--data", tmp_path / "cu.h5", "--out", tmp_path / "p.h5")
+    assert r.exit_code == 0 and "trained for Cu (phase sha256" in r.output, r.output
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f.attrs["trained_for_material_name"] == "Cu" and "Cu" in f.attrs["trained_for"]
+    with VEDataset(str(ref / "mg16_s301_ves.h5")) as ds:
+        write_ves(tmp_path / "mg.h5", [ds[0]], progress=False)
+    r = run("predict", "--model", tmp_path / "cu.pt", "--data", tmp_path / "mg.h5", "--out", tmp_path / "q.h5")
+    assert r.exit_code == 1 and "answers for Cu (cF) but the VEs of mg.h5 are 'hP'" in r.output
+    assert "train one for your material" in r.output and not (tmp_path / "q.h5").exists()

@@ -300,6 +300,7 @@ def predict(
     try:
         model_path = pretrained_surrogate_path() if model == "pretrained" else Path(model)
         sur = Surrogate.load(model_path)
+        click.echo(f"surrogate {Path(model_path).name}: trained for {sur.trained_for_text()}")
         if data:
             with as_ve_dataset(data, material=material_yaml) as (ds_path, label):
                 res = predict_ves(

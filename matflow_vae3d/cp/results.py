@@ -426,6 +426,7 @@ def read_results(path, fields: Iterable[str] | None = None) -> dict[str, Any]:
         for k in _META:
             out[k] = _attr_str(f.attrs.get(k, _META_DEFAULT.get(k, "")))
         out["coarsen"] = int(out["coarsen"])
+        out["phase_name"] = _attr_str(f.attrs.get("phase_name", ""))
     return out
 
 

@@ -160,6 +160,58 @@ class Surrogate:
         return len(self.meta["t"])
 
     @property
+    def trained_for(self) -> dict[str, Any]:
+        """What the surrogate answers for: material (name, SHA-256 of its phase YAML),
+        lattice, load case, VE population (grids, VE-id prefixes), CP coarsening. A
+        surrogate saved before 2026-12-07 records only the lattice and load case."""
+        tf = dict(self.meta.get("trained_for") or {})
+        tf.setdefault("lattice", self.meta.get("lattice", ""))
+        tf.setdefault("loadcase", self.meta.get("loadcase", ""))
+        return tf
+
+    def trained_for_text(self) -> str:
+        """One line: 'Mg (phase sha256 1a2b...), hP, load: ..., VEs 16x16x16 (train-s301 x 1200)'."""
+        import yaml
+
+        tf = self.trained_for
+        mat = tf.get("material_name") or "material not recorded"
+        if tf.get("material_sha256"):
+            mat += f" (phase sha256 {tf['material_sha256'][:12]})"
+        load = ""
+        try:
+            steps = yaml.safe_load(tf.get("loadcase") or "") or {}
+            step = (steps.get("loadstep") or [{}])[0]
+            bc = step.get("boundary_conditions", {}).get("mechanical", {})
+            disc = step.get("discretization", {})
+            load = f"dot_F {bc.get('dot_F')}, t {disc.get('t')} s in {disc.get('N')} increments".replace("'x'", "x")
+        except (AttributeError, TypeError, ValueError, IndexError, yaml.YAMLError):
+            load = "load case not recorded"
+        pop = tf.get("population") or {}
+        grids = ", ".join(pop.get("grids") or []) or "grid not recorded"
+        pre = ", ".join(f"{k} x {v}" for k, v in list((pop.get("ve_id_prefixes") or {}).items())[:4])
+        k = int(tf.get("cp_coarsen", 1) or 1)
+        return (
+            f"{mat}, {tf.get('lattice') or '?'}, {load}; VEs {grids}"
+            + (f" ({pre})" if pre else "")
+            + (f"; CP solved on the grid / {k}" if k > 1 else "")
+        )
+
+    def check_lattice(self, lattice: str, what: str) -> None:
+        """Refuse VEs of another crystal structure than the surrogate was trained on,
+        naming the way to a surrogate for them (ValueError, one line)."""
+        from ..crystal import canonical_lattice
+
+        mine = self.trained_for.get("lattice") or ""
+        if mine and canonical_lattice(lattice) != canonical_lattice(mine):
+            name = self.trained_for.get("material_name") or "its material"
+            raise ValueError(
+                f"this surrogate answers for {name} ({mine}) but {what} are {canonical_lattice(lattice)!r}: "
+                f"train one for your material (vae3d generate --lattice {canonical_lattice(lattice)} ..., "
+                "vae3d simulate --material YOUR_PHASE.yaml, vae3d fingerprint, vae3d train-surrogate; "
+                "docs/damask_users.md)"
+            )
+
+    @property
     def calibration_scale(self) -> float | None:
         s = self.meta.get("calibration_scale")
         return None if s is None else float(s)
@@ -296,4 +348,8 @@ def write_predictions(
             f.attrs["calibration_scale"] = (
                 np.nan if surrogate.calibration_scale is None else surrogate.calibration_scale
             )
+            f.attrs["trained_for"] = surrogate.trained_for_text()
+            tf = surrogate.trained_for
+            for k in ("material_name", "material_sha256", "lattice", "loadcase"):
+                f.attrs[f"trained_for_{k}"] = str(tf.get(k, ""))
     return path

@@ -82,9 +82,12 @@ def predict_ves(
     'fingerprints' (path of the fingerprint file, or None when it was temporary),
     'fingerprint_s', 'predict_s' (wall seconds of each step)}.
     """
+    from ..datasets import VEDataset
     from ..vae.encode import fingerprint_dataset
     from .table import read_fingerprints
 
+    with VEDataset(str(data)) as ds:
+        surrogate.check_lattice(ds.lattice, f"the VEs of {label or Path(data).name}")
     model, meta = find_vae(surrogate, vae)
     with tempfile.TemporaryDirectory(prefix="vae3d-predict-") as tmp:
         fp_path = Path(fingerprints_out) if fingerprints_out else Path(tmp) / "fingerprints.h5"

@@ -266,6 +266,7 @@ def train_surrogate(
         "input_scaling": input_scaling,
         "lattice": table.lattice,
         "loadcase": table.loadcase,
+        "trained_for": table.provenance(),
         "split": {"seed": table.seed, "val_fraction": table.val_fraction, "test_fraction": table.test_fraction},
         "train_ids": table.ve_id[tr].tolist(),
         "val_ids": table.ve_id[va].tolist(),

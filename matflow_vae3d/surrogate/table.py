@@ -89,6 +89,8 @@ class Fingerprints:
     inputs: str = "summary"
     #: what the input is made of beyond the VAE (:func:`~matflow_vae3d.vae.fingerprints.input_kind`)
     input_kind: str = ""
+    #: the VE grids of the files ('16x16x16', ...)
+    grids: tuple = ()
 
     def __post_init__(self):
         self.ve_id = _as_str_array(self.ve_id)
@@ -138,6 +140,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path], inputs: str = "s
                 source=str(p),
                 inputs=inputs,
                 input_kind=input_kind(d, inputs),
+                grids=("x".join(str(int(g)) for g in np.ravel(d["grid"])),) if "grid" in d else (),
             )
         )
     if not parts:
@@ -162,6 +165,7 @@ def read_fingerprints(paths: str | Path | Sequence[str | Path], inputs: str = "s
         source=";".join(p.source for p in parts),
         inputs=inputs,
         input_kind=first.input_kind,
+        grids=tuple(sorted({g for p in parts for g in p.grids})),
     )
 
 
@@ -184,6 +188,11 @@ class Stresses:
     lattice: str = ""
     loadcase: str = ""
     source: str = ""
+    #: the CP material: phase name and its DAMASK phase YAML
+    material_name: str = ""
+    material: str = ""
+    #: the CP coarsening factor of the files (1: the VEs' own grids)
+    coarsen: int = 1
 
     def __post_init__(self):
         self.ve_id = _as_str_array(self.ve_id)
@@ -242,6 +251,9 @@ def read_stresses(paths: str | Path | Sequence[str | Path]) -> Stresses:
                     lattice=r["lattice"],
                     loadcase=r["loadcase"],
                     source=str(p),
+                    material_name=str(r.get("phase_name", "")),
+                    material=str(r.get("material", "")),
+                    coarsen=int(r.get("coarsen", 1)),
                 )
             )
         except ValueError as exc:
@@ -261,6 +273,8 @@ def read_stresses(paths: str | Path | Sequence[str | Path]) -> Stresses:
             )
         if first.loadcase and other.loadcase and other.loadcase != first.loadcase:
             raise ValueError(f"CP result files were run with different load cases ({first.source} vs {other.source})")
+        if first.material and other.material and other.material != first.material:
+            raise ValueError(f"CP result files were run with different materials ({first.source} vs {other.source})")
     if len(parts) == 1:
         return first
     _check_unique(
@@ -280,7 +294,19 @@ def read_stresses(paths: str | Path | Sequence[str | Path]) -> Stresses:
         lattice=first.lattice,
         loadcase=first.loadcase,
         source=";".join(p.source for p in parts),
+        material_name=first.material_name,
+        material=first.material,
+        coarsen=max(p.coarsen for p in parts),
     )
+
+
+def _id_prefix(ve_id: str) -> str:
+    """'train-s301' of 'train-s301-000012' (a generator preset and run seed), else the
+    id without its trailing number."""
+    import re
+
+    m = re.match(r"(.+?)-\d+(?:@r\d+)?$", ve_id)
+    return m.group(1) if m else ve_id
 
 
 # ----------------------------------------------------------------------------- split
@@ -405,6 +431,11 @@ class SurrogateTable:
     test_fraction: float = 0.1
     inputs: str = "summary"
     input_kind: str = ""
+    #: what the surrogate answers for (:meth:`provenance`)
+    material_name: str = ""
+    material: str = ""
+    grids: tuple = ()
+    coarsen: int = 1
 
     def __len__(self) -> int:
         return len(self.ve_id)
@@ -412,6 +443,24 @@ class SurrogateTable:
     @property
     def n_states(self) -> int:
         return self.Y.shape[1]
+
+    def provenance(self) -> dict[str, Any]:
+        """What a surrogate trained on this table answers for: the material (name, the
+        SHA-256 of its DAMASK phase YAML), lattice, load case (YAML), the VE population
+        (grids, VE-id prefixes with counts) and the CP coarsening factor."""
+        from ..microstructure.symmetry import base_id
+
+        # VEs, not rows: a rotated copy (<id>@r<k>) counts with its original
+        prefixes = collections.Counter(_id_prefix(v) for v in {base_id(v) for v in self.ve_id.tolist()})
+        return {
+            "material_name": self.material_name,
+            "material_sha256": hashlib.sha256(self.material.encode()).hexdigest() if self.material else "",
+            "material_yaml": self.material,
+            "lattice": self.lattice,
+            "loadcase": self.loadcase,
+            "population": {"grids": list(self.grids), "ve_id_prefixes": dict(prefixes.most_common(20))},
+            "cp_coarsen": int(self.coarsen),
+        }
 
     def rows(self, split: str) -> np.ndarray:
         """Indices (k,) of the rows in ``split`` ('train', 'val' or 'test')."""
@@ -532,4 +581,8 @@ def build_table(
         test_fraction=float(test_fraction),
         inputs=fp.inputs,
         input_kind=fp.input_kind,
+        material_name=st.material_name,
+        material=st.material,
+        grids=fp.grids,
+        coarsen=st.coarsen,
     )
