@@ -277,3 +277,27 @@ def test_fingerprint_tasks_take_a_non_cubic_grid(in_tmp):
     np.testing.assert_allclose(one["VE_fingerprint"], fp["mu"][1], rtol=1e-4, atol=1e-5)
     m = actions.evaluate_VAE("pretrained", str(ds))["VAE_metrics"]
     assert m["n"] == 2 and 0 < m["deg_mean"] < 40
+
+
+def test_campaign_material_checked_before_anything_runs(in_tmp):
+    """The templates' first task checks the material, the crystal structure and the load
+    case: a missing file, a phase without plasticity and a lattice mismatch are one line
+    each; a user's phase file passes and is named in the plan."""
+    import yaml
+
+    from matflow_vae3d.cp.materials import load_phase
+
+    with pytest.raises(FileNotFoundError, match="material file not found: nope.yaml"):
+        actions.check_campaign_scale({"material": "nope.yaml", "crystal_structure": "hP"})
+    _, cu = load_phase("Cu")
+    (in_tmp / "MyCopper.yaml").write_text(yaml.safe_dump(cu))
+    elastic = dict(cu, mechanical={k: v for k, v in cu["mechanical"].items() if k != "plastic"})
+    (in_tmp / "elastic.yaml").write_text(yaml.safe_dump(elastic))
+    with pytest.raises(ValueError, match="elastic.yaml: phase 'elastic' has no plasticity parameters"):
+        actions.check_campaign_scale({"material": str(in_tmp / "elastic.yaml")})
+    with pytest.raises(ValueError, match="material Mg is hP but the campaign's VEs are cF"):
+        actions.check_campaign_scale({"material": "Mg", "crystal_structure": "cF"})
+    plan = actions.check_campaign_scale({"material": str(in_tmp / "MyCopper.yaml"), "crystal_structure": "cF"})
+    assert plan["campaign_plan"]["material"] == {"name": "MyCopper", "lattice": "cF"}
+    with pytest.raises(FileNotFoundError, match="load case file not found"):
+        actions.check_campaign_scale({"load": "missing_load.yaml"})

@@ -341,6 +341,31 @@ def check_builtin_supported(phase: Mapping[str, Any], what: str = "") -> None:
         raise ValueError(f"{what}{': ' if what else ''}builtin solver does not support: " + ", ".join(unsupported))
 
 
+def check_material_for(material, lattice: str | None = None, solver: str = "builtin") -> tuple[str, dict[str, Any]]:
+    """Everything that can be said about a campaign's material before anything runs
+    (ValueError / FileNotFoundError, one line each): it loads (a preset or a DAMASK phase
+    / material.yaml file), it has plasticity parameters, the embedded solver models it
+    (``solver='builtin'``), and its lattice is the VEs' (``lattice``). Returns
+    (phase name, phase)."""
+    name, phase = load_phase(material)
+    pl = phase["mechanical"].get("plastic")
+    if pl is None or pl.get("type") == "none":
+        raise ValueError(
+            f"material {material}: phase {name!r} has no plasticity parameters (mechanical: plastic): "
+            "crystal plasticity needs them"
+        )
+    if solver == "builtin":
+        check_builtin_supported(phase, f"material {material}")
+    if lattice:
+        lat = canonical_lattice(lattice)
+        if lat != phase["lattice"]:
+            raise ValueError(
+                f"material {material} is {phase['lattice']} but the campaign's VEs are {lat} (crystal_structure): "
+                f"give --var crystal_structure {phase['lattice']} or a {lat} material"
+            )
+    return name, phase
+
+
 def builtin_unsupported(phase: Mapping[str, Any]) -> list[str]:
     """Features of a (valid) phase the embedded solver does not model, by name.
 

@@ -218,11 +218,37 @@ def generate_VE(
 
 
 def check_campaign_scale(campaign_scale):
-    """Cost of the campaign -> {'campaign_plan': CPU-hours per task kind}; refuses a
-    large campaign on the direct scheduler unless confirmed (matflow.campaign)."""
-    from .campaign import check_direct_scale
+    """The campaign's checks before anything runs -> {'campaign_plan': dict}: its
+    material (``material``, ``crystal_structure``, ``CP_solver``; cp.materials.
+    check_material_for), its load case (``load``: None, a dict or a DAMASK load.yaml
+    path; :func:`loadcase_of`) and, when the scale keys are given, its cost (CPU-hours
+    per task kind; refuses a large campaign on the direct scheduler unless confirmed,
+    matflow.campaign)."""
+    from ..cp.materials import check_material_for
+    from .campaign import SCALE_KEYS, check_direct_scale
 
-    return {"campaign_plan": check_direct_scale(dict(campaign_scale or {}))}
+    scale = dict(campaign_scale or {})
+    plan: dict[str, Any] = {}
+    if "material" in scale:
+        name, phase = check_material_for(
+            _material_arg(scale["material"]), scale.get("crystal_structure"), str(scale.get("CP_solver", "builtin"))
+        )
+        plan["material"] = {"name": name, "lattice": phase["lattice"]}
+    if "load" in scale:
+        plan["load_increments"] = loadcase_of(scale["load"]).n_increments
+    if any(k in scale for k in SCALE_KEYS):
+        plan.update(check_direct_scale(scale))
+    return {"campaign_plan": plan}
+
+
+def _material_arg(material):
+    """A material input: a preset name as it is, a file resolved like every file input."""
+    from ..cp.materials import list_presets
+
+    text = str(material)
+    if text.lower() in {p.lower() for p in list_presets()}:
+        return text
+    return str(resolve_input(text, "material file"))
 
 
 def to_volume_element(VE_dataset, VE_index=0, phase_label=None):
@@ -394,6 +420,8 @@ def loadcase_of(uniaxial_load):
     strain, N}, or a DAMASK load case dict (with 'loadstep')."""
     from ..cp.loadcase import LoadCase
 
+    if isinstance(uniaxial_load, str) and uniaxial_load.strip():
+        return LoadCase.from_damask(resolve_input(uniaxial_load, "load case file"))
     spec = dict(uniaxial_load or {})
     if "loadstep" in spec:
         return LoadCase.from_damask(spec)
@@ -424,7 +452,14 @@ def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options, sou
     if int(opts.get("workers", 1)) == 1:
         _solver_threads(1)  # the solver runs in this process: one thread, like each worker
     simulate_dataset(
-        data, out, material=CP_material, solver=CP_solver, load=load, progress=_progress(), source=source, **opts
+        data,
+        out,
+        material=_material_arg(CP_material),
+        solver=CP_solver,
+        load=load,
+        progress=_progress(),
+        source=source,
+        **opts,
     )
     return rel
 
@@ -447,7 +482,7 @@ def simulate_volume_element(
     if crystal_structure is None:
         from ..cp.materials import load_phase
 
-        crystal_structure = load_phase(CP_material)[1]["lattice"]
+        crystal_structure = load_phase(_material_arg(CP_material))[1]["lattice"]
     ve = _from_volume_element(volume_element, crystal_structure)
     data = _write_single_ve_dataset(ve, "simulate_uniaxial")
     return {"CP_results": _simulate(data, CP_material, uniaxial_load, CP_solver, CP_options)}
@@ -507,7 +542,9 @@ def simulate_load_paths(
     opts = dict(CP_options or {})
     opts.pop("workers", None)  # one process: pairs sharing a path are batched instead
     _solver_threads(max(1, int(os.environ.get("MATFLOW_RUN_NUM_CORES") or 1)))
-    summary = simulate_paths(data, out, CP_material, solver=CP_solver, progress=_progress(), **kw, **opts)
+    summary = simulate_paths(
+        data, out, _material_arg(CP_material), solver=CP_solver, progress=_progress(), **kw, **opts
+    )
     print(
         f"{summary['n_converged']} converged, {summary['n_failed']} failed of {summary['n_pairs']} (VE, path) pairs",
         flush=True,

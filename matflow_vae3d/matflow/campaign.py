@@ -33,6 +33,8 @@ GENERATE_S_PER_VE_64 = 0.097
 VAE_TRAIN_VES_PER_S_16 = 37.0
 #: full fingerprint, s per VE on one core, at measured grids
 FINGERPRINT_S_PER_VE = {16: 0.09, 32: 0.16, 64: 1.23}
+#: the keys of a campaign_scale that price a campaign
+SCALE_KEYS = ("scheduler", "VEs_per_shard", "n_train_shards", "n_campaign_shards", "grid", "vae_epochs")
 #: the direct scheduler runs on this machine: above this many CPU-hours it needs a yes
 DIRECT_LIMIT_CPU_HOURS = 24.0
 
@@ -104,7 +106,7 @@ def check_direct_scale(scale: dict[str, Any]) -> dict[str, Any]:
     """The campaign's cost (:func:`campaign_cost`); ValueError when it would run on the
     direct scheduler (this machine) for more than :data:`DIRECT_LIMIT_CPU_HOURS` CPU-hours
     and ``scale['confirmed']`` is not true."""
-    keys = ("scheduler", "VEs_per_shard", "n_train_shards", "n_campaign_shards", "grid", "vae_epochs")
+    keys = SCALE_KEYS
     missing = [k for k in keys if k not in scale]
     if missing:
         raise ValueError(f"campaign_scale: missing keys {missing}")
