@@ -233,8 +233,8 @@ def test_damask_solver_without_damask_grid_fails_clearly(in_tmp, monkeypatch):
 
 def test_campaign_scale_check_refuses_large_direct_runs():
     """The campaign templates' first task: the paper's scale on the direct scheduler is
-    refused with its cost (VAE training included: ~24,800 CPU-hours, CP at the measured
-    1,400 s per 64³ VE); coarse CP ('auto': K = 2 for 64³ `train` VEs) prices CP as a
+    refused with its cost (VAE training included: ~16,500 CPU-hours, CP at the measured
+    805 s per 64³ VE); coarse CP ('auto': K = 2 for 64³ `train` VEs) prices CP as a
     32³ run; the same on SLURM, a confirmed run, or a small one pass and report the plan."""
     big = {
         "scheduler": "direct",
@@ -244,10 +244,10 @@ def test_campaign_scale_check_refuses_large_direct_runs():
         "grid": 64,
         "vae_epochs": 100,
     }
-    with pytest.raises(ValueError, match=r"about 24,7\d\d CPU-hours .*CP 1400 s per 64³ VE\).*confirm_scale"):
+    with pytest.raises(ValueError, match=r"about 16,4\d\d CPU-hours .*CP 805 s per 64³ VE\).*confirm_scale"):
         actions.check_campaign_scale(big)
     plan = actions.check_campaign_scale({**big, "scheduler": "slurm"})["campaign_plan"]
-    assert plan["cp_hours_per_shard"] == pytest.approx(1000 * 1400.0 / 3600) and not plan["cp_extrapolated"]
+    assert plan["cp_hours_per_shard"] == pytest.approx(1000 * 805.0 / 3600) and not plan["cp_extrapolated"]
     assert actions.check_campaign_scale({**big, "confirmed": "true"})["campaign_plan"]["confirmed"]
     shipped = {**big, "n_train_shards": 0, "vae_epochs": 0, "cp_coarsen": "auto", "scheduler": "slurm"}
     plan = actions.check_campaign_scale(shipped)["campaign_plan"]
