@@ -343,8 +343,13 @@ def _shipped_surrogate_summary(wk) -> None:
         click.echo(f"shipped surrogate: not comparable with this workflow ({str(exc).splitlines()[0]})")
         return
     m, b = res["metrics"], res["baseline_mean_curve"]
+    from ..microstructure.symmetry import base_id
+
+    n_ves = len({base_id(v) for v in sur.meta["train_ids"]})
+    rows = len(sur.meta["train_ids"])
+    copies = f" ({rows} rows with rotated copies)" if rows != n_ves else ""
     click.echo(
-        f"shipped surrogate (Mg 16³, trained on {len(sur.meta['train_ids'])} VEs outside this workflow) "
+        f"shipped surrogate (Mg 16³, trained on {n_ves} VEs{copies} outside this workflow) "
         f"on all {res['n_ve']} converged VEs here: MAE {m['mae_mpa_mean']:.2f} MPa, R^2 {m['r2']:.3f} "
         f"(its training mean curve: {b['mae_mpa_mean']:.2f} MPa)"
     )
