@@ -62,6 +62,8 @@ def test_every_vae_command_takes_a_vti_and_a_folder(vtis, tmp_path):
     np.testing.assert_allclose(one["summary"][0], every["summary"][0], rtol=1e-5, atol=1e-6)
     assert "ve0.vti" in one["source"]  # the user's file, not the temporary dataset
     run("reconstruct", "--model", "pretrained", "--data", vtis["one"], "--out", tmp_path / "r.png")
+    assert "ve2: hP, grid (8, 8, 12)" in run("show", vtis["folder"], "--index", "2", "--out", tmp_path / "s.png")
+    assert "ve0: hP" in run("show", vtis["one"], "--out", tmp_path / "t.png")
     run("latent", "--model", "pretrained", "--train", vtis["folder"], "--out", tmp_path / "lat")
     run("predict", "--model", "pretrained", "--data", vtis["folder"], "--out", tmp_path / "p.h5", "--no-progress")
     with h5py.File(tmp_path / "p.h5") as f:

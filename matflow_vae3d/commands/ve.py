@@ -228,7 +228,7 @@ def generate(preset, count, grid, seed, out, lattice, workers, start, append, ov
 
 # ----------------------------------------------------------------------------- show
 @click.command("show")
-@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(path_type=Path))
 @click.option(
     "--index",
     "-i",
@@ -260,7 +260,8 @@ def show(source, index, ve_id, out, lattice, material, dpi):
 
     RGB = (phi1/2pi, Phi/pi, phi2/2pi) of each voxel's FZ Bunge angles (the paper's
     convention); the title gives the VE id, lattice, grid and grain count. SOURCE is
-    a VE dataset (.h5) or any file `vae3d convert` reads.
+    a VE dataset (.h5), any file `vae3d convert` reads, or a folder of them (--index
+    counts the VEs of the folder's files in name order).
 
     \b
     Example:
@@ -269,8 +270,13 @@ def show(source, index, ve_id, out, lattice, material, dpi):
     from ..plots import plot_mid_slices
 
     try:
-        fmt = detect_format(source)
-        if fmt == "dataset":
+        if Path(source).is_dir():  # a folder of VE files: the one reader, then --index / --ve-id
+            from ..datasets import VEDataset
+            from ..microstructure.sources import as_ve_dataset
+
+            with as_ve_dataset(source, material=material, lattice=lattice) as (path, _), VEDataset(path) as ds:
+                ve = ds[ds.index_of(ve_id) if ve_id else index]
+        elif (fmt := detect_format(source)) == "dataset":
             from ..datasets import VEDataset
 
             with VEDataset(source) as ds:
