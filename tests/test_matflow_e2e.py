@@ -258,3 +258,11 @@ def test_query_answers_in_one_command_each(campaign):
     assert r.exit_code == 0 and "simulate run" in r.output and "NoSuchMaterial" in r.output, r.output
     r = runner.invoke(matflow_group, ["query", str(campaign["dir"]), "--failed"], env=env)
     assert r.exit_code != 0 and "not a MatFlow workflow" in r.output and "Traceback" not in r.output
+    # the workflow's zip answers the same (read-only: adding a task is refused)
+    import matflow as mf
+
+    z = mf.Workflow(str(wk.path)).zip(path=str(campaign["dir"]))
+    r = runner.invoke(matflow_group, ["query", z, "--top", "sigma_xx", "--k", "1"], env=env)
+    assert r.exit_code == 0 and "value_MPa" in r.output, r.output
+    r = runner.invoke(matflow_group, ["add-fingerprint", z], env=env)
+    assert r.exit_code != 0 and "read-only" in r.output

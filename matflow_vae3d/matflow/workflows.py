@@ -54,12 +54,33 @@ def _try_open(path: Path):
         return None, exc
 
 
-def open_workflow(workflow):
+#: temporary folders of unzipped workflows, removed when the process ends
+_UNZIPPED: list = []
+
+
+def _unzipped(path: Path) -> Path:
+    """A zipped workflow (``Workflow.zip``) extracted to a temporary folder, so that its
+    file outputs (relative paths into the workflow folder) can be read."""
+    import tempfile
+    import zipfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="vae3d-wk-")
+    _UNZIPPED.append(tmp)
+    try:
+        with zipfile.ZipFile(path) as z:
+            z.extractall(tmp.name)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{path} is not a zip file ({exc})") from None
+    return Path(tmp.name) / path.stem if (Path(tmp.name) / path.stem / ".zattrs").exists() else Path(tmp.name)
+
+
+def open_workflow(workflow, writable: bool = False):
     """A MatFlow ``Workflow`` from a path (or a loaded one, returned as it is), the one
-    way every `vae3d matflow` command opens workflows: the workflow folder itself, or a
-    folder holding workflows (the ``--path`` of ``matflow go``, which puts each run in
-    ``<name>_<timestamp>/``): its only workflow is opened, several are listed in the
-    error. FileNotFoundError / ValueError, one line each."""
+    way every `vae3d matflow` command opens workflows: the workflow folder itself, its
+    zip (``Workflow.zip``; read-only: extracted to a temporary folder, refused with
+    ``writable``), or a folder holding workflows (the ``--path`` of ``matflow go``,
+    which puts each run in ``<name>_<timestamp>/``): its only workflow is opened,
+    several are listed in the error. FileNotFoundError / ValueError, one line each."""
     import matflow as mf
 
     if not isinstance(workflow, (str, Path)):
@@ -69,6 +90,10 @@ def open_workflow(workflow):
         raise FileNotFoundError(f"workflow not found: {path}")
     if not mf.is_config_loaded:
         mf.load_config(warn=False)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        if writable:
+            raise ValueError(f"{path} is a zipped workflow, which is read-only: unzip it to add a task")
+        path = _unzipped(path)
     wk, exc = _try_open(path)
     if wk is not None:
         return wk
@@ -114,7 +139,7 @@ def add_fingerprint(
     """
     import matflow as mf
 
-    wk = open_workflow(workflow)
+    wk = open_workflow(workflow, writable=True)
     if model not in (None, "", "pretrained"):
         model = str(Path(model).expanduser().resolve())
         if not Path(model).is_file():
