@@ -8,23 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from vae_helpers import cli_run as run
 
-from matflow_vae3d.cli import cli
 from matflow_vae3d.datasets import VEDataset, write_ves
 from matflow_vae3d.microstructure import VEParams, generate_ve
 from matflow_vae3d.microstructure.resample import coarsen_ve, resample_ve
 from matflow_vae3d.vae.spatial import SpatialVAE3d, SpatialVAEConfig, check_grid, nearest_grid
 
 TINY = dict(grid=16, widths=(4, 8, 8), layers=(1, 1, 1), latent_channels=2, head_layers=1)
-
-
-def run(*args, ok=True):
-    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert (res.exit_code == 0) == ok, res.output
-    if not ok:
-        assert "Traceback" not in res.output
-    return res.output
 
 
 def _ve(grid, seed=0, esd=3.0, texture="random"):

@@ -11,17 +11,7 @@ import json
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
-from matflow_vae3d.cli import cli
-
-
-def run(*args, ok=True):
-    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert (res.exit_code == 0) == ok, res.output
-    if not ok:
-        assert "Traceback" not in res.output
-    return res.output
+from vae_helpers import cli_run as run
 
 
 def _vti(folder, name, cells, n_grains, seed, lattice="hP"):

@@ -43,3 +43,17 @@ def write_set(path, n, grid=16, n_grains=12, seed=0, lattice="hP", prefix="ve", 
     ves = [voronoi_ve(grid, n_grains, rng, lattice, f"{prefix}-{i:04d}", spread) for i in range(n)]
     write_ves(path, ves, progress=False)
     return path
+
+
+def cli_run(*args, ok=True) -> str:
+    """Run ``vae3d ARGS`` in-process; assert success (or, with ``ok=False``, a clean
+    failure: non-zero exit, no traceback); return the output."""
+    from click.testing import CliRunner
+
+    from matflow_vae3d.cli import cli
+
+    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert (res.exit_code == 0) == ok, res.output
+    if not ok:
+        assert "Traceback" not in res.output
+    return res.output
