@@ -191,3 +191,52 @@ def test_a_surrogate_says_what_it_was_trained_for(tmp_path):
     r = run("predict", "--model", tmp_path / "cu.pt", "--data", tmp_path / "mg.h5", "--out", tmp_path / "q.h5")
     assert r.exit_code == 1 and "answers for Cu (cF) but the VEs of mg.h5 are 'hP'" in r.output
     assert "train one for your material" in r.output and not (tmp_path / "q.h5").exists()
+
+
+def test_out_of_population_flagged_and_answered_by_cp(tmp_path):
+    """The shipped Mg surrogate scores a cube-textured VE far outside its training
+    population (random texture), warns, and with --fallback cp answers it by CP with its
+    own material and load case: the stored curve is the CP curve; a `train` VE is not
+    flagged."""
+    from matflow_vae3d.cp.simulate import simulate_ve
+    from matflow_vae3d.datasets import write_ves
+    from matflow_vae3d.microstructure import generate_ve, get_preset
+
+    cube = generate_ve(get_preset("cube", grid=12, lattice="hP"), seed=3)
+    cube.ve_id = "cube12"
+    write_ves(tmp_path / "cube.h5", [cube], progress=False)
+    r = run(
+        "predict", "--model", "pretrained", "--data", tmp_path / "cube.h5", "--out", tmp_path / "a.h5", "--no-progress"
+    )
+    assert r.exit_code == 0 and "cube12 is unlike the surrogate's training VEs" in r.output, r.output
+    r = run(
+        "predict",
+        "--model",
+        "pretrained",
+        "--data",
+        tmp_path / "cube.h5",
+        "--out",
+        tmp_path / "b.h5",
+        "--no-progress",
+        "--fallback",
+        "cp",
+        "--fallback-coarsen",
+        "1",
+    )
+    assert r.exit_code == 0 and "1 of 1 VEs answered by CP" in r.output, r.output
+    rec = simulate_ve(cube, "Mg")
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        assert a["ood_score"][0] > a.attrs["ood_threshold"] and list(b["answered_by"].asstr()[()]) == ["cp 12x12x12"]
+        np.testing.assert_allclose(b["sigma"][0], rec.sigma_xx_MPa, rtol=1e-6)
+        assert abs(a["sigma"][0, -1] - rec.sigma_xx_MPa[-1]) > 5  # the surrogate alone is far off
+    ref = files("matflow_vae3d") / "data" / "reference" / "mg16_s301_ves.h5"
+    from matflow_vae3d.datasets import VEDataset
+
+    with VEDataset(str(ref)) as ds:
+        write_ves(tmp_path / "train.h5", [ds[i] for i in range(3)], progress=False)
+    r = run(
+        "predict", "--model", "pretrained", "--data", tmp_path / "train.h5", "--out", tmp_path / "c.h5", "--no-progress"
+    )
+    assert r.exit_code == 0 and "unlike" not in r.output
+    with h5py.File(tmp_path / "c.h5") as c:
+        assert (c["ood_score"][()] < 1.5).all()

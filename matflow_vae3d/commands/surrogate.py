@@ -273,10 +273,37 @@ def train_surrogate(
     show_default=True,
     help="With --data: device for fingerprinting (auto: CUDA when available), as vae3d fingerprint.",
 )
+@click.option(
+    "--fallback",
+    type=click.Choice(["none", "cp"]),
+    default="none",
+    show_default=True,
+    help="With --data: answer VEs whose out-of-population score exceeds the surrogate's threshold by "
+    "crystal plasticity (its material and load case) instead of the surrogate.",
+)
+@click.option(
+    "--fallback-coarsen",
+    default="auto",
+    show_default=True,
+    help="Coarsening factor of the fallback CP (an int or auto; docs/cp_solver.md 'Coarse CP').",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def predict(
-    model, fingerprints, data, vae, material_yaml, save_fingerprints, out, png, batch_size, device, overwrite, progress
+    model,
+    fingerprints,
+    data,
+    vae,
+    material_yaml,
+    save_fingerprints,
+    out,
+    png,
+    batch_size,
+    device,
+    fallback,
+    fallback_coarsen,
+    overwrite,
+    progress,
 ):
     """Predict stress-strain curves (MPa) from fingerprints, or from VEs directly.
 
@@ -295,6 +322,9 @@ def predict(
 
     if bool(fingerprints) == bool(data):
         raise click.UsageError("give exactly one of --fingerprints and --data")
+    if fallback == "cp" and not data:
+        raise click.UsageError("--fallback cp needs the VEs: give --data")
+    answered_by = None
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
     try:
@@ -312,7 +342,8 @@ def predict(
                     progress=progress,
                     label=label,
                 )
-            ids, mean, std, std_raw = res["ve_id"], res["mean"], res["std"], res["std_raw"]
+                ids, mean, std, std_raw = res["ve_id"], res["mean"], res["std"], res["std_raw"]
+                answered_by = _flag_and_fallback(sur, res, ds_path, fallback, fallback_coarsen, progress)
             wall = res["predict_s"]
         else:
             fp = read_fingerprints(list(fingerprints), sur.inputs)
@@ -322,7 +353,20 @@ def predict(
             wall = time.perf_counter() - t0
             std = std_raw * (sur.calibration_scale or 1.0)
             ids = fp.ve_id
-        write_predictions(out, ids, mean, std, std_raw, sur, model_path=str(model_path), overwrite=overwrite)
+            res = {"ood": sur.ood(fp.mu)}
+            _flag_and_fallback(sur, dict(res, ve_id=ids), None, "none", None, False)
+        write_predictions(
+            out,
+            ids,
+            mean,
+            std,
+            std_raw,
+            sur,
+            model_path=str(model_path),
+            overwrite=overwrite,
+            ood=res["ood"],
+            answered_by=answered_by,
+        )
         if png:
             plot_predictions(ids, mean, std, sur.meta["strain"], png, component=sur.meta.get("component", "xx"))
     except (ValueError, FileNotFoundError) as exc:
@@ -332,6 +376,44 @@ def predict(
         n_s = res["fingerprint_s"] + res["predict_s"]
         msg += f" after fingerprinting in {res['fingerprint_s']:.1f} s ({len(ids) / n_s:.1f} VEs/s end to end)"
     click.echo(msg + f"; wrote {out}" + (f" and {png}" if png else ""))
+
+
+def _flag_and_fallback(sur, res: dict, ves_path, fallback: str, coarsen, progress: bool) -> list[str]:
+    """Warn (one line per VE, stderr) for predictions whose out-of-population score is
+    above the surrogate's threshold; with ``fallback='cp'`` answer those VEs by CP
+    (:func:`~matflow_vae3d.surrogate.from_ves.fallback_cp`), replacing their curves in
+    ``res`` (band 0). Returns, per VE, what answered it."""
+    import numpy as np
+
+    ids, ood = list(res["ve_id"]), np.asarray(res["ood"], dtype=float)
+    thr = sur.ood_threshold
+    flagged = [v for v, s in zip(ids, ood) if np.isfinite(s) and s > thr]
+    answered = ["surrogate"] * len(ids)
+    for v, s in zip(ids, ood):
+        if np.isfinite(s) and s > thr:
+            click.echo(
+                f"warning: {v} is unlike the surrogate's training VEs (out-of-population score {s:.2f} > {thr}): "
+                "its prediction may be far off"
+                + ("" if fallback == "cp" else "; --fallback cp answers such VEs by crystal plasticity"),
+                err=True,
+            )
+    if np.isnan(ood).all() and len(ids):
+        click.echo("note: this surrogate stores no training inputs: no out-of-population score", err=True)
+    if fallback != "cp" or not flagged:
+        return answered
+    from matflow_vae3d.surrogate.from_ves import fallback_cp
+
+    got = fallback_cp(sur, ves_path, flagged, coarsen=coarsen, progress=progress)
+    for k, v in enumerate(ids):
+        if v in got:
+            curve, grid, status, reason = got[v]
+            if status != "converged":
+                click.echo(f"warning: fallback CP of {v} failed ({reason}): kept the surrogate's answer", err=True)
+                continue
+            res["mean"][k], res["std"][k], res["std_raw"][k] = curve, 0.0, 0.0
+            answered[k] = f"cp {'x'.join(map(str, grid))}"
+    click.echo(f"{sum(a != 'surrogate' for a in answered)} of {len(ids)} VEs answered by CP (--fallback cp)")
+    return answered
 
 
 @click.command("evaluate-surrogate")

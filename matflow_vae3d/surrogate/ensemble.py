@@ -279,6 +279,24 @@ class Surrogate:
             std = std * self.calibration_scale
         return mean, std
 
+    def ood(self, X) -> np.ndarray:
+        """(n,) out-of-population scores of fingerprint inputs X (n, latent_dim)
+        (:mod:`matflow_vae3d.surrogate.ood`); NaN for a surrogate saved without its
+        training inputs."""
+        from .ood import ood_score
+
+        X = np.asarray(X, dtype=np.float32)
+        rec = self.meta.get("ood")
+        if not rec:
+            return np.full(len(X), np.nan)
+        return ood_score(rec, standardize(X, self.meta.get("input_scaling")))
+
+    @property
+    def ood_threshold(self) -> float:
+        from .ood import OOD_THRESHOLD
+
+        return float((self.meta.get("ood") or {}).get("threshold", OOD_THRESHOLD))
+
     # ------------------------------------------------------------------ I/O
     def to_checkpoint(self) -> dict[str, Any]:
         net = self.net
@@ -320,7 +338,16 @@ PREDICTIONS_FORMAT = "matflow-vae3d/surrogate-predictions"
 
 
 def write_predictions(
-    path, ve_id, mean, std, std_raw, surrogate: Surrogate, model_path: str = "", overwrite: bool = False
+    path,
+    ve_id,
+    mean,
+    std,
+    std_raw,
+    surrogate: Surrogate,
+    model_path: str = "",
+    overwrite: bool = False,
+    ood=None,
+    answered_by=None,
 ) -> Path:
     """Write predicted curves to HDF5 (``format = matflow-vae3d/surrogate-predictions``):
     ve_id (n,) str; sigma (n, n_states) MPa, the ensemble mean; sigma_std (n, n_states)
@@ -348,6 +375,13 @@ def write_predictions(
             f.attrs["calibration_scale"] = (
                 np.nan if surrogate.calibration_scale is None else surrogate.calibration_scale
             )
+            if ood is not None:
+                f.create_dataset("ood_score", data=np.asarray(ood, dtype=np.float64))
+                f.attrs["ood_threshold"] = surrogate.ood_threshold
+            if answered_by is not None:
+                f.create_dataset(
+                    "answered_by", data=np.asarray(list(answered_by), dtype=object), dtype=h5py.string_dtype("utf-8")
+                )
             f.attrs["trained_for"] = surrogate.trained_for_text()
             tf = surrogate.trained_for
             for k in ("material_name", "material_sha256", "lattice", "loadcase"):

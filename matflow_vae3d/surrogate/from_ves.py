@@ -100,6 +100,7 @@ def predict_ves(
         surrogate.check_fingerprints(fp)
         t2 = time.perf_counter()
         mean, std_raw = surrogate.predict(fp.mu, calibrated=False)
+        ood = surrogate.ood(fp.mu)
         t3 = time.perf_counter()
     std = std_raw * (surrogate.calibration_scale or 1.0)
     return {
@@ -107,10 +108,40 @@ def predict_ves(
         "mean": mean,
         "std": std,
         "std_raw": std_raw,
+        "ood": ood,
         "fingerprints": str(fingerprints_out) if fingerprints_out else None,
         "fingerprint_s": t1 - t0,
         "predict_s": t3 - t2,
     }
+
+
+def fallback_cp(surrogate, data, ve_ids, coarsen="auto", progress: bool = False) -> dict[str, Any]:
+    """Answer the VEs ``ve_ids`` of the VE dataset ``data`` by crystal plasticity instead
+    of the surrogate: the embedded solver with the material and load case the surrogate
+    was trained for (``trained_for``), each VE coarsened by ``coarsen`` (an int or
+    'auto', docs/cp_solver.md "Coarse CP"). Returns {ve_id: (curve (n_states,) MPa of the
+    surrogate's component, grid solved, status, reason)}. ValueError when the surrogate
+    does not record its material or load case (saved before 2026-12-07)."""
+    import yaml
+    from tqdm.auto import tqdm
+
+    from ..cp.loadcase import LoadCase
+    from ..cp.simulate import simulate_ve
+    from ..datasets import VEDataset
+    from .table import COMPONENTS
+
+    tf = surrogate.trained_for
+    if not tf.get("material_yaml") or not tf.get("loadcase"):
+        raise ValueError("this surrogate does not record its material and load case: no CP fallback possible")
+    phase = yaml.safe_load(tf["material_yaml"])
+    load = LoadCase.from_damask(yaml.safe_load(tf["loadcase"]))
+    i, j = COMPONENTS[str(surrogate.meta.get("component", "xx"))]
+    out: dict[str, Any] = {}
+    with VEDataset(str(data)) as ds:
+        for v in tqdm(list(ve_ids), desc="fallback CP", unit="VE", disable=not progress):
+            rec = simulate_ve(ds[ds.index_of(v)], phase, load, coarsen=coarsen)
+            out[v] = (rec.sigma[:, i, j] / 1e6, tuple(rec.grid_run or ()), rec.status, rec.reason)
+    return out
 
 
 def plot_predictions(ve_id, mean, std, strain, path, component: str = "xx", max_curves: int = 12) -> Path:

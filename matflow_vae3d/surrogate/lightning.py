@@ -177,6 +177,18 @@ def _lightning_module(net: EnsembleMLP, lr: float, weight_decay: float):
     return SurrogateModule()
 
 
+def _ood_record(X_std) -> dict[str, Any] | None:
+    """The out-of-population record (training inputs as a float32 tensor) or None for
+    fewer than 2 training rows."""
+    from .ood import fit_ood
+
+    if len(X_std) < 2:
+        return None
+    rec = fit_ood(np.asarray(X_std))
+    rec["train_inputs"] = torch.as_tensor(rec["train_inputs"])
+    return rec
+
+
 def train_surrogate(
     table: SurrogateTable,
     config: TrainConfig | None = None,
@@ -267,6 +279,7 @@ def train_surrogate(
         "lattice": table.lattice,
         "loadcase": table.loadcase,
         "trained_for": table.provenance(),
+        "ood": _ood_record(standardize(table.X[tr], input_scaling)),
         "split": {"seed": table.seed, "val_fraction": table.val_fraction, "test_fraction": table.test_fraction},
         "train_ids": table.ve_id[tr].tolist(),
         "val_ids": table.ve_id[va].tolist(),
