@@ -275,6 +275,7 @@ def test_fingerprint_tasks_take_a_non_cubic_grid(in_tmp):
     vol = actions.to_volume_element(str(ds), VE_index=1)["volume_element"]
     one = actions.fingerprint_volume_element(vol)
     np.testing.assert_allclose(one["VE_fingerprint"], fp["mu"][1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(one["VE_summary"], fp["summary"][1], rtol=1e-4, atol=1e-5)  # grid-free
     m = actions.evaluate_VAE("pretrained", str(ds))["VAE_metrics"]
     assert m["n"] == 2 and 0 < m["deg_mean"] < 40
 

@@ -399,7 +399,8 @@ def fingerprint_VE(VE_dataset, VAE_checkpoint="pretrained"):
 
 def fingerprint_volume_element(volume_element, VAE_checkpoint="pretrained", crystal_structure=None):
     """Fingerprint of MatFlow's ``volume_element`` -> {'VE_fingerprint': list of
-    floats, 'fingerprints': relative path of a one-row fingerprints file}. The crystal
+    floats (mu), 'VE_summary': list of floats (the roll-invariant summary: what similarity
+    should use), 'fingerprints': relative path of a one-row fingerprints file}. The crystal
     structure defaults to the VAE's."""
     from ..vae.checkpoint import load_model
     from ..vae.encode import fingerprint_dataset
@@ -410,8 +411,12 @@ def fingerprint_volume_element(volume_element, VAE_checkpoint="pretrained", crys
     data = _write_single_ve_dataset(ve, "fingerprint_VE")
     out, rel = output_path("fingerprint_VE", "fingerprints")
     fingerprint_dataset(model, meta, data, out, progress=_progress())
-    mu = read_fingerprints(out)["mu"][0]
-    return {"VE_fingerprint": [float(v) for v in mu], "fingerprints": rel}
+    fp = read_fingerprints(out)
+    return {
+        "VE_fingerprint": [float(v) for v in fp["mu"][0]],
+        "VE_summary": [float(v) for v in fp["summary"][0]],
+        "fingerprints": rel,
+    }
 
 
 def loadcase_of(uniaxial_load):
