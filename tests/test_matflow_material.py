@@ -61,3 +61,53 @@ def test_demo_template_with_a_users_material(tmp_path):
         )
     finally:
         mf.unload_config()
+
+
+def test_predict_task_and_query_by_prediction(tmp_path):
+    """predict_stress through `matflow go` (the shipped Mg surrogate on two shards, one of
+    cube-textured VEs): the predictions reach the export and `query --top predicted`
+    ranks by them, with each VE's out-of-population score (the cube VEs flagged)."""
+    import json
+
+    import matflow as mf
+    from click.testing import CliRunner
+
+    from matflow_vae3d.commands.matflow import matflow_group
+    from matflow_vae3d.matflow.install import install
+
+    cfg = tmp_path / "cfg"
+    if mf.is_config_loaded:
+        mf.unload_config()
+    install(config_dir=cfg)
+    tpl = tmp_path / "pred.yaml"
+    tpl.write_text(
+        "tasks:\n"
+        "  - schema: generate_VE\n"
+        "    inputs: {VEs_per_shard: 2, VE_grid: 16, crystal_structure: hP, VE_seed: 5}\n"
+        "    sequences:\n"
+        "      - path: inputs.VE_preset\n"
+        "        values: [train, cube]\n"
+        "        nesting_order: 0\n"
+        "      - path: inputs.VE_id_prefix\n"
+        "        values: [tr, cu]\n"
+        "        nesting_order: 0\n"
+        "  - schema: predict_stress\n"
+    )
+    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
+    cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "p"]
+    r = subprocess.run(cmd + ["--name-no-timestamp"], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    try:
+        res = CliRunner().invoke(
+            matflow_group, ["query", str(tmp_path / "p"), "--top", "predicted", "--k", "4", "--json"], env=env
+        )
+        assert res.exit_code == 0, res.output
+        rows = json.loads(res.output)
+        assert len(rows) == 4 and all(r["answered_by"] == "surrogate" for r in rows)
+        by_id = {r["ve_id"]: r for r in rows}
+        cube = [v for v in by_id if v.startswith("cu-")]
+        train = [v for v in by_id if v.startswith("tr-")]
+        assert len(cube) == len(train) == 2
+        assert all(by_id[v]["ood_score"] > 1.5 for v in cube) and all(by_id[v]["ood_score"] < 1.5 for v in train)
+    finally:
+        mf.unload_config()

@@ -379,40 +379,13 @@ def predict(
 
 
 def _flag_and_fallback(sur, res: dict, ves_path, fallback: str, coarsen, progress: bool) -> list[str]:
-    """Warn (one line per VE, stderr) for predictions whose out-of-population score is
-    above the surrogate's threshold; with ``fallback='cp'`` answer those VEs by CP
-    (:func:`~matflow_vae3d.surrogate.from_ves.fallback_cp`), replacing their curves in
-    ``res`` (band 0). Returns, per VE, what answered it."""
-    import numpy as np
+    """Print the out-of-population warnings and the fallback's outcome of
+    :func:`~matflow_vae3d.surrogate.from_ves.flag_and_fallback` (stderr, one line each)."""
+    from matflow_vae3d.surrogate.from_ves import flag_and_fallback
 
-    ids, ood = list(res["ve_id"]), np.asarray(res["ood"], dtype=float)
-    thr = sur.ood_threshold
-    flagged = [v for v, s in zip(ids, ood) if np.isfinite(s) and s > thr]
-    answered = ["surrogate"] * len(ids)
-    for v, s in zip(ids, ood):
-        if np.isfinite(s) and s > thr:
-            click.echo(
-                f"warning: {v} is unlike the surrogate's training VEs (out-of-population score {s:.2f} > {thr}): "
-                "its prediction may be far off"
-                + ("" if fallback == "cp" else "; --fallback cp answers such VEs by crystal plasticity"),
-                err=True,
-            )
-    if np.isnan(ood).all() and len(ids):
-        click.echo("note: this surrogate stores no training inputs: no out-of-population score", err=True)
-    if fallback != "cp" or not flagged:
-        return answered
-    from matflow_vae3d.surrogate.from_ves import fallback_cp
-
-    got = fallback_cp(sur, ves_path, flagged, coarsen=coarsen, progress=progress)
-    for k, v in enumerate(ids):
-        if v in got:
-            curve, grid, status, reason = got[v]
-            if status != "converged":
-                click.echo(f"warning: fallback CP of {v} failed ({reason}): kept the surrogate's answer", err=True)
-                continue
-            res["mean"][k], res["std"][k], res["std_raw"][k] = curve, 0.0, 0.0
-            answered[k] = f"cp {'x'.join(map(str, grid))}"
-    click.echo(f"{sum(a != 'surrogate' for a in answered)} of {len(ids)} VEs answered by CP (--fallback cp)")
+    answered, notes = flag_and_fallback(sur, res, ves_path, fallback, coarsen, progress)
+    for line in notes:
+        click.echo(line, err=line.startswith(("warning", "note")))
     return answered
 
 

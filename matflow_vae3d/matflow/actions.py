@@ -753,6 +753,37 @@ def train_surrogate(fingerprints, CP_results, surrogate_config=None, surrogate_t
     return {"surrogate_checkpoint": rel, "surrogate_dataset": man_rel}
 
 
+def predict_stress(VE_dataset, surrogate_checkpoint="pretrained", prediction_fallback="none"):
+    """Predicted curves of one VE shard (any VE file or folder) -> {'predictions':
+    relative path of a predictions file (surrogate.ensemble.write_predictions: MPa, the
+    out-of-population score and what answered each VE)}. prediction_fallback 'cp'
+    answers flagged VEs by CP (surrogate.from_ves.flag_and_fallback)."""
+    from ..microstructure.sources import as_ve_dataset
+    from ..surrogate.ensemble import Surrogate, write_predictions
+    from ..surrogate.from_ves import flag_and_fallback, predict_ves, pretrained_surrogate_path
+
+    if prediction_fallback not in ("none", "cp", None):
+        raise ValueError(f"prediction_fallback must be 'none' or 'cp', got {prediction_fallback!r}")
+    ckpt = (
+        pretrained_surrogate_path()
+        if surrogate_checkpoint in (None, "", "pretrained")
+        else resolve_input(surrogate_checkpoint, "surrogate checkpoint")
+    )
+    sur = Surrogate.load(ckpt)
+    src = resolve_input(VE_dataset, "VE dataset")
+    print(f"surrogate {Path(ckpt).name}: trained for {sur.trained_for_text()}", flush=True)
+    with as_ve_dataset(src) as (path, label):
+        res = predict_ves(sur, path, device=_device(), label=label)
+        answered, notes = flag_and_fallback(sur, res, path, prediction_fallback or "none")
+    for line in notes:
+        print(line, flush=True)
+    out, rel = output_path("predict_stress", "predictions")
+    write_predictions(
+        out, res["ve_id"], res["mean"], res["std"], res["std_raw"], sur, str(ckpt), ood=res["ood"], answered_by=answered
+    )
+    return {"predictions": rel}
+
+
 def evaluate_surrogate(surrogate_checkpoint, surrogate_dataset):
     """Accuracy on the VEs the surrogate neither trained on nor early-stopped on ->
     {'surrogate_metrics': dict of scalars (MPa, %, R^2), 'surrogate_plots': [PNG paths]}."""

@@ -24,6 +24,7 @@ FORMAT_VERSION = 2
 #: schema objectives whose file outputs are collected.
 FINGERPRINT_OBJECTIVE = "fingerprint_VE"
 SIMULATE_OBJECTIVE = "simulate_uniaxial"
+PREDICT_OBJECTIVE = "predict_stress"
 
 #: status of VEs that were fingerprinted but never simulated.
 NOT_SIMULATED = "not_simulated"
@@ -154,13 +155,15 @@ def workflow_elements(workflow) -> dict[str, list[dict]]:
     succeeded), the VE dataset input (absolute, None for volume_element inputs) and,
     for failed runs, the failure message. Returns {'fingerprint': [...], 'simulate': [...]}."""
     wk = _open_workflow(workflow)
-    out: dict[str, list[dict]] = {"fingerprint": [], "simulate": []}
+    out: dict[str, list[dict]] = {"fingerprint": [], "simulate": [], "predict": []}
     for task in wk.tasks:
         objective = task.template.schema.objective.name
         if objective == FINGERPRINT_OBJECTIVE:
             kind, param = "fingerprint", "fingerprints"
         elif objective == SIMULATE_OBJECTIVE:
             kind, param = "simulate", "CP_results"
+        elif objective == PREDICT_OBJECTIVE:
+            kind, param = "predict", "predictions"
         else:
             continue
         for el in task.elements:
@@ -234,8 +237,10 @@ def export_workflow(workflow) -> dict[str, Any]:
 
     wk = _open_workflow(workflow)
     elems = workflow_elements(wk)
-    if not elems["fingerprint"] and not elems["simulate"]:
-        raise ValueError(f"workflow {wk.path} has no {FINGERPRINT_OBJECTIVE} or {SIMULATE_OBJECTIVE} task")
+    if not elems["fingerprint"] and not elems["simulate"] and not elems["predict"]:
+        raise ValueError(
+            f"workflow {wk.path} has no {FINGERPRINT_OBJECTIVE}, {SIMULATE_OBJECTIVE} or {PREDICT_OBJECTIVE} task"
+        )
     order: dict[str, int] = {}
 
     def idx(v: str) -> int:
@@ -298,6 +303,20 @@ def export_workflow(workflow) -> dict[str, Any]:
     latent = widths.pop() if len(widths) == 1 else 0
     mu_note = "" if len(widths) <= 0 or latent else "mu omitted: the workflow's VEs have several grids"
 
+    # ---- predictions (MPa, with their out-of-population score and what answered)
+    preds: dict[str, tuple] = {}
+    from ..surrogate.ensemble import read_predictions
+
+    for rec in elems["predict"]:
+        if rec["file"] is None:
+            continue
+        pr = read_predictions(rec["file"])
+        answered = pr.get("answered_by") or ["surrogate"] * len(pr["ve_id"])
+        ood = pr.get("ood_score", np.full(len(pr["ve_id"]), np.nan))
+        for j, v in enumerate(pr["ve_id"]):
+            idx(str(v))
+            preds[str(v)] = (pr["sigma"][j], pr["sigma_std"][j], float(ood[j]), str(answered[j]))
+
     n = len(order)
     S = len(t) if t is not None else 0
     ve_id = np.array(list(order), dtype=object)
@@ -307,6 +326,11 @@ def export_workflow(workflow) -> dict[str, Any]:
     with_dec = first is not None and all(x[2] is not None for x in fps.values())
     decoded = np.full((n, len(first[2]) if (first is not None and with_dec) else 0), np.nan, dtype=np.float32)
     has_fp = np.zeros(n, bool)
+    P_pred = len(next(iter(preds.values()))[0]) if preds else 0
+    predicted = np.full((n, P_pred), np.nan)
+    predicted_std = np.full((n, P_pred), np.nan)
+    ood_score = np.full(n, np.nan)
+    answered_by = np.full(n, "", dtype=object)
     status = np.full(n, NOT_SIMULATED, dtype=object)
     reason = np.full(n, "", dtype=object)
     sigma = np.full((n, S, 3, 3), np.nan)
@@ -325,6 +349,8 @@ def export_workflow(workflow) -> dict[str, Any]:
             has_fp[i] = True
         elif v in fp_failed:
             reason[i] = fp_failed[v]
+        if v in preds:
+            predicted[i], predicted_std[i], ood_score[i], answered_by[i] = preds[v]
         if v in cp_rows:
             r = cp_rows[v]
             status[i], reason[i] = str(r["status"]), str(r["reason"])
@@ -358,6 +384,10 @@ def export_workflow(workflow) -> dict[str, Any]:
         "mu": mu,
         "summary": summary,
         "decoded_stats": decoded,
+        "predicted_sigma_MPa": predicted,
+        "predicted_sigma_std_MPa": predicted_std,
+        "ood_score": ood_score,
+        "answered_by": answered_by,
         "has_fingerprint": has_fp,
         "status": status,
         "reason": reason,
@@ -382,12 +412,15 @@ def write_export(data: dict[str, Any], out: str | Path, overwrite: bool = False)
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
-            for k in ("ve_id", "status", "reason"):
+            for k in ("ve_id", "status", "reason", "answered_by"):
                 f.create_dataset(k, data=np.asarray(data[k], dtype=object), dtype=s)
             for k in (
                 "mu",
                 "summary",
                 "decoded_stats",
+                "predicted_sigma_MPa",
+                "predicted_sigma_std_MPa",
+                "ood_score",
                 "has_fingerprint",
                 "t",
                 "sigma",

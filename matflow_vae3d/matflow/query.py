@@ -54,7 +54,11 @@ def parse_quantity(q: str) -> tuple[tuple[int, int], float | None]:
 
 def top(data: dict[str, Any], quantity: str = "sigma_xx", k: int = 5, ascending: bool = False) -> list[dict]:
     """The ``k`` converged VEs with the highest (``ascending``: lowest) simulated
-    ``quantity`` (:func:`parse_quantity`): [{'ve_id', 'value_MPa', 'strain'}]."""
+    ``quantity`` (:func:`parse_quantity`): [{'ve_id', 'value_MPa', 'strain'}];
+    'predicted' (or 'predicted@STATE') ranks the predict_stress tasks' curves instead,
+    with each VE's out-of-population score and what answered it."""
+    if str(quantity).startswith("predicted"):
+        return _top_predicted(data, quantity, k, ascending)
     (a, b), strain = parse_quantity(quantity)
     sigma = np.asarray(data["sigma"], np.float64)
     if sigma.size == 0:
@@ -72,6 +76,29 @@ def top(data: dict[str, Any], quantity: str = "sigma_xx", k: int = 5, ascending:
     order = rows[np.argsort(vals[rows] * (1 if ascending else -1), kind="stable")][: int(k)]
     return [
         {"ve_id": str(data["ve_id"][i]), "value_MPa": float(vals[i]), "strain": float(eps[i, state])} for i in order
+    ]
+
+
+def _top_predicted(data: dict[str, Any], quantity: str, k: int, ascending: bool) -> list[dict]:
+    pred = np.asarray(data.get("predicted_sigma_MPa", np.zeros((0, 0))), np.float64)
+    if pred.size == 0 or np.isnan(pred).all():
+        raise ValueError("this workflow has no predictions (add a predict_stress task)")
+    m = re.fullmatch(r"predicted(?:@(-?\d+))?", str(quantity).strip())
+    if not m:
+        raise ValueError(f"unknown quantity {quantity!r}: use predicted (last state) or predicted@STATE")
+    state = int(m.group(1)) if m.group(1) else pred.shape[1] - 1
+    vals = pred[:, state]
+    rows = np.flatnonzero(np.isfinite(vals))
+    order = rows[np.argsort(vals[rows] * (1 if ascending else -1), kind="stable")][: int(k)]
+    ood, by = data.get("ood_score"), data.get("answered_by")
+    return [
+        {
+            "ve_id": str(data["ve_id"][i]),
+            "predicted_MPa": float(vals[i]),
+            "ood_score": float(ood[i]) if ood is not None else float("nan"),
+            "answered_by": str(by[i]) if by is not None else "",
+        }
+        for i in order
     ]
 
 

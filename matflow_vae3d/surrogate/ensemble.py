@@ -337,6 +337,23 @@ class Surrogate:
 PREDICTIONS_FORMAT = "matflow-vae3d/surrogate-predictions"
 
 
+def read_predictions(path) -> dict[str, Any]:
+    """Read a predictions file (:func:`write_predictions`): its datasets (``ve_id`` and
+    ``answered_by`` as str lists) and root attributes. ValueError naming a foreign file."""
+    from ..fileio import open_hdf5
+
+    with open_hdf5(path, "predictions file") as f:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt != PREDICTIONS_FORMAT:
+            raise ValueError(f"{path} is not a predictions file (format {fmt!r})")
+        out: dict[str, Any] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        for k in f:
+            d = f[k]
+            out[k] = list(d.asstr()[()]) if d.dtype.kind == "O" else d[()]
+    return out
+
+
 def write_predictions(
     path,
     ve_id,

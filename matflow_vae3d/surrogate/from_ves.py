@@ -144,6 +144,40 @@ def fallback_cp(surrogate, data, ve_ids, coarsen="auto", progress: bool = False)
     return out
 
 
+def flag_and_fallback(surrogate, res: dict, ves_path, fallback: str = "none", coarsen="auto", progress=False):
+    """Flag predictions whose out-of-population score (``res['ood']``) is above the
+    surrogate's threshold; with ``fallback='cp'`` answer those VEs by CP
+    (:func:`fallback_cp`, VEs of the dataset ``ves_path``), replacing their curves in
+    ``res`` (``mean``; ``std``, ``std_raw`` 0). Returns (answered_by per VE: 'surrogate'
+    or 'cp <grid>', message lines: a warning per flagged VE, failures, a count)."""
+    ids, ood = list(res["ve_id"]), np.asarray(res["ood"], dtype=float)
+    thr = surrogate.ood_threshold
+    flagged = [v for v, s in zip(ids, ood) if np.isfinite(s) and s > thr]
+    answered = ["surrogate"] * len(ids)
+    notes = [
+        f"warning: {v} is unlike the surrogate's training VEs (out-of-population score {s:.2f} > {thr}): "
+        "its prediction may be far off"
+        + ("" if fallback == "cp" else "; --fallback cp answers such VEs by crystal plasticity")
+        for v, s in zip(ids, ood)
+        if np.isfinite(s) and s > thr
+    ]
+    if len(ids) and np.isnan(ood).all():
+        notes.append("note: this surrogate stores no training inputs: no out-of-population score")
+    if fallback != "cp" or not flagged:
+        return answered, notes
+    got = fallback_cp(surrogate, ves_path, flagged, coarsen=coarsen, progress=progress)
+    for k, v in enumerate(ids):
+        if v in got:
+            curve, grid, status, reason = got[v]
+            if status != "converged":
+                notes.append(f"warning: fallback CP of {v} failed ({reason}): kept the surrogate's answer")
+                continue
+            res["mean"][k], res["std"][k], res["std_raw"][k] = curve, 0.0, 0.0
+            answered[k] = f"cp {'x'.join(map(str, grid))}"
+    notes.append(f"{sum(a != 'surrogate' for a in answered)} of {len(ids)} VEs answered by CP (--fallback cp)")
+    return answered, notes
+
+
 def plot_predictions(ve_id, mean, std, strain, path, component: str = "xx", max_curves: int = 12) -> Path:
     """Predicted curves with their +-2 sigma bands (up to ``max_curves`` VEs; mean,
     std (n, n_states) MPa)."""
