@@ -111,3 +111,32 @@ def test_predict_task_and_query_by_prediction(tmp_path):
         assert all(by_id[v]["ood_score"] > 1.5 for v in cube) and all(by_id[v]["ood_score"] < 1.5 for v in train)
     finally:
         mf.unload_config()
+
+
+def test_add_fingerprint_checks_the_ves_before_adding_a_task(tmp_path):
+    """A workflow whose VEs have a grid the VAE does not take: add-fingerprint refuses in
+    one line before adding anything."""
+    import matflow as mf
+    import pytest
+
+    from matflow_vae3d.matflow.install import install
+    from matflow_vae3d.matflow.workflows import add_fingerprint
+
+    cfg = tmp_path / "cfg"
+    if mf.is_config_loaded:
+        mf.unload_config()
+    install(config_dir=cfg)
+    tpl = tmp_path / "g.yaml"
+    tpl.write_text(
+        "tasks:\n  - schema: generate_VE\n    inputs: {VEs_per_shard: 1, VE_grid: [18, 16, 16], crystal_structure: hP}\n"
+    )
+    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
+    cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "g"]
+    r = subprocess.run(cmd + ["--name-no-timestamp"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    try:
+        with pytest.raises(ValueError, match="generate_VE element 0 have grid 18x16x16.*nearest valid grid 16x16x16"):
+            add_fingerprint(str(tmp_path / "g"), submit=False)
+        assert len(mf.Workflow(str(tmp_path / "g")).tasks) == 1
+    finally:
+        mf.unload_config()

@@ -74,6 +74,32 @@ def _unzipped(path: Path) -> Path:
     return Path(tmp.name) / path.stem if (Path(tmp.name) / path.stem / ".zattrs").exists() else Path(tmp.name)
 
 
+def _check_existing_ves(wk, model, lattice) -> None:
+    """Before a fingerprint task is added: the VE datasets the workflow has already made
+    must fit the VAE (crystal structure, and a grid it takes); ValueError naming the
+    first that does not."""
+    from ..datasets import VEDataset
+    from ..vae import pretrained_path
+    from ..vae.checkpoint import check_compatible, load_model
+    from .export import resolve_path
+
+    for task in wk.tasks:
+        if not any(o.typ == "VE_dataset" for o in task.template.schema.outputs):
+            continue
+        for el in task.elements:
+            try:
+                p = resolve_path(wk.path, el.get("outputs.VE_dataset"))
+            except Exception:  # not produced (yet)  # noqa: BLE001
+                continue
+            if p is None or not Path(p).is_file():
+                continue
+            with VEDataset(str(p)) as ds:
+                lat, grid = ds.lattice, ds.grid
+            ckpt = pretrained_path(lattice or lat) if model in (None, "", "pretrained") else model
+            meta = load_model(ckpt)[1]
+            check_compatible(meta, lat, grid, what=f"VEs of {task.unique_name} element {el.index}")
+
+
 def open_workflow(workflow, writable: bool = False):
     """A MatFlow ``Workflow`` from a path (or a loaded one, returned as it is), the one
     way every `vae3d matflow` command opens workflows: the workflow folder itself, its
@@ -180,6 +206,8 @@ def add_fingerprint(
             raise ValueError(
                 f"the VAE {ckpt} was trained on crystal structure {vae_lattice!r}, the VEs are {lattice!r}"
             )
+    if source == "VE_dataset":
+        _check_existing_ves(wk, model, lattice)
     name = "fingerprint_VE" if source == "VE_dataset" else "fingerprint_VE_from_volume_element"
     try:
         schema = getattr(mf.task_schemas, name)
