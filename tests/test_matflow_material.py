@@ -128,7 +128,8 @@ def test_add_fingerprint_checks_the_ves_before_adding_a_task(tmp_path):
     install(config_dir=cfg)
     tpl = tmp_path / "g.yaml"
     tpl.write_text(
-        "tasks:\n  - schema: generate_VE\n    inputs: {VEs_per_shard: 1, VE_grid: [18, 16, 16], crystal_structure: hP}\n"
+        "tasks:\n  - schema: generate_VE\n"
+        "    inputs: {VEs_per_shard: 1, VE_grid: [18, 16, 16], crystal_structure: hP}\n"
     )
     env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
     cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "g"]
