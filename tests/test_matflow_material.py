@@ -141,3 +141,46 @@ def test_add_fingerprint_checks_the_ves_before_adding_a_task(tmp_path):
         assert len(mf.Workflow(str(tmp_path / "g")).tasks) == 1
     finally:
         mf.unload_config()
+
+
+def test_similarity_query_ranks_a_rolled_copy_first_in_a_workflow(tmp_path):
+    """A workflow fingerprints the user's VEs, one of them also rolled by (5, 3, 7)
+    voxels; `vae3d matflow query --similar-to` ranks that copy first."""
+    import json
+
+    import matflow as mf
+    import numpy as np
+    from click.testing import CliRunner
+
+    from matflow_vae3d.commands.matflow import matflow_group
+    from matflow_vae3d.datasets import write_ves
+    from matflow_vae3d.matflow.install import install
+    from matflow_vae3d.microstructure import VolumeElement, generate_ve, get_preset
+
+    ves = []
+    for s in range(5):
+        ve = generate_ve(get_preset("train", grid=16, lattice="hP"), seed=60 + s)
+        ve.ve_id = f"mine-{s}"
+        ves.append(ve)
+    v0 = ves[0]
+    ves.append(VolumeElement(np.roll(v0.grain_map, (5, 3, 7), (0, 1, 2)), v0.quaternions, "hP", ve_id="mine-0-rolled"))
+    write_ves(tmp_path / "mine.h5", ves, progress=False)
+    cfg = tmp_path / "cfg"
+    if mf.is_config_loaded:
+        mf.unload_config()
+    install(config_dir=cfg)
+    tpl = tmp_path / "fp.yaml"
+    tpl.write_text(f"tasks:\n  - schema: fingerprint_VE\n    inputs: {{VE_dataset: {tmp_path / 'mine.h5'}}}\n")
+    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
+    cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "f"]
+    r = subprocess.run(cmd + ["--name-no-timestamp"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    try:
+        res = CliRunner().invoke(
+            matflow_group, ["query", str(tmp_path), "--similar-to", "mine-0", "--k", "2", "--json"], env=env
+        )
+        assert res.exit_code == 0, res.output
+        near = json.loads(res.output)
+        assert near[0]["ve_id"] == "mine-0-rolled" and near[0]["distance"] < 0.3 * near[1]["distance"]
+    finally:
+        mf.unload_config()
