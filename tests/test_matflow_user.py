@@ -1,4 +1,4 @@
-"""A user's own material through the demo template (`matflow go --var material FILE
+"""A MatFlow user's workflows through `matflow go`: their own material through the demo template (`matflow go --var material FILE
 --var crystal_structure cF`): the CP runs use it and the trained surrogate records it;
 a material whose lattice differs from the VEs' stops the workflow in its first task."""
 
@@ -182,5 +182,38 @@ def test_similarity_query_ranks_a_rolled_copy_first_in_a_workflow(tmp_path):
         assert res.exit_code == 0, res.output
         near = json.loads(res.output)
         assert near[0]["ve_id"] == "mine-0-rolled" and near[0]["distance"] < 0.3 * near[1]["distance"]
+    finally:
+        mf.unload_config()
+
+
+def test_fingerprint_failures_reach_the_export_per_ve(tmp_path):
+    """A fingerprint shard that fails (VEs of a grid the VAE does not take) appears in the
+    export per VE with its reason, and the export of the rest still works."""
+    import matflow as mf
+
+    from matflow_vae3d.matflow.export import export_workflow
+    from matflow_vae3d.matflow.install import install
+
+    cfg = tmp_path / "cfg"
+    if mf.is_config_loaded:
+        mf.unload_config()
+    install(config_dir=cfg)
+    tpl = tmp_path / "g.yaml"
+    tpl.write_text(
+        "tasks:\n  - schema: generate_VE\n"
+        "    inputs: {VEs_per_shard: 2, crystal_structure: hP, VE_seed: 4}\n"
+        "    sequences:\n      - path: inputs.VE_grid\n        values: [16, [18, 16, 16]]\n        nesting_order: 0\n"
+        "      - path: inputs.VE_id_prefix\n        values: [ok, bad]\n        nesting_order: 0\n"
+        "  - schema: fingerprint_VE\n    resources: {any: {skip_downstream_on_failure: false}}\n"
+    )
+    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
+    cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "g"]
+    subprocess.run(cmd + ["--name-no-timestamp"], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        d = export_workflow(str(tmp_path / "g"))
+        by = dict(zip(d["ve_id"], zip(d["has_fingerprint"], d["reason"])))
+        assert by["ok-00000-000000"][0] and by["ok-00000-000001"][0]
+        bad = by["bad-00000-000000"]
+        assert not bad[0] and "fingerprint shard failed" in bad[1] and "nearest valid grid 16x16x16" in bad[1]
     finally:
         mf.unload_config()
