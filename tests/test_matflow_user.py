@@ -1,6 +1,8 @@
-"""A MatFlow user's workflows through `matflow go`: their own material through the demo template (`matflow go --var material FILE
---var crystal_structure cF`): the CP runs use it and the trained surrogate records it;
-a material whose lattice differs from the VEs' stops the workflow in its first task."""
+"""A MatFlow user's workflows through `matflow go`: their own material through the demo
+template (`--var material FILE --var crystal_structure cF`: the CP runs use it, the trained
+surrogate records it, a material of another lattice stops the run in its first task), the
+predict task and queries by prediction, the VE checks of add-fingerprint, fingerprint
+failures in the export, and a similarity query that finds a rolled copy."""
 
 from __future__ import annotations
 
