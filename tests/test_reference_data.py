@@ -30,3 +30,23 @@ def test_reference_set_reads_joins_and_is_physical(name, lattice, n_min, final):
     assert (sxx[:, 0] == 0).all() and (np.diff(sxx, axis=1) > 0).all()
     assert final[0] < sxx[:, -1].min() and sxx[:, -1].max() < final[1]
     assert np.abs(s[:, -1, [1, 2], [1, 2]]).max() < 0.02 * sxx[:, -1].min()
+
+
+def test_reference_sets_beyond_16_read_join_and_are_physical():
+    """The shipped 32³ Mg reference set (scripts/make_cp_reference_grids.sh; grown
+    session by session): every shipped VE has its converged curve, ids join, the grid is
+    32³, and the curves are physical; the VE-to-VE spread at 1 % is smaller than at 16³
+    (more grains per VE)."""
+    r = read_results(str(REF / "mg32_s303_cp.h5"))
+    n = len(r["ve_id"])
+    assert n >= 40 and set(r["status"]) == {"converged"} and r["coarsen"] == 1
+    # solved at 32³ (0: rows written before the solved grid was recorded, 2026-12-07)
+    assert np.isin(r["grid_run"], (0, 32)).all() and (r["grid_run"] == 32).any()
+    with VEDataset(str(REF / "mg32_s303_ves.h5")) as ds:
+        assert ds.lattice == "hP" and ds.grid == (32, 32, 32) and list(r["ve_id"]) == ds.ve_ids
+        assert 250 < float(np.mean(ds.n_grains)) < 400
+    sxx = r["sigma"][:, :, 0, 0] / 1e6
+    assert (sxx[:, 0] == 0).all() and (np.diff(sxx, axis=1) > 0).all()
+    assert 75 < sxx[:, -1].min() and sxx[:, -1].max() < 92
+    s16 = read_results(str(REF / "mg16_s301_cp.h5"), fields=("sigma",))["sigma"][:, -1, 0, 0] / 1e6
+    assert sxx[:, -1].std() < 0.6 * s16.std()
