@@ -53,39 +53,30 @@ def subset(ves: Path, keep, out: Path) -> Path:
     return out
 
 
+def train(ckpt: Path, fingerprints, stresses, test_fraction: float) -> None:
+    """`vae3d train-surrogate` with this benchmark's recipe (5 members, val 15 %, up to
+    3,000 epochs, patience 200, one thread)."""
+    from matflow_vae3d.cli import cli
+
+    args = ["train-surrogate", "-o", ckpt, "--ensemble", 5, "--val-fraction", 0.15, "--test-fraction", test_fraction]
+    args += ["--epochs", 3000, "--patience", 200, "--threads", 1, "--no-progress"]
+    for f in fingerprints:
+        args += ["-f", f]
+    for c in stresses:
+        args += ["-s", c]
+    cli.main([str(a) for a in args], standalone_mode=False)
+
+
 def orientation_surrogate(work: Path):
     """A 5-member surrogate on the true VE's orientation statistics (x, y, z) of the 16³
     reference set (cached in work)."""
-    from matflow_vae3d.cli import cli
     from matflow_vae3d.surrogate.baselines import write_feature_file
 
     feats, ckpt = work / "ref16_orient_xyz.h5", work / "orient_xyz.pt"
     if not feats.exists():
         write_feature_file(REF / "mg16_s301_ves.h5", feats, progress=False, axes="xyz")
     if not ckpt.exists():
-        args = [
-            "train-surrogate",
-            "-f",
-            feats,
-            "-s",
-            REF / "mg16_s301_cp.h5",
-            "-o",
-            ckpt,
-            "--ensemble",
-            5,
-            "--val-fraction",
-            0.15,
-            "--test-fraction",
-            0.2,
-            "--epochs",
-            3000,
-            "--patience",
-            200,
-            "--threads",
-            1,
-            "--no-progress",
-        ]
-        cli.main([str(a) for a in args], standalone_mode=False)
+        train(ckpt, [feats], [REF / "mg16_s301_cp.h5"], test_fraction=0.2)
     return ckpt
 
 
@@ -117,33 +108,7 @@ def mixed_grid_surrogate(work: Path, name: str, shipped) -> dict:
     cp_set = Path(json.loads((work / "sets.json").read_text())[name])
     ckpt = work / f"mixed_{name}.pt"
     if not ckpt.exists():
-        args = [
-            "train-surrogate",
-            "-f",
-            fp16,
-            "-f",
-            work / f"{name}_fp.h5",
-            "-s",
-            REF / "mg16_s301_cp.h5",
-            "-s",
-            cp_set,
-            "-o",
-            ckpt,
-            "--ensemble",
-            5,
-            "--val-fraction",
-            0.15,
-            "--test-fraction",
-            0.25,
-            "--epochs",
-            3000,
-            "--patience",
-            200,
-            "--threads",
-            1,
-            "--no-progress",
-        ]
-        cli.main([str(x) for x in args], standalone_mode=False)
+        train(ckpt, [fp16, work / f"{name}_fp.h5"], [REF / "mg16_s301_cp.h5", cp_set], test_fraction=0.25)
     mixed = Surrogate.load(ckpt)
     held = {base_id(v) for v in mixed.meta["test_ids"]}
     fp = read_fingerprints(work / f"{name}_fp.h5", mixed.inputs)

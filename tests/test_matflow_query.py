@@ -11,21 +11,14 @@ from matflow_vae3d.matflow import query
 
 
 def test_similarity_ranks_a_rolled_copy_first(tmp_path):
-    from matflow_vae3d.datasets import write_ves
-    from matflow_vae3d.microstructure import VolumeElement, generate_ve, get_preset
+    from vae_helpers import write_ves_with_rolled_copy
+
     from matflow_vae3d.vae import pretrained_path
     from matflow_vae3d.vae.checkpoint import load_model
     from matflow_vae3d.vae.encode import fingerprint_dataset
     from matflow_vae3d.vae.fingerprints import read_fingerprints
 
-    ves = []
-    for s in range(6):
-        ve = generate_ve(get_preset("train", grid=16, lattice="hP"), seed=40 + s)
-        ve.ve_id = f"v{s}"
-        ves.append(ve)
-    v0 = ves[0]
-    ves.append(VolumeElement(np.roll(v0.grain_map, (5, 3, 7), (0, 1, 2)), v0.quaternions, "hP", ve_id="v0-rolled"))
-    write_ves(tmp_path / "ves.h5", ves, progress=False)
+    write_ves_with_rolled_copy(tmp_path / "ves.h5", 6, 40, "v")
     model, meta = load_model(pretrained_path("hP"))
     fingerprint_dataset(model, meta, tmp_path / "ves.h5", tmp_path / "fp.h5", progress=False)
     fp = read_fingerprints(tmp_path / "fp.h5")

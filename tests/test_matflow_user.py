@@ -16,15 +16,31 @@ import yaml
 MATFLOW = str(Path(sys.executable).parent / "matflow")
 
 
-def _go(tmp_path, cfg, name, variables):
-    from matflow_vae3d.matflow.install import TEMPLATES_DIR
+def _config(tmp_path) -> dict:
+    """A throw-away MatFlow config (tmp_path/cfg) with the plugin installed; returns the
+    environment that points `matflow` and the CLI at it."""
+    import matflow as mf
 
-    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
-    cmd = [MATFLOW, "go", str(TEMPLATES_DIR / "uniaxial_campaign_demo.yaml"), "--path", str(tmp_path), "--wait"]
+    from matflow_vae3d.matflow.install import install
+
+    cfg = tmp_path / "cfg"
+    if mf.is_config_loaded:
+        mf.unload_config()
+    install(config_dir=cfg)
+    return {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
+
+
+def _go(tmp_path, env, name, template, variables=(), timeout=900):
+    """`matflow go` of ``template`` (a template path, or YAML text, written to
+    tmp_path/<name>.yaml) into tmp_path/<name>, waiting for it."""
+    if isinstance(template, str):
+        (tmp_path / f"{name}.yaml").write_text(template)
+        template = tmp_path / f"{name}.yaml"
+    cmd = [MATFLOW, "go", str(template), "--path", str(tmp_path), "--wait"]
     cmd += ["--no-status", "--name", name, "--name-no-timestamp", "--store", "zarr"]
-    for k, v in variables.items():
+    for k, v in dict(variables).items():
         cmd += ["--var", k, str(v)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
 
 
 def test_demo_template_with_a_users_material(tmp_path):
@@ -32,18 +48,16 @@ def test_demo_template_with_a_users_material(tmp_path):
 
     from matflow_vae3d.cp.materials import load_phase
     from matflow_vae3d.cp.results import read_results
-    from matflow_vae3d.matflow.install import install
+    from matflow_vae3d.matflow.install import TEMPLATES_DIR
     from matflow_vae3d.surrogate.ensemble import Surrogate
 
-    cfg = tmp_path / "cfg"
-    if mf.is_config_loaded:
-        mf.unload_config()
-    install(config_dir=cfg)
+    env = _config(tmp_path)
+    demo = TEMPLATES_DIR / "uniaxial_campaign_demo.yaml"
     _, cu = load_phase("Cu")
     mat = tmp_path / "MyCopper.yaml"
     mat.write_text(yaml.safe_dump(cu))
     small = {"n_shards": 2, "VEs_per_shard": 3, "increments": 2, "strain": 0.0002, "surrogate_epochs": 3}
-    r = _go(tmp_path, cfg, "cu", {**small, "material": mat, "crystal_structure": "cF"})
+    r = _go(tmp_path, env, "cu", demo, {**small, "material": mat, "crystal_structure": "cF"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     try:
         wk = mf.Workflow(str(tmp_path / "cu"))
@@ -54,7 +68,7 @@ def test_demo_template_with_a_users_material(tmp_path):
         sur = Surrogate.load(root / wk.tasks.train_surrogate.elements[0].get("outputs.surrogate_checkpoint"))
         assert sur.trained_for["material_name"] == "MyCopper" and sur.trained_for["lattice"] == "cF"
         # a hexagonal material for cubic VEs: the first task refuses, nothing else runs
-        r = _go(tmp_path, cfg, "bad", {**small, "material": "Mg", "crystal_structure": "cF"})
+        r = _go(tmp_path, env, "bad", demo, {**small, "material": "Mg", "crystal_structure": "cF"})
         wk = mf.Workflow(str(tmp_path / "bad"))
         check = wk.tasks.check_campaign_scale.elements[0].action_runs[-1]
         assert check.status.name == "error"
@@ -75,14 +89,12 @@ def test_predict_task_and_query_by_prediction(tmp_path):
     from click.testing import CliRunner
 
     from matflow_vae3d.commands.matflow import matflow_group
-    from matflow_vae3d.matflow.install import install
 
-    cfg = tmp_path / "cfg"
-    if mf.is_config_loaded:
-        mf.unload_config()
-    install(config_dir=cfg)
-    tpl = tmp_path / "pred.yaml"
-    tpl.write_text(
+    env = _config(tmp_path)
+    r = _go(
+        tmp_path,
+        env,
+        "p",
         "tasks:\n"
         "  - schema: generate_VE\n"
         "    inputs: {VEs_per_shard: 2, VE_grid: 16, crystal_structure: hP, VE_seed: 5}\n"
@@ -93,11 +105,9 @@ def test_predict_task_and_query_by_prediction(tmp_path):
         "      - path: inputs.VE_id_prefix\n"
         "        values: [tr, cu]\n"
         "        nesting_order: 0\n"
-        "  - schema: predict_stress\n"
+        "  - schema: predict_stress\n",
+        timeout=900,
     )
-    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
-    cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "p"]
-    r = subprocess.run(cmd + ["--name-no-timestamp"], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     try:
         res = CliRunner().invoke(
@@ -121,21 +131,17 @@ def test_add_fingerprint_checks_the_ves_before_adding_a_task(tmp_path):
     import matflow as mf
     import pytest
 
-    from matflow_vae3d.matflow.install import install
     from matflow_vae3d.matflow.workflows import add_fingerprint
 
-    cfg = tmp_path / "cfg"
-    if mf.is_config_loaded:
-        mf.unload_config()
-    install(config_dir=cfg)
-    tpl = tmp_path / "g.yaml"
-    tpl.write_text(
+    env = _config(tmp_path)
+    r = _go(
+        tmp_path,
+        env,
+        "g",
         "tasks:\n  - schema: generate_VE\n"
-        "    inputs: {VEs_per_shard: 1, VE_grid: [18, 16, 16], crystal_structure: hP}\n"
+        "    inputs: {VEs_per_shard: 1, VE_grid: [18, 16, 16], crystal_structure: hP}\n",
+        timeout=600,
     )
-    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
-    cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "g"]
-    r = subprocess.run(cmd + ["--name-no-timestamp"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     try:
         with pytest.raises(ValueError, match="generate_VE element 0 have grid 18x16x16.*nearest valid grid 16x16x16"):
@@ -151,31 +157,20 @@ def test_similarity_query_ranks_a_rolled_copy_first_in_a_workflow(tmp_path):
     import json
 
     import matflow as mf
-    import numpy as np
     from click.testing import CliRunner
+    from vae_helpers import write_ves_with_rolled_copy
 
     from matflow_vae3d.commands.matflow import matflow_group
-    from matflow_vae3d.datasets import write_ves
-    from matflow_vae3d.matflow.install import install
-    from matflow_vae3d.microstructure import VolumeElement, generate_ve, get_preset
 
-    ves = []
-    for s in range(5):
-        ve = generate_ve(get_preset("train", grid=16, lattice="hP"), seed=60 + s)
-        ve.ve_id = f"mine-{s}"
-        ves.append(ve)
-    v0 = ves[0]
-    ves.append(VolumeElement(np.roll(v0.grain_map, (5, 3, 7), (0, 1, 2)), v0.quaternions, "hP", ve_id="mine-0-rolled"))
-    write_ves(tmp_path / "mine.h5", ves, progress=False)
-    cfg = tmp_path / "cfg"
-    if mf.is_config_loaded:
-        mf.unload_config()
-    install(config_dir=cfg)
-    tpl = tmp_path / "fp.yaml"
-    tpl.write_text(f"tasks:\n  - schema: fingerprint_VE\n    inputs: {{VE_dataset: {tmp_path / 'mine.h5'}}}\n")
-    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
-    cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "f"]
-    r = subprocess.run(cmd + ["--name-no-timestamp"], env=env, capture_output=True, text=True, timeout=600)
+    write_ves_with_rolled_copy(tmp_path / "mine.h5", 5, 60, "mine-")
+    env = _config(tmp_path)
+    r = _go(
+        tmp_path,
+        env,
+        "f",
+        f"tasks:\n  - schema: fingerprint_VE\n    inputs: {{VE_dataset: {tmp_path / 'mine.h5'}}}\n",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     try:
         res = CliRunner().invoke(
@@ -194,23 +189,19 @@ def test_fingerprint_failures_reach_the_export_per_ve(tmp_path):
     import matflow as mf
 
     from matflow_vae3d.matflow.export import export_workflow
-    from matflow_vae3d.matflow.install import install
 
-    cfg = tmp_path / "cfg"
-    if mf.is_config_loaded:
-        mf.unload_config()
-    install(config_dir=cfg)
-    tpl = tmp_path / "g.yaml"
-    tpl.write_text(
+    env = _config(tmp_path)
+    _go(
+        tmp_path,
+        env,
+        "g",
         "tasks:\n  - schema: generate_VE\n"
         "    inputs: {VEs_per_shard: 2, crystal_structure: hP, VE_seed: 4}\n"
         "    sequences:\n      - path: inputs.VE_grid\n        values: [16, [18, 16, 16]]\n        nesting_order: 0\n"
         "      - path: inputs.VE_id_prefix\n        values: [ok, bad]\n        nesting_order: 0\n"
-        "  - schema: fingerprint_VE\n    resources: {any: {skip_downstream_on_failure: false}}\n"
+        "  - schema: fingerprint_VE\n    resources: {any: {skip_downstream_on_failure: false}}\n",
+        timeout=600,
     )
-    env = {**os.environ, "MATFLOW_CONFIG_DIR": str(cfg)}
-    cmd = [MATFLOW, "go", str(tpl), "--path", str(tmp_path), "--wait", "--no-status", "--name", "g"]
-    subprocess.run(cmd + ["--name-no-timestamp"], env=env, capture_output=True, text=True, timeout=600)
     try:
         d = export_workflow(str(tmp_path / "g"))
         by = dict(zip(d["ve_id"], zip(d["has_fingerprint"], d["reason"])))

@@ -57,3 +57,22 @@ def cli_run(*args, ok=True) -> str:
     if not ok:
         assert "Traceback" not in res.output
     return res.output
+
+
+def write_ves_with_rolled_copy(path, n, seed, prefix, shift=(5, 3, 7)):
+    """Write ``n`` hP 16³ `train` VEs (ids prefix0, prefix1, ...; seeds seed, seed+1,
+    ...) and the first one periodically rolled by ``shift`` voxels (id '<first>-rolled')
+    to a VE dataset at ``path``; returns the path."""
+    from matflow_vae3d.datasets import write_ves
+    from matflow_vae3d.microstructure import generate_ve, get_preset
+
+    ves = []
+    for s in range(n):
+        ve = generate_ve(get_preset("train", grid=16, lattice="hP"), seed=seed + s)
+        ve.ve_id = f"{prefix}{s}"
+        ves.append(ve)
+    v0 = ves[0]
+    rolled = np.roll(v0.grain_map, shift, (0, 1, 2))
+    ves.append(VolumeElement(rolled, v0.quaternions, "hP", ve_id=f"{v0.ve_id}-rolled"))
+    write_ves(path, ves, progress=False)
+    return path

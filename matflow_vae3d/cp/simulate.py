@@ -235,12 +235,14 @@ def _dataset_coarsen(coarsen, ves, lattice):
 
 
 def check_divides(coarsen: int, grid, data_path) -> None:
-    """Refuse (ValueError, one line) a factor that does not divide a dataset's grid."""
-    if any(int(n) % int(coarsen) for n in grid):
-        raise ValueError(
-            f"coarsening factor {coarsen} does not divide the grid {'x'.join(map(str, grid))} of "
-            f"{Path(data_path).name}: use a divisor of every edge"
-        )
+    """Refuse (ValueError, one line) a factor that does not divide a dataset's grid
+    (:func:`~matflow_vae3d.microstructure.resample.check_factor`), naming the dataset."""
+    from matflow_vae3d.microstructure.resample import check_factor
+
+    try:
+        check_factor(coarsen, grid)
+    except ValueError as exc:
+        raise ValueError(f"{exc} of {Path(data_path).name}: use a divisor of every edge") from None
 
 
 def coarsened(ve, coarsen: int, rule: str, what: str):

@@ -43,20 +43,16 @@ DIRECT_LIMIT_CPU_HOURS = 24.0
 def cp_seconds_per_ve(grid: int, coarsen: int = 1) -> tuple[float, bool]:
     """(s per VE on one core, extrapolated?) of the embedded solver on ``grid``³ VEs
     solved on ``grid / coarsen``³."""
-    g = int(grid) / int(coarsen)
-    if g in CP_S_PER_VE:
-        return CP_S_PER_VE[int(g)], False
-    ref = min(CP_S_PER_VE, key=lambda m: abs(m - g))
-    return CP_S_PER_VE[ref] * (g / ref) ** 3, True
+    return _by_grid(CP_S_PER_VE, int(grid) / int(coarsen))
 
 
-def _by_grid(table: dict, grid: int) -> float:
-    """A per-VE cost at ``grid``: measured, or scaled by cells from the nearest grid."""
-    g = int(grid)
-    if g in table:
-        return float(table[g])
-    ref = min(table, key=lambda m: abs(m - g))
-    return float(table[ref]) * (g / ref) ** 3
+def _by_grid(table: dict, grid: float) -> tuple[float, bool]:
+    """(a per-VE cost at ``grid``, extrapolated?): measured, or scaled by cells from the
+    nearest measured grid."""
+    if grid in table:
+        return float(table[int(grid)]), False
+    ref = min(table, key=lambda m: abs(m - grid))
+    return float(table[ref]) * (grid / ref) ** 3, True
 
 
 def campaign_coarsen(grid: int, cp_coarsen="1") -> int:
@@ -83,7 +79,7 @@ def campaign_cost(
     cp_s, extrapolated = cp_seconds_per_ve(g, k)
     gen_s = GENERATE_S_PER_VE_64 * (g / 64) ** 3
     train_s = cells / VAE_TRAIN_VES_PER_S_16
-    fp_s = _by_grid(FINGERPRINT_S_PER_VE, g)
+    fp_s, _ = _by_grid(FINGERPRINT_S_PER_VE, g)
     hours = {
         "generate_VE": (n_train + n_camp) * gen_s / 3600,
         "train_VAE": int(vae_epochs) * n_train * train_s / 3600,

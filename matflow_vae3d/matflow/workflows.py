@@ -83,6 +83,7 @@ def _check_existing_ves(wk, model, lattice) -> None:
     from ..vae.checkpoint import check_compatible, load_model
     from .export import resolve_path
 
+    metas: dict[str, dict] = {}  # one load per checkpoint, not per element
     for task in wk.tasks:
         if not any(o.typ == "VE_dataset" for o in task.template.schema.outputs):
             continue
@@ -95,9 +96,10 @@ def _check_existing_ves(wk, model, lattice) -> None:
                 continue
             with VEDataset(str(p)) as ds:
                 lat, grid = ds.lattice, ds.grid
-            ckpt = pretrained_path(lattice or lat) if model in (None, "", "pretrained") else model
-            meta = load_model(ckpt)[1]
-            check_compatible(meta, lat, grid, what=f"VEs of {task.unique_name} element {el.index}")
+            ckpt = str(pretrained_path(lattice or lat) if model in (None, "", "pretrained") else model)
+            if ckpt not in metas:
+                metas[ckpt] = load_model(ckpt)[1]
+            check_compatible(metas[ckpt], lat, grid, what=f"VEs of {task.unique_name} element {el.index}")
 
 
 def open_workflow(workflow, writable: bool = False):

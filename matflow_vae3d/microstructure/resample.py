@@ -96,6 +96,14 @@ def resample_ve(ve: VolumeElement, grid) -> tuple[VolumeElement, ResampleReport]
     return _rebuild(ve, gm)
 
 
+def check_factor(k: int, grid) -> None:
+    """The one rule of an integer coarsening: ``k`` divides every edge of ``grid``;
+    ValueError ('coarsening factor 3 does not divide the grid 16x16x16') otherwise."""
+    g = _grid(grid)
+    if any(n % int(k) for n in g):
+        raise ValueError(f"coarsening factor {k} does not divide the grid {'x'.join(map(str, g))}")
+
+
 def coarsen_ve(ve: VolumeElement, k: int, rule: str = "majority") -> tuple[VolumeElement, ResampleReport]:
     """Coarsen a VE by the integer factor ``k`` on every axis (grid / k), by ``rule``
     (:data:`COARSEN_RULES`, see the module docstring). k = 1 returns the VE unchanged.
@@ -106,8 +114,7 @@ def coarsen_ve(ve: VolumeElement, k: int, rule: str = "majority") -> tuple[Volum
     if rule not in COARSEN_RULES:
         raise ValueError(f"unknown coarsening rule {rule!r}: use {' or '.join(COARSEN_RULES)}")
     g = ve.grid
-    if any(n % k for n in g):
-        raise ValueError(f"coarsening factor {k} does not divide the grid {'x'.join(map(str, g))}")
+    check_factor(k, g)
     if k == 1:
         return ve, ResampleReport(g, g, ve.n_grains, ve.n_grains, 0.0)
     if rule == "nearest":

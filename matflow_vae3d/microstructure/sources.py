@@ -132,7 +132,7 @@ def expand_sources(paths) -> list[Path]:
 
 
 def describe(paths) -> str:
-    """The user's name for a set of VE files, for messages: 'ex.vti', 'ves/ (12 files)'."""
+    """The user's name for a set of VE files, for messages: 'ex.vti', 'ves/', 'a.vti and 2 more'."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     paths = [Path(p) for p in paths]

@@ -131,10 +131,10 @@ def voxel_batch(batch_size: int, grid, reference: int = 16**3) -> int:
 @torch.inference_mode()
 def reconstruct(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu (B, latent), reconstruction in the input's representation), eval mode, z = mu."""
+    mu = encode_latent(model, x)
     with _amp(x.device):
-        mu = model.encode(x)[0] if is_spatial(model) else model.fingerprint(x)
         raw = model.decode_raw(mu)
-    return mu.flatten(1).float(), model.output(raw.float())
+    return mu.flatten(1), model.output(raw.float())
 
 
 def image_quaternions(x: torch.Tensor, representation: str = "euler") -> torch.Tensor:
@@ -264,13 +264,13 @@ def _views_attrs(model, grid) -> dict:
 
 
 def summary_kind_of(model) -> str:
-    return SUMMARY_SHIFTED if len(latent_shape(model)) == 4 else SUMMARY_IDENTITY
+    return SUMMARY_SHIFTED if is_spatial(model) else SUMMARY_IDENTITY
 
 
 def decoded_stats_kind_of(model) -> str:
     """:data:`DECODED_STATS_ROLLS` for a spatial model (8 rolled views), else
     :data:`DECODED_STATS_ONE_VIEW`."""
-    return DECODED_STATS_ROLLS if len(latent_shape(model)) == 4 else DECODED_STATS_ONE_VIEW
+    return DECODED_STATS_ROLLS if is_spatial(model) else DECODED_STATS_ONE_VIEW
 
 
 def latent_shape(model, grid=None) -> tuple:
