@@ -448,3 +448,53 @@ def test_builtin_batches_are_capped_by_cells(monkeypatch):
     assert calls == [(8, 16), (2, 16), (1, 32), (1, 32), (1, 32)]
     assert sorted(recs) == list(range(13)) and recs[12].tag == f"rec-{id(ves[12])}"
     assert recs[12].grid_run == (32, 32, 32) and recs[0].grid_run == (16, 16, 16)  # the grid solved
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_dataset_progress_moves_within_a_batch(tmp_path, stiff_file, monkeypatch, workers):
+    """The VE bar is credited after every CP increment of the VEs in flight (one process,
+    and through a queue from spawned workers), not only when a batch ends."""
+    import contextlib
+
+    from matflow_vae3d.datasets import write_ves
+
+    seen = []
+    orig = S._Tally.progress
+
+    @contextlib.contextmanager
+    def spy(self, *a, **k):
+        with orig(self, *a, **k) as done:
+            inner = done.partial
+
+            def record(key, rows):
+                seen.append(rows)
+                inner(key, rows)
+
+            done.partial = record
+            yield done
+
+    monkeypatch.setattr(S._Tally, "progress", spy)
+    data = tmp_path / "ves.h5"
+    write_ves(data, [_ve(0), _ve(1), _ve(2)], progress=False)
+    batch = 3 if workers == 1 else 1
+    out = S.simulate_dataset(data, tmp_path / "o.h5", stiff_file, load=LOAD, batch_size=batch, workers=workers)
+    assert out["n_converged"] == 3
+    inflight = [v for v in seen if v > 0]
+    if workers == 1:  # one batch of 3 VEs, 3 increments: 1, 2, 3 VEs' worth, then committed
+        assert seen == [1.0, 2.0, 3.0, 0.0]
+    else:  # each worker's chunk of one VE reports 1/3, 2/3, 1
+        assert any(abs(v - 1 / 3) < 1e-9 for v in inflight) and any(abs(v - 2 / 3) < 1e-9 for v in inflight)
+
+
+def test_dataset_progress_log_lines_for_batch_jobs(tmp_path, stiff_file, monkeypatch, capsys):
+    """progress='log' (MatFlow's CP tasks without a terminal): progress lines with the VEs
+    done, in-flight increments counted, and an ETA, no bar."""
+    from matflow_vae3d.datasets import write_ves
+
+    monkeypatch.setattr(S, "LOG_EVERY_S", 0.0)
+    data = tmp_path / "ves.h5"
+    write_ves(data, [_ve(0), _ve(1)], progress=False)
+    S.simulate_dataset(data, tmp_path / "o.h5", stiff_file, load=LOAD, batch_size=2, progress="log")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("simulate (builtin): ")]
+    assert "0.7/2 VEs (33 %)" in lines[0] and "ETA" in lines[0]  # after 1 of 3 increments
+    assert lines[-1].startswith("simulate (builtin): 2.0/2 VEs (100 %)") and "0 failed" in lines[-1]

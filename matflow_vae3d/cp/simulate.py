@@ -19,8 +19,10 @@ invalid phase, DAMASK_grid missing) are refused before anything is written.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -379,9 +381,22 @@ def _prepare_chunk(
 
 
 #: most cells the builtin solver takes in one call (8 VEs of 16^3); larger VEs go one at a
-#: time. Peak memory of a call: about 0.24 GB (Python, torch) + 24-33 kB per cell
-#: (docs/matflow.md "Memory of a CP task").
+#: time. Peak memory of a call: about 0.27 GB (Python, torch) + 4-8 kB per cell (Mg 64^3:
+#: 1.4 GB; docs/cp_solver.md "Side by side with DAMASK_grid, memory, progress").
 MAX_BATCH_VOXELS = 8 * 16**3
+
+
+def _increment_reporter(opts: Mapping[str, Any], before: int, n: int):
+    """The builtin solver's ``progress`` for a call on ``n`` VEs of a chunk after ``before``
+    others: the VEs' worth of work done in the chunk, to ``opts['progress']`` (a callable,
+    in this process) or ``opts['progress_queue']`` (from a worker process, keyed by its pid)."""
+    report, queue = opts.get("progress"), opts.get("progress_queue")
+    if queue is not None:
+        pid = os.getpid()
+        return lambda inc, total: queue.put((pid, before + n * inc / total))
+    if callable(report):
+        return lambda inc, total: report(before + n * inc / total)
+    return bool(report)
 
 
 def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, SimulationRecord]:
@@ -394,7 +409,7 @@ def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, Simulati
             groups.setdefault(tuple(np.shape(ve.grain_map)), []).append((i, ve))
         for shape, group in groups.items():
             # at most MAX_BATCH_VOXELS cells per solver call: memory grows with the batch
-            # (about 24-33 kB per cell), so 64^3 VEs are solved one at a time
+            # (about 4-8 kB per cell), so 64^3 VEs are solved one at a time
             per = max(1, MAX_BATCH_VOXELS // int(np.prod(shape)))
             for s in range(0, len(group), per):
                 part = group[s : s + per]
@@ -404,7 +419,7 @@ def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, Simulati
                     opts["load"],
                     device=opts["device"],
                     dtype=opts["dtype"],
-                    progress=opts["progress"],
+                    progress=_increment_reporter(opts, len(records), len(part)),
                     **opts["numerics"],
                 )
                 for (i, _), rec in zip(part, recs):
@@ -433,21 +448,51 @@ def _solve_chunk(ready: Sequence, opts: Mapping[str, Any]) -> dict[int, Simulati
     return records
 
 
+def _solve_chunk_in_worker(ready: Sequence, opts: Mapping[str, Any]) -> tuple[int, dict[int, SimulationRecord]]:
+    return os.getpid(), _solve_chunk(ready, opts)
+
+
 def _worker_init(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _run_pool(chunks, prepared, opts, workers: int, threads: int, ids, commit) -> None:
+def _run_pool(chunks, prepared, opts, workers: int, threads: int, ids, commit, partial=None) -> None:
     """Solve ``chunks`` in ``workers`` processes, at most 2 x workers in flight,
-    committing records in chunk order (a file does not depend on ``workers``)."""
+    committing records in chunk order (a file does not depend on ``workers``).
+    ``partial(key, VEs)``: credits the work done inside the chunks in flight (the workers
+    report each increment through a queue, read here by a thread)."""
     import collections
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    import threading
 
     ctx = multiprocessing.get_context("spawn")  # torch is not fork-safe once used
     pending: collections.deque = collections.deque()
+    if partial is None:
+        _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, None, ctx, pending)
+        return
+    manager = ctx.Manager()
+    queue = manager.Queue()
+    opts = {**opts, "progress": False, "progress_queue": queue}
+
+    def read() -> None:
+        while (msg := queue.get()) is not None:
+            partial(*msg)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, partial, ctx, pending)
+    finally:
+        queue.put(None)
+        reader.join(5)
+        manager.shutdown()
+
+
+def _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, partial, ctx, pending) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
     ) as pool:
@@ -455,7 +500,10 @@ def _run_pool(chunks, prepared, opts, workers: int, threads: int, ids, commit) -
         def drain(keep: int) -> None:
             while len(pending) > keep:
                 chunk, records, fut = pending.popleft()
-                records.update(fut.result())
+                pid, recs = fut.result()
+                records.update(recs)
+                if partial is not None:
+                    partial(pid, 0.0)  # its rows are committed now
                 for i in chunk:
                     rec = records[i]
                     rec.ve_id = ids[i]
@@ -464,7 +512,7 @@ def _run_pool(chunks, prepared, opts, workers: int, threads: int, ids, commit) -
         try:
             for chunk in chunks:
                 ready, records = prepared(chunk)
-                pending.append((chunk, records, pool.submit(_solve_chunk, ready, opts)))
+                pending.append((chunk, records, pool.submit(_solve_chunk_in_worker, ready, opts)))
                 drain(2 * workers)
             drain(0)
         except BaseException:
@@ -487,7 +535,7 @@ def simulate_dataset(
     batch_size: int = 8,
     device="cpu",
     limit: int | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     *,
     dtype=None,
     keep_jobs=None,
@@ -574,7 +622,7 @@ def simulate_dataset(
                 load=load,
                 device=device,
                 dtype=dtype,
-                progress=progress and workers == 1,
+                progress=False,  # the VE bar moves with every increment (run_chunks' partial)
                 keep_jobs=keep_jobs,
                 damask_executable=damask_executable,
                 n_proc=n_proc,
@@ -600,6 +648,7 @@ def simulate_dataset(
                     int(worker_threads),
                     ids,
                     commit,
+                    partial=done.partial if progress else None,
                 )
     finally:
         close()
@@ -640,6 +689,10 @@ def pending_rows(ids: Sequence[str], n: int, done) -> list[int]:
     return todo
 
 
+#: seconds between the progress lines of ``progress='log'`` (no terminal: MatFlow tasks)
+LOG_EVERY_S = 60.0
+
+
 class _Tally:
     """The summary of a campaign: counts and failures of the records committed.
     ``considered``: the name of the count of rows considered (n_considered, n_pairs)."""
@@ -657,13 +710,35 @@ class _Tally:
         }
 
     @contextlib.contextmanager
-    def progress(self, total: int, desc: str, show: bool, unit: str = "VE"):
+    def progress(self, total: int, desc: str, show: bool | str, unit: str = "VE"):
         """Yields ``done(record, *tag)``: count a written record (a failure as
         (ve_id, *tag, first line of its reason)) and move a progress bar."""
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit=unit, desc=desc, disable=not show)
+        log = show == "log"  # a line every LOG_EVERY_S seconds (logs of batch jobs, MatFlow)
+        bar = tqdm(total=total, unit=unit, desc=desc, disable=not show or log)
         s = self.summary
+        flight: dict[Any, float] = {}  # rows' worth of work done in chunks not yet committed
+        t0 = last = time.perf_counter()
+
+        def show_n() -> None:
+            nonlocal last
+            bar.n = min(s["n_run"] + sum(flight.values()), total)
+            bar.refresh()
+            now = time.perf_counter()
+            if log and total and (now - last >= LOG_EVERY_S or s["n_run"] == total):
+                last = now
+                eta = (now - t0) * (total - bar.n) / bar.n if bar.n > 0 else float("nan")
+                print(
+                    f"{desc}: {bar.n:.1f}/{total} {unit}s ({100 * bar.n / total:.0f} %), "
+                    f"{now - t0:.0f} s, ETA {eta:.0f} s, {s['n_failed']} failed",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        def partial(key, rows: float) -> None:
+            flight[key] = float(rows)
+            show_n()
 
         def done(rec, *tag) -> None:
             s["n_run"] += 1
@@ -672,24 +747,33 @@ class _Tally:
             else:
                 s["n_failed"] += 1
                 s["failed"].append((rec.ve_id, *tag, rec.reason.split("\n")[0]))
-            bar.update(1)
-            bar.set_postfix(converged=s["n_converged"], failed=s["n_failed"])
+            bar.set_postfix(converged=s["n_converged"], failed=s["n_failed"], refresh=False)
+            show_n()
 
+        done.partial = partial  # type: ignore[attr-defined]
         try:
             yield done
         finally:
             bar.close()
 
 
-def run_chunks(chunks, prepared, opts: Mapping[str, Any], workers: int, threads: int, ids, commit) -> None:
+def run_chunks(
+    chunks, prepared, opts: Mapping[str, Any], workers: int, threads: int, ids, commit, partial=None
+) -> None:
     """Solve the chunks of rows (in this process, or ``workers`` processes of
-    ``threads`` torch threads) and ``commit`` each row's record in dataset order."""
+    ``threads`` torch threads) and ``commit`` each row's record in dataset order.
+    ``partial(key, rows)`` (optional, e.g. :meth:`_Tally.progress`'s): the rows' worth of
+    work done so far in a chunk in flight, reported after every CP increment."""
     if workers > 1:
-        _run_pool(chunks, prepared, opts, workers, threads, ids, commit)
+        _run_pool(chunks, prepared, opts, workers, threads, ids, commit, partial)
         return
+    if partial is not None:
+        opts = {**opts, "progress": lambda rows: partial("main", rows)}
     for chunk in chunks:
         ready, records = prepared(chunk)
         records.update(_solve_chunk(ready, opts))
+        if partial is not None:
+            partial("main", 0.0)
         for i in chunk:
             rec = records[i]
             rec.ve_id = ids[i]

@@ -85,7 +85,7 @@ def simulate_paths(
     batch_size: int = 8,
     device="cpu",
     dtype=None,
-    progress: bool = True,
+    progress: bool | str = True,
     coarsen: int = 1,
     coarsen_rule: str = "majority",
     **numerics,
@@ -174,6 +174,7 @@ def simulate_paths(
                         1,
                         ids,
                         commit,
+                        partial=count.partial if progress else None,
                     )
     finally:
         close()

@@ -140,6 +140,13 @@ def _progress() -> bool:
     return sys.stderr.isatty()
 
 
+def _cp_progress() -> bool | str:
+    """CP tasks: as :func:`_progress`, but where no bar is shown ($VAE3D_PROGRESS unset,
+    no terminal: a MatFlow run) 'log': a line with the VEs done (in-flight increments
+    counted) and an ETA every minute in the run's std stream."""
+    return _progress() or ("log" if os.environ.get("VAE3D_PROGRESS") is None else False)
+
+
 def _device() -> str:
     """'cuda' when a GPU is visible (cluster GPU tasks), else 'cpu'."""
     import torch
@@ -462,7 +469,7 @@ def _simulate(data: Path, CP_material, uniaxial_load, CP_solver, CP_options, sou
         material=_material_arg(CP_material),
         solver=CP_solver,
         load=load,
-        progress=_progress(),
+        progress=_cp_progress(),
         source=source,
         **opts,
     )
@@ -548,7 +555,7 @@ def simulate_load_paths(
     opts.pop("workers", None)  # one process: pairs sharing a path are batched instead
     _solver_threads(max(1, int(os.environ.get("MATFLOW_RUN_NUM_CORES") or 1)))
     summary = simulate_paths(
-        data, out, _material_arg(CP_material), solver=CP_solver, progress=_progress(), **kw, **opts
+        data, out, _material_arg(CP_material), solver=CP_solver, progress=_cp_progress(), **kw, **opts
     )
     print(
         f"{summary['n_converged']} converged, {summary['n_failed']} failed of {summary['n_pairs']} (VE, path) pairs",
