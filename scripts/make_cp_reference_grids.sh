@@ -11,9 +11,10 @@
 # Starts from the shipped partial sets (data/reference/mg32_s303_*, mg64_s304_*) when
 # OUT_DIR has none. SHIP=1 writes the VEs that have a CP row and the compacted CP
 # results back to matflow_vae3d/data/reference (what the package ships).
-# Cost, measured on this 2-core machine with the other core busy (2026-12-07): ~112 s
-# CPU per 32³ VE, ~1 GB peak; ~1,400 s per 64³ VE, 5.9-6.7 GB peak (run 64³ with
-# WORKERS=1 unless every worker has 7 GB). WORKERS (default 1) solver processes.
+# Cost, measured on this 2-core machine with the other core busy: ~112 s CPU per 32³ VE
+# and 1.1 GB peak, ~805-1,400 s and 5.9-6.7 GB per 64³ VE with the solver of 2026-12-07;
+# 68 s and 0.54 GB per 32³ VE, 700 s and 1.4 GB per 64³ VE since 2026-12-08 (docs/cp_solver.md
+# "Side by side"). WORKERS (default 1) solver processes.
 set -euo pipefail
 OUT=${1:?usage: make_cp_reference_grids.sh OUT_DIR [N32] [N64]}
 N32=${2:-150}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from matflow_vae3d.matflow import actions
+from matflow_vae3d.matflow.campaign import CP_S_PER_VE
 
 
 @pytest.fixture
@@ -233,8 +234,8 @@ def test_damask_solver_without_damask_grid_fails_clearly(in_tmp, monkeypatch):
 
 def test_campaign_scale_check_refuses_large_direct_runs():
     """The campaign templates' first task: the paper's scale on the direct scheduler is
-    refused with its cost (VAE training included: ~16,500 CPU-hours, CP at the measured
-    805 s per 64³ VE); coarse CP ('auto': K = 2 for 64³ `train` VEs) prices CP as a
+    refused with its cost (VAE training included: ~15,000 CPU-hours, CP at the measured
+    700 s per 64³ VE); coarse CP ('auto': K = 2 for 64³ `train` VEs) prices CP as a
     32³ run; the same on SLURM, a confirmed run, or a small one pass and report the plan."""
     big = {
         "scheduler": "direct",
@@ -244,14 +245,14 @@ def test_campaign_scale_check_refuses_large_direct_runs():
         "grid": 64,
         "vae_epochs": 100,
     }
-    with pytest.raises(ValueError, match=r"about 16,4\d\d CPU-hours .*CP 805 s per 64³ VE\).*confirm_scale"):
+    with pytest.raises(ValueError, match=r"about 15,0\d\d CPU-hours .*CP 700 s per 64³ VE\).*confirm_scale"):
         actions.check_campaign_scale(big)
     plan = actions.check_campaign_scale({**big, "scheduler": "slurm"})["campaign_plan"]
-    assert plan["cp_hours_per_shard"] == pytest.approx(1000 * 805.0 / 3600) and not plan["cp_extrapolated"]
+    assert plan["cp_hours_per_shard"] == pytest.approx(1000 * CP_S_PER_VE[64] / 3600) and not plan["cp_extrapolated"]
     assert actions.check_campaign_scale({**big, "confirmed": "true"})["campaign_plan"]["confirmed"]
     shipped = {**big, "n_train_shards": 0, "vae_epochs": 0, "cp_coarsen": "auto", "scheduler": "slurm"}
     plan = actions.check_campaign_scale(shipped)["campaign_plan"]
-    assert plan["cp_coarsen"] == 2 and plan["cp_s_per_VE"] == 112.0 and plan["cpu_hours"]["train_VAE"] == 0
+    assert plan["cp_coarsen"] == 2 and plan["cp_s_per_VE"] == CP_S_PER_VE[32] and plan["cpu_hours"]["train_VAE"] == 0
     with pytest.raises(ValueError, match=r"solved on its grid / 2"):
         actions.check_campaign_scale({**shipped, "scheduler": "direct"})
     with pytest.raises(ValueError, match="cp_coarsen 3 must be auto or a positive divisor of the grid 64"):

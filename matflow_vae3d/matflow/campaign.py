@@ -5,11 +5,12 @@ Measured on the project's 2-core CPU machine (one core per process; docs/matflow
 "Campaign cost"):
 
 - CP, embedded solver, Mg, the paper's load case (1 % in 20 increments), real `train`
-  VEs: 19.6 s per 16³ VE (mean solver wall time of 560 VEs, 2026-12-03, both cores
-  busy), 112 s per 32³ VE (the 32³ reference set, 2026-12-07, both cores busy) and
-  805 s CPU per 64³ VE (benchmarks/coarse_cp.py, 6.6 GB peak; an earlier run of two
-  damask-made 64³ VEs took ~1,400 s wall on a busier machine); 2.6 s per 8³ VE (a 16³
-  VE coarsened by 2, benchmarks/coarse_cp.py). Coarse CP (``cp_coarsen``
+  VEs, the solver of 2026-12-08 (docs/cp_solver.md "Side by side with DAMASK_grid"):
+  700 s CPU per 64³ VE (one VE, 1.43 GB peak), 70 s per 32³ VE and 14.1 s per 16³ VE (the
+  earlier means, 112 s over the 32³ reference set and 19.6 s over 560 16³ VEs with both
+  cores busy, scaled by the side-by-side's after / before CPU on the same VEs: 68.1/108.4
+  at 32³, 15.8/21.9 at 16³), 1.9 s per 8³ VE (the 16³ ratio applied to 2.6 s, a 16³ VE
+  coarsened by 2). Coarse CP (``cp_coarsen``
   K, or 'auto' for the preset's grains, :func:`matflow_vae3d.cp.simulate.auto_coarsen`)
   costs what the grid / K costs. Grids between measured ones: scaled by cells from the
   nearest.
@@ -27,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 #: CP solver s per VE (one core) at measured grids (cells per edge of the grid solved).
-CP_S_PER_VE = {8: 2.6, 16: 19.6, 32: 112.0, 64: 805.0}
+CP_S_PER_VE = {8: 1.9, 16: 14.1, 32: 70.0, 64: 700.0}
 #: mean ESD (voxels) of the campaign's `train` preset, for cp_coarsen 'auto'
 TRAIN_ESD_VOXELS = 5.78
 GENERATE_S_PER_VE_64 = 0.097
