@@ -723,7 +723,8 @@ class _Tally:
 
         def show_n() -> None:
             nonlocal last
-            bar.n = min(s["n_run"] + sum(flight.values()), total)
+            # never backwards: a chunk's credit is dropped just before its rows commit
+            bar.n = max(bar.n, min(s["n_run"] + sum(flight.values()), total))
             bar.refresh()
             now = time.perf_counter()
             if log and total and (now - last >= LOG_EVERY_S or s["n_run"] == total):
