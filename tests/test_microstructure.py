@@ -62,12 +62,12 @@ def test_params_dict_round_trip():
 
 
 def test_presets():
-    assert set(PRESETS) == {"train", "large", "small", "elongated", "brass", "copper", "cube", "goss"}
+    assert set(PRESETS) == {"train", "large", "small", "elongated", "brass", "copper", "cube", "goss", "s"}
     assert get_preset("train").mean_esd == 5.78 and get_preset("train").grid == (64, 64, 64)
     assert get_preset("large").mean_esd == 12.24 and get_preset("small").mean_esd == 2.73
     e = get_preset("elongated", grid=32, lattice="hP")
     assert e.mean_esd == 9.54 and e.aspect_ratio == (2.0, 1.0, 1.0) and e.lattice == "hP"
-    for t in ("brass", "copper", "cube", "goss"):
+    for t in ("brass", "copper", "cube", "goss", "s"):
         assert get_preset(t).texture == t and get_preset(t).mean_esd == 5.78
     with pytest.raises(ValueError, match="train, large, small"):
         get_preset("medium")
@@ -269,7 +269,7 @@ def test_random_texture_mackenzie(train_ves):
     assert np.degrees(a.max()) <= 62.8
 
 
-@pytest.mark.parametrize("name", ["brass", "copper", "cube", "goss"])
+@pytest.mark.parametrize("name", ["brass", "copper", "cube", "goss", "s"])
 def test_texture_components(name):
     """Component Euler triplets equal their Miller indices (damask from_directions,
     symmetry-aware, < 0.01 deg); textured VEs (32^3, scatter 5 deg) concentrate on the
@@ -287,6 +287,18 @@ def test_texture_components(name):
         sample_orientations(300, "random", "cF", np.random.default_rng(0)), comp, "cF", degrees=True
     )
     assert np.median(r) > 35
+
+
+def test_s_component_is_the_textbook_triplet_of_its_miller_indices():
+    """S = {-123}<6-34>, written as the textbook (59, 37, 63) (the triplet itself matters
+    for hP VEs, where cubic-equivalent triplets are different orientations)."""
+    from matflow_vae3d.microstructure.textures import bunge_from_miller
+
+    e = TEXTURE_COMPONENTS["s"]
+    np.testing.assert_allclose(e, (58.98, 36.70, 63.43), atol=0.01)
+    phi1, phi, phi2 = bunge_from_miller(*TEXTURE_MILLER["s"])  # the cubic equivalent found
+    np.testing.assert_allclose((phi1, phi, (phi2 + 90.0) % 360.0), e, atol=1e-9)
+    np.testing.assert_allclose(bunge_from_miller((0, 0, 1), (1, 0, 0)), (180.0, 0.0, 0.0), atol=1e-9)
 
 
 def test_custom_texture_tight_scatter():

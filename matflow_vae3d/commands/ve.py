@@ -114,7 +114,8 @@ def _check_lattice(ctx, param, value):
     "-p",
     default="train",
     show_default=True,
-    help="Generator preset (the paper's datasets): train, large, small, elongated, brass, copper, cube, goss.",
+    help="Generator preset (the paper's datasets, and the S texture component): train, large, small, "
+    "elongated, brass, copper, cube, goss, s.",
 )
 @click.option(
     "--count", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of VEs to generate."

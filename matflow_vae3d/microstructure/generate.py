@@ -62,7 +62,7 @@ class VEParams:
     aspect_ratio : (3,) float
         Grain elongation along x, y, z ((1, 1, 1) equiaxed, (2, 1, 1) elongated along x).
     texture : str
-        'random', 'brass', 'copper', 'cube', 'goss' or 'custom'.
+        'random', 'brass', 'copper', 'cube', 'goss', 's' or 'custom'.
     texture_eulers_deg : (3,) float
         Mean Bunge Euler angles (deg) for 'custom'.
     texture_scatter_deg : float

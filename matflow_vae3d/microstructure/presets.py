@@ -25,6 +25,7 @@ PRESETS: dict[str, dict] = {
     "copper": dict(_TRAIN, texture="copper"),
     "cube": dict(_TRAIN, texture="cube"),
     "goss": dict(_TRAIN, texture="goss"),
+    "s": dict(_TRAIN, texture="s"),
 }
 
 

@@ -12,9 +12,14 @@ cube      {001}<100>      (0, 0, 0)
 goss      {110}<001>      (0, 45, 0)
 brass     {110}<-112>     (35.26, 45, 0)
 copper    {112}<-1-11>    (90, 35.26, 45)
+s         {-123}<6-34>    (58.98, 36.70, 63.43)
 ========  ==============  =========================
 
-35.26 stands for arctan(1/sqrt 2) = 35.2644 deg (used exactly). Copper is often written
+35.26 stands for arctan(1/sqrt 2) = 35.2644 deg (used exactly). S, the third rolling
+component of fcc metals ({123}<634>, e.g. Suwas & Ray Table 6.1: (59, 37, 63)), is the
+variant {-123}<6-34>, written as the textbook triplet (computed from its Miller indices
+by :func:`bunge_from_miller`, phi2 turned by a cubic 90 deg: Phi = arccos(3/sqrt 14),
+phi2 = arctan 2). Copper is often written
 {112}<11-1>, which is the same component under the orthorhombic sample symmetry of
 rolling (a 180 deg turn about ND); the triplet above is {112}<-1-11> exactly.
 
@@ -45,11 +50,30 @@ __all__ = [
 
 #: mean Bunge Euler angles (deg) of the texture components
 _A = float(np.degrees(np.arctan(1.0 / np.sqrt(2.0))))  # 35.2644 deg
+
+
+def bunge_from_miller(hkl, uvw) -> tuple[float, float, float]:
+    """Bunge Euler angles (deg) of the orientation with the crystal plane {hkl} normal to
+    the sample z (ND) and the crystal direction <uvw> along the sample x (RD)."""
+    nd, rd = np.asarray(hkl, dtype=float), np.asarray(uvw, dtype=float)
+    nd, rd = nd / np.linalg.norm(nd), rd / np.linalg.norm(rd)
+    g = np.stack([rd, np.cross(nd, rd), nd], axis=1)  # columns: RD, TD, ND in crystal axes
+    phi = float(np.degrees(np.arccos(np.clip(g[2, 2], -1.0, 1.0))))
+    phi1 = float(np.degrees(np.arctan2(g[2, 0], -g[2, 1]))) % 360.0
+    phi2 = float(np.degrees(np.arctan2(g[0, 2], g[1, 2]))) % 360.0
+    return phi1, phi, phi2
+
+
+# {-123}<6-34>: bunge_from_miller gives (58.98, 36.70, 333.43); phi2 + 90 deg (a cubic
+# symmetry operation) is the textbook triplet, which is what hP VEs must get
+_S = bunge_from_miller((-1, 2, 3), (6, -3, 4))
+_S_TEXTBOOK = (_S[0], _S[1], (_S[2] + 90.0) % 360.0)
 TEXTURE_COMPONENTS = {
     "cube": (0.0, 0.0, 0.0),
     "goss": (0.0, 45.0, 0.0),
     "brass": (_A, 45.0, 0.0),
     "copper": (90.0, _A, 45.0),
+    "s": _S_TEXTBOOK,
 }
 #: Miller indices ({hkl} || ND, <uvw> || RD) the triplets above stand for
 TEXTURE_MILLER = {
@@ -57,6 +81,7 @@ TEXTURE_MILLER = {
     "goss": ((1, 1, 0), (0, 0, 1)),
     "brass": ((1, 1, 0), (-1, 1, 2)),
     "copper": ((1, 1, 2), (-1, -1, 1)),
+    "s": ((-1, 2, 3), (6, -3, 4)),
 }
 #: accepted texture names
 TEXTURES = ("random",) + tuple(TEXTURE_COMPONENTS) + ("custom",)
@@ -87,7 +112,7 @@ def sample_orientations(
     """n grain orientations (n, 4), FZ-reduced quaternions for ``lattice``.
 
     texture: 'random' (uniform on SO(3)), a component name ('brass', 'copper',
-    'cube', 'goss'), or 'custom' (mean ``eulers_deg`` (3,) Bunge, deg).
+    'cube', 'goss', 's'), or 'custom' (mean ``eulers_deg`` (3,) Bunge, deg).
     """
     lat = canonical_lattice(lattice)
     if texture == "random":
