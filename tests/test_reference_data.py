@@ -50,3 +50,21 @@ def test_reference_sets_beyond_16_read_join_and_are_physical():
     assert 75 < sxx[:, -1].min() and sxx[:, -1].max() < 92
     s16 = read_results(str(REF / "mg16_s301_cp.h5"), fields=("sigma",))["sigma"][:, -1, 0, 0] / 1e6
     assert sxx[:, -1].std() < 0.6 * s16.std()
+
+
+def test_reference_set_64_reads_and_is_physical():
+    """The shipped 64³ Mg reference set (seed 304, started 2026-12-08 with the solver of
+    that day; grown session by session by scripts/make_cp_reference_grids.sh): converged
+    full-resolution curves of 64³ `train` VEs (~2,500 grains), ids join, physical curves,
+    and VE-to-VE differences at 1 % far below the 32³ set's spread."""
+    r = read_results(str(REF / "mg64_s304_cp.h5"))
+    assert len(r["ve_id"]) >= 2 and set(r["status"]) == {"converged"} and r["coarsen"] == 1
+    assert (r["grid_run"] == 64).all()
+    with VEDataset(str(REF / "mg64_s304_ves.h5")) as ds:
+        assert ds.lattice == "hP" and ds.grid == (64, 64, 64) and list(r["ve_id"]) == ds.ve_ids
+        assert 2000 < float(np.mean(ds.n_grains)) < 3200
+    sxx = r["sigma"][:, :, 0, 0] / 1e6
+    assert (sxx[:, 0] == 0).all() and (np.diff(sxx, axis=1) > 0).all()
+    assert 78 < sxx[:, -1].min() and sxx[:, -1].max() < 88
+    s32 = read_results(str(REF / "mg32_s303_cp.h5"), fields=("sigma",))["sigma"][:, -1, 0, 0] / 1e6
+    assert np.ptp(sxx[:, -1]) < 2 * s32.std()
