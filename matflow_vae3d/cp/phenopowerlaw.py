@@ -565,7 +565,6 @@ class TorchLaw:
             tol = torch.clamp(rtol * Lpn, min=atol)
             finite = torch.isfinite(rn) & torch.isfinite(gn)
             conv = (rn < tol) & finite & ~f["over"]
-            stop = torch.zeros_like(conv)  # points given up (coupled: to the nested iteration)
             if coupled:
                 g = a_s0 + dt * self.dot_state(f["rate"], a_st)  # the state's fixed-point map
                 sres = ((g - a_st).abs() / torch.maximum(rtol_state * g.abs(), atol_state)).amax(-1)
@@ -584,16 +583,18 @@ class TorchLaw:
                 rate2 = self.kinetics(f["Sv2"][cand], a_st[cand])[0]
                 exact = ((f["rate"][cand] - rate2) @ self.Pflat).norm(dim=-1) < tol[cand]
                 conv[cand[~exact]] = False
+            # points that leave the loop: converged, or (coupled) given up to the nested iteration
+            done = conv | stop if coupled else conv
             last = it == max_iter - 1
-            if bool(conv.any()) or bool(stop.any()) or last:
-                sel = conv | stop | last if last else conv | stop
+            if bool(done.any()) or last:
+                sel = done | last if last else done
                 ci = act[sel]
                 ok[ci] = conv[sel]
                 for key in keys:
                     out[key][ci] = f[key][sel]
                 if coupled:
                     out["state"][ci] = g[sel]
-            keep = ~(conv | stop)
+            keep = ~done
             if not bool(keep.any()) or last:
                 break
             # compact to the points still iterating
