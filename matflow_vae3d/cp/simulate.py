@@ -463,14 +463,12 @@ def _run_pool(chunks, prepared, opts, workers: int, threads: int, ids, commit, p
     committing records in chunk order (a file does not depend on ``workers``).
     ``partial(key, VEs)``: credits the work done inside the chunks in flight (the workers
     report each increment through a queue, read here by a thread)."""
-    import collections
     import multiprocessing
     import threading
 
     ctx = multiprocessing.get_context("spawn")  # torch is not fork-safe once used
-    pending: collections.deque = collections.deque()
     if partial is None:
-        _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, None, ctx, pending)
+        _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, None, ctx)
         return
     manager = ctx.Manager()
     queue = manager.Queue()
@@ -483,15 +481,19 @@ def _run_pool(chunks, prepared, opts, workers: int, threads: int, ids, commit, p
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, partial, ctx, pending)
+        _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, partial, ctx)
     finally:
         queue.put(None)
         reader.join(5)
         manager.shutdown()
 
 
-def _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, partial, ctx, pending) -> None:
+def _pool_loop(chunks, prepared, opts, workers, threads, ids, commit, partial, ctx) -> None:
+    """:func:`_run_pool`'s pool: submit, and commit in chunk order as results come."""
+    import collections
     from concurrent.futures import ProcessPoolExecutor
+
+    pending: collections.deque = collections.deque()
 
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
